@@ -1,0 +1,1 @@
+"""Dynamo: build, distribution and host checks for an LLM-serving runtime, driven by one support matrix."""

@@ -1,0 +1,113 @@
+"""Read `support_matrix.toml` into a validated `Matrix`, or raise `MatrixInvalid` listing every problem."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+from packaging.version import Version
+
+from dynamo.matrix.convert import INVALID, Problem, convert, format_path
+from dynamo.matrix.model import Matrix, Release, ReleaseFields
+from dynamo.matrix.validate import validate
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+ENV_VAR = "DYNAMO_MATRIX"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+# In a source checkout the matrix lives at the repository root; a wheel carries a copy inside.
+_CANDIDATES = (_PACKAGE_DIR.parents[1] / "matrix" / "support_matrix.toml",
+               _PACKAGE_DIR / "data" / "support_matrix.toml")
+
+
+class MatrixInvalid(Exception):
+    """The matrix could not be read or is inconsistent; `lines()` has one line per problem."""
+
+    def __init__(self, source: str, problems: list[Problem]):
+        super().__init__(f"{source}: {len(problems)} problem(s)")
+        self.source = source
+        self.problems = problems
+
+    def lines(self) -> list[str]:
+        return [f"{self.source}: {format_path(p.path)}: {p.message}" if p.path
+                else f"{self.source}: {p.message}" for p in self.problems]
+
+
+def default_path() -> Path:
+    """$DYNAMO_MATRIX, else the checkout's matrix/support_matrix.toml, else the packaged copy."""
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR])
+    for candidate in _CANDIDATES:
+        if candidate.is_file():
+            return candidate
+    return _CANDIDATES[-1]
+
+
+def display_name(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def load(path: str | os.PathLike | None = None) -> Matrix:
+    path = Path(path) if path is not None else default_path()
+    source = display_name(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise MatrixInvalid(source, [Problem((), f"cannot read the matrix ({reason}); "
+                                             f"pass --matrix PATH or set {ENV_VAR}")]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MatrixInvalid(source, [Problem((), f"not UTF-8 text (byte {exc.start}); save the file as UTF-8")]) from None
+    return loads(text, source)
+
+
+def loads(text: str, source: str = "<matrix>") -> Matrix:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise MatrixInvalid(source, [Problem((), f"invalid TOML: {exc}")]) from None
+    return from_dict(raw, source)
+
+
+def from_dict(raw: dict, source: str = "<matrix>") -> Matrix:
+    """Convert and validate parsed TOML. Raises MatrixInvalid with every problem found."""
+    problems: list[Problem] = []
+    matrix = convert(Matrix, raw, (), problems)
+    if matrix is INVALID:
+        raise MatrixInvalid(source, problems)
+    problems.extend(validate(matrix))
+    if problems:
+        raise MatrixInvalid(source, problems)
+    return _complete(matrix)
+
+
+def _complete(matrix: Matrix) -> Matrix:
+    """Fill each release from [defaults], give patch releases their base's CUDA, order newest first."""
+    inherited = [f.name for f in dataclasses.fields(ReleaseFields)]
+    releases: dict[str, Release] = {}
+    for name, release in matrix.release.items():
+        filled = {key: getattr(matrix.defaults, key) for key in inherited if getattr(release, key) is None}
+        releases[name] = dataclasses.replace(release, **filled)
+    for name, release in releases.items():
+        if release.patch_of:
+            base = releases[release.patch_of]
+            engines = {fw: dataclasses.replace(engine, cuda=base.engines[fw].cuda)
+                       for fw, engine in release.engines.items()}
+            releases[name] = dataclasses.replace(release, engines=engines)
+    ordered = dict(sorted(releases.items(), key=lambda item: release_sort_key(item[0]), reverse=True))
+    return dataclasses.replace(matrix, release=ordered)
+
+
+def release_sort_key(name: str) -> tuple[int, Version]:
+    """main sorts above every version."""
+    return (1, Version("0")) if name == "main" else (0, Version(name))

@@ -1,0 +1,192 @@
+"""The support matrix as typed, immutable data.
+
+These dataclasses are also the schema: `dynamo.matrix.convert` turns the parsed TOML into them,
+reporting unknown keys, missing keys and wrong types by key path. Field metadata adds the value
+checks (``check``) and the checks on the keys of a table (``keys``). Cross-references between
+tables are checked afterwards, in `dynamo.matrix.validate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+from dynamo.matrix import checks
+
+Support = Literal["supported", "experimental"]
+ReleaseStatus = Literal["development", "released", "patch"]
+CaveatEffect = Literal["unsupported", "experimental", "warning"]
+ArtifactKind = Literal["wheel", "image", "helm_chart", "crate"]
+Condition = Union[str, tuple[str, ...]]
+
+
+def _meta(check=None, keys=None) -> dict:
+    return {"check": check, "keys": keys}
+
+
+def checked(check=None, *, keys=None, default=None, factory=None):
+    """A dataclass field carrying a value check and/or a check on the keys of a table."""
+    if factory is not None:
+        return field(default_factory=factory, metadata=_meta(check, keys))
+    return field(default=default, metadata=_meta(check, keys))
+
+
+def required(check=None, *, keys=None):
+    return field(metadata=_meta(check, keys))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cuda:
+    driver_linux: str = required(checks.driver)
+    driver_updates: dict[str, str] = checked(checks.driver, keys=checks.version, factory=dict)
+    published_linux: str | None = checked(checks.published_driver)
+    published_windows: str | None = checked(checks.published_driver)
+    base_image: str | None = checked(checks.image_ref)
+    runtime_image: str | None = checked(checks.image_ref)
+    note: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CudaMajor:
+    minor_compat_driver: str = required(checks.driver)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CpuArch:
+    platform: str = required(checks.platform)
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class GpuArch:
+    name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ComputeCapability:
+    arch: str
+    gpus: tuple[str, ...] = ()
+    first_cuda: str | None = checked(checks.cuda_version)
+    dropped_in: str | None = checked(checks.cuda_version)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatingSystem:
+    name: str
+    version: str
+    id: str | None = None
+    version_id: str | None = None
+    cloud: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Framework:
+    name: str
+    package: str = required(checks.distribution)
+    module: str = required(checks.identifier)
+    cuda_archs: tuple[str, ...] = checked(checks.compute_capability, default=())
+    cpu: bool = False
+    memlock_unlimited: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Platform:
+    os: str
+    arch: str
+    status: Support
+
+
+@dataclass(frozen=True, kw_only=True)
+class MinHost:
+    ram_gib: int
+    cpu_cores: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Engine:
+    """One framework as a release ships it."""
+
+    version: str = required(checks.version)
+    pin: str | None = checked(checks.version)
+    extras: tuple[str, ...] = checked(checks.identifier, default=())
+    pins: dict[str, str] = checked(checks.version, keys=checks.distribution, factory=dict)
+    cuda: dict[str, Support] = checked(keys=checks.cuda_version, factory=dict)
+    base_image: str | dict[str, str] | None = checked(checks.image_ref)
+    planned: bool = False
+    note: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReleaseFields:
+    """The fields a release may set, each falling back to [defaults]."""
+
+    status: ReleaseStatus | None = None
+    python: tuple[str, ...] | None = checked(checks.python_version)
+    python_default: str | None = checked(checks.python_version)
+    requires_python: str | None = checked(checks.specifier)
+    image_os: str | None = None
+    image_arch: tuple[str, ...] | None = None
+    wheel_arch: tuple[str, ...] | None = None
+    cpu_arch: dict[str, Support] | None = None
+    gpu_arch: dict[str, Support] | None = None
+    platforms: tuple[Platform, ...] | None = None
+    min_host: MinHost | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Release(ReleaseFields):
+    label: str | None = None
+    patch_of: str | None = None
+    github_release: bool = True
+    nixl: str | None = checked(checks.version)
+    base_container: str | None = None
+    note: str | None = None
+    artifacts: tuple[str, ...] | None = None
+    engines: dict[str, Engine] = checked(factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Caveat:
+    id: str
+    message: str
+    effect: CaveatEffect
+    when: dict[str, Condition] = checked(keys=checks.caveat_dimension, factory=dict)
+    unless: dict[str, Condition] = checked(keys=checks.caveat_dimension, factory=dict)
+    releases: tuple[str, ...] = ()
+    since: str | None = checked(checks.version)
+    fix: str | None = None
+    avoid_flags: tuple[str, ...] = ()
+    ports: tuple[int, ...] = ()
+    link: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Artifact:
+    kind: ArtifactKind
+    url: str
+    title: str | None = None
+    image: str | None = checked(checks.image_repository)
+    framework: str | None = None
+    cuda_major: int | None = None
+    since: str | None = checked(checks.version)
+    note: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Matrix:
+    """The whole file. Releases keep the file's order (newest first)."""
+
+    schema: Literal[1]
+    latest: str
+    cpu_base_image: str = required(checks.image_ref)
+    cuda: dict[str, Cuda] = required(keys=checks.cuda_version)
+    cuda_major: dict[str, CudaMajor] = required(keys=checks.integer)
+    cpu_arch: dict[str, CpuArch] = checked(factory=dict)
+    gpu_arch: dict[str, GpuArch] = checked(factory=dict)
+    compute_capability: dict[str, ComputeCapability] = required(keys=checks.compute_capability)
+    os: dict[str, OperatingSystem] = checked(factory=dict)
+    framework: dict[str, Framework] = checked(keys=checks.identifier, factory=dict)
+    defaults: ReleaseFields = required()
+    release: dict[str, Release] = required(keys=checks.release_name)
+    caveat: tuple[Caveat, ...] = ()
+    artifact: dict[str, Artifact] = checked(factory=dict)

@@ -1,0 +1,362 @@
+"""Questions asked of a loaded matrix: resolve one build target, list them all, explain a refusal.
+
+`evaluate` is the one place that decides whether (release, framework, CUDA, architecture,
+Python) is a valid build target; `resolve` fills in defaults and `targets` enumerates.
+"""
+
+from __future__ import annotations
+
+import platform as _platform
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from packaging.version import Version
+
+from dynamo.matrix.model import Caveat, Engine, Matrix, Release
+
+CPU = "cpu"
+FEATURES = ("nixl", "kvbm")
+GENERIC_OS = "linux"  # a platform row for "linux" covers every distribution
+
+
+class InvalidCombination(ValueError):
+    """A combination the matrix does not offer; str() is one sentence naming the alternatives."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One fully pinned build: everything a Dockerfile, a label or a check needs."""
+
+    release: str
+    framework: str
+    cuda: str | None  # None: the CPU variant
+    arch: str
+    python: str
+    status: str  # "supported" or "experimental"
+    engine_version: str
+    engine_requirement: str  # pip requirement, e.g. "vllm[flashinfer]==0.10.2"
+    extra_requirements: tuple[str, ...]
+    nixl: str | None
+    platform: str  # OCI platform, e.g. "linux/amd64"
+    os: str
+    base_image: str
+    runtime_image: str
+    driver_linux: str | None
+    published_linux: str | None
+    published_windows: str | None
+    cuda_archs: tuple[str, ...]
+    notes: tuple[str, ...]  # why it is experimental, and warnings that apply
+
+    @property
+    def device(self) -> str:
+        return f"cuda{self.cuda}" if self.cuda else CPU
+
+    @property
+    def name(self) -> str:
+        return f"{self.release}-{self.framework}-{self.device}-{self.arch}-py{self.python}"
+
+    @property
+    def nixl_requirement(self) -> str | None:
+        return f"nixl=={self.nixl}" if self.nixl else None
+
+
+# -- small helpers ----------------------------------------------------------------------------
+
+def human_list(items: Iterable[str], conjunction: str = "and") -> str:
+    items = list(items)
+    if not items:
+        return "none"
+    if len(items) == 1:
+        return items[0]
+    return f"{', '.join(items[:-1])} {conjunction} {items[-1]}"
+
+
+def release_label(matrix: Matrix, name: str) -> str:
+    """How a release is titled in tables: "main (ToT)", "v0.8.1 (latest)", "v0.8.0"."""
+    release = matrix.release[name]
+    if release.label:
+        return release.label
+    return f"v{name} (latest)" if name == matrix.latest else f"v{name}"
+
+
+def arch_name(arch: str) -> str:
+    return "ARM64" if arch == "arm64" else arch
+
+
+def normalize_arch(matrix: Matrix, value: str) -> str:
+    """Accept "x86_64", "amd64", "linux/arm64", "aarch64"...; return the matrix's name."""
+    wanted = value.lower().removeprefix("linux/")
+    for name, arch in matrix.cpu_arch.items():
+        if wanted == name or wanted in arch.aliases or value == arch.platform:
+            return name
+    raise InvalidCombination(
+        f"unknown CPU architecture {value!r}; valid: {human_list(sorted(matrix.cpu_arch), 'or')}"
+        f" (or their platforms {human_list(a.platform for a in matrix.cpu_arch.values())})")
+
+
+def host_arch(matrix: Matrix) -> str:
+    return normalize_arch(matrix, _platform.machine())
+
+
+def engine_devices(matrix: Matrix, framework: str, engine: Engine) -> list[str]:
+    """The CUDA versions an engine ships, newest first, then "cpu" where it runs on the CPU."""
+    devices = sorted(engine.cuda, key=Version, reverse=True)
+    return devices + ([CPU] if matrix.framework[framework].cpu else [])
+
+
+def cuda_offer(matrix: Matrix, framework: str, engine: Engine) -> str:
+    """E.g. "CUDA 12.9 and 13.0 (experimental)" or "CUDA 13.0 only"."""
+    parts = [f"{cuda} (experimental)" if engine.cuda[cuda] == "experimental" else cuda
+             for cuda in sorted(engine.cuda, key=Version)]
+    text = f"CUDA {human_list(parts)}" if parts else "no CUDA toolkit in the matrix"
+    if len(parts) == 1:
+        text += " only"
+    if matrix.framework[framework].cpu:
+        text += " and a CPU build" if parts else "; a CPU build"
+    return text
+
+
+def releases_offering(matrix: Matrix, framework: str, device: str | None = None) -> list[str]:
+    return [name for name, release in matrix.release.items()
+            if framework in release.engines
+            and (device is None or device in engine_devices(matrix, framework, release.engines[framework]))]
+
+
+def matching_caveats(matrix: Matrix, release: str, context: dict[str, object]) -> list[Caveat]:
+    """The caveats that apply to a context of dimension -> value (features: a set of names)."""
+    return [caveat for caveat in matrix.caveat if caveat_applies(caveat, release, context)]
+
+
+def condition_values(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else value
+
+
+def caveat_applies(caveat: Caveat, release: str, context: dict[str, object]) -> bool:
+    """`when` all match and `unless` does not. A dimension missing from the context never matches."""
+    if not caveat_in_release(caveat, release):
+        return False
+    return _all_match(caveat.when, context) and not (caveat.unless and _all_match(caveat.unless, context))
+
+
+def reaches(release: str, since: str | None) -> bool:
+    """Whether a release is at or after `since` (main is after everything)."""
+    return since is None or release == "main" or Version(release) >= Version(since)
+
+
+def caveat_in_release(caveat: Caveat, release: str) -> bool:
+    return (not caveat.releases or release in caveat.releases) and reaches(release, caveat.since)
+
+
+def _all_match(conditions: dict[str, str | tuple[str, ...]], context: dict[str, object]) -> bool:
+    for dimension, value in conditions.items():
+        actual = context.get(dimension)
+        if actual is None:
+            return False
+        present = set(actual) if isinstance(actual, (set, frozenset, tuple, list)) else {actual}
+        if not set(condition_values(value)) & present:
+            return False
+    return True
+
+
+# -- the decision ------------------------------------------------------------------------------
+
+def find_release(matrix: Matrix, name: str) -> str:
+    """The matrix's name for a release ("v0.8.1" and "0.8.1" are both "0.8.1")."""
+    for candidate in (name, name.removeprefix("v")):
+        if candidate in matrix.release:
+            return candidate
+    raise InvalidCombination(
+        f"release {name!r} is not in the matrix; known releases: {human_list(matrix.release)}")
+
+
+def engine_for(matrix: Matrix, release_name: str, framework: str) -> Engine:
+    """The engine a release ships for a framework, or InvalidCombination naming the alternatives."""
+    release = matrix.release[release_name]
+    if framework not in matrix.framework:
+        raise InvalidCombination(
+            f"unknown framework {framework!r}; valid frameworks: {human_list(matrix.framework, 'or')}")
+    if framework not in release.engines:
+        name = matrix.framework[framework].name
+        ships = human_list(matrix.framework[f].name for f in release.engines)
+        others = human_list(releases_offering(matrix, framework))
+        raise InvalidCombination(
+            f"{name} is not part of release {release_name}, which ships {ships}; releases with {name}: {others}")
+    return release.engines[framework]
+
+
+def _check_device(matrix: Matrix, release_name: str, framework: str, engine: Engine, device: str) -> None:
+    if device in engine_devices(matrix, framework, engine):
+        return
+    name = matrix.framework[framework].name
+    asked = "the CPU" if device == CPU else device
+    others = [r for r in releases_offering(matrix, framework, device) if r != release_name]
+    where = (f"; releases with {name} on {'the CPU' if device == CPU else 'CUDA ' + device}: {human_list(others)}"
+             if others else "")
+    raise InvalidCombination(
+        f"{name} in {release_name} ships {cuda_offer(matrix, framework, engine)}; you asked for {asked}{where}")
+
+
+def evaluate(matrix: Matrix, release_name: str, framework: str, device: str, arch: str,
+             python: str) -> Target:
+    """The build target for exactly these values, or InvalidCombination saying why not."""
+    release_name = find_release(matrix, release_name)
+    release = matrix.release[release_name]
+    engine = engine_for(matrix, release_name, framework)
+    fw = matrix.framework[framework]
+    _check_device(matrix, release_name, framework, engine, device)
+    arch = normalize_arch(matrix, arch)
+    if arch not in release.image_arch:
+        raise InvalidCombination(
+            f"{release_name} builds container images for {human_list(map(arch_name, release.image_arch))} only;"
+            f" you asked for {arch_name(arch)}")
+    if python not in release.python:
+        raise InvalidCombination(
+            f"{release_name} supports Python {human_list(release.python)}; you asked for {python}")
+    platform_status = _platform_status(matrix, release, release.image_os, arch)
+    if platform_status is None:
+        os_info = matrix.os[release.image_os]
+        raise InvalidCombination(
+            f"{os_info.name} {os_info.version} on {arch_name(arch)} is not a supported platform in {release_name}")
+
+    features = {"nixl"} if release.nixl else set()
+    context = {"framework": framework, "python": python, "os": release.image_os, "arch": arch,
+               "cuda": None if device == CPU else device, "feature": features}
+    caveats = matching_caveats(matrix, release_name, context)
+    for caveat in caveats:
+        if caveat.effect == "unsupported":
+            working = [p for p in release.python if p != python and not any(
+                c.effect == "unsupported" for c in matching_caveats(matrix, release_name, {**context, "python": p}))]
+            hint = f"; use Python {human_list(working, 'or')}" if working and "python" in (
+                *caveat.when, *caveat.unless) else ""
+            raise InvalidCombination(f"{caveat.message}; you asked for Python {python} in {release_name}{hint}")
+
+    experimental, warnings = [], []
+    if device != CPU and engine.cuda[device] == "experimental":
+        experimental.append(f"CUDA {device} for {fw.name} in {release_name} is experimental")
+    if release.cpu_arch.get(arch) == "experimental":
+        experimental.append(f"{arch_name(arch)} is experimental in {release_name}")
+    if platform_status == "experimental":
+        os_info = matrix.os[release.image_os]
+        experimental.append(f"{os_info.name} {os_info.version} on {arch_name(arch)} is experimental in {release_name}")
+    if engine.planned:
+        experimental.append(engine.note or f"{fw.name} {engine.version} is planned and subject to change")
+    for caveat in caveats:
+        if caveat.effect != "unsupported":
+            text = caveat.message + (f"; fix: {caveat.fix}" if caveat.fix else "")
+            (experimental if caveat.effect == "experimental" else warnings).append(text)
+
+    pin = engine.pin or engine.version
+    extras = f"[{','.join(engine.extras)}]" if engine.extras else ""
+    cuda = None if device == CPU else matrix.cuda[device]
+    base = engine.base_image if device != CPU else None
+    if isinstance(base, dict):
+        base = base[arch]
+    return Target(
+        release=release_name, framework=framework, cuda=None if device == CPU else device, arch=arch,
+        python=python, status="experimental" if experimental else "supported",
+        engine_version=engine.version, engine_requirement=f"{fw.package}{extras}=={pin}",
+        extra_requirements=tuple(f"{name}=={version}" for name, version in sorted(engine.pins.items())),
+        nixl=release.nixl, platform=matrix.cpu_arch[arch].platform, os=release.image_os,
+        base_image=base or (cuda.base_image if cuda else matrix.cpu_base_image),
+        runtime_image=(cuda.runtime_image or cuda.base_image) if cuda else matrix.cpu_base_image,
+        driver_linux=cuda.driver_linux if cuda else None,
+        published_linux=cuda.published_linux if cuda else None,
+        published_windows=cuda.published_windows if cuda else None,
+        cuda_archs=fw.cuda_archs if cuda else (), notes=tuple(experimental + warnings))
+
+
+def _platform_status(matrix: Matrix, release: Release, os_name: str, arch: str) -> str | None:
+    for row in release.platforms:
+        if row.arch == arch and row.os in (os_name, GENERIC_OS):
+            return row.status
+    return None
+
+
+def default_device(matrix: Matrix, release: str, framework: str) -> str:
+    """The newest supported CUDA, else the newest experimental one, else the CPU build."""
+    release = find_release(matrix, release)
+    engine = engine_for(matrix, release, framework)
+    devices = engine_devices(matrix, framework, engine)
+    supported = [d for d in devices if d != CPU and engine.cuda[d] == "supported"]
+    if supported or devices:
+        return (supported or devices)[0]
+    raise InvalidCombination(
+        f"{matrix.framework[framework].name} in {release} has no CUDA toolkit in the matrix, so nothing can be"
+        f" built; releases with {matrix.framework[framework].name} builds: "
+        f"{human_list(r for r in releases_offering(matrix, framework) if engine_devices(matrix, framework, matrix.release[r].engines[framework]))}")
+
+
+def resolve(matrix: Matrix, framework: str, release: str | None = None, cuda: str | None = None,
+            arch: str | None = None, python: str | None = None) -> Target:
+    """Fill in the defaults (latest release, newest supported CUDA, this host's CPU, the release's
+    default Python) and evaluate."""
+    release = find_release(matrix, release or matrix.latest)
+    rel = matrix.release[release]
+    device = cuda.lower().removeprefix("cuda") if cuda else default_device(matrix, release, framework)
+    if device in ("none", "cpu"):
+        device = CPU
+    return evaluate(matrix, release, framework, device, arch or host_arch(matrix), python or rel.python_default)
+
+
+def targets(matrix: Matrix, release: str | None = None, framework: str | None = None) -> list[Target]:
+    """Every valid build target, newest release first."""
+    return list(_iter_targets(matrix, release, framework))
+
+
+def _iter_targets(matrix: Matrix, only_release: str | None, only_framework: str | None) -> Iterator[Target]:
+    if only_release is not None:
+        only_release = find_release(matrix, only_release)
+    if only_framework is not None and only_framework not in matrix.framework:
+        raise InvalidCombination(
+            f"unknown framework {only_framework!r}; valid frameworks: {human_list(matrix.framework, 'or')}")
+    for name, release in matrix.release.items():
+        if only_release is not None and name != only_release:
+            continue
+        for framework, engine in release.engines.items():
+            if only_framework is not None and framework != only_framework:
+                continue
+            for device in engine_devices(matrix, framework, engine):
+                for arch in release.image_arch:
+                    for python in release.python:
+                        try:
+                            yield evaluate(matrix, name, framework, device, arch, python)
+                        except InvalidCombination:
+                            continue
+
+
+def release_artifacts(matrix: Matrix, name: str) -> list[str]:
+    """What a release publishes: its own list, else every artifact it has reached (`since`) and,
+    for images, whose framework it ships with a CUDA of the image's major version."""
+    release = matrix.release[name]
+    if release.artifacts is not None:
+        return list(release.artifacts)
+    if name == "main":
+        return []
+    published = []
+    for artifact_name, artifact in matrix.artifact.items():
+        if not reaches(name, artifact.since):
+            continue
+        if artifact.framework is not None:
+            engine = release.engines.get(artifact.framework)
+            if engine is None:
+                continue
+            if artifact.cuda_major is not None and not any(
+                    cuda.split(".")[0] == str(artifact.cuda_major) for cuda in engine.cuda):
+                continue
+        published.append(artifact_name)
+    return published
+
+
+def release_caveats(matrix: Matrix, name: str) -> list[Caveat]:
+    """The caveats that can apply to a release: not limited to other releases, and about one of
+    its frameworks when they name frameworks at all."""
+    release = matrix.release[name]
+    found = []
+    for caveat in matrix.caveat:
+        if not caveat_in_release(caveat, name):
+            continue
+        frameworks = condition_values(caveat.when.get("framework", ()))
+        if frameworks and not set(frameworks) & set(release.engines):
+            continue
+        found.append(caveat)
+    return found

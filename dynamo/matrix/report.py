@@ -1,0 +1,130 @@
+"""Plain-text views of the matrix for people: the target table and one release in full."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from packaging.version import Version
+
+from dynamo.matrix.model import Matrix
+from dynamo.matrix.query import (
+    CPU, Target, arch_name, engine_devices, release_artifacts, release_caveats, release_label,
+)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "") -> str:
+    """Columns padded to their widest cell; the last column is not padded."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    lines = []
+    for row in (headers, *rows):
+        cells = [str(cell).ljust(width) for cell, width in zip(row, widths)]
+        lines.append((indent + "  ".join(cells)).rstrip())
+    return "\n".join(lines)
+
+
+def targets_table(targets: Sequence[Target]) -> str:
+    rows = [(t.release, t.framework, t.engine_version, t.device, t.arch, t.python, t.nixl or "-",
+             t.driver_linux or "-", t.status) for t in targets]
+    headers = ("RELEASE", "FRAMEWORK", "ENGINE", "DEVICE", "ARCH", "PYTHON", "NIXL", "MIN DRIVER", "STATUS")
+    return table(headers, rows)
+
+
+def _status(value: str) -> str:
+    return value.capitalize()
+
+
+def cuda_cell(matrix: Matrix, framework: str, engine) -> str:
+    """E.g. "CUDA 12.9, CUDA 13.0 (Experimental)", as the support matrix prints it."""
+    parts = []
+    for device in sorted(engine_devices(matrix, framework, engine),
+                         key=lambda d: Version("999") if d == CPU else Version(d)):
+        if device == CPU:
+            parts.append("CPU")
+        else:
+            parts.append(f"CUDA {device}" + (" (Experimental)" if engine.cuda[device] == "experimental" else ""))
+    return ", ".join(parts) or "-"
+
+
+def release_report(matrix: Matrix, name: str, framework: str | None = None) -> str:
+    release = matrix.release[name]
+    engines = {fw: e for fw, e in release.engines.items() if framework in (None, fw)}
+    out = [f"Dynamo {release_label(matrix, name)} -- {release.status}"
+           + ("" if release.github_release else " (no GitHub release)")]
+    if release.note:
+        out.append(release.note)
+    if release.patch_of:
+        out.append(f"Patch of {release.patch_of}: same CUDA support as its base version.")
+
+    rows = []
+    for fw, engine in engines.items():
+        version = engine.version + (" (planned)" if engine.planned else "")
+        install = matrix.framework[fw].package + (f"[{','.join(engine.extras)}]" if engine.extras else "")
+        install += f"=={engine.pin or engine.version}"
+        rows.append((matrix.framework[fw].name, version, cuda_cell(matrix, fw, engine), install))
+    if release.nixl:
+        rows.append(("NIXL", release.nixl, "", f"nixl=={release.nixl}"))
+    if release.base_container:
+        rows.append(("Base Container", release.base_container, "", ""))
+    out += ["", "Backend dependencies", table(("Dependency", "Version", "CUDA", "Install"), rows, "  ")]
+    for fw, engine in engines.items():
+        if engine.planned and engine.note:
+            out.append(f"  * {engine.note}")
+
+    rows = []
+    for fw, engine in engines.items():
+        for cuda in sorted(engine.cuda, key=Version):
+            info = matrix.cuda[cuda]
+            rows.append((matrix.framework[fw].name, cuda, info.published_linux or "-",
+                         info.published_windows or "-", info.driver_linux,
+                         "Experimental" if engine.cuda[cuda] == "experimental" else ""))
+    out += ["", "CUDA and driver requirements"]
+    if rows:
+        out.append(table(("Backend", "CUDA Toolkit", "Min Driver (Linux)", "Min Driver (Windows)",
+                          "Precise Linux floor", "Notes"), rows, "  "))
+    else:
+        out.append(f"  No CUDA toolkit is listed for {release_label(matrix, name)}.")
+
+    out += ["", f"Python: {', '.join(release.python)} (default {release.python_default})"
+            + (f"; requires-python {release.requires_python}" if release.requires_python else "")]
+    out += ["", "CPU architecture",
+            table(("Architecture", "Status"),
+                  [(arch_name(a), _status(s)) for a, s in release.cpu_arch.items()], "  ")]
+    out.append(f"  Container images: {', '.join(map(arch_name, release.image_arch))};"
+               f" wheels: {', '.join(map(arch_name, release.wheel_arch))}")
+    if release.min_host:
+        out.append(f"  Minimum host: {release.min_host.ram_gib} GB RAM, {release.min_host.cpu_cores} CPU cores")
+    gpu_rows = []
+    for arch, status in release.gpu_arch.items():
+        ccs = [cc for cc, info in matrix.compute_capability.items() if info.arch == arch]
+        gpu_rows.append((matrix.gpu_arch[arch].name, _status(status), ", ".join(ccs)))
+    out += ["", "GPU architecture", table(("GPU Architecture", "Status", "Compute capability"), gpu_rows, "  ")]
+
+    rows = []
+    for row in release.platforms:
+        os_info = matrix.os[row.os]
+        rows.append((os_info.name, os_info.version, arch_name(row.arch), _status(row.status), os_info.cloud or ""))
+    out += ["", "Platforms", table(("Operating System", "Version", "Architecture", "Status", "Cloud"), rows, "  ")]
+
+    caveats = [c for c in release_caveats(matrix, name)
+               if framework is None or condition_values_include(c.when.get("framework"), framework)]
+    if caveats:
+        out += ["", "Caveats"]
+        for caveat in caveats:
+            out.append(f"  ! {caveat.message}.")
+            if caveat.fix:
+                out.append(f"    Fix: {caveat.fix}")
+
+    artifacts = release_artifacts(matrix, name)
+    out += ["", "Published artifacts"]
+    if artifacts:
+        rows = [(matrix.artifact[a].kind, a, matrix.artifact[a].url) for a in artifacts]
+        out.append(table(("Kind", "Name", "Where"), rows, "  "))
+    else:
+        out.append("  none")
+    return "\n".join(out) + "\n"
+
+
+def condition_values_include(value, framework: str) -> bool:
+    if value is None:
+        return True
+    return framework in ((value,) if isinstance(value, str) else value)

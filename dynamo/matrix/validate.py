@@ -1,0 +1,220 @@
+"""Cross-reference and consistency checks on a converted matrix; each problem names its key path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+from dynamo.matrix import checks
+from dynamo.matrix.convert import Path, Problem
+from dynamo.matrix.model import Engine, Matrix, Release
+from dynamo.matrix.query import FEATURES, condition_values
+
+def validate(matrix: Matrix) -> list[Problem]:
+    return [Problem(path, message) for path, message in _all(matrix)]
+
+
+def _all(m: Matrix) -> Iterator[tuple[Path, str]]:
+    yield from _check_latest(m)
+    yield from _check_cuda(m)
+    yield from _check_hardware(m)
+    yield from _check_defaults(m)
+    yield from _check_release_names(m)
+    for name, release in m.release.items():
+        yield from _check_release(m, name, release)
+    yield from _check_caveats(m)
+    yield from _check_artifacts(m)
+
+
+def _undefined(path: Path, what: str, value: str, defined) -> tuple[Path, str]:
+    choices = ", ".join(sorted(defined)) or "none"
+    return path, f"{what} {value!r} is not defined; expected one of: {choices}"
+
+
+def _effective(m: Matrix, release: Release, field: str):
+    value = getattr(release, field)
+    return getattr(m.defaults, field) if value is None else value
+
+
+def _check_latest(m: Matrix) -> Iterator[tuple[Path, str]]:
+    if m.latest not in m.release:
+        yield _undefined(("latest",), "release", m.latest, m.release)
+    elif m.latest == "main":
+        yield ("latest",), "the latest release must be a published version, not the development branch 'main'"
+
+
+def _check_cuda(m: Matrix) -> Iterator[tuple[Path, str]]:
+    for version, cuda in m.cuda.items():
+        path = ("cuda", version)
+        major = version.split(".")[0]
+        if major not in m.cuda_major:
+            yield path, f"CUDA major {major} has no [cuda_major.\"{major}\"] table with its minor_compat_driver"
+        for update, driver in cuda.driver_updates.items():
+            if not update.startswith(version + "."):
+                yield path + ("driver_updates", update), f"expected an update of CUDA {version} such as \"{version}.1\""
+            elif Version(driver) < Version(cuda.driver_linux):
+                yield path + ("driver_updates", update), f"driver {driver} is below the GA floor {cuda.driver_linux}"
+        if cuda.published_linux and cuda.published_linux.split(".")[0] != cuda.driver_linux.split(".")[0]:
+            yield (path + ("published_linux",),
+                   f"{cuda.published_linux!r} disagrees with driver_linux {cuda.driver_linux!r}: "
+                   f"expected \"{cuda.driver_linux.split('.')[0]}.xx+\"")
+
+
+def _check_hardware(m: Matrix) -> Iterator[tuple[Path, str]]:
+    for cc, info in m.compute_capability.items():
+        if info.arch not in m.gpu_arch:
+            yield _undefined(("compute_capability", cc, "arch"), "GPU architecture", info.arch, m.gpu_arch)
+        for key in ("first_cuda", "dropped_in"):
+            value = getattr(info, key)
+            if value is not None and value not in m.cuda and Version(value) >= Version("12.0"):
+                yield _undefined(("compute_capability", cc, key), "CUDA", value, m.cuda)
+    for name, fw in m.framework.items():
+        for i, cc in enumerate(fw.cuda_archs):
+            if cc not in m.compute_capability:
+                yield _undefined(("framework", name, "cuda_archs", i), "compute capability", cc, m.compute_capability)
+    aliases: dict[str, str] = {}
+    for name, arch in m.cpu_arch.items():
+        for alias in (name, *arch.aliases):
+            if alias in aliases and aliases[alias] != name:
+                yield ("cpu_arch", name, "aliases"), f"{alias!r} already names CPU architecture {aliases[alias]!r}"
+            aliases[alias] = name
+
+
+def _check_defaults(m: Matrix) -> Iterator[tuple[Path, str]]:
+    for field in ("status", "python", "python_default", "image_os", "image_arch", "wheel_arch",
+                  "cpu_arch", "gpu_arch", "platforms"):
+        if getattr(m.defaults, field) is None:
+            yield ("defaults", field), "missing required key; every release falls back to it"
+
+
+def _check_release_names(m: Matrix) -> Iterator[tuple[Path, str]]:
+    seen: dict[Version, str] = {}
+    for name in m.release:
+        if name == "main":
+            continue
+        version = Version(name)
+        if version in seen:
+            yield ("release", name), f"duplicate release: {name!r} is the same version as {seen[version]!r}; keep one"
+        seen[version] = name
+
+
+def _check_release(m: Matrix, name: str, release: Release) -> Iterator[tuple[Path, str]]:
+    path: Path = ("release", name)
+    status = _effective(m, release, "status")
+    if name == "main" and status != "development":
+        yield path + ("status",), "the release 'main' must have status \"development\""
+    if (release.patch_of is None) != (status != "patch"):
+        yield path + ("patch_of",), "a release has patch_of exactly when its status is \"patch\""
+    if release.patch_of is not None:
+        base = m.release.get(release.patch_of)
+        if base is None:
+            yield _undefined(path + ("patch_of",), "release", release.patch_of, m.release)
+        elif base.patch_of is not None:
+            yield path + ("patch_of",), f"{release.patch_of!r} is itself a patch release; name its base release"
+
+    pythons = _effective(m, release, "python") or ()
+    python_default = _effective(m, release, "python_default")
+    if python_default is not None and python_default not in pythons:
+        yield path + ("python_default",), f"{python_default!r} is not among python = {list(pythons)}"
+    if release.requires_python:
+        spec = SpecifierSet(release.requires_python)
+        for i, python in enumerate(pythons):
+            if Version(python) not in spec:
+                yield path + ("python", i), f"Python {python} is outside requires_python {release.requires_python!r}"
+
+    image_os = _effective(m, release, "image_os")
+    if image_os is not None and image_os not in m.os:
+        yield _undefined(path + ("image_os",), "operating system", image_os, m.os)
+    for field in ("image_arch", "wheel_arch"):
+        for i, arch in enumerate(_effective(m, release, field) or ()):
+            if arch not in m.cpu_arch:
+                yield _undefined(path + (field, i), "CPU architecture", arch, m.cpu_arch)
+    for arch in (_effective(m, release, "cpu_arch") or {}):
+        if arch not in m.cpu_arch:
+            yield _undefined(path + ("cpu_arch", arch), "CPU architecture", arch, m.cpu_arch)
+    for arch in (_effective(m, release, "gpu_arch") or {}):
+        if arch not in m.gpu_arch:
+            yield _undefined(path + ("gpu_arch", arch), "GPU architecture", arch, m.gpu_arch)
+    for i, platform in enumerate(release.platforms or ()):
+        if platform.os not in m.os:
+            yield _undefined(path + ("platforms", i, "os"), "operating system", platform.os, m.os)
+        if platform.arch not in m.cpu_arch:
+            yield _undefined(path + ("platforms", i, "arch"), "CPU architecture", platform.arch, m.cpu_arch)
+    for i, artifact in enumerate(release.artifacts or ()):
+        if artifact not in m.artifact:
+            yield _undefined(path + ("artifacts", i), "artifact", artifact, m.artifact)
+    for framework, engine in release.engines.items():
+        yield from _check_engine(m, path + ("engines", framework), name, release, framework, engine)
+
+
+def _check_engine(m: Matrix, path: Path, name: str, release: Release, framework: str,
+                  engine: Engine) -> Iterator[tuple[Path, str]]:
+    if framework not in m.framework:
+        yield _undefined(path, "framework", framework, m.framework)
+        return
+    if engine.pin is not None and Version(engine.pin).public != Version(engine.version).public:
+        yield path + ("pin",), f"pin {engine.pin!r} is not a build of version {engine.version!r}"
+    cuda_versions = engine.cuda
+    if release.patch_of is not None:
+        if engine.cuda:
+            yield path + ("cuda",), f"a patch release has the CUDA support of {release.patch_of}; remove cuda here"
+        base = m.release.get(release.patch_of)
+        base_engine = base.engines.get(framework) if base else None
+        if base is not None and base_engine is None:
+            yield path, f"{framework} is not in {release.patch_of}, so this patch release has no CUDA for it"
+        cuda_versions = base_engine.cuda if base_engine else {}
+    image_arches = _effective(m, release, "image_arch") or ()
+    if isinstance(engine.base_image, dict):
+        for arch in engine.base_image:
+            if arch not in m.cpu_arch:
+                yield _undefined(path + ("base_image", arch), "CPU architecture", arch, m.cpu_arch)
+        missing = [arch for arch in image_arches if arch not in engine.base_image]
+        if missing:
+            yield path + ("base_image",), f"no base image for {', '.join(missing)}; add it to this table"
+    for cuda in cuda_versions:
+        if cuda not in m.cuda:
+            yield _undefined(path + ("cuda", cuda), "CUDA toolkit", cuda, m.cuda)
+        elif engine.base_image is None and m.cuda[cuda].base_image is None:
+            yield (path + ("cuda", cuda),
+                   f"no base image for CUDA {cuda}: set base_image in [cuda.\"{cuda}\"] or in this engine")
+
+
+def _check_caveats(m: Matrix) -> Iterator[tuple[Path, str]]:
+    known = {
+        "framework": m.framework, "os": m.os, "arch": m.cpu_arch, "cuda": m.cuda, "feature": FEATURES,
+    }
+    ids: set[str] = set()
+    for i, caveat in enumerate(m.caveat):
+        path: Path = ("caveat", i)
+        if caveat.id in ids:
+            yield path + ("id",), f"duplicate caveat id {caveat.id!r}"
+        ids.add(caveat.id)
+        for j, release in enumerate(caveat.releases):
+            if release not in m.release:
+                yield _undefined(path + ("releases", j), "release", release, m.release)
+        for part in ("when", "unless"):
+            for dimension, value in getattr(caveat, part).items():
+                for item in condition_values(value):
+                    where = path + (part, dimension)
+                    if dimension == "python":
+                        if (expected := checks.python_version(item)) is not None:
+                            yield where, f"expected {expected}, got {item!r}"
+                    elif item not in known[dimension]:
+                        yield _undefined(where, dimension, item, known[dimension])
+        if not caveat.when:
+            yield path + ("when",), "a caveat needs at least one condition in `when`"
+
+
+def _check_artifacts(m: Matrix) -> Iterator[tuple[Path, str]]:
+    for name, artifact in m.artifact.items():
+        path: Path = ("artifact", name)
+        if artifact.framework is not None and artifact.framework not in m.framework:
+            yield _undefined(path + ("framework",), "framework", artifact.framework, m.framework)
+        if artifact.cuda_major is not None and str(artifact.cuda_major) not in m.cuda_major:
+            yield _undefined(path + ("cuda_major",), "CUDA major", str(artifact.cuda_major), m.cuda_major)
+        if artifact.kind == "image" and artifact.image is None:
+            yield path + ("image",), "an image artifact needs its image repository, such as \"nvcr.io/nvidia/ai-dynamo/vllm-runtime\""
+        if artifact.kind != "image" and (artifact.framework or artifact.cuda_major or artifact.image):
+            yield path, "framework, cuda_major and image belong to image artifacts only"
