@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import types
 import typing
 from collections.abc import Callable
@@ -32,7 +33,7 @@ def format_path(path: Path) -> str:
             parts.append(f"[{key}]")
             continue
         bare = key and all(ch.isalnum() or ch in "-_" for ch in key) and key.isascii()
-        text = key if bare else '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        text = key if bare else json.dumps(key, ensure_ascii=False)  # TOML basic-string escapes
         parts.append(("." if parts else "") + text)
     return "".join(parts) or "(top level)"
 

@@ -60,6 +60,7 @@ def release_report(matrix: Matrix, name: str, framework: str | None = None) -> s
         version = engine.version + (" (planned)" if engine.planned else "")
         install = matrix.framework[fw].package + (f"[{','.join(engine.extras)}]" if engine.extras else "")
         install += f"=={engine.pin or engine.version}"
+        install += "".join(f" {name}=={version}" for name, version in sorted(engine.pins.items()))
         rows.append((matrix.framework[fw].name, version, cuda_cell(matrix, fw, engine), install))
     if release.nixl:
         rows.append(("NIXL", release.nixl, "", f"nixl=={release.nixl}"))

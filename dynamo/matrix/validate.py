@@ -9,7 +9,7 @@ from packaging.version import Version
 
 from dynamo.matrix import checks
 from dynamo.matrix.convert import Path, Problem
-from dynamo.matrix.model import Engine, Matrix, Release
+from dynamo.matrix.model import Engine, Matrix, Release, ReleaseFields
 from dynamo.matrix.query import FEATURES, condition_values
 
 def validate(matrix: Matrix) -> list[Problem]:
@@ -87,6 +87,31 @@ def _check_defaults(m: Matrix) -> Iterator[tuple[Path, str]]:
                   "cpu_arch", "gpu_arch", "platforms"):
         if getattr(m.defaults, field) is None:
             yield ("defaults", field), "missing required key; every release falls back to it"
+    python, default = m.defaults.python, m.defaults.python_default
+    if python is not None and default is not None and default not in python:
+        yield ("defaults", "python_default"), f"{default!r} is not among python = {list(python)}"
+    yield from _check_fields(m, ("defaults",), m.defaults)
+
+
+def _check_fields(m: Matrix, path: Path, fields: ReleaseFields) -> Iterator[tuple[Path, str]]:
+    """References in the inheritable fields, checked where they are written ([defaults] or a release)."""
+    if fields.image_os is not None and fields.image_os not in m.os:
+        yield _undefined(path + ("image_os",), "operating system", fields.image_os, m.os)
+    for field in ("image_arch", "wheel_arch"):
+        for i, arch in enumerate(getattr(fields, field) or ()):
+            if arch not in m.cpu_arch:
+                yield _undefined(path + (field, i), "CPU architecture", arch, m.cpu_arch)
+    for arch in fields.cpu_arch or {}:
+        if arch not in m.cpu_arch:
+            yield _undefined(path + ("cpu_arch", arch), "CPU architecture", arch, m.cpu_arch)
+    for arch in fields.gpu_arch or {}:
+        if arch not in m.gpu_arch:
+            yield _undefined(path + ("gpu_arch", arch), "GPU architecture", arch, m.gpu_arch)
+    for i, platform in enumerate(fields.platforms or ()):
+        if platform.os not in m.os:
+            yield _undefined(path + ("platforms", i, "os"), "operating system", platform.os, m.os)
+        if platform.arch not in m.cpu_arch:
+            yield _undefined(path + ("platforms", i, "arch"), "CPU architecture", platform.arch, m.cpu_arch)
 
 
 def _check_release_names(m: Matrix) -> Iterator[tuple[Path, str]]:
@@ -116,69 +141,63 @@ def _check_release(m: Matrix, name: str, release: Release) -> Iterator[tuple[Pat
 
     pythons = _effective(m, release, "python") or ()
     python_default = _effective(m, release, "python_default")
-    if python_default is not None and python_default not in pythons:
+    if (release.python or release.python_default) and python_default not in pythons:
         yield path + ("python_default",), f"{python_default!r} is not among python = {list(pythons)}"
     if release.requires_python:
         spec = SpecifierSet(release.requires_python)
         for i, python in enumerate(pythons):
             if Version(python) not in spec:
                 yield path + ("python", i), f"Python {python} is outside requires_python {release.requires_python!r}"
-
-    image_os = _effective(m, release, "image_os")
-    if image_os is not None and image_os not in m.os:
-        yield _undefined(path + ("image_os",), "operating system", image_os, m.os)
-    for field in ("image_arch", "wheel_arch"):
-        for i, arch in enumerate(_effective(m, release, field) or ()):
-            if arch not in m.cpu_arch:
-                yield _undefined(path + (field, i), "CPU architecture", arch, m.cpu_arch)
-    for arch in (_effective(m, release, "cpu_arch") or {}):
-        if arch not in m.cpu_arch:
-            yield _undefined(path + ("cpu_arch", arch), "CPU architecture", arch, m.cpu_arch)
-    for arch in (_effective(m, release, "gpu_arch") or {}):
-        if arch not in m.gpu_arch:
-            yield _undefined(path + ("gpu_arch", arch), "GPU architecture", arch, m.gpu_arch)
-    for i, platform in enumerate(release.platforms or ()):
-        if platform.os not in m.os:
-            yield _undefined(path + ("platforms", i, "os"), "operating system", platform.os, m.os)
-        if platform.arch not in m.cpu_arch:
-            yield _undefined(path + ("platforms", i, "arch"), "CPU architecture", platform.arch, m.cpu_arch)
+    yield from _check_fields(m, path, release)
     for i, artifact in enumerate(release.artifacts or ()):
         if artifact not in m.artifact:
             yield _undefined(path + ("artifacts", i), "artifact", artifact, m.artifact)
     for framework, engine in release.engines.items():
-        yield from _check_engine(m, path + ("engines", framework), name, release, framework, engine)
+        yield from _check_engine(m, path + ("engines", framework), release, framework, engine)
 
 
-def _check_engine(m: Matrix, path: Path, name: str, release: Release, framework: str,
+def _check_engine(m: Matrix, path: Path, release: Release, framework: str,
                   engine: Engine) -> Iterator[tuple[Path, str]]:
     if framework not in m.framework:
         yield _undefined(path, "framework", framework, m.framework)
         return
     if engine.pin is not None and Version(engine.pin).public != Version(engine.version).public:
         yield path + ("pin",), f"pin {engine.pin!r} is not a build of version {engine.version!r}"
-    cuda_versions = engine.cuda
-    if release.patch_of is not None:
-        if engine.cuda:
-            yield path + ("cuda",), f"a patch release has the CUDA support of {release.patch_of}; remove cuda here"
-        base = m.release.get(release.patch_of)
-        base_engine = base.engines.get(framework) if base else None
-        if base is not None and base_engine is None:
-            yield path, f"{framework} is not in {release.patch_of}, so this patch release has no CUDA for it"
-        cuda_versions = base_engine.cuda if base_engine else {}
-    image_arches = _effective(m, release, "image_arch") or ()
     if isinstance(engine.base_image, dict):
         for arch in engine.base_image:
             if arch not in m.cpu_arch:
                 yield _undefined(path + ("base_image", arch), "CPU architecture", arch, m.cpu_arch)
-        missing = [arch for arch in image_arches if arch not in engine.base_image]
+        missing = [a for a in _effective(m, release, "image_arch") or () if a not in engine.base_image]
         if missing:
             yield path + ("base_image",), f"no base image for {', '.join(missing)}; add it to this table"
+    if release.patch_of is None:
+        yield from _check_engine_cuda(m, path, engine.cuda, engine.base_image)
+    else:
+        yield from _check_patch_engine(m, path, release.patch_of, framework, engine)
+
+
+def _check_engine_cuda(m: Matrix, path: Path, cuda_versions: dict, base_image) -> Iterator[tuple[Path, str]]:
     for cuda in cuda_versions:
         if cuda not in m.cuda:
             yield _undefined(path + ("cuda", cuda), "CUDA toolkit", cuda, m.cuda)
-        elif engine.base_image is None and m.cuda[cuda].base_image is None:
+        elif base_image is None and m.cuda[cuda].base_image is None:
             yield (path + ("cuda", cuda),
                    f"no base image for CUDA {cuda}: set base_image in [cuda.\"{cuda}\"] or in this engine")
+
+
+def _check_patch_engine(m: Matrix, path: Path, base_name: str, framework: str,
+                        engine: Engine) -> Iterator[tuple[Path, str]]:
+    """A patch release takes its base's CUDA support; the base reports its own CUDA problems."""
+    if engine.cuda:
+        yield path + ("cuda",), f"a patch release has the CUDA support of {base_name}; remove cuda here"
+    base = m.release.get(base_name)
+    if base is None:
+        return  # reported at patch_of
+    base_engine = base.engines.get(framework)
+    if base_engine is None:
+        yield path, f"{framework} is not in {base_name}, so this patch release has no CUDA for it"
+    elif engine.base_image is None and base_engine.base_image is not None:
+        yield from _check_engine_cuda(m, path, base_engine.cuda, None)
 
 
 def _check_caveats(m: Matrix) -> Iterator[tuple[Path, str]]:

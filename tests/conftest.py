@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MATRIX_FILE = REPO / "matrix" / "support_matrix.toml"
+SEEDS = REPO / "tests" / "data" / "seeds"
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@pytest.fixture(scope="session")
+def raw_matrix() -> dict:
+    """The shipped matrix as parsed TOML; copy it before mutating."""
+    return tomllib.loads(MATRIX_FILE.read_text())
+
+
+@pytest.fixture
+def raw(raw_matrix) -> dict:
+    return copy.deepcopy(raw_matrix)
+
+
+@pytest.fixture(scope="session")
+def matrix():
+    from dynamo.matrix import load
+    return load(MATRIX_FILE)
+
+
+def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Run `python build.py ARGS` as a user would."""
+    return subprocess.run([sys.executable, str(REPO / "build.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=60)

@@ -1,0 +1,147 @@
+"""A broken matrix gives one named problem per fault: file, key path, what was expected."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import MATRIX_FILE
+from dynamo.matrix import MatrixInvalid, from_dict, load, loads
+
+
+def problems(raw: dict) -> list[str]:
+    with pytest.raises(MatrixInvalid) as caught:
+        from_dict(raw, "m.toml")
+    return caught.value.lines()
+
+
+def test_shipped_matrix_loads_with_defaults_merged(matrix):
+    assert matrix.latest == "0.8.1"
+    assert list(matrix.release)[:3] == ["main", "0.8.1.post1", "0.8.1"]
+    patch = matrix.release["0.8.1.post1"]
+    assert patch.python == ("3.10", "3.11", "3.12")  # from [defaults]
+    assert patch.engines["trtllm"].cuda == {"13.0": "supported"}  # inherited from 0.8.1
+    assert patch.engines["trtllm"].version == "1.2.0rc6.post2"  # but its own version
+    assert matrix.release["0.1.0"].cpu_arch == {"x86_64": "supported", "arm64": "experimental"}
+
+
+def test_wrong_type_names_key_path(raw):
+    raw["latest"] = 5
+    raw["release"]["0.8.1"]["engines"]["vllm"]["cuda"] = "12.9"
+    assert problems(raw) == [
+        "m.toml: latest: expected a string, got an integer 5",
+        'm.toml: release."0.8.1".engines.vllm.cuda: expected a table, got a string \'12.9\'',
+    ]
+
+
+def test_malformed_version(raw):
+    raw["release"]["0.8.1"]["engines"]["vllm"]["version"] = "0.12.x"
+    assert problems(raw) == ['m.toml: release."0.8.1".engines.vllm.version: expected a PEP 440 version'
+                             ' such as "0.12.0" or "1.2.0rc6.post1", got \'0.12.x\'']
+
+
+def test_bad_driver_and_status(raw):
+    raw["cuda"]["12.9"]["driver_linux"] = "575"
+    raw["release"]["0.8.1"]["engines"]["sglang"]["cuda"]["13.0"] = "beta"
+    lines = problems(raw)
+    assert 'm.toml: cuda."12.9".driver_linux: expected a driver version such as "575.51.03", got \'575\'' in lines
+    assert ('m.toml: release."0.8.1".engines.sglang.cuda."13.0": expected one of \'supported\','
+            ' \'experimental\', got a string \'beta\'') in lines
+
+
+def test_unknown_key_lists_known_ones(raw):
+    raw["release"]["0.8.1"]["engines"]["vllm"]["verison"] = "0.12.0"
+    (line,) = problems(raw)
+    assert line.startswith("m.toml: release.\"0.8.1\".engines.vllm.verison: unknown key 'verison'; expected one of:")
+    assert "version" in line
+
+
+def test_missing_required_key(raw):
+    del raw["cuda"]["13.0"]["driver_linux"]
+    assert problems(raw) == ['m.toml: cuda."13.0".driver_linux: missing required key; expected a string']
+
+
+def test_unknown_framework_in_release(raw):
+    raw["release"]["0.8.1"]["engines"]["mlc"] = {"version": "1.0"}
+    (line,) = problems(raw)
+    assert line.startswith("m.toml: release.\"0.8.1\".engines.mlc: framework 'mlc' is not defined; expected one of:")
+
+
+def test_dangling_cuda_reference(raw):
+    raw["release"]["0.8.1"]["engines"]["vllm"]["cuda"]["12.7"] = "supported"
+    assert problems(raw) == [
+        "m.toml: release.\"0.8.1\".engines.vllm.cuda.\"12.7\": CUDA toolkit '12.7' is not defined; expected one of:"
+        " 12.0, 12.1, 12.2, 12.3, 12.4, 12.5, 12.6, 12.8, 12.9, 13.0, 13.1"]
+
+
+def test_cuda_without_base_image(raw):
+    raw["release"]["0.8.1"]["engines"]["vllm"]["cuda"]["12.6"] = "supported"
+    assert problems(raw) == ['m.toml: release."0.8.1".engines.vllm.cuda."12.6": no base image for CUDA 12.6:'
+                             ' set base_image in [cuda."12.6"] or in this engine']
+
+
+def test_duplicate_release_after_normalisation(raw):
+    raw["release"]["0.8.1.0"] = raw["release"]["0.8.1"]
+    assert problems(raw) == ["m.toml: release.\"0.8.1.0\": duplicate release: '0.8.1.0' is the same version"
+                             " as '0.8.1'; keep one"]
+
+
+def test_duplicate_release_table_is_a_syntax_error():
+    text = MATRIX_FILE.read_text() + '\n[release."0.8.1"]\nnixl = "0.8.0"\n'
+    with pytest.raises(MatrixInvalid) as caught:
+        loads(text, "m.toml")
+    (line,) = caught.value.lines()
+    assert line.startswith("m.toml: invalid TOML: Cannot declare") and "line" in line
+
+
+def test_bad_release_name_and_latest(raw):
+    raw["release"]["v0.9"] = raw["release"].pop("0.8.0")
+    raw["latest"] = "0.9.9"
+    lines = problems(raw)
+    assert ("m.toml: release.\"v0.9\": invalid key 'v0.9': expected \"main\" or a PEP 440 version such as"
+            " \"0.8.1\" or \"0.8.1.post1\"") not in lines  # "v0.9" is a valid PEP 440 spelling ...
+    assert any(line.startswith("m.toml: latest: release '0.9.9' is not defined") for line in lines)
+
+
+def test_published_floor_must_match_precise_floor(raw):
+    raw["cuda"]["12.9"]["published_linux"] = "570.xx+"
+    assert problems(raw) == ["m.toml: cuda.\"12.9\".published_linux: '570.xx+' disagrees with driver_linux"
+                             " '575.51.03': expected \"575.xx+\""]
+
+
+def test_caveat_references_are_checked(raw, raw_matrix):
+    raw["caveat"][0]["when"]["framework"] = "tensorrt"
+    (line,) = problems(raw)
+    assert line.startswith("m.toml: caveat[0].when.framework: framework 'tensorrt' is not defined; expected one of:")
+    raw["caveat"] = [dict(c) for c in raw_matrix["caveat"]]
+    raw["caveat"][1]["when"] = {"gpu": "h100"}
+    (line,) = problems(raw)
+    assert line == ("m.toml: caveat[1].when.gpu: invalid key 'gpu': expected one of framework, python, os, arch,"
+                    " cuda, feature")
+
+
+def test_every_problem_is_reported_at_once(raw):
+    raw["latest"] = "9.9"
+    raw["cuda"]["12.9"]["driver_linux"] = "new"
+    raw["framework"]["vllm"]["package"] = 3
+    raw["release"]["0.7.0"]["engines"]["vllm"]["version"] = "eleven"
+    assert len(problems(raw)) >= 3  # type problems first; cross-references once the types are right
+
+
+def test_syntax_error_names_line(tmp_path):
+    bad = tmp_path / "support_matrix.toml"
+    bad.write_text('schema = 1\nlatest = "0.8.1\n')
+    with pytest.raises(MatrixInvalid) as caught:
+        load(bad)
+    (line,) = caught.value.lines()
+    assert "support_matrix.toml: invalid TOML:" in line and "line 2" in line
+
+
+def test_missing_and_binary_files(tmp_path):
+    with pytest.raises(MatrixInvalid) as caught:
+        load(tmp_path / "nope.toml")
+    assert "cannot read the matrix" in caught.value.lines()[0]
+    binary = tmp_path / "bin.toml"
+    binary.write_bytes(b"latest = '\xff\xfe'")
+    with pytest.raises(MatrixInvalid) as caught:
+        load(binary)
+    assert "not UTF-8" in caught.value.lines()[0]
