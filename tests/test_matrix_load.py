@@ -145,3 +145,11 @@ def test_missing_and_binary_files(tmp_path):
     with pytest.raises(MatrixInvalid) as caught:
         load(binary)
     assert "not UTF-8" in caught.value.lines()[0]
+
+
+def test_non_ascii_digits_are_not_versions(raw):
+    raw["cuda"]["١٢.٩"] = raw["cuda"]["12.9"]
+    raw["compute_capability"]["9.0"]["first_cuda"] = "١١.٨"
+    lines = problems(raw)
+    assert 'm.toml: cuda."١٢.٩": invalid key \'١٢.٩\': expected a CUDA toolkit version MAJOR.MINOR such as "12.9"' in lines
+    assert any(line.startswith('m.toml: compute_capability."9.0".first_cuda: expected a CUDA toolkit version') for line in lines)
