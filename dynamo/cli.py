@@ -17,7 +17,7 @@ from dynamo.matrix.load import default_path, display_name
 from dynamo.matrix.query import engine_for, find_release
 from dynamo.matrix.report import release_report, targets_table
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_USAGE = 0, 2
 
 
 def _matrix_list(args: argparse.Namespace) -> int:

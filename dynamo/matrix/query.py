@@ -347,16 +347,13 @@ def release_artifacts(matrix: Matrix, name: str) -> list[str]:
     return published
 
 
-def release_caveats(matrix: Matrix, name: str) -> list[Caveat]:
-    """The caveats that can apply to a release: not limited to other releases, and about one of
-    its frameworks when they name frameworks at all."""
-    release = matrix.release[name]
+def release_caveats(matrix: Matrix, name: str, framework: str | None = None) -> list[Caveat]:
+    """The caveats that can apply to a release (or to one framework in it): those not limited to
+    other releases, and, when they name frameworks, naming one it ships."""
+    shipped = set(matrix.release[name].engines) if framework is None else {framework}
     found = []
     for caveat in matrix.caveat:
-        if not caveat_in_release(caveat, name):
-            continue
-        frameworks = condition_values(caveat.when.get("framework", ()))
-        if frameworks and not set(frameworks) & set(release.engines):
-            continue
-        found.append(caveat)
+        frameworks = set(condition_values(caveat.when.get("framework", ())))
+        if caveat_in_release(caveat, name) and (not frameworks or frameworks & shipped):
+            found.append(caveat)
     return found

@@ -106,8 +106,7 @@ def release_report(matrix: Matrix, name: str, framework: str | None = None) -> s
         rows.append((os_info.name, os_info.version, arch_name(row.arch), _status(row.status), os_info.cloud or ""))
     out += ["", "Platforms", table(("Operating System", "Version", "Architecture", "Status", "Cloud"), rows, "  ")]
 
-    caveats = [c for c in release_caveats(matrix, name)
-               if framework is None or condition_values_include(c.when.get("framework"), framework)]
+    caveats = release_caveats(matrix, name, framework)
     if caveats:
         out += ["", "Caveats"]
         for caveat in caveats:
@@ -124,8 +123,3 @@ def release_report(matrix: Matrix, name: str, framework: str | None = None) -> s
         out.append("  none")
     return "\n".join(out) + "\n"
 
-
-def condition_values_include(value, framework: str) -> bool:
-    if value is None:
-        return True
-    return framework in ((value,) if isinstance(value, str) else value)
