@@ -11,7 +11,7 @@ from conftest import MATRIX_FILE, run_cli
 def test_check_passes_on_the_shipped_matrix():
     result = run_cli("matrix", "check")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("matrix/support_matrix.toml: ok (9 releases, 4 frameworks,")
+    assert result.stdout.startswith("matrix/support_matrix.toml: ok (9 releases, 5 frameworks,")
 
 
 def test_list_table_and_json():
@@ -19,8 +19,8 @@ def test_list_table_and_json():
     assert table.returncode == 0
     lines = table.stdout.splitlines()
     assert re.split(r"\s{2,}", lines[0]) == ["RELEASE", "FRAMEWORK", "ENGINE", "DEVICE", "ARCH", "PYTHON", "NIXL", "MIN DRIVER", "STATUS"]
-    assert lines[1].split() == ["0.8.1", "trtllm", "1.2.0rc6.post1", "cuda13.0", "x86_64", "3.10", "0.8.0", "580.65.06", "supported"]
-    assert lines[-1] == "4 build targets"
+    assert lines[1].split() == ["0.8.1", "trtllm", "1.2.0rc6.post1", "cuda13.0", "x86_64", "3.12", "0.8.0", "580.65.06", "supported"]
+    assert lines[-1] == "2 build targets"
     data = json.loads(run_cli("matrix", "list", "--json").stdout)
     assert {"name", "engine_requirement", "base_image", "driver_linux"} <= set(data[0])
 
@@ -33,7 +33,7 @@ def test_show_defaults_to_latest():
 def test_unknown_values_list_the_valid_ones():
     result = run_cli("matrix", "show", "--release", "0.8.1", "--framework", "tensorrt")
     assert result.returncode == 2
-    assert result.stderr == "error: unknown framework 'tensorrt'; valid frameworks: vllm, sglang, trtllm or llama_cpp\n"
+    assert result.stderr == "error: unknown framework 'tensorrt'; valid frameworks: frontend, vllm, sglang, trtllm or llama_cpp\n"
     result = run_cli("matrix", "lst")
     assert result.returncode == 2 and "invalid choice: 'lst' (choose from 'list', 'show', 'check')" in result.stderr
 

@@ -45,18 +45,27 @@ def test_experimental_resolves_with_a_warning(matrix):
     assert planned.status == "experimental" and "subject to change" in planned.notes[0]
 
 
+def test_image_python_is_the_os_python_unless_the_base_is_replaced(matrix):
+    assert refusal(matrix, framework="vllm", python="3.11", arch="x86_64") == (
+        "0.8.1 images are built on Ubuntu 24.04, whose Python is 3.12; you asked for 3.11"
+        " (give a base image with Python 3.11 to build it anyway)")
+    target = resolve(matrix, "llama_cpp", cuda="cpu", python="3.11", arch="x86_64", base_image="stand-in:bookworm")
+    assert (target.python, target.base_image, target.runtime_image) == ("3.11", "stand-in:bookworm", "stand-in:bookworm")
+
+
 def test_caveats_refuse_with_alternatives(matrix):
-    assert refusal(matrix, framework="trtllm", python="3.11", arch="x86_64") == (
+    assert refusal(matrix, framework="trtllm", python="3.11", arch="x86_64", base_image="custom:1") == (
         "TensorRT-LLM does not support Python 3.11, so installation of the ai-dynamo[trtllm] Python wheel will"
         " fail; you asked for Python 3.11 in 0.8.1; use Python 3.10 or 3.12")
-    assert refusal(matrix, framework="vllm", release="0.1.0", python="3.10", arch="x86_64").startswith(
+    assert refusal(matrix, framework="vllm", release="0.1.0", python="3.10", arch="x86_64",
+                   base_image="custom:1").startswith(
         "NIXL support is available only for Python 3.12; you asked for Python 3.10 in 0.1.0; use Python 3.12")
 
 
 @pytest.mark.parametrize("kwargs, expected", [
     (dict(framework="vllm", release="0.1.0", arch="arm64"), "0.1.0 builds container images for x86_64 only; you asked for ARM64"),
     (dict(framework="sglang", release="0.1.0"), "SGLang is not part of release 0.1.0, which ships vLLM and TensorRT-LLM;"),
-    (dict(framework="mlc"), "unknown framework 'mlc'; valid frameworks: vllm, sglang, trtllm or llama_cpp"),
+    (dict(framework="mlc"), "unknown framework 'mlc'; valid frameworks: frontend, vllm, sglang, trtllm or llama_cpp"),
     (dict(framework="vllm", release="0.9"), "release '0.9' is not in the matrix; known releases: main, 0.8.1.post1,"),
     (dict(framework="vllm", arch="riscv64"), "unknown CPU architecture 'riscv64'; valid: arm64 or x86_64"),
     (dict(framework="vllm", python="3.13", arch="x86_64"), "0.8.1 supports Python 3.10, 3.11 and 3.12; you asked for 3.13"),
@@ -95,6 +104,12 @@ def test_llama_cpp_runs_on_the_cpu(matrix):
     assert target.base_image == "docker.io/library/ubuntu:24.04" and target.cuda_archs == ()
 
 
+def test_frontend_image_has_no_engine(matrix):
+    target = resolve(matrix, "frontend", arch="x86_64")
+    assert (target.device, target.engine_requirement, target.nixl) == ("cpu", None, "0.8.0")
+    assert refusal(matrix, framework="frontend", release="0.7.1").startswith("Dynamo Frontend is not part of release 0.7.1")
+
+
 def test_every_listed_target_is_valid_and_unique(matrix):
     found = targets(matrix)
     names = [t.name for t in found]
@@ -106,10 +121,10 @@ def test_every_listed_target_is_valid_and_unique(matrix):
 
 def test_list_is_exactly_the_valid_cells(matrix):
     trtllm = {(t.cuda, t.arch, t.python) for t in targets(matrix, release="0.8.1", framework="trtllm")}
-    assert trtllm == {(c, a, p) for c in ["13.0"] for a in ["x86_64", "arm64"] for p in ["3.10", "3.12"]}
+    assert trtllm == {("13.0", "x86_64", "3.12"), ("13.0", "arm64", "3.12")}
     assert {t.arch for t in targets(matrix, release="0.1.0")} == {"x86_64"}
     assert {t.python for t in targets(matrix, release="0.1.0")} == {"3.12"}
-    assert targets(matrix, release="main") == []
+    assert [t.framework for t in targets(matrix, release="main")] == ["frontend", "frontend"]  # no CUDA for engines
 
 
 def test_artifacts_per_release(matrix):

@@ -76,14 +76,16 @@ class OperatingSystem:
     version: str
     id: str | None = None
     version_id: str | None = None
+    python: str | None = checked(checks.python_version)
     cloud: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class Framework:
     name: str
-    package: str = required(checks.distribution)
-    module: str = required(checks.identifier)
+    package: str | None = checked(checks.distribution)  # None: no engine (the frontend image)
+    module: str = required(checks.module)
+    extra_index_url: str | None = None
     cuda_archs: tuple[str, ...] = checked(checks.compute_capability, default=())
     cpu: bool = False
     memlock_unlimited: bool = False
@@ -106,7 +108,7 @@ class MinHost:
 class Engine:
     """One framework as a release ships it."""
 
-    version: str = required(checks.version)
+    version: str | None = checked(checks.version)  # required when the framework has a package
     pin: str | None = checked(checks.version)
     extras: tuple[str, ...] = checked(checks.identifier, default=())
     pins: dict[str, str] = checked(checks.version, keys=checks.distribution, factory=dict)

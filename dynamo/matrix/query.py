@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from packaging.version import Version
 
-from dynamo.matrix.model import Caveat, Engine, Matrix, Release
+from dynamo.matrix.model import Caveat, Engine, Framework, Matrix, Release
 
 CPU = "cpu"
 FEATURES = ("nixl", "kvbm")
@@ -33,8 +33,8 @@ class Target:
     arch: str
     python: str
     status: str  # "supported" or "experimental"
-    engine_version: str
-    engine_requirement: str  # pip requirement, e.g. "vllm[flashinfer]==0.10.2"
+    engine_version: str | None  # None: no engine (the frontend image)
+    engine_requirement: str | None  # pip requirement, e.g. "vllm[flashinfer]==0.10.2"
     extra_requirements: tuple[str, ...]
     nixl: str | None
     platform: str  # OCI platform, e.g. "linux/amd64"
@@ -197,8 +197,11 @@ def _check_device(matrix: Matrix, release_name: str, framework: str, engine: Eng
 
 
 def evaluate(matrix: Matrix, release_name: str, framework: str, device: str, arch: str,
-             python: str) -> Target:
-    """The build target for exactly these values, or InvalidCombination saying why not."""
+             python: str, base_image: str | None = None) -> Target:
+    """The build target for exactly these values, or InvalidCombination saying why not.
+
+    An image runs its base image's Python, so only the image OS's Python is a target unless
+    `base_image` replaces the matrix's base (and runtime) image."""
     release_name = find_release(matrix, release_name)
     release = matrix.release[release_name]
     engine = engine_for(matrix, release_name, framework)
@@ -212,6 +215,12 @@ def evaluate(matrix: Matrix, release_name: str, framework: str, device: str, arc
     if python not in release.python:
         raise InvalidCombination(
             f"{release_name} supports Python {human_list(release.python)}; you asked for {python}")
+    os_python = matrix.os[release.image_os].python
+    if base_image is None and os_python is not None and python != os_python:
+        os_info = matrix.os[release.image_os]
+        raise InvalidCombination(
+            f"{release_name} images are built on {os_info.name} {os_info.version}, whose Python is {os_python};"
+            f" you asked for {python} (give a base image with Python {python} to build it anyway)")
     platform_status = _platform_status(matrix, release, release.image_os, arch)
     if platform_status is None:
         os_info = matrix.os[release.image_os]
@@ -245,24 +254,30 @@ def evaluate(matrix: Matrix, release_name: str, framework: str, device: str, arc
             text = caveat.message + (f"; fix: {caveat.fix}" if caveat.fix else "")
             (experimental if caveat.effect == "experimental" else warnings).append(text)
 
-    pin = engine.pin or engine.version
-    extras = f"[{','.join(engine.extras)}]" if engine.extras else ""
     cuda = None if device == CPU else matrix.cuda[device]
     base = engine.base_image if device != CPU else None
     if isinstance(base, dict):
         base = base[arch]
+    base = base or (cuda.base_image if cuda else matrix.cpu_base_image)
+    runtime = (cuda.runtime_image or cuda.base_image) if cuda else matrix.cpu_base_image
     return Target(
         release=release_name, framework=framework, cuda=None if device == CPU else device, arch=arch,
         python=python, status="experimental" if experimental else "supported",
-        engine_version=engine.version, engine_requirement=f"{fw.package}{extras}=={pin}",
+        engine_version=engine.version, engine_requirement=_requirement(fw, engine),
         extra_requirements=tuple(f"{name}=={version}" for name, version in sorted(engine.pins.items())),
         nixl=release.nixl, platform=matrix.cpu_arch[arch].platform, os=release.image_os,
-        base_image=base or (cuda.base_image if cuda else matrix.cpu_base_image),
-        runtime_image=(cuda.runtime_image or cuda.base_image) if cuda else matrix.cpu_base_image,
+        base_image=base_image or base, runtime_image=base_image or runtime,
         driver_linux=cuda.driver_linux if cuda else None,
         published_linux=cuda.published_linux if cuda else None,
         published_windows=cuda.published_windows if cuda else None,
         cuda_archs=fw.cuda_archs if cuda else (), notes=tuple(experimental + warnings))
+
+
+def _requirement(fw: Framework, engine: Engine) -> str | None:
+    if fw.package is None:
+        return None
+    extras = f"[{','.join(engine.extras)}]" if engine.extras else ""
+    return f"{fw.package}{extras}=={engine.pin or engine.version}"
 
 
 def _platform_status(matrix: Matrix, release: Release, os_name: str, arch: str) -> str | None:
@@ -287,7 +302,7 @@ def default_device(matrix: Matrix, release: str, framework: str) -> str:
 
 
 def resolve(matrix: Matrix, framework: str, release: str | None = None, cuda: str | None = None,
-            arch: str | None = None, python: str | None = None) -> Target:
+            arch: str | None = None, python: str | None = None, base_image: str | None = None) -> Target:
     """Fill in the defaults (latest release, newest supported CUDA, this host's CPU, the release's
     default Python) and evaluate."""
     release = find_release(matrix, release or matrix.latest)
@@ -295,7 +310,8 @@ def resolve(matrix: Matrix, framework: str, release: str | None = None, cuda: st
     device = cuda.lower().removeprefix("cuda") if cuda else default_device(matrix, release, framework)
     if device in ("none", "cpu"):
         device = CPU
-    return evaluate(matrix, release, framework, device, arch or host_arch(matrix), python or rel.python_default)
+    return evaluate(matrix, release, framework, device, arch or host_arch(matrix),
+                    python or rel.python_default, base_image)
 
 
 def targets(matrix: Matrix, release: str | None = None, framework: str | None = None) -> list[Target]:

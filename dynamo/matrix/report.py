@@ -57,11 +57,15 @@ def release_report(matrix: Matrix, name: str, framework: str | None = None) -> s
 
     rows = []
     for fw, engine in engines.items():
+        framework_info = matrix.framework[fw]
+        if framework_info.package is None:
+            rows.append((framework_info.name, "-", cuda_cell(matrix, fw, engine), "(no engine)"))
+            continue
         version = engine.version + (" (planned)" if engine.planned else "")
-        install = matrix.framework[fw].package + (f"[{','.join(engine.extras)}]" if engine.extras else "")
+        install = framework_info.package + (f"[{','.join(engine.extras)}]" if engine.extras else "")
         install += f"=={engine.pin or engine.version}"
         install += "".join(f" {name}=={version}" for name, version in sorted(engine.pins.items()))
-        rows.append((matrix.framework[fw].name, version, cuda_cell(matrix, fw, engine), install))
+        rows.append((framework_info.name, version, cuda_cell(matrix, fw, engine), install))
     if release.nixl:
         rows.append(("NIXL", release.nixl, "", f"nixl=={release.nixl}"))
     if release.base_container:

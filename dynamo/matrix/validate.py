@@ -71,6 +71,8 @@ def _check_hardware(m: Matrix) -> Iterator[tuple[Path, str]]:
             if value is not None and value not in m.cuda and Version(value) >= Version("12.0"):
                 yield _undefined(("compute_capability", cc, key), "CUDA", value, m.cuda)
     for name, fw in m.framework.items():
+        if fw.package is None and not fw.cpu:
+            yield ("framework", name, "cpu"), "a framework without a package has no engine to use a GPU; set cpu = true"
         for i, cc in enumerate(fw.cuda_archs):
             if cc not in m.compute_capability:
                 yield _undefined(("framework", name, "cuda_archs", i), "compute capability", cc, m.compute_capability)
@@ -160,6 +162,14 @@ def _check_engine(m: Matrix, path: Path, release: Release, framework: str,
                   engine: Engine) -> Iterator[tuple[Path, str]]:
     if framework not in m.framework:
         yield _undefined(path, "framework", framework, m.framework)
+        return
+    if m.framework[framework].package is None:
+        set_here = [key for key in ("version", "pin", "extras", "pins", "cuda", "base_image") if getattr(engine, key)]
+        if set_here:
+            yield path, f"{framework} installs no engine, so it takes none of: {', '.join(set_here)}"
+        return
+    if engine.version is None:
+        yield path + ("version",), "missing required key; expected the engine's PEP 440 version"
         return
     if engine.pin is not None and Version(engine.pin).public != Version(engine.version).public:
         yield path + ("pin",), f"pin {engine.pin!r} is not a build of version {engine.version!r}"
