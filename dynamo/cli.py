@@ -17,7 +17,7 @@ from dynamo.matrix.load import default_path, display_name
 from dynamo.matrix.query import engine_for, find_release
 from dynamo.matrix.report import release_report, targets_table
 
-EXIT_OK, EXIT_USAGE = 0, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _matrix_list(args: argparse.Namespace) -> int:
@@ -49,6 +49,28 @@ def _matrix_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _render(args: argparse.Namespace) -> int:
+    from dynamo import render  # jinja2 is needed here only
+
+    try:
+        outputs = render.render_all(load(args.matrix))
+    except render.RenderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.check:
+        problems = render.check(outputs)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if problems:
+            print(f"{len(problems)} generated file(s) out of date; run `python build.py render`", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"ok: {len(outputs)} generated files match the matrix")
+        return EXIT_OK
+    render.write(outputs)
+    print(f"rendered {len(outputs)} files")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dynamo", description="Build, verify and check LLM-serving images against the support matrix.")
@@ -73,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = actions.add_parser("check", parents=[common], help="validate the matrix and list every problem")
     check.set_defaults(run=_matrix_check)
+
+    render = commands.add_parser("render", parents=[common],
+                                 help="write every generated file (Dockerfiles, constraints, docs, bake plan)")
+    render.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 listing each generated file that differs")
+    render.set_defaults(run=_render)
     return parser
 
 

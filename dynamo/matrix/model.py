@@ -88,6 +88,7 @@ class Framework:
     extra_index_url: str | None = None
     cuda_archs: tuple[str, ...] = checked(checks.compute_capability, default=())
     cpu: bool = False
+    nixl: bool = True
     memlock_unlimited: bool = False
 
 

@@ -227,7 +227,8 @@ def evaluate(matrix: Matrix, release_name: str, framework: str, device: str, arc
         raise InvalidCombination(
             f"{os_info.name} {os_info.version} on {arch_name(arch)} is not a supported platform in {release_name}")
 
-    features = {"nixl"} if release.nixl else set()
+    nixl = release.nixl if fw.nixl else None
+    features = {"nixl"} if nixl else set()
     context = {"framework": framework, "python": python, "os": release.image_os, "arch": arch,
                "cuda": None if device == CPU else device, "feature": features}
     caveats = matching_caveats(matrix, release_name, context)
@@ -265,7 +266,7 @@ def evaluate(matrix: Matrix, release_name: str, framework: str, device: str, arc
         python=python, status="experimental" if experimental else "supported",
         engine_version=engine.version, engine_requirement=_requirement(fw, engine),
         extra_requirements=tuple(f"{name}=={version}" for name, version in sorted(engine.pins.items())),
-        nixl=release.nixl, platform=matrix.cpu_arch[arch].platform, os=release.image_os,
+        nixl=nixl, platform=matrix.cpu_arch[arch].platform, os=release.image_os,
         base_image=base_image or base, runtime_image=base_image or runtime,
         driver_linux=cuda.driver_linux if cuda else None,
         published_linux=cuda.published_linux if cuda else None,

@@ -1,0 +1,95 @@
+"""What an image of a build target is called and built with: tags, build args, labels.
+
+One function each, so the rendered Dockerfiles, the bake file and `build.py` cannot disagree.
+"""
+
+from __future__ import annotations
+
+from packaging.requirements import Requirement
+
+from dynamo.matrix import Matrix, Target
+from dynamo.matrix.query import CPU, default_device
+
+REPOSITORY = "dynamo"
+LABEL_PREFIX = "dev.dynamo."
+
+
+def install_names(target: Target) -> list[str]:
+    """What pip is asked for; the versions come from the constraints file."""
+    names = []
+    if target.engine_requirement:
+        requirement = Requirement(target.engine_requirement)
+        extras = f"[{','.join(sorted(requirement.extras))}]" if requirement.extras else ""
+        names.append(requirement.name + extras)
+    if target.nixl:
+        names.append("nixl")
+    return names
+
+
+def constraints(target: Target) -> list[str]:
+    """Exact pins for the engine, its extra pins and NIXL (pip constraints take no extras)."""
+    pins = []
+    if target.engine_requirement:
+        requirement = Requirement(target.engine_requirement)
+        pins.append(f"{requirement.name}{requirement.specifier}")
+    pins += list(target.extra_requirements)
+    if target.nixl_requirement:
+        pins.append(target.nixl_requirement)
+    return pins
+
+
+def constraints_path(target: Target) -> str:
+    return f"container/constraints/{target.release}/{target.framework}.txt"
+
+
+def nvidia_require_cuda(target: Target) -> str:
+    """The NVIDIA container toolkit refuses to start the image on a driver below this."""
+    return f"cuda>={target.cuda}" if target.cuda else ""
+
+
+def build_args(target: Target) -> dict[str, str]:
+    """The Dockerfile's build args for this target, in the Dockerfile's order."""
+    return {
+        "BASE_IMAGE": target.base_image,
+        "RUNTIME_IMAGE": target.runtime_image,
+        "DYNAMO_RELEASE": target.release,
+        "DEVICE": target.device,
+        "CUDA_VERSION": target.cuda or "",
+        "CUDA_ARCHS": " ".join(target.cuda_archs),
+        "CMAKE_CUDA_ARCHITECTURES": ";".join(cc.replace(".", "") for cc in target.cuda_archs),
+        "MIN_DRIVER": target.driver_linux or "",
+        "NVIDIA_REQUIRE_CUDA": nvidia_require_cuda(target),
+        "PYTHON_VERSION": target.python,
+        "ENGINE_VERSION": target.engine_version or "",
+        "NIXL_VERSION": target.nixl or "",
+        "INSTALL": " ".join(install_names(target)),
+    }
+
+
+# Our labels, each set from the build arg of the same meaning (plus the framework, fixed per Dockerfile).
+LABEL_ARGS = {
+    "release": "DYNAMO_RELEASE",
+    "device": "DEVICE",
+    "cuda.version": "CUDA_VERSION",
+    "cuda.min-driver": "MIN_DRIVER",
+    "cuda.archs": "CUDA_ARCHS",
+    "python.version": "PYTHON_VERSION",
+    "engine.version": "ENGINE_VERSION",
+    "nixl.version": "NIXL_VERSION",
+}
+
+
+def labels(target: Target) -> dict[str, str]:
+    """Our labels as an image of this target carries them."""
+    args = build_args(target)
+    return {f"{LABEL_PREFIX}framework": target.framework} | {
+        LABEL_PREFIX + key: args[arg] for key, arg in LABEL_ARGS.items()}
+
+
+def tags(matrix: Matrix, target: Target, repository: str = REPOSITORY) -> list[str]:
+    """`dynamo:<release>-<framework>-<device>`, plus `dynamo:latest-<framework>` for the latest
+    release's default device."""
+    found = [f"{repository}:{target.release}-{target.framework}-{target.device}"]
+    if target.release == matrix.latest and (target.cuda or CPU) == default_device(matrix, target.release, target.framework):
+        found.append(f"{repository}:latest-{target.framework}")
+    return found
