@@ -34,7 +34,6 @@ def matrix():
     return load(MATRIX_FILE)
 
 
-def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path = REPO, script: Path = REPO / "build.py") -> subprocess.CompletedProcess:
     """Run `python build.py ARGS` as a user would."""
-    return subprocess.run([sys.executable, str(REPO / "build.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, str(script), *args], cwd=cwd, capture_output=True, text=True, timeout=60)

@@ -106,7 +106,7 @@ def test_llama_cpp_runs_on_the_cpu(matrix):
 
 def test_frontend_image_has_no_engine(matrix):
     target = resolve(matrix, "frontend", arch="x86_64")
-    assert (target.device, target.engine_requirement, target.nixl) == ("cpu", None, "0.8.0")
+    assert (target.device, target.engine_requirement, target.nixl) == ("cpu", None, None)
     assert refusal(matrix, framework="frontend", release="0.7.1").startswith("Dynamo Frontend is not part of release 0.7.1")
 
 

