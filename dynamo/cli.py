@@ -18,6 +18,7 @@ from dynamo.matrix.query import engine_for, find_release
 from dynamo.matrix.report import release_report, targets_table
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+ENGINE_CHOICES = ("docker", "buildah", "podman")  # dynamo.build.engines.CHOICES, without importing it
 
 
 def _matrix_list(args: argparse.Namespace) -> int:
@@ -71,6 +72,97 @@ def _render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _build(args: argparse.Namespace) -> int:
+    from dynamo.build.engines import EngineError, get_engine
+    from dynamo.build.image import Progress, build_image
+    from dynamo.build.plan import CHECKOUT, PlanError, make_plan
+
+    matrix = load(args.matrix)
+    try:
+        plan = make_plan(
+            matrix, framework=args.framework, cuda=args.cuda, release=args.release,
+            platforms=args.platform.split(",") if args.platform else None, python=args.python, stage=args.target,
+            tags=args.tag, build_args=args.build_arg, base_image=args.base_image, ca_cert=args.ca_cert,
+            push=args.push, no_cache=args.no_cache, cache_from=args.cache_from, cache_to=args.cache_to,
+            version=_checkout_version(CHECKOUT))
+    except PlanError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for warning in plan.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    try:
+        engine = get_engine(args.engine)
+    except EngineError as exc:
+        if not args.dry_run:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        from dynamo.build.engines import Buildah
+        print(f"note: {exc}; showing the buildah command", file=sys.stderr)
+        engine = Buildah()
+    if args.dry_run:
+        try:
+            command = engine.describe_build(plan, "localhost/dynamo-build-tmp:ID")
+        except EngineError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        print(describe_plan(plan, engine.name, command))
+        return EXIT_OK
+    try:
+        summary = build_image(plan, engine, Progress(verbose=args.verbose))
+    except EngineError as exc:
+        print(f"error: {exc}; no tag was moved", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted: no tag was moved", file=sys.stderr)
+        return 130
+    print(summary.text())
+    return EXIT_OK
+
+
+def _checkout_version(checkout) -> str | None:
+    from dynamo.matrix.load import tomllib
+
+    try:
+        return tomllib.loads((checkout / "pyproject.toml").read_text())["project"]["version"]
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def describe_plan(plan, engine_name: str, command: str) -> str:
+    """Everything --dry-run promises: the resolved target, tags, labels and the exact command."""
+    from dynamo.matrix.report import table
+
+    t = plan.target
+    rows = [("target", f"{t.release} {t.framework} {t.device} ({t.status})"),
+            ("platforms", ", ".join(plan.platforms)), ("stage", plan.stage),
+            ("engine package", t.engine_requirement or "(none)"), ("extra pins", ", ".join(t.extra_requirements) or "-"),
+            ("nixl", t.nixl_requirement or "(none)"), ("python", t.python),
+            ("cuda", f"{t.cuda} (Linux driver >= {t.driver_linux}; published {t.published_linux} / {t.published_windows})"
+             if t.cuda else "none (CPU)"),
+            ("compute capabilities", " ".join(t.cuda_archs) or "-"),
+            ("base image", plan.build_args["BASE_IMAGE"]), ("runtime image", plan.build_args["RUNTIME_IMAGE"]),
+            ("ca bundle", f"{plan.ca_cert} (build secret, not in any layer)" if plan.ca_cert else "-")]
+    lines = [table(("RESOLVED", "VALUE"), rows), "", "tags:"]
+    lines += [f"  {tag}" for tag in plan.tags]
+    lines += ["labels:"] + [f"  {k}={v}" for k, v in plan.labels().items()]
+    lines += ["", f"{engine_name} would run:", f"  {command}"]
+    return "\n".join(lines)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from dynamo.build.engines import EngineError, get_engine
+    from dynamo.build.verify import report, verify
+
+    matrix = load(args.matrix)
+    try:
+        checks = verify(matrix, get_engine(args.engine), args.image)
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(report(args.image, checks))
+    return EXIT_OK if all(check.ok for check in checks) else EXIT_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dynamo", description="Build, verify and check LLM-serving images against the support matrix.")
@@ -101,10 +193,41 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 listing each generated file that differs")
     render.set_defaults(run=_render)
+
+    build = commands.add_parser("build", parents=[common], help="build an image of a matrix cell (the default)",
+                                description="Build an image; `python build.py --framework vllm --cuda 12.9`.")
+    build.add_argument("--framework", required=True, help="vllm, sglang, trtllm, llama_cpp or frontend")
+    build.add_argument("--cuda", help="CUDA toolkit, e.g. 12.9, or cpu (default: the newest supported)")
+    build.add_argument("--release", help="default: the matrix's latest release")
+    build.add_argument("--platform", help="e.g. linux/amd64,linux/arm64 (default: this host's)")
+    build.add_argument("--python", help="default: the release's default Python")
+    build.add_argument("--target", default="runtime", help="runtime (default) or dev")
+    build.add_argument("--tag", action="append", help="image tag, repeatable (default: dynamo:<release>-<framework>-<device>"
+                                                      " and dynamo:latest-<framework>)")
+    build.add_argument("--push", action="store_true", help="push the tags after a successful build")
+    build.add_argument("--no-cache", action="store_true")
+    build.add_argument("--cache-from", action="append")
+    build.add_argument("--cache-to", action="append")
+    build.add_argument("--build-arg", action="append", metavar="KEY=VALUE", help="override a build arg, repeatable")
+    build.add_argument("--base-image", metavar="REF", help="build on this image instead of the matrix's base image")
+    build.add_argument("--engine", choices=ENGINE_CHOICES, help="default: detected (docker with buildx, buildah,"
+                                                               " podman, then docker's classic builder)")
+    build.add_argument("--ca-cert", metavar="FILE", help="CA bundle for TLS-intercepting proxies; never kept in the image")
+    build.add_argument("--dry-run", action="store_true", help="print the resolved target and the command; build nothing")
+    build.add_argument("--verbose", action="store_true", help="show the engine's full output")
+    build.set_defaults(run=_build)
+
+    verify = commands.add_parser("verify", parents=[common], help="check an image's contents against its labels and the matrix")
+    verify.add_argument("image")
+    verify.add_argument("--engine", choices=ENGINE_CHOICES, help="default: detected")
+    verify.set_defaults(run=_verify)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].startswith("--") and argv[0] != "--help":
+        argv.insert(0, "build")  # `python build.py --framework vllm ...`
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

@@ -81,9 +81,12 @@ LABEL_ARGS = {
 
 def labels(target: Target) -> dict[str, str]:
     """Our labels as an image of this target carries them."""
-    args = build_args(target)
-    return {f"{LABEL_PREFIX}framework": target.framework} | {
-        LABEL_PREFIX + key: args[arg] for key, arg in LABEL_ARGS.items()}
+    return labels_from_args(target.framework, build_args(target))
+
+
+def labels_from_args(framework: str, args: dict[str, str]) -> dict[str, str]:
+    """The labels the Dockerfile sets from these build args."""
+    return {f"{LABEL_PREFIX}framework": framework} | {LABEL_PREFIX + key: args[arg] for key, arg in LABEL_ARGS.items()}
 
 
 def tags(matrix: Matrix, target: Target, repository: str = REPOSITORY) -> list[str]:
