@@ -1,0 +1,210 @@
+"""`python build.py ...` against real engines: buildah, podman, Docker's classic builder, a registry.
+
+Stand-in base images come from .ci/engines (debootstrap; nothing can be pulled here). Without an
+engine these tests skip with the reason; with DYNAMO_REQUIRE_ENGINES=1 (CI) they fail instead.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, require, run_cli
+
+STANDIN = "localhost/standin:bookworm"  # amd64 + arm64 manifest list (buildah/podman storage)
+STANDIN_AMD64 = "localhost/standin:bookworm-amd64"
+DOCKER_STANDIN = "standin:bookworm-amd64"
+CA = "/etc/ssl/certs/ca-certificates.crt"  # this machine's bundle: its proxy intercepts TLS
+RUN_ID = uuid.uuid4().hex[:8]
+
+
+def buildah_ready() -> str | None:
+    if not shutil.which("buildah"):
+        return "buildah is not installed"
+    if subprocess.run(["buildah", "inspect", "--type", "image", STANDIN_AMD64], capture_output=True).returncode:
+        return f"the stand-in base image {STANDIN_AMD64} is missing"
+    return None
+
+
+def docker_ready() -> str | None:
+    if not shutil.which("docker") or subprocess.run(["docker", "info"], capture_output=True).returncode:
+        return "no Docker daemon is running"
+    if subprocess.run(["docker", "image", "inspect", DOCKER_STANDIN], capture_output=True).returncode:
+        return f"the stand-in base image {DOCKER_STANDIN} is missing from Docker"
+    return None
+
+
+def build(*args: str, base: str = STANDIN_AMD64) -> subprocess.CompletedProcess:
+    return run_cli("--framework", "frontend", "--base-image", base, "--python", "3.11", "--ca-cert", CA, *args)
+
+
+def image_id(engine: str, ref: str) -> str | None:
+    command = ["docker", "image", "inspect", "--format", "{{.Id}}", ref] if engine == "docker" else \
+        ["buildah", "inspect", "--type", "image", "--format", "{{.FromImageID}}", ref]
+    result = subprocess.run(command, capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def test_dry_run_prints_pins_tags_labels_and_command():
+    result = run_cli("--framework", "vllm", "--cuda", "12.9", "--platform", "linux/amd64,linux/arm64",
+                     "--engine", "buildah", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for expected in ("engine package        vllm==0.12.0", "nixl                  nixl==0.8.0",
+                     "12.9 (Linux driver >= 575.51.03; published 575.xx+ / 576.xx+)",
+                     "platforms             linux/amd64, linux/arm64", "  dynamo:0.8.1-vllm-cuda12.9",
+                     "  dynamo:latest-vllm", "  dev.dynamo.cuda.min-driver=575.51.03",
+                     "buildah build --isolation chroot --layers --format docker -f",
+                     "--platform linux/amd64,linux/arm64", "--build-arg BASE_IMAGE=nvcr.io/nvidia/cuda-dl-base:"
+                     "25.06-cuda12.9-devel-ubuntu24.04", "--manifest localhost/dynamo-build-tmp:ID"):
+        assert expected in out, expected
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--framework", "tensorrt"], "error: unknown framework 'tensorrt'; valid frameworks: frontend, vllm,"),
+    (["--framework", "trtllm", "--cuda", "12.9"], "error: TensorRT-LLM in 0.8.1 ships CUDA 13.0 only; you asked for 12.9"),
+    (["--framework", "vllm", "--release", "0.1.0", "--platform", "linux/arm64"],
+     "error: 0.1.0 builds container images for x86_64 only; you asked for ARM64"),
+    (["--framework", "vllm", "--platform", "linux/ppc64le"], "error: unknown CPU architecture 'linux/ppc64le'"),
+    (["--framework", "vllm", "--build-arg", "NOEQUALS"], "error: --build-arg expects KEY=VALUE, got 'NOEQUALS'"),
+    (["--framework", "vllm", "--ca-cert", "/nonexistent.pem"], "error: --ca-cert /nonexistent.pem: no such file"),
+    (["--framework", "vllm", "--target", "debug"], "error: --target 'debug' is not a stage; choose runtime or dev"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    result = run_cli(*args, "--dry-run")
+    assert result.returncode == 2
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_engine_lists_the_valid_ones():
+    result = run_cli("--framework", "vllm", "--engine", "kaniko", "--dry-run")
+    assert result.returncode == 2 and "invalid choice: 'kaniko' (choose from 'docker', 'buildah', 'podman')" in result.stderr
+
+
+def test_buildah_build_verify_and_mismatch():
+    require(buildah_ready())
+    tag = f"localhost/dynamo-test:{RUN_ID}-frontend"
+    result = build("--engine", "buildah", "--tag", tag)
+    assert result.returncode == 0, result.stderr
+    assert "[stage 5/5 step" in result.stderr  # progress: where it is and the elapsed time
+    summary = result.stdout.splitlines()
+    assert summary[0].startswith("built ") and "steps from cache" in summary[0]
+    assert summary[1] == f"  tagged {tag}"
+    verified = run_cli("verify", tag, "--engine", "buildah")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.splitlines()[-1] == f"{tag}: all 10 checks pass"
+
+    mismatched = f"localhost/dynamo-test:{RUN_ID}-mismatch"
+    result = build("--engine", "buildah", "--release", "0.8.0", "--tag", mismatched)
+    assert result.returncode == 0 and "warning: this checkout is dynamo 0.8.1 but the image is for release 0.8.0" in result.stderr
+    verified = run_cli("verify", mismatched, "--engine", "buildah")
+    assert verified.returncode == 1
+    assert any(line.startswith("✗  dynamo package") and line.split()[-2:] == ["0.8.0", "0.8.1"]
+               for line in verified.stdout.splitlines()), verified.stdout
+    assert verified.stdout.splitlines()[-1] == f"{mismatched}: 1 of 10 checks fail"
+
+
+def test_failed_build_moves_no_tag():
+    require(buildah_ready())
+    tag = f"localhost/dynamo-test:{RUN_ID}-keep"
+    assert build("--engine", "buildah", "--tag", tag).returncode == 0
+    before = image_id("buildah", tag)
+    # Python 3.12 is not what the stand-in has: the base stage stops the build with its own message.
+    result = run_cli("--framework", "frontend", "--base-image", STANDIN_AMD64, "--python", "3.12",
+                     "--engine", "buildah", "--tag", tag, "--tag", f"localhost/dynamo-test:{RUN_ID}-never")
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith("no tag was moved")
+    assert "the base image has Python 3.11, this target needs 3.12" in result.stderr
+    assert image_id("buildah", tag) == before
+    assert image_id("buildah", f"localhost/dynamo-test:{RUN_ID}-never") is None
+
+
+def test_missing_base_image_is_one_line():
+    require(buildah_ready())
+    result = run_cli("--framework", "frontend", "--base-image", "localhost/no-such-image:1", "--engine", "buildah",
+                     "--python", "3.11", "--tag", f"localhost/dynamo-test:{RUN_ID}-nobase")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: base image localhost/no-such-image:1 is not here and could not be pulled")
+    assert image_id("buildah", f"localhost/dynamo-test:{RUN_ID}-nobase") is None
+
+
+def test_podman_build():
+    require(buildah_ready() or (None if shutil.which("podman") else "podman is not installed"))
+    tag = f"localhost/dynamo-test:{RUN_ID}-podman"
+    result = build("--engine", "podman", "--tag", tag)
+    assert result.returncode == 0, result.stderr
+    labels = json.loads(subprocess.run(["podman", "image", "inspect", tag], capture_output=True, text=True).stdout)[0]["Labels"]
+    assert labels["dev.dynamo.framework"] == "frontend" and labels["dev.dynamo.release"] == "0.8.1"
+
+
+def test_docker_classic_build_and_verify():
+    require(docker_ready())
+    tag = f"dynamo-test:{RUN_ID}-classic"
+    result = build("--engine", "docker", "--tag", tag, base=DOCKER_STANDIN)
+    assert result.returncode == 0, result.stderr
+    assert "[step " in result.stderr
+    verified = run_cli("verify", tag, "--engine", "docker")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    listing = subprocess.run(["docker", "run", "--rm", tag, "sh", "-c", "ls /run/secrets 2>&1; id -u"],
+                             capture_output=True, text=True).stdout
+    assert "No such file" in listing and listing.strip().endswith("1000")  # no CA left, non-root
+
+
+def test_docker_classic_refuses_multi_arch():
+    require(docker_ready())
+    result = build("--engine", "docker", "--platform", "linux/amd64,linux/arm64", base=DOCKER_STANDIN)
+    assert result.returncode == 1
+    assert "error: docker cannot build linux/amd64, linux/arm64 together; install buildah" in result.stderr
+
+
+@pytest.fixture
+def registry(tmp_path):
+    binary = shutil.which("docker-registry")
+    require(None if binary else "docker-registry is not installed")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "registry.yml"
+    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path}/data\n"
+                      f"http:\n  addr: 127.0.0.1:{port}\n")
+    server = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            with socket.socket() as client:
+                if client.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        yield f"localhost:{port}"
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def test_multi_arch_manifest_list_pushed_and_inspected(registry):
+    require(buildah_ready())
+    require(None if shutil.which("skopeo") else "skopeo is not installed")
+    require(None if subprocess.run(["buildah", "manifest", "inspect", STANDIN], capture_output=True).returncode == 0
+            else f"the amd64+arm64 stand-in {STANDIN} is missing")
+    tag = f"{registry}/dynamo:{RUN_ID}-frontend"
+    result = build("--engine", "buildah", "--platform", "linux/amd64,linux/arm64", "--push", "--tag", tag, base=STANDIN)
+    assert result.returncode == 0, result.stderr
+    assert f"  pushed {tag}" in result.stdout
+    raw = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{tag}"],
+                                    capture_output=True, text=True, check=True).stdout)
+    platforms = sorted(m["platform"]["architecture"] for m in raw["manifests"])
+    assert platforms == ["amd64", "arm64"]
+    for arch in platforms:
+        config = json.loads(subprocess.run(
+            ["skopeo", "inspect", "--tls-verify=false", "--override-arch", arch, f"docker://{tag}"],
+            capture_output=True, text=True, check=True).stdout)
+        assert config["Architecture"] == arch
+        assert config["Labels"]["dev.dynamo.framework"] == "frontend"
+        assert config["Labels"]["dev.dynamo.release"] == "0.8.1"
