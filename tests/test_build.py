@@ -208,3 +208,16 @@ def test_multi_arch_manifest_list_pushed_and_inspected(registry):
         assert config["Architecture"] == arch
         assert config["Labels"]["dev.dynamo.framework"] == "frontend"
         assert config["Labels"]["dev.dynamo.release"] == "0.8.1"
+
+
+def test_no_engine_is_one_line_with_the_fix(tmp_path):
+    import os
+    import sys
+    env = dict(os.environ, PATH=str(tmp_path), DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock")
+    result = subprocess.run([sys.executable, str(REPO / "build.py"), "--framework", "frontend"], env=env,
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: no container engine can build here: docker is not installed;"
+                                    " buildah is not installed (apt-get install buildah);")
+    assert result.stderr.rstrip().endswith("Install Docker (apt-get install docker.io, then start dockerd) or buildah")
+    assert result.stderr.count("\n") == 1
