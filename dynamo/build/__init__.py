@@ -1,0 +1,1 @@
+"""Image builds: plans, container engines, progress and verification."""

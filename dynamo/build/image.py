@@ -1,0 +1,107 @@
+"""Run a build plan on an engine: progress a person can follow, tags moved only after success."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from dynamo.build.engines import ContainerEngine, EngineError
+from dynamo.build.plan import BuildPlan
+
+# One pattern per engine's way of announcing a step: buildah/podman, Docker classic, buildx plain.
+_STEPS = (
+    re.compile(r"^\[(?P<stage>\d+/\d+)\] STEP (?P<step>\d+/\d+): (?P<what>.*)"),
+    re.compile(r"^STEP (?P<step>\d+/\d+): (?P<what>.*)"),
+    re.compile(r"^Step (?P<step>\d+/\d+) : (?P<what>.*)"),
+    re.compile(r"^#\d+ \[(?P<stage>[^\]]*?)\s*(?P<step>\d+/\d+)\] (?P<what>.*)"),
+)
+_CACHED = re.compile(r"Using cache|^#\d+ CACHED")
+
+
+@dataclass
+class Progress:
+    """Prints one line per build step: where it is, the elapsed time, what it runs."""
+
+    out: TextIO = sys.stderr
+    verbose: bool = False
+    started: float = field(default_factory=time.monotonic)
+    steps: int = 0
+    cached: int = 0
+    log: list[list] = field(default_factory=list)  # [step text, came from cache]
+
+    def line(self, text: str) -> None:
+        if self.verbose:
+            print(text, file=self.out)
+        if _CACHED.search(text):
+            self.cached += 1
+            if self.log:
+                self.log[-1][1] = True
+        for pattern in _STEPS:
+            match = pattern.match(text)
+            if match:
+                self.steps += 1
+                parts = match.groupdict()
+                where = (f"stage {parts['stage']} " if parts.get("stage") else "") + f"step {parts['step']}"
+                what = " ".join(parts["what"].split())
+                self.log.append([what, False])
+                print(f"[{where}] {self.elapsed():7.1f}s  {what[:110]}", file=self.out, flush=True)
+                return
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+@dataclass(frozen=True)
+class Summary:
+    image_id: str
+    size: int
+    tags: tuple[str, ...]
+    seconds: float
+    steps: int
+    cached: int
+    pushed: bool
+
+    def text(self) -> str:
+        size = f"{self.size / 2**20:.1f} MiB" if self.size else "size unknown"
+        return "\n".join([
+            f"built {self.image_id.removeprefix('sha256:')[:12]} ({size}) in {self.seconds:.1f}s;"
+            f" {self.cached} of {self.steps} steps from cache",
+            *(f"  {'pushed' if self.pushed else 'tagged'} {tag}" for tag in self.tags)])
+
+
+def build_image(plan: BuildPlan, engine: ContainerEngine, progress: Progress) -> Summary:
+    """Build under a temporary name; tag (and push) only once the whole build has succeeded."""
+    if len(plan.platforms) > 1 and not engine.multi_platform:
+        raise EngineError(f"{engine.name} cannot build {', '.join(plan.platforms)} together; install buildah"
+                          f" (apt-get install buildah) or docker buildx and pass --engine buildah")
+    engine.ensure_base_image(plan.base_image)
+    temp_ref = f"localhost/dynamo-build-tmp:{uuid.uuid4().hex[:12]}"
+    try:
+        image_id = engine.build(plan, temp_ref, progress.line)
+        if len(plan.platforms) == 1:
+            _check_labels(plan, engine.inspect(temp_ref)["labels"])
+        direct_push = plan.push and len(plan.platforms) > 1 and engine.name == "docker-buildx"
+        if not direct_push:  # buildx pushes multi-platform images itself, under the final tags
+            engine.tag(temp_ref, plan.tags)
+            if plan.push:
+                for tag in plan.tags:
+                    engine.push(tag)
+    finally:
+        engine.remove(temp_ref)
+    # A manifest list has no single size; a single-platform image is in the local store.
+    size = engine.inspect(plan.tags[0]).get("size", 0) if len(plan.platforms) == 1 else 0
+    return Summary(image_id=image_id, size=size, tags=plan.tags, seconds=progress.elapsed(), steps=progress.steps,
+                   cached=progress.cached, pushed=plan.push)
+
+
+def _check_labels(plan: BuildPlan, labels: dict[str, str]) -> None:
+    """The image must carry the plan's labels: an engine's stale layer cache can keep old ones."""
+    wrong = [f"{key}={labels.get(key, '(missing)')!r} (expected {value!r})"
+             for key, value in plan.labels().items() if labels.get(key) != value]
+    if wrong:
+        raise EngineError(f"the built image's labels differ from the plan, a stale layer cache: {'; '.join(wrong[:3])};"
+                          f" rebuild with --no-cache")

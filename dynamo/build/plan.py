@@ -1,0 +1,95 @@
+"""A build plan: every pin, tag, arg and input of one image build, resolved before anything runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dynamo import images
+from dynamo.matrix import Matrix, Target, resolve
+from dynamo.matrix.query import host_arch, normalize_arch
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+STAGES = ("runtime", "dev")
+
+
+class PlanError(ValueError):
+    """Bad build input; str() is one line naming the input and the fix."""
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    targets: tuple[Target, ...]  # the same matrix cell, one per platform
+    dockerfile: Path
+    context: Path
+    stage: str
+    tags: tuple[str, ...]
+    build_args: dict[str, str]
+    ca_cert: Path | None = None
+    push: bool = False
+    no_cache: bool = False
+    cache_from: tuple[str, ...] = ()
+    cache_to: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def target(self) -> Target:
+        return self.targets[0]
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        return tuple(t.platform for t in self.targets)
+
+    @property
+    def base_image(self) -> str:
+        return self.build_args["BASE_IMAGE"]
+
+    def labels(self) -> dict[str, str]:
+        """Our labels as the image will carry them (build-arg overrides included)."""
+        return images.labels_from_args(self.target.framework, self.build_args)
+
+
+def parse_build_args(values: list[str]) -> dict[str, str]:
+    parsed = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key or not key.replace("_", "").isalnum():
+            raise PlanError(f"--build-arg expects KEY=VALUE, got {value!r}")
+        parsed[key] = rest
+    return parsed
+
+
+def make_plan(matrix: Matrix, *, framework: str, cuda: str | None = None, release: str | None = None,
+              platforms: list[str] | None = None, python: str | None = None, stage: str = "runtime",
+              tags: list[str] | None = None, build_args: list[str] | None = None,
+              base_image: str | None = None, ca_cert: str | None = None, push: bool = False,
+              no_cache: bool = False, cache_from: list[str] | None = None, cache_to: list[str] | None = None,
+              checkout: Path = CHECKOUT, version: str | None = None) -> BuildPlan:
+    """Resolve the matrix cell for every requested platform and gather what the engine needs."""
+    if stage not in STAGES:
+        raise PlanError(f"--target {stage!r} is not a stage; choose {' or '.join(STAGES)}")
+    arches = [normalize_arch(matrix, p) for p in platforms] if platforms else [host_arch(matrix)]
+    if len(set(arches)) != len(arches):
+        raise PlanError(f"--platform names an architecture twice: {','.join(platforms or [])}")
+    targets = tuple(resolve(matrix, framework, release=release, cuda=cuda, arch=arch, python=python,
+                            base_image=base_image) for arch in arches)
+    dockerfile = checkout / "container" / f"Dockerfile.{targets[0].framework}"
+    if not dockerfile.is_file():
+        raise PlanError(f"{dockerfile.relative_to(checkout)} is missing; run `python build.py render`")
+    ca = None
+    if ca_cert is not None:
+        ca = Path(ca_cert).expanduser()
+        if not ca.is_file():
+            raise PlanError(f"--ca-cert {ca_cert}: no such file; give the path of a PEM CA bundle")
+        if "-----BEGIN CERTIFICATE-----" not in ca.read_text(errors="replace"):
+            raise PlanError(f"--ca-cert {ca_cert}: not a PEM certificate bundle (no BEGIN CERTIFICATE line)")
+    args = images.build_args(targets[0]) | parse_build_args(build_args or [])
+    warnings = [note for note in targets[0].notes]
+    if version is not None and version != targets[0].release and targets[0].release != "main":
+        warnings.append(f"this checkout is dynamo {version} but the image is for release {targets[0].release}:"
+                        f" it will carry dynamo {version} (check out release {targets[0].release} to build it)")
+    return BuildPlan(
+        targets=targets, dockerfile=dockerfile, context=checkout, stage=stage,
+        tags=tuple(tags) if tags else tuple(images.tags(matrix, targets[0])),
+        build_args=args, ca_cert=ca, push=push, no_cache=no_cache,
+        cache_from=tuple(cache_from or ()), cache_to=tuple(cache_to or ()), warnings=tuple(warnings))

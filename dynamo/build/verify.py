@@ -1,0 +1,123 @@
+"""`build.py verify IMAGE`: what is installed inside an image equals its labels and the matrix."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from packaging.version import InvalidVersion, Version
+
+from dynamo import images
+from dynamo.build.engines import ContainerEngine, EngineError
+from dynamo.matrix import InvalidCombination, Matrix
+from dynamo.matrix.query import evaluate
+
+# Runs inside the image with its own python3: versions without importing anything heavy.
+PROBE = r"""
+import json, os, platform, sys
+from importlib import metadata
+def version(name):
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+cuda = os.environ.get("CUDA_VERSION")
+try:
+    with open("/usr/local/cuda/version.json") as handle:
+        cuda = cuda or json.load(handle)["cuda"]["version"]
+except (OSError, ValueError, KeyError):
+    pass
+names = ["dynamo", "vllm", "sglang", "tensorrt-llm", "llama-cpp-python", "nixl", "torch", "cupy-cuda12x", "cupy-cuda13x"]
+print(json.dumps({"python": platform.python_version(), "cuda": cuda, "machine": platform.machine(),
+                  "packages": {name: version(name) for name in names}}))
+"""
+
+
+@dataclass(frozen=True)
+class Check:
+    what: str
+    expected: str
+    found: str
+    ok: bool
+
+
+def _same_version(a: str | None, b: str | None) -> bool:
+    if not a or not b:
+        return a == b or (not a and not b)
+    try:
+        return Version(a) == Version(b)
+    except InvalidVersion:
+        return a == b
+
+
+def probe(engine: ContainerEngine, image: str) -> dict:
+    result = engine.run(image, ["python3", "-c", PROBE])
+    if result.returncode != 0:
+        raise EngineError(f"cannot run python3 in {image}: {(result.stderr or result.stdout).strip()[-200:]}")
+    try:
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise EngineError(f"unexpected output from {image}: {result.stdout.strip()[-200:]!r}") from None
+
+
+def verify(matrix: Matrix, engine: ContainerEngine, image: str) -> list[Check]:
+    """Every check, passing or not: the image's labels against the matrix, the image's contents
+    against its labels."""
+    if not engine.has_image(image):
+        raise EngineError(f"image {image} is not here; build it first (python build.py ...) or pull it")
+    info = engine.inspect(image)
+    labels = info["labels"]
+    label = lambda key: labels.get(images.LABEL_PREFIX + key, "")  # noqa: E731
+    if not label("release") or not label("framework"):
+        raise EngineError(f"{image} has no {images.LABEL_PREFIX}release/framework labels: it was not built by build.py")
+    found = probe(engine, image)
+    packages = found["packages"]
+    checks: list[Check] = []
+
+    try:
+        # The image records its base in a label; a replaced base may bring another Python.
+        target = evaluate(matrix, label("release"), label("framework"), label("device").removeprefix("cuda"),
+                          info.get("architecture") or found["machine"], label("python.version"),
+                          base_image=labels.get("org.opencontainers.image.base.name") or None)
+    except InvalidCombination as exc:
+        checks.append(Check("matrix cell", f"{label('release')} {label('framework')} {label('device')}", str(exc), False))
+        target = None
+    if target is not None:
+        expected_labels = images.labels(target)
+        for key, expected in expected_labels.items():
+            if key.endswith(".python.version"):
+                continue  # an image may be built on any base image's Python; checked against the contents below
+            checks.append(Check(f"label {key}", expected, labels.get(key, "(missing)"), labels.get(key) == expected))
+
+    checks.append(Check("dynamo package", label("release"), packages.get("dynamo") or "(not installed)",
+                        label("release") == "main" or _same_version(packages.get("dynamo"), label("release"))))
+    python = ".".join(found["python"].split(".")[:2])
+    checks.append(Check("python", label("python.version"), found["python"], python == label("python.version")))
+    fw = matrix.framework.get(label("framework"))
+    if fw is not None and fw.package:
+        expected = target.engine_requirement.split("==")[1] if target and target.engine_requirement else label("engine.version")
+        checks.append(Check(fw.package, expected, packages.get(fw.package) or "(not installed)",
+                            _same_version(packages.get(fw.package), expected)))
+    if label("nixl.version") or packages.get("nixl"):
+        checks.append(Check("nixl", label("nixl.version") or "(none)", packages.get("nixl") or "(not installed)",
+                            _same_version(packages.get("nixl"), label("nixl.version"))))
+    if label("cuda.version") or found.get("cuda"):
+        cuda = ".".join(str(found.get("cuda") or "").split(".")[:2])
+        checks.append(Check("CUDA toolkit", label("cuda.version") or "(none)", found.get("cuda") or "(none)",
+                            cuda == label("cuda.version")))
+    major = label("cuda.version").split(".")[0]
+    for name in ("cupy-cuda12x", "cupy-cuda13x"):
+        if packages.get(name) and major and not name.endswith(f"{major}x"):
+            checks.append(Check(name, f"a CUDA {major} build", packages[name], False))
+    if packages.get("torch"):
+        checks.append(Check("torch", "(not pinned by the matrix)", packages["torch"], True))
+    return checks
+
+
+def report(image: str, checks: list[Check]) -> str:
+    from dynamo.matrix.report import table
+
+    rows = [("✓" if c.ok else "✗", c.what, c.expected, c.found) for c in checks]
+    failed = sum(not c.ok for c in checks)
+    verdict = f"{image}: all {len(checks)} checks pass" if not failed else f"{image}: {failed} of {len(checks)} checks fail"
+    return table(("", "CHECK", "EXPECTED", "FOUND"), rows) + "\n" + verdict
