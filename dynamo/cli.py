@@ -163,6 +163,17 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_OK if all(check.ok for check in checks) else EXIT_FAILED
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from dynamo.build.engines import EngineError  # --image reads labels through an engine
+    from dynamo.doctor import cli as doctor
+
+    try:
+        return doctor.run(load(args.matrix), args)
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dynamo", description="Build, verify and check LLM-serving images against the support matrix.")
@@ -221,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("image")
     verify.add_argument("--engine", choices=ENGINE_CHOICES, help="default: detected")
     verify.set_defaults(run=_verify)
+
+    from dynamo.doctor.cli import add_arguments
+    doctor = commands.add_parser("doctor", parents=[common], help="can this host run this release/image? checks and fixes")
+    add_arguments(doctor)
+    doctor.set_defaults(run=_doctor)
     return parser
 
 

@@ -1,0 +1,83 @@
+"""`dynamo doctor`: gather, judge, report. Exit 0 when no check failed, 1 when one did, 2 for bad usage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dynamo import images
+from dynamo.doctor.facts import HostFacts, from_recording, gather
+from dynamo.doctor.judge import FAIL, MARKS, Finding, Subject, judge
+from dynamo.matrix import InvalidCombination, Matrix
+from dynamo.matrix.query import find_release
+
+FRAMEWORK_PACKAGES = {"vllm": "vllm", "sglang": "sglang", "trtllm": "tensorrt-llm", "llama_cpp": "llama-cpp-python"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--release", help="default: the installed dynamo's release, else the latest")
+    parser.add_argument("--framework", help="default: the installed engine, if any")
+    parser.add_argument("--cuda", help="the image's CUDA (default: the container's, else the release's default)")
+    parser.add_argument("--image", help="judge this host for an image: read the release, framework and CUDA"
+                                        " from its labels")
+    parser.add_argument("--facts", metavar="DIR", help="judge facts recorded on another machine instead of this one")
+    parser.add_argument("--json", action="store_true", help="print JSON for machines")
+
+
+def subject_for(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> Subject:
+    """From --image labels, else the flags, else what is installed here."""
+    if args.image:
+        from dynamo.build.engines import get_engine
+
+        labels = get_engine(None).inspect(args.image)["labels"]
+        label = lambda key: labels.get(images.LABEL_PREFIX + key) or None  # noqa: E731
+        if not label("release"):
+            raise InvalidCombination(f"{args.image} has no {images.LABEL_PREFIX}release label: pass --release and --framework")
+        return Subject(find_release(matrix, label("release")), label("framework"),
+                       (label("cuda.version") or "cpu") if label("device") else None)
+    installed = facts.packages.get("dynamo")
+    release = args.release or (installed if installed in matrix.release else matrix.latest)
+    release = find_release(matrix, release)
+    framework = args.framework or next((fw for fw, pkg in FRAMEWORK_PACKAGES.items()
+                                        if facts.packages.get(pkg) and fw in matrix.release[release].engines), None)
+    if framework is not None and framework not in matrix.framework:
+        raise InvalidCombination(f"unknown framework {framework!r}; valid frameworks: {', '.join(matrix.framework)}")
+    return Subject(release, framework, args.cuda.lower().removeprefix("cuda") if args.cuda else None)
+
+
+def text_report(subject: Subject, facts: HostFacts, findings: list[Finding]) -> str:
+    what = ", ".join(filter(None, [f"release {subject.release}", subject.framework,
+                                   f"CUDA {subject.device}" if subject.device not in (None, "cpu") else subject.device]))
+    gpus = f"{len(facts.gpus)} GPU(s)" if facts.gpus else "no GPU"
+    lines = [f"dynamo doctor: {what} on {facts.arch}, {facts.os_name or facts.os_id or 'unknown OS'},"
+             f" Python {facts.python}, {gpus}"]
+    width = max((len(f.check) for f in findings), default=0)
+    for finding in findings:
+        lines.append(f"{MARKS[finding.status]} {finding.check.ljust(width)}  {finding.message}")
+        if finding.fix and finding.status != "ok":
+            lines.append(f"  {' ' * width}  fix: {finding.fix}")
+    failed = sum(f.status == FAIL for f in findings)
+    lines.append(f"{failed} check(s) failed" if failed else "no check failed")
+    return "\n".join(lines)
+
+
+def run(matrix: Matrix, args: argparse.Namespace) -> int:
+    if args.facts:
+        directory = Path(args.facts)
+        if not directory.is_dir():
+            print(f"error: --facts {args.facts}: no such directory of recorded host facts", file=sys.stderr)
+            return 2
+        facts = from_recording(directory)
+    else:
+        facts = gather()
+    subject = subject_for(matrix, facts, args)
+    findings = judge(matrix, facts, subject)
+    if args.json:
+        print(json.dumps({"subject": subject.__dict__, "facts": facts.to_json(),
+                          "findings": [f.to_json() for f in findings],
+                          "failed": sum(f.status == FAIL for f in findings)}, indent=2))
+    else:
+        print(text_report(subject, facts, findings))
+    return 1 if any(f.status == FAIL for f in findings) else 0
