@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dynamo import images
 from dynamo.doctor.facts import HostFacts, from_recording, gather
-from dynamo.doctor.judge import FAIL, MARKS, Finding, Subject, judge
+from dynamo.doctor.judge import FAIL, MARKS, SCOPES, Finding, Subject, judge
 from dynamo.matrix import InvalidCombination, Matrix
 from dynamo.matrix.query import find_release
 
@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", help="judge this host for an image: read the release, framework and CUDA"
                                         " from its labels")
     parser.add_argument("--facts", metavar="DIR", help="judge facts recorded on another machine instead of this one")
+    parser.add_argument("--scope", choices=SCOPES, default="all",
+                        help="host: only the checks a host decides for a container (CPU, driver, GPUs), as"
+                             " container/run.sh runs them before `docker run`")
     parser.add_argument("--json", action="store_true", help="print JSON for machines")
 
 
@@ -73,7 +76,7 @@ def run(matrix: Matrix, args: argparse.Namespace) -> int:
     else:
         facts = gather()
     subject = subject_for(matrix, facts, args)
-    findings = judge(matrix, facts, subject)
+    findings = judge(matrix, facts, subject, args.scope)
     if args.json:
         print(json.dumps({"subject": subject.__dict__, "facts": facts.to_json(),
                           "findings": [f.to_json() for f in findings],

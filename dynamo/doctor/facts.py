@@ -13,9 +13,8 @@ import re
 import resource
 import shutil
 import subprocess
-import xml.etree.ElementTree as ElementTree
+import sys
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 PACKAGES = ("dynamo", "vllm", "sglang", "tensorrt-llm", "llama-cpp-python", "nixl", "torch",
@@ -109,6 +108,8 @@ def parse_smi_table(text: str) -> tuple[str | None, str | None, list[Gpu]]:
 
 def parse_smi_xml(text: str) -> tuple[str | None, str | None, list[Gpu]]:
     """`nvidia-smi -q -x`: driver, CUDA version, and per GPU name, memory, MIG mode."""
+    import xml.etree.ElementTree as ElementTree  # only for this rarely used source
+
     try:
         root = ElementTree.fromstring(text)
     except ElementTree.ParseError:
@@ -216,7 +217,7 @@ def gather(root: Path = Path("/")) -> HostFacts:
     if not _nvml(facts) and not _smi(facts) and facts.kernel_module:
         facts.driver, facts.gpu_source = facts.kernel_module, "proc"
     facts.container_cuda = _container_cuda(root)
-    facts.packages = {name: _version(name) for name in PACKAGES}
+    facts.packages = installed_versions(PACKAGES)
     try:
         stat = os.statvfs(root / "dev/shm")
         facts.shm_bytes = stat.f_frsize * stat.f_blocks
@@ -239,11 +240,29 @@ def _container_cuda(root: Path) -> str | None:
         return None
 
 
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def installed_versions(names: tuple[str, ...], paths: list[str] | None = None) -> dict[str, str | None]:
+    """Versions of installed distributions from their *.dist-info / *.egg-info directory names:
+    importing importlib.metadata, let alone the packages, costs more than the whole doctor may."""
+    wanted = {_normalize(name): name for name in names}
+    found: dict[str, str | None] = dict.fromkeys(names)
+    for entry in paths if paths is not None else sys.path:
+        try:
+            listing = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for item in listing:
+            stem, dot, suffix = item.rpartition(".")
+            if suffix not in ("dist-info", "egg-info") or "-" not in stem:
+                continue
+            name, _, version = stem.partition("-")
+            key = _normalize(name)
+            if key in wanted and found[wanted[key]] is None:
+                found[wanted[key]] = version.split("-")[0] if suffix == "egg-info" else version
+    return found
 
 
 def _limit(which: int) -> tuple[int, int]:

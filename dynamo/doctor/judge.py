@@ -6,7 +6,6 @@ from dataclasses import asdict, dataclass
 
 from packaging.version import InvalidVersion, Version
 
-from dynamo import images
 from dynamo.doctor.facts import HostFacts
 from dynamo.matrix import InvalidCombination, Matrix, Target, targets
 from dynamo.matrix.query import arch_name, matching_caveats, normalize_arch
@@ -64,9 +63,15 @@ def covered(cc: str, archs: tuple[str, ...]) -> bool:
     return any(int(a.split(".")[0]) == major and int(a.split(".")[1]) <= minor for a in archs)
 
 
-def judge(matrix: Matrix, facts: HostFacts, subject: Subject) -> list[Finding]:
+SCOPES = ("all", "host")  # host: only what the host decides for a container (CPU, driver, GPUs)
+
+
+def judge(matrix: Matrix, facts: HostFacts, subject: Subject, scope: str = "all") -> list[Finding]:
     release = matrix.release[subject.release]
-    findings = [*_platform(matrix, facts, subject), *_python(matrix, facts, subject)]
+    inside = scope == "all"  # the Python, packages and limits of this environment
+    findings = [*_platform(matrix, facts, subject)[:1 if not inside else None]]
+    if inside:
+        findings += _python(matrix, facts, subject)
     if subject.framework:
         target = _target(matrix, facts, subject)
         if target is None:
@@ -77,8 +82,9 @@ def judge(matrix: Matrix, facts: HostFacts, subject: Subject) -> list[Finding]:
                 findings.append(Finding(WARN, "experimental", "; ".join(target.notes)))
             findings += _driver(matrix, facts, target)
             findings += _gpus(matrix, facts, target, release.gpu_arch)
-            findings += _packages(matrix, facts, target)
-            findings += _limits(matrix, facts, target)
+            if inside:
+                findings += _packages(matrix, facts, target)
+                findings += _limits(matrix, facts, target)
     else:
         findings += _driver_presence(facts)
     findings += _kernel_module(facts)
@@ -183,6 +189,8 @@ def _driver(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]:
 
 
 def _runnable_elsewhere(matrix: Matrix, target: Target, driver: Version) -> list[str]:
+    from dynamo import images  # only when the driver is too old
+
     found = []
     for other in targets(matrix, framework=target.framework):
         if other.arch == target.arch and other.driver_linux and Version(other.driver_linux) <= driver:

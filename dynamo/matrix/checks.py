@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
@@ -56,10 +55,5 @@ def release_name(value: str) -> str | None:
     return '"main" or a PEP 440 version such as "0.8.1" or "0.8.1.post1"'
 
 
-def distribution(value: str) -> str | None:
-    """A bare package name: a requirement with no extras, version or marker."""
-    try:
-        bare = str(Requirement(value)) == value
-    except InvalidRequirement:
-        bare = False
-    return None if bare else 'a package name such as "tensorrt-llm"'
+# PEP 508's name: letters and digits, with . _ - inside (a bare name: no extras, version or marker).
+distribution = _matching(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?", 'a package name such as "tensorrt-llm"')

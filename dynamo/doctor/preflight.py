@@ -1,0 +1,47 @@
+"""The doctor's preflight, run first by every runtime entry point (the frontend and each worker).
+
+A failed check stops the process with the doctor's message and fix; `--skip-preflight` or
+DYN_SKIP_PREFLIGHT=1 bypasses it with a warning.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TextIO
+
+from dynamo.doctor.facts import HostFacts, gather
+from dynamo.doctor.judge import FAIL, MARKS, Subject, judge
+from dynamo.matrix import load
+
+SKIP_FLAG = "--skip-preflight"
+SKIP_ENV = "DYN_SKIP_PREFLIGHT"
+
+
+def preflight(framework: str | None, argv: list[str], facts: HostFacts | None = None,
+              out: TextIO = sys.stderr) -> list[str]:
+    """Check this host for `framework` (None: the frontend); exit 1 on a failed check.
+    Returns argv without --skip-preflight, for the entry point's own parser."""
+    rest = [arg for arg in argv if arg != SKIP_FLAG]
+    if SKIP_FLAG in argv or os.environ.get(SKIP_ENV) == "1":
+        print(f"warning: preflight skipped ({SKIP_FLAG if SKIP_FLAG in argv else SKIP_ENV + '=1'}); this host"
+              f" was not checked against the support matrix", file=out)
+        return rest
+    matrix = load()
+    facts = facts or gather()
+    installed = facts.packages.get("dynamo")
+    release = installed if installed in matrix.release else matrix.latest
+    framework = framework if framework in matrix.release[release].engines else None
+    device = facts.container_cuda
+    if device is None and framework and not facts.driver and matrix.framework[framework].cpu:
+        device = "cpu"  # no GPU here and none in the image: the CPU build of a framework that has one
+    failures = [f for f in judge(matrix, facts, Subject(release, framework, device)) if f.status == FAIL]
+    if failures:
+        print(f"preflight: this host cannot run {framework or 'dynamo'} {release}:", file=out)
+        for finding in failures:
+            print(f"{MARKS[FAIL]} {finding.check}: {finding.message}", file=out)
+            if finding.fix:
+                print(f"  fix: {finding.fix}", file=out)
+        print(f"(run `dynamo doctor` for every check; {SKIP_FLAG} or {SKIP_ENV}=1 starts anyway)", file=out)
+        raise SystemExit(1)
+    return rest

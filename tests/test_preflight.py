@@ -1,0 +1,48 @@
+"""The startup preflight: refuses on a failed check with the doctor's message, and can be skipped."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from conftest import REPO
+from dynamo.doctor.facts import from_recording
+from dynamo.doctor.preflight import preflight
+
+HOSTS = REPO / "tests" / "data" / "hosts"
+
+
+def test_refuses_with_the_doctors_message_and_fix(monkeypatch):
+    monkeypatch.delenv("DYN_SKIP_PREFLIGHT", raising=False)
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as caught:
+        preflight("trtllm", ["--model", "x"], facts=from_recording(HOSTS / "h100-csv-r580"), out=out)
+    assert caught.value.code == 1
+    text = out.getvalue()
+    assert text.startswith("preflight: this host cannot run trtllm 0.8.1:")
+    assert "✗ memlock: memlock is 8192 KiB; MPI needs unlimited\n  fix: docker run --ulimit memlock=-1" in text
+    assert "--skip-preflight or DYN_SKIP_PREFLIGHT=1 starts anyway" in text
+
+
+def test_passes_and_strips_nothing_else(monkeypatch):
+    monkeypatch.delenv("DYN_SKIP_PREFLIGHT", raising=False)
+    facts = from_recording(HOSTS / "b200x2-r610")
+    assert preflight("sglang", ["--model", "x"], facts=facts, out=io.StringIO()) == ["--model", "x"]
+
+
+def test_cpu_framework_on_a_host_without_gpu(monkeypatch):
+    monkeypatch.delenv("DYN_SKIP_PREFLIGHT", raising=False)
+    facts = from_recording(HOSTS / "no-gpu-debian")
+    assert preflight("llama_cpp", [], facts=facts, out=io.StringIO()) == []
+
+
+@pytest.mark.parametrize("argv, env", [(["--skip-preflight", "--x"], None), (["--x"], "1")])
+def test_skip_warns(monkeypatch, argv, env):
+    if env:
+        monkeypatch.setenv("DYN_SKIP_PREFLIGHT", env)
+    else:
+        monkeypatch.delenv("DYN_SKIP_PREFLIGHT", raising=False)
+    out = io.StringIO()
+    assert preflight("trtllm", argv, facts=from_recording(HOSTS / "h100-csv-r580"), out=out) == ["--x"]
+    assert out.getvalue().startswith("warning: preflight skipped")
