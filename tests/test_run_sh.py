@@ -1,0 +1,99 @@
+"""container/run.sh against the real Docker engine, with an image built by build.py (`--gpus none`)."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import uuid
+
+import pytest
+
+from conftest import REPO, require, run_cli
+from test_build import CA, DOCKER_STANDIN, docker_ready
+
+RUN_SH = REPO / "container" / "run.sh"
+TAG = f"dynamo-test:runsh-{uuid.uuid4().hex[:8]}"
+
+
+def run_sh(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(RUN_SH), *args], capture_output=True, text=True, timeout=300)
+
+
+def sandbox_ulimits() -> list[str]:
+    """Where the host's hard limits are lower than run.sh's defaults (like this CI sandbox), ask for them."""
+    args = []
+    memlock = resource.getrlimit(resource.RLIMIT_MEMLOCK)[1]
+    if memlock != resource.RLIM_INFINITY:
+        args += ["--ulimit", f"memlock={memlock}"]
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if nofile != resource.RLIM_INFINITY and nofile < 65536:
+        args += ["--ulimit", f"nofile={nofile}:{nofile}"]
+    return args
+
+
+@pytest.fixture(scope="module")
+def image():
+    require(docker_ready())
+    result = run_cli("--framework", "frontend", "--engine", "docker", "--base-image", DOCKER_STANDIN, "--python", "3.11",
+                     "--ca-cert", CA, "--tag", TAG)
+    assert result.returncode == 0, result.stderr
+    yield TAG
+    subprocess.run(["docker", "rmi", "-f", TAG], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def cuda_image():
+    require(docker_ready())
+    tag = f"{TAG}-cuda"
+    dockerfile = (f"FROM {DOCKER_STANDIN}\nLABEL dev.dynamo.release=0.8.1 dev.dynamo.framework=vllm"
+                  " dev.dynamo.device=cuda12.9 dev.dynamo.cuda.version=12.9 dev.dynamo.cuda.min-driver=575.51.03\n")
+    subprocess.run(["docker", "build", "-q", "-t", tag, "-"], input=dockerfile, text=True, check=True,
+                   capture_output=True)
+    yield tag
+    subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+
+
+def test_dry_run_prints_the_exact_command():
+    result = run_sh("--dry-run", "--framework", "sglang", "-p", "8000:8000", "-e", "A=1", "-it", "--", "python3", "-V")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "docker run --rm -it --gpus all --shm-size=10G --ulimit memlock=-1 --ulimit nofile=65536:65536"
+        " --ulimit stack=67108864 --ipc host -p 8000:8000 -e A=1 dynamo:latest-sglang python3 -V")
+    workspace = run_sh("--dry-run", "--mount-workspace", "--hf-cache", "/tmp/hf-cache-test", "--gpus", "none")
+    assert f"-v {REPO}:/workspace -w /workspace -e HF_TOKEN -v /tmp/hf-cache-test:/home/dynamo/.cache/huggingface" \
+        in workspace.stdout and "--gpus" not in workspace.stdout and "--network host" in workspace.stdout
+
+
+def test_runs_a_command_with_the_expected_limits(image):
+    result = run_sh("--image", image, "--gpus", "none", *sandbox_ulimits(), "--",
+                    "sh", "-c", "id -u; ulimit -s; echo $NVIDIA_REQUIRE_CUDA; dynamo matrix check >/dev/null && echo ok")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1000", "65536", "ok"]  # non-root, stack 64 MiB, our package works
+
+
+def test_refuses_a_cuda_image_on_a_host_without_the_driver(cuda_image):
+    result = run_sh("--image", cuda_image, "--", "true")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"run.sh: this host cannot run {cuda_image}:",
+        "✗ driver  no NVIDIA driver found; CUDA 12.9 needs >= 575.51.03",
+        "          fix: install NVIDIA driver >= 575.51.03 (branch R575)",
+        "run.sh: nothing was started; fix the above, or pass --skip-preflight to try anyway"]
+
+
+def test_a_cuda_image_needs_gpus(cuda_image):
+    result = run_sh("--image", cuda_image, "--gpus", "none", "--", "true")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"run.sh: {cuda_image} is a CUDA 12.9 image and needs GPUs; drop --gpus none"
+                                     " (or pass --skip-preflight)")
+
+
+def test_bad_input_is_one_line():
+    require(docker_ready())
+    missing = run_sh("--image", "dynamo-test:does-not-exist", "--", "true")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == ("run.sh: error: image dynamo-test:does-not-exist is not here; build it:"
+                                      " python build.py --framework vllm")
+    unknown = run_sh("--bogus")
+    assert unknown.returncode == 2 and unknown.stderr.strip().startswith("run.sh: error: unknown option '--bogus'")
+    assert run_sh("--ulimit", "memlock").stderr.strip() == "run.sh: error: --ulimit expects NAME=VALUE, got 'memlock'"
