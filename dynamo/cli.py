@@ -150,12 +150,12 @@ def describe_plan(plan, engine_name: str, command: str) -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from dynamo.build.engines import EngineError, get_engine
+    from dynamo.build.engines import EngineError, engine_with_image
     from dynamo.build.verify import report, verify
 
     matrix = load(args.matrix)
     try:
-        checks = verify(matrix, get_engine(args.engine), args.image)
+        checks = verify(matrix, engine_with_image(args.image, args.engine), args.image)
     except EngineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import resource
 import subprocess
 import uuid
@@ -12,6 +13,7 @@ from conftest import REPO, require, run_cli
 from test_build import CA, DOCKER_STANDIN, docker_ready
 
 RUN_SH = REPO / "container" / "run.sh"
+NO_DRIVER = re.compile(r"✗ driver  no NVIDIA driver found( \(NVML: [^)]*\))?; CUDA 12\.9 needs >= 575\.51\.03")
 TAG = f"dynamo-test:runsh-{uuid.uuid4().hex[:8]}"
 
 
@@ -74,11 +76,11 @@ def test_runs_a_command_with_the_expected_limits(image):
 def test_refuses_a_cuda_image_on_a_host_without_the_driver(cuda_image):
     result = run_sh("--image", cuda_image, "--", "true")
     assert result.returncode == 1
-    assert result.stderr.splitlines() == [
-        f"run.sh: this host cannot run {cuda_image}:",
-        "✗ driver  no NVIDIA driver found; CUDA 12.9 needs >= 575.51.03",
-        "          fix: install NVIDIA driver >= 575.51.03 (branch R575)",
-        "run.sh: nothing was started; fix the above, or pass --skip-preflight to try anyway"]
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"run.sh: this host cannot run {cuda_image}:"
+    assert NO_DRIVER.fullmatch(lines[1]), lines[1]  # with NVML's own reason when nvidia-ml-py is installed
+    assert lines[2:] == ["          fix: install NVIDIA driver >= 575.51.03 (branch R575)",
+                         "run.sh: nothing was started; fix the above, or pass --skip-preflight to try anyway"]
 
 
 def test_a_cuda_image_needs_gpus(cuda_image):
@@ -97,3 +99,13 @@ def test_bad_input_is_one_line():
     unknown = run_sh("--bogus")
     assert unknown.returncode == 2 and unknown.stderr.strip().startswith("run.sh: error: unknown option '--bogus'")
     assert run_sh("--ulimit", "memlock").stderr.strip() == "run.sh: error: --ulimit expects NAME=VALUE, got 'memlock'"
+
+
+def test_doctor_reads_an_images_labels(cuda_image, image):
+    result = run_cli("doctor", "--image", cuda_image, "--scope", "host")
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[0].startswith("dynamo doctor: release 0.8.1, vllm, CUDA 12.9 on ")
+    assert any(NO_DRIVER.fullmatch(line) for line in result.stdout.splitlines()), result.stdout
+    assert run_cli("doctor", "--image", image, "--scope", "host").returncode == 0  # a CPU image runs here
+    missing = run_cli("doctor", "--image", "dynamo-test:absent")
+    assert missing.returncode == 2 and missing.stderr.startswith("error: image dynamo-test:absent is not in the image store of")

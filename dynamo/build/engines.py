@@ -402,6 +402,19 @@ def get_engine(choice: str | None = None) -> ContainerEngine:
                       + ". Install Docker (apt-get install docker.io, then start dockerd) or buildah")
 
 
+def engine_with_image(ref: str, choice: str | None = None) -> ContainerEngine:
+    """The engine (the one asked for, or any available here) whose image store holds `ref`."""
+    candidates = [get_engine(choice)] if choice else [
+        engine() for engine in ENGINES.values() if engine.unavailable() is None]
+    for engine in candidates:
+        if engine.has_image(ref):
+            return engine
+    if not candidates:
+        get_engine(None)  # raises: no engine at all, with the fix
+    names = ", ".join(engine.name for engine in candidates)
+    raise EngineError(f"image {ref} is not in the image store of {names}; build it (python build.py ...) or pull it")
+
+
 def _build_flags(plan: BuildPlan) -> list[str]:
     """The flags buildah, podman and buildx share, from the plan."""
     flags = ["-f", str(plan.dockerfile), "--target", plan.stage, "--platform", ",".join(plan.platforms)]

@@ -32,9 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def subject_for(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> Subject:
     """From --image labels, else the flags, else what is installed here."""
     if args.image:
-        from dynamo.build.engines import get_engine
+        from dynamo.build.engines import engine_with_image
 
-        labels = get_engine(None).inspect(args.image)["labels"]
+        labels = engine_with_image(args.image).inspect(args.image)["labels"]
         label = lambda key: labels.get(images.LABEL_PREFIX + key) or None  # noqa: E731
         if not label("release"):
             raise InvalidCombination(f"{args.image} has no {images.LABEL_PREFIX}release label: pass --release and --framework")
