@@ -65,6 +65,12 @@ def parse_os_release(text: str) -> dict[str, str]:
     return values
 
 
+def set_os(facts: HostFacts, os_release: str) -> None:
+    release = parse_os_release(os_release)
+    facts.os_id, facts.os_version = release.get("ID", ""), release.get("VERSION_ID", "")
+    facts.os_name = release.get("PRETTY_NAME", "")
+
+
 def parse_smi_csv(text: str) -> tuple[str | None, list[Gpu]]:
     """`nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap[,mig.mode.current]
     --format=csv,noheader`: the driver and the GPUs."""
@@ -203,9 +209,7 @@ def gather(root: Path = Path("/")) -> HostFacts:
     facts = HostFacts(arch=platform.machine(), python=platform.python_version(),
                       glibc=" ".join(platform.libc_ver()).strip())
     try:
-        release = parse_os_release((root / "etc/os-release").read_text())
-        facts.os_id, facts.os_version, facts.os_name = (release.get("ID", ""), release.get("VERSION_ID", ""),
-                                                        release.get("PRETTY_NAME", ""))
+        set_os(facts, (root / "etc/os-release").read_text())
     except OSError:
         pass
     facts.in_container = (root / ".dockerenv").exists() or (root / "run/.containerenv").exists() or \
@@ -285,9 +289,7 @@ def from_recording(directory: Path) -> HostFacts:
         if isinstance(getattr(facts, key), list):
             setattr(facts, key, tuple(getattr(facts, key)))
     if (text := read("os-release")) is not None:
-        release = parse_os_release(text)
-        facts.os_id, facts.os_version, facts.os_name = (release.get("ID", ""), release.get("VERSION_ID", ""),
-                                                        release.get("PRETTY_NAME", ""))
+        set_os(facts, text)
     if (text := read("proc-driver-nvidia-version")) is not None:
         facts.kernel_module = parse_proc_version(text)
     table = read("nvidia-smi.txt")

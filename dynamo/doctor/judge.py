@@ -110,6 +110,11 @@ def _arch(matrix: Matrix, facts: HostFacts) -> str | None:
         return None
 
 
+def _os_key(matrix: Matrix, facts: HostFacts) -> str | None:
+    """The matrix's name for the OS in /etc/os-release."""
+    return next((k for k, o in matrix.os.items() if o.id == facts.os_id and o.version_id == facts.os_version), None)
+
+
 def _platform(matrix: Matrix, facts: HostFacts, subject: Subject) -> list[Finding]:
     release = matrix.release[subject.release]
     arch = _arch(matrix, facts)
@@ -121,7 +126,7 @@ def _platform(matrix: Matrix, facts: HostFacts, subject: Subject) -> list[Findin
     else:
         out.append(Finding(OK if status == "supported" else WARN, "cpu", f"{arch_name(arch)} ({status})"))
     where = " (inside a container: the image's OS, not the host's)" if facts.in_container else ""
-    os_key = next((k for k, o in matrix.os.items() if o.id == facts.os_id and o.version_id == facts.os_version), None)
+    os_key = _os_key(matrix, facts)
     rows = [p for p in release.platforms if p.arch == arch and p.os in (os_key, "linux")]
     if rows:
         state = rows[0].status
@@ -142,7 +147,7 @@ def _python(matrix: Matrix, facts: HostFacts, subject: Subject) -> list[Finding]
     else:
         out.append(Finding(FAIL, "python", f"Python {facts.python} is not supported by release {subject.release}",
                            f"use Python {' or '.join(release.python)}"))
-    os_key = next((k for k, o in matrix.os.items() if o.id == facts.os_id and o.version_id == facts.os_version), None)
+    os_key = _os_key(matrix, facts)
     context = {"framework": subject.framework, "python": python, "os": os_key, "arch": _arch(matrix, facts),
                "cuda": subject.device, "feature": {"nixl"} if release.nixl else set()}
     for caveat in matching_caveats(matrix, subject.release, context):
