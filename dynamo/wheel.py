@@ -1,0 +1,51 @@
+"""Our wheel's metadata from the matrix: version, Python requirement, classifiers, engine extras."""
+
+from __future__ import annotations
+
+from packaging.version import Version
+
+from dynamo.matrix import Matrix
+from dynamo.matrix.query import matching_caveats
+
+
+def requires_python(matrix: Matrix, release: str) -> str:
+    """The release's own specifier, else from its oldest to just past its newest Python."""
+    rel = matrix.release[release]
+    if rel.requires_python:
+        return rel.requires_python
+    versions = sorted(rel.python, key=Version)
+    newest = Version(versions[-1])
+    return f">={versions[0]},<{newest.major}.{newest.minor + 1}"
+
+
+def classifiers(matrix: Matrix, release: str) -> list[str]:
+    rel = matrix.release[release]
+    found = ["Operating System :: POSIX :: Linux", "Programming Language :: Python :: 3"]
+    found += [f"Programming Language :: Python :: {p}" for p in sorted(rel.python, key=Version)]
+    return found
+
+
+def _marker(matrix: Matrix, release: str, framework: str) -> str:
+    """Pythons a caveat rules out for this framework become an environment marker."""
+    excluded = [python for python in matrix.release[release].python
+                if any(c.effect == "unsupported" and "python" in c.when and set(c.when) <= {"framework", "python"}
+                       for c in matching_caveats(matrix, release, {"framework": framework, "python": python}))]
+    return " and ".join(f"python_version != '{python}'" for python in excluded)
+
+
+def extras(matrix: Matrix, release: str) -> dict[str, list[str]]:
+    """One extra per engine of the release: the engine and NIXL at the release's pins."""
+    rel = matrix.release[release]
+    found: dict[str, list[str]] = {}
+    for framework, engine in rel.engines.items():
+        fw = matrix.framework[framework]
+        if fw.package is None:
+            continue
+        extra = f"[{','.join(engine.extras)}]" if engine.extras else ""
+        pins = [f"{fw.package}{extra}=={engine.pin or engine.version}"]
+        pins += [f"{name}=={version}" for name, version in sorted(engine.pins.items())]
+        if fw.nixl and rel.nixl:
+            pins.append(f"nixl=={rel.nixl}")
+        marker = _marker(matrix, release, framework)
+        found[framework] = [f"{pin}; {marker}" if marker else pin for pin in pins]
+    return found

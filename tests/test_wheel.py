@@ -1,0 +1,75 @@
+"""Our wheel: built with `python -m build`, metadata equal to the matrix, working from a plain install."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from email.parser import Parser
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+
+from conftest import REPO
+from dynamo import wheel
+
+
+@pytest.fixture(scope="module")
+def built_wheel(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist")
+    # From the checkout's root, as a user types it: build.py hands `-m build` over to PyPA's build.
+    result = subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), "."], cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    (found,) = out.glob("dynamo-*.whl")
+    return found
+
+
+def metadata(path):
+    with zipfile.ZipFile(path) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        return Parser().parsestr(archive.read(name).decode())
+
+
+def test_wheel_metadata_equals_the_matrix(built_wheel, matrix):
+    meta = metadata(built_wheel)
+    assert meta["Version"] == matrix.latest
+    assert SpecifierSet(meta["Requires-Python"]) == SpecifierSet(wheel.requires_python(matrix, matrix.latest)) \
+        == SpecifierSet(">=3.10,<3.13")
+    assert meta.get_all("Classifier") == wheel.classifiers(matrix, matrix.latest)
+    per_extra: dict[str, set[str]] = {}
+    for text in meta.get_all("Requires-Dist"):
+        requirement = Requirement(text)
+        marker = str(requirement.marker or "")
+        if "extra ==" not in marker:
+            continue
+        extra = marker.split('extra == "')[1].split('"')[0]
+        requirement.marker = None
+        rest = marker.split(' and extra ==')[0].strip("()") if " and extra ==" in marker else ""
+        per_extra.setdefault(extra, set()).add(f"{requirement}; {rest}" if rest else str(requirement))
+    expected = wheel.extras(matrix, matrix.latest)
+    for name, pins in expected.items():
+        assert per_extra[name] == {str(Requirement(pin.split(";")[0])) + (f"; {pin.split('; ')[1]}" if ";" in pin else "")
+                                   for pin in pins}, name
+    assert per_extra["trtllm"] == {'tensorrt-llm==1.2.0rc6.post1; python_version != "3.11"',
+                                   'nixl==0.8.0; python_version != "3.11"'}
+    assert per_extra["vllm"] == {"vllm==0.12.0", "nixl==0.8.0"}
+    with zipfile.ZipFile(built_wheel) as archive:
+        assert "dynamo/matrix/data/support_matrix.toml" in archive.namelist()
+
+
+def test_doctor_works_from_a_plain_install(built_wheel, tmp_path):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    install = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(built_wheel)], capture_output=True,
+                             text=True, timeout=600)
+    assert install.returncode == 0, install.stderr[-2000:]
+    doctor = subprocess.run([str(venv / "bin" / "dynamo"), "doctor", "--json"], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=60)
+    assert doctor.returncode in (0, 1) and "Traceback" not in doctor.stderr, doctor.stderr
+    report = json.loads(doctor.stdout)
+    assert report["subject"]["release"] == "0.8.1" and report["facts"]["packages"]["dynamo"] == "0.8.1"
+    check = subprocess.run([str(venv / "bin" / "dynamo"), "matrix", "check"], capture_output=True, text=True, cwd=tmp_path)
+    assert check.returncode == 0 and "site-packages/dynamo/matrix/data/support_matrix.toml: ok" in check.stdout
