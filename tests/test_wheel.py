@@ -41,21 +41,18 @@ def test_wheel_metadata_equals_the_matrix(built_wheel, matrix):
     assert meta.get_all("Classifier") == wheel.classifiers(matrix, matrix.latest)
     per_extra: dict[str, set[str]] = {}
     for text in meta.get_all("Requires-Dist"):
-        requirement = Requirement(text)
-        marker = str(requirement.marker or "")
+        requirement, _, marker = text.partition(";")
         if "extra ==" not in marker:
             continue
-        extra = marker.split('extra == "')[1].split('"')[0]
-        requirement.marker = None
-        rest = marker.split(' and extra ==')[0].strip("()") if " and extra ==" in marker else ""
-        per_extra.setdefault(extra, set()).add(f"{requirement}; {rest}" if rest else str(requirement))
-    expected = wheel.extras(matrix, matrix.latest)
-    for name, pins in expected.items():
-        assert per_extra[name] == {str(Requirement(pin.split(";")[0])) + (f"; {pin.split('; ')[1]}" if ";" in pin else "")
-                                   for pin in pins}, name
-    assert per_extra["trtllm"] == {'tensorrt-llm==1.2.0rc6.post1; python_version != "3.11"',
-                                   'nixl==0.8.0; python_version != "3.11"'}
-    assert per_extra["vllm"] == {"vllm==0.12.0", "nixl==0.8.0"}
+        rest, _, extra = marker.rpartition("extra ==")
+        rest = rest.strip().removesuffix("and").strip().strip("()")
+        per_extra.setdefault(extra.strip().strip('"'), set()).add(
+            str(Requirement(f"{requirement.strip()}; {rest}" if rest else requirement.strip())))
+    expected = {name: {str(Requirement(pin)) for pin in pins} for name, pins in wheel.extras(matrix, matrix.latest).items()}
+    assert {name: per_extra[name] for name in expected} == expected
+    assert expected["trtllm"] == {'tensorrt-llm==1.2.0rc6.post1; python_version != "3.11"',
+                                  'nixl==0.8.0; python_version != "3.11"'}
+    assert expected["vllm"] == {"vllm==0.12.0", "nixl==0.8.0"}
     with zipfile.ZipFile(built_wheel) as archive:
         assert "dynamo/matrix/data/support_matrix.toml" in archive.namelist()
 
