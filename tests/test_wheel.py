@@ -11,6 +11,7 @@ from email.parser import Parser
 import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 from conftest import REPO
 from dynamo import wheel
@@ -46,9 +47,11 @@ def test_wheel_metadata_equals_the_matrix(built_wheel, matrix):
             continue
         rest, _, extra = marker.rpartition("extra ==")
         rest = rest.strip().removesuffix("and").strip().strip("()")
-        per_extra.setdefault(extra.strip().strip('"'), set()).add(
+        per_extra.setdefault(canonicalize_name(extra.strip().strip("'\"")), set()).add(
             str(Requirement(f"{requirement.strip()}; {rest}" if rest else requirement.strip())))
-    expected = {name: {str(Requirement(pin)) for pin in pins} for name, pins in wheel.extras(matrix, matrix.latest).items()}
+    # PEP 685: extras are normalised in metadata (llama_cpp is llama-cpp); pip normalises what users type.
+    expected = {canonicalize_name(name): {str(Requirement(pin)) for pin in pins}
+                for name, pins in wheel.extras(matrix, matrix.latest).items()}
     assert {name: per_extra[name] for name in expected} == expected
     assert expected["trtllm"] == {'tensorrt-llm==1.2.0rc6.post1; python_version != "3.11"',
                                   'nixl==0.8.0; python_version != "3.11"'}
