@@ -233,10 +233,29 @@ def package(env: jinja2.Environment, matrix: Matrix) -> dict[str, str]:
         classifiers=wheel.classifiers(matrix, release), extras=wheel.extras(matrix, release))}
 
 
+# -- the release pipeline -------------------------------------------------------------------------
+
+def release_cells(matrix: Matrix) -> list[dict[str, str]]:
+    """The latest release's matrix cells (framework, device), each with all of its platforms."""
+    cells = []
+    for (release, framework, device), group in groupby(
+            targets(matrix, release=matrix.latest), key=lambda t: (t.release, t.framework, t.device)):
+        group = list(group)
+        cells.append({"release": release, "framework": framework, "device": device, "cuda": group[0].cuda or "cpu",
+                      "platforms": ",".join(t.platform for t in group),
+                      "latest": str(f"{images.REPOSITORY}:latest-{framework}" in images.tags(matrix, group[0])).lower()})
+    return cells
+
+
+def workflows(env: jinja2.Environment, matrix: Matrix) -> dict[str, str]:
+    return {".github/workflows/release.yml": render_template(
+        env, "release.yml.j2", "hash", release=matrix.latest, cells=release_cells(matrix))}
+
+
 # -- all of it, and the files on disk -------------------------------------------------------------------
 
 RENDERERS: tuple[Callable[[jinja2.Environment, Matrix], dict[str, str]], ...] = (
-    dockerfiles, constraint_files, bake, docs, package)
+    dockerfiles, constraint_files, bake, docs, package, workflows)
 
 
 def render_all(matrix: Matrix, templates: Path = CHECKOUT / "templates") -> dict[str, str]:

@@ -12,10 +12,8 @@ import socket
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import pytest
-
 from conftest import REPO, require, run_cli
 
 STANDIN = "localhost/standin:bookworm"  # amd64 + arm64 manifest list (buildah/podman storage)

@@ -72,6 +72,7 @@ def test_matrix_from_environment(tmp_path):
     import os
     import subprocess
     import sys
+
     from conftest import REPO
     env = dict(os.environ, DYNAMO_MATRIX=str(tmp_path / "missing.toml"))
     result = subprocess.run([sys.executable, str(REPO / "build.py"), "matrix", "check"], env=env,

@@ -4,13 +4,11 @@ says where each came from): every host gives its expected verdicts and never cra
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-
 from conftest import REPO, run_cli
-from dynamo.doctor.facts import (from_recording, parse_proc_version, parse_smi_csv, parse_smi_table,
-                                 parse_smi_xml)
+
+from dynamo.doctor.facts import from_recording, parse_proc_version, parse_smi_csv, parse_smi_table, parse_smi_xml
 from dynamo.doctor.judge import Subject, covered, judge
 
 HOSTS = sorted(p for p in (REPO / "tests" / "data" / "hosts").iterdir() if p.is_dir())

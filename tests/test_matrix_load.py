@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import MATRIX_FILE
+
 from dynamo.matrix import MatrixInvalid, from_dict, load, loads
 
 

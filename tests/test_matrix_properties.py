@@ -6,10 +6,10 @@ from __future__ import annotations
 import copy
 import datetime
 
+from conftest import MATRIX_FILE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import MATRIX_FILE
 from dynamo.matrix import MatrixInvalid, from_dict, loads, targets
 from dynamo.matrix.convert import format_path
 from dynamo.matrix.report import release_report

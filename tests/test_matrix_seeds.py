@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from conftest import SEEDS, run_cli
 
 SEED_001_RELEASES = ["main", "0.8.1.post1", "0.8.1", "0.8.0", "0.7.1", "0.7.0.post1", "0.7.0"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 
 import pytest
-
 from conftest import REPO
+
 from dynamo.doctor.facts import from_recording
 from dynamo.doctor.preflight import preflight
 

@@ -9,8 +9,8 @@ import shutil
 import subprocess
 
 import pytest
-
 from conftest import MATRIX_FILE, REPO, run_cli
+
 from dynamo import render
 from dynamo.matrix import load, loads, targets
 

@@ -8,7 +8,6 @@ import subprocess
 import uuid
 
 import pytest
-
 from conftest import REPO, require, run_cli
 from test_build import CA, DOCKER_STANDIN, docker_ready
 

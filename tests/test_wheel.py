@@ -9,11 +9,11 @@ import zipfile
 from email.parser import Parser
 
 import pytest
+from conftest import REPO
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from conftest import REPO
 from dynamo import wheel
 
 

@@ -8,7 +8,13 @@ from packaging.version import Version
 
 from dynamo.matrix.model import Matrix
 from dynamo.matrix.query import (
-    CPU, Target, arch_name, engine_devices, release_artifacts, release_caveats, release_label,
+    CPU,
+    Target,
+    arch_name,
+    engine_devices,
+    release_artifacts,
+    release_caveats,
+    release_label,
 )
 
 

@@ -12,6 +12,7 @@ from dynamo.matrix.convert import Path, Problem
 from dynamo.matrix.model import Engine, Matrix, Release, ReleaseFields
 from dynamo.matrix.query import FEATURES, condition_values
 
+
 def validate(matrix: Matrix) -> list[Problem]:
     return [Problem(path, message) for path, message in _all(matrix)]
 
