@@ -218,7 +218,10 @@ def gather(root: Path = Path("/")) -> HostFacts:
         facts.kernel_module = parse_proc_version((root / "proc/driver/nvidia/version").read_text())
     except OSError:
         pass
-    if not _nvml(facts) and not _smi(facts) and facts.kernel_module:
+    if not (root / "dev/nvidiactl").exists() and not (root / "proc/driver/nvidia").exists():
+        # No driver is loaded: NVML and nvidia-smi could only fail, slowly.
+        facts.gpu_error = "the NVIDIA driver is not loaded here: no /dev/nvidiactl, no /proc/driver/nvidia"
+    elif not _nvml(facts) and not _smi(facts) and facts.kernel_module:
         facts.driver, facts.gpu_source = facts.kernel_module, "proc"
     facts.container_cuda = _container_cuda(root)
     facts.packages = installed_versions(PACKAGES)
