@@ -23,6 +23,19 @@ CA = "/etc/ssl/certs/ca-certificates.crt"  # this machine's bundle: its proxy in
 RUN_ID = uuid.uuid4().hex[:8]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def remove_test_images():
+    """Untag every image these tests made (the layers stay in the cache for the next run)."""
+    yield
+    for command, listing in ((["buildah", "rmi", "-f"], ["buildah", "images", "--format", "{{.Name}}:{{.Tag}}"]),
+                             (["docker", "rmi", "-f"], ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"])):
+        if shutil.which(command[0]):
+            names = subprocess.run(listing, capture_output=True, text=True).stdout.split()
+            mine = [name for name in names if RUN_ID in name]
+            if mine:
+                subprocess.run(command + mine, capture_output=True)
+
+
 def buildah_ready() -> str | None:
     if not shutil.which("buildah"):
         return "buildah is not installed"
