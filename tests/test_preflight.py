@@ -46,3 +46,16 @@ def test_skip_warns(monkeypatch, argv, env):
     out = io.StringIO()
     assert preflight("trtllm", argv, facts=from_recording(HOSTS / "h100-csv-r580"), out=out) == ["--x"]
     assert out.getvalue().startswith("warning: preflight skipped")
+
+
+def test_trusted_load_skips_value_and_reference_checks(raw):
+    from dynamo.matrix import MatrixInvalid, from_dict
+
+    raw["release"]["0.8.1"]["engines"]["vllm"]["version"] = "0.12.x"  # a value problem
+    raw["latest"] = "0.9.9"  # a reference problem
+    with pytest.raises(MatrixInvalid):
+        from_dict(raw, "m.toml")
+    assert from_dict(raw, "m.toml", trusted=True).latest == "0.9.9"
+    raw["latest"] = 5  # a type problem is still caught
+    with pytest.raises(MatrixInvalid):
+        from_dict(raw, "m.toml", trusted=True)

@@ -11,8 +11,6 @@ import os
 import platform
 import re
 import resource
-import shutil
-import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -184,6 +182,9 @@ def _nvml(facts: HostFacts) -> bool:
 
 
 def _smi(facts: HostFacts) -> bool:
+    import shutil
+    import subprocess
+
     if not shutil.which("nvidia-smi"):
         return False
     query = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,compute_cap,mig.mode.current",

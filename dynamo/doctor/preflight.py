@@ -27,7 +27,7 @@ def preflight(framework: str | None, argv: list[str], facts: HostFacts | None = 
         print(f"warning: preflight skipped ({SKIP_FLAG if SKIP_FLAG in argv else SKIP_ENV + '=1'}); this host"
               f" was not checked against the support matrix", file=out)
         return rest
-    matrix = load()
+    matrix = load(trusted=True)
     facts = facts or gather()
     installed = facts.packages.get("dynamo")
     release = installed if installed in matrix.release else matrix.latest

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 Check = Callable[[str], "str | None"]
@@ -46,7 +45,12 @@ image_repository = _matching(_REPOSITORY, 'an image repository without a tag suc
                              ' "nvcr.io/nvidia/ai-dynamo/vllm-runtime"')
 caveat_dimension = _matching("|".join(CAVEAT_DIMENSIONS), "one of " + ", ".join(CAVEAT_DIMENSIONS))
 version = _parses(Version, InvalidVersion, 'a PEP 440 version such as "0.12.0" or "1.2.0rc6.post1"')
-specifier = _parses(SpecifierSet, InvalidSpecifier, 'a version specifier such as ">=3.10,<3.13"')
+
+
+def specifier(value: str) -> str | None:
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet  # slow to import; one field uses it
+
+    return _parses(SpecifierSet, InvalidSpecifier, 'a version specifier such as ">=3.10,<3.13"')(value)
 
 
 def release_name(value: str) -> str | None:
