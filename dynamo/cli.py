@@ -164,14 +164,9 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from dynamo.build.engines import EngineError  # --image reads labels through an engine
     from dynamo.doctor import cli as doctor
 
-    try:
-        return doctor.run(load(args.matrix), args)
-    except EngineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    return doctor.run(load(args.matrix), args)
 
 
 def build_parser() -> argparse.ArgumentParser:

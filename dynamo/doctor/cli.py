@@ -7,7 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-from dynamo import images
 from dynamo.doctor.facts import HostFacts, from_recording, gather
 from dynamo.doctor.judge import FAIL, MARKS, SCOPES, Finding, Subject, judge
 from dynamo.matrix import InvalidCombination, Matrix
@@ -32,9 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def subject_for(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> Subject:
     """From --image labels, else the flags, else what is installed here."""
     if args.image:
-        from dynamo.build.engines import engine_with_image
+        from dynamo import images
+        from dynamo.build.engines import EngineError, engine_with_image  # only --image needs an engine
 
-        labels = engine_with_image(args.image).inspect(args.image)["labels"]
+        try:
+            labels = engine_with_image(args.image).inspect(args.image)["labels"]
+        except EngineError as exc:
+            raise InvalidCombination(str(exc)) from None
         label = lambda key: labels.get(images.LABEL_PREFIX + key) or None  # noqa: E731
         if not label("release"):
             raise InvalidCombination(f"{args.image} has no {images.LABEL_PREFIX}release label: pass --release and --framework")
