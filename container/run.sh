@@ -127,6 +127,8 @@ print(get("release"), get("framework"), cuda)' 2>/dev/null)"; then
             fi
             echo "run.sh: warning: the host check could not run ($(tail -1 "$report")); continuing" >&2
         fi
+        # Warnings about how to start the container here (the matrix's caveats), with their fixes.
+        grep -A1 -E '^! caveat' "$report" | grep -vE '^--$' | sed 's/^/run.sh: warning: /' >&2 || true
     fi
 fi
 

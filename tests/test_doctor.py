@@ -80,3 +80,15 @@ def test_doctor_on_this_machine_does_not_crash():
 def test_corpus_sources_are_recorded():
     for host in HOSTS:
         assert (host / "source.txt").read_text().strip(), host
+
+
+def test_host_scope_reports_caveats_about_run_flags(matrix):
+    from dynamo.doctor.facts import Gpu, HostFacts
+    al2023 = HostFacts(arch="x86_64", os_id="amzn", os_version="2023", os_name="Amazon Linux 2023", python="3.9.16",
+                       driver="580.82.07", gpus=[Gpu("NVIDIA H100 80GB HBM3", 81559, "9.0")], gpu_source="nvml")
+    findings = judge(matrix, al2023, Subject("0.8.1", "trtllm", "13.0"), scope="host")
+    (caveat,) = [f for f in findings if f.check == "caveat"]
+    assert caveat.status == "warn" and "(avoid --network host)" in caveat.message
+    assert caveat.fix.startswith("replace --network host with port mappings") and "-p 4222:4222" in caveat.fix
+    assert not [f for f in judge(matrix, al2023, Subject("0.8.1", "vllm", "12.9"), scope="host") if f.check == "caveat"]
+    assert [f.check for f in findings if f.status != "ok"] == ["caveat"]  # python and limits are not the host's

@@ -72,6 +72,8 @@ def judge(matrix: Matrix, facts: HostFacts, subject: Subject, scope: str = "all"
     findings = [*_platform(matrix, facts, subject)[:1 if not inside else None]]
     if inside:
         findings += _python(matrix, facts, subject)
+    else:
+        findings += _run_flag_caveats(matrix, facts, subject)
     if subject.framework:
         target = _target(matrix, facts, subject)
         if target is None:
@@ -154,6 +156,14 @@ def _python(matrix: Matrix, facts: HostFacts, subject: Subject) -> list[Finding]
         status = FAIL if caveat.effect == "unsupported" else WARN
         out.append(Finding(status, "caveat", caveat.message, caveat.fix))
     return out
+
+
+def _run_flag_caveats(matrix: Matrix, facts: HostFacts, subject: Subject) -> list[Finding]:
+    """Caveats about how a container is started on this host (e.g. AL2023, TensorRT-LLM and --network host)."""
+    context = {"framework": subject.framework, "os": _os_key(matrix, facts), "arch": _arch(matrix, facts),
+               "cuda": subject.device}
+    return [Finding(WARN, "caveat", caveat.message + f" (avoid {', '.join(caveat.avoid_flags)})", caveat.fix)
+            for caveat in matching_caveats(matrix, subject.release, context) if caveat.avoid_flags]
 
 
 def _driver_presence(facts: HostFacts) -> list[Finding]:
