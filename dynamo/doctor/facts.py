@@ -141,9 +141,14 @@ def cuda_from_int(value: int) -> str:
 
 
 def parse_cuda_version_json(text: str) -> str | None:
-    """/usr/local/cuda/version.json: major.minor of the toolkit in the image."""
-    version = json.loads(text).get("cuda", {}).get("version", "")
-    match = re.match(r"(\d+)\.(\d+)", version)
+    """/usr/local/cuda/version.json: major.minor of the toolkit in the image; None when it says none."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    cuda = data.get("cuda") if isinstance(data, dict) else None
+    version = cuda.get("version") if isinstance(cuda, dict) else None
+    match = re.match(r"(\d+)\.(\d+)", version) if isinstance(version, str) else None
     return f"{match.group(1)}.{match.group(2)}" if match else None
 
 
@@ -244,7 +249,7 @@ def _container_cuda(root: Path) -> str | None:
             return f"{match.group(1)}.{match.group(2)}"
     try:
         return parse_cuda_version_json((root / "usr/local/cuda/version.json").read_text())
-    except (OSError, ValueError):
+    except OSError:
         return None
 
 
