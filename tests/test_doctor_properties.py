@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 
+from conftest import REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import REPO
-from dynamo.doctor.facts import (from_recording, parse_cuda_version_json, parse_os_release, parse_proc_version,
-                                 parse_smi_csv, parse_smi_table, parse_smi_xml)
+from dynamo.doctor.facts import (
+    from_recording,
+    parse_cuda_version_json,
+    parse_os_release,
+    parse_proc_version,
+    parse_smi_csv,
+    parse_smi_table,
+    parse_smi_xml,
+)
 from dynamo.doctor.judge import Subject, judge
 
 SAMPLES = [p.read_text(errors="replace") for p in (REPO / "tests" / "data" / "hosts").glob("*/nvidia-smi.*")]
