@@ -5,7 +5,7 @@ from __future__ import annotations
 from packaging.version import Version
 
 from dynamo.matrix import Matrix
-from dynamo.matrix.query import matching_caveats
+from dynamo.matrix.query import engine_requirements, matching_caveats
 
 
 def requires_python(matrix: Matrix, release: str) -> str:
@@ -39,11 +39,9 @@ def extras(matrix: Matrix, release: str) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for framework, engine in rel.engines.items():
         fw = matrix.framework[framework]
-        if fw.package is None:
-            continue
-        extra = f"[{','.join(engine.extras)}]" if engine.extras else ""
-        pins = [f"{fw.package}{extra}=={engine.pin or engine.version}"]
-        pins += [f"{name}=={version}" for name, version in sorted(engine.pins.items())]
+        pins = engine_requirements(fw, engine)
+        if not pins:
+            continue  # no engine: no extra
         if fw.nixl and rel.nixl:
             pins.append(f"nixl=={rel.nixl}")
         marker = _marker(matrix, release, framework)

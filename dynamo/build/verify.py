@@ -93,7 +93,7 @@ def verify(matrix: Matrix, engine: ContainerEngine, image: str) -> list[Check]:
     checks.append(Check("python", label("python.version"), found["python"], python == label("python.version")))
     fw = matrix.framework.get(label("framework"))
     if fw is not None and fw.package:
-        expected = target.engine_requirement.split("==")[1] if target and target.engine_requirement else label("engine.version")
+        expected = target.engine_pin if target else label("engine.version")
         checks.append(Check(fw.package, expected, packages.get(fw.package) or "(not installed)",
                             _same_version(packages.get(fw.package), expected)))
     if label("nixl.version") or packages.get("nixl"):

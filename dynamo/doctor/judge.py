@@ -246,8 +246,7 @@ def _gpus(matrix: Matrix, facts: HostFacts, target: Target, gpu_arch: dict[str, 
 def _packages(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]:
     out = []
     fw = matrix.framework[target.framework]
-    wanted = [(fw.package, target.engine_requirement.split("==")[1] if target.engine_requirement else None),
-              ("nixl", target.nixl)]
+    wanted = [(fw.package, target.engine_pin), ("nixl", target.nixl)]
     for package, pin in wanted:
         if not package or not pin:
             continue

@@ -34,6 +34,7 @@ class Target:
     python: str
     status: str  # "supported" or "experimental"
     engine_version: str | None  # None: no engine (the frontend image)
+    engine_pin: str | None  # the version pip installs, e.g. "0.7.2+dynamo" for engine version 0.7.2
     engine_requirement: str | None  # pip requirement, e.g. "vllm[flashinfer]==0.10.2"
     extra_requirements: tuple[str, ...]
     nixl: str | None
@@ -255,6 +256,7 @@ def evaluate(matrix: Matrix, release_name: str, framework: str, device: str, arc
             text = caveat.message + (f"; fix: {caveat.fix}" if caveat.fix else "")
             (experimental if caveat.effect == "experimental" else warnings).append(text)
 
+    requirements = engine_requirements(fw, engine)
     cuda = None if device == CPU else matrix.cuda[device]
     base = engine.base_image if device != CPU else None
     if isinstance(base, dict):
@@ -264,8 +266,8 @@ def evaluate(matrix: Matrix, release_name: str, framework: str, device: str, arc
     return Target(
         release=release_name, framework=framework, cuda=None if device == CPU else device, arch=arch,
         python=python, status="experimental" if experimental else "supported",
-        engine_version=engine.version, engine_requirement=_requirement(fw, engine),
-        extra_requirements=tuple(f"{name}=={version}" for name, version in sorted(engine.pins.items())),
+        engine_version=engine.version, engine_pin=(engine.pin or engine.version) if fw.package else None,
+        engine_requirement=requirements[0] if requirements else None, extra_requirements=tuple(requirements[1:]),
         nixl=nixl, platform=matrix.cpu_arch[arch].platform, os=release.image_os,
         base_image=base_image or base, runtime_image=base_image or runtime,
         driver_linux=cuda.driver_linux if cuda else None,
@@ -274,11 +276,14 @@ def evaluate(matrix: Matrix, release_name: str, framework: str, device: str, arc
         cuda_archs=fw.cuda_archs if cuda else (), notes=tuple(experimental + warnings))
 
 
-def _requirement(fw: Framework, engine: Engine) -> str | None:
+def engine_requirements(fw: Framework, engine: Engine) -> list[str]:
+    """What pip installs for an engine: the engine with its extras at its pin, then its extra pins
+    (e.g. ["vllm[flashinfer]==0.10.2", "flashinfer==0.1.8"]); nothing for a framework without one."""
     if fw.package is None:
-        return None
+        return []
     extras = f"[{','.join(engine.extras)}]" if engine.extras else ""
-    return f"{fw.package}{extras}=={engine.pin or engine.version}"
+    return [f"{fw.package}{extras}=={engine.pin or engine.version}",
+            *(f"{name}=={version}" for name, version in sorted(engine.pins.items()))]
 
 
 def _platform_status(matrix: Matrix, release: Release, os_name: str, arch: str) -> str | None:

@@ -12,6 +12,7 @@ from dynamo.matrix.query import (
     Target,
     arch_name,
     engine_devices,
+    engine_requirements,
     release_artifacts,
     release_caveats,
     release_label,
@@ -68,9 +69,7 @@ def release_report(matrix: Matrix, name: str, framework: str | None = None) -> s
             rows.append((framework_info.name, "-", cuda_cell(matrix, fw, engine), "(no engine)"))
             continue
         version = engine.version + (" (planned)" if engine.planned else "")
-        install = framework_info.package + (f"[{','.join(engine.extras)}]" if engine.extras else "")
-        install += f"=={engine.pin or engine.version}"
-        install += "".join(f" {name}=={version}" for name, version in sorted(engine.pins.items()))
+        install = " ".join(engine_requirements(framework_info, engine))
         rows.append((framework_info.name, version, cuda_cell(matrix, fw, engine), install))
     if release.nixl:
         rows.append(("NIXL", release.nixl, "", f"nixl=={release.nixl}"))
