@@ -10,7 +10,7 @@ from pathlib import Path
 from dynamo.doctor.facts import HostFacts, from_recording, gather
 from dynamo.doctor.judge import FAIL, MARKS, SCOPES, Finding, Subject, judge
 from dynamo.matrix import InvalidCombination, Matrix
-from dynamo.matrix.query import find_release
+from dynamo.matrix.query import check_framework, find_release
 
 FRAMEWORK_PACKAGES = {"vllm": "vllm", "sglang": "sglang", "trtllm": "tensorrt-llm", "llama_cpp": "llama-cpp-python"}
 
@@ -48,8 +48,8 @@ def subject_for(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> S
     release = find_release(matrix, release)
     framework = args.framework or next((fw for fw, pkg in FRAMEWORK_PACKAGES.items()
                                         if facts.packages.get(pkg) and fw in matrix.release[release].engines), None)
-    if framework is not None and framework not in matrix.framework:
-        raise InvalidCombination(f"unknown framework {framework!r}; valid frameworks: {', '.join(matrix.framework)}")
+    if framework is not None:
+        check_framework(matrix, framework)
     return Subject(release, framework, args.cuda.lower().removeprefix("cuda") if args.cuda else None)
 
 

@@ -170,12 +170,17 @@ def find_release(matrix: Matrix, name: str) -> str:
         f"release {name!r} is not in the matrix; known releases: {human_list(matrix.release)}")
 
 
-def engine_for(matrix: Matrix, release_name: str, framework: str) -> Engine:
-    """The engine a release ships for a framework, or InvalidCombination naming the alternatives."""
-    release = matrix.release[release_name]
+def check_framework(matrix: Matrix, framework: str) -> str:
     if framework not in matrix.framework:
         raise InvalidCombination(
             f"unknown framework {framework!r}; valid frameworks: {human_list(matrix.framework, 'or')}")
+    return framework
+
+
+def engine_for(matrix: Matrix, release_name: str, framework: str) -> Engine:
+    """The engine a release ships for a framework, or InvalidCombination naming the alternatives."""
+    release = matrix.release[release_name]
+    check_framework(matrix, framework)
     if framework not in release.engines:
         name = matrix.framework[framework].name
         ships = human_list(matrix.framework[f].name for f in release.engines)
@@ -216,15 +221,13 @@ def evaluate(matrix: Matrix, release_name: str, framework: str, device: str, arc
     if python not in release.python:
         raise InvalidCombination(
             f"{release_name} supports Python {human_list(release.python)}; you asked for {python}")
-    os_python = matrix.os[release.image_os].python
-    if base_image is None and os_python is not None and python != os_python:
-        os_info = matrix.os[release.image_os]
+    os_info = matrix.os[release.image_os]
+    if base_image is None and os_info.python is not None and python != os_info.python:
         raise InvalidCombination(
-            f"{release_name} images are built on {os_info.name} {os_info.version}, whose Python is {os_python};"
+            f"{release_name} images are built on {os_info.name} {os_info.version}, whose Python is {os_info.python};"
             f" you asked for {python} (give a base image with Python {python} to build it anyway)")
     platform_status = _platform_status(matrix, release, release.image_os, arch)
     if platform_status is None:
-        os_info = matrix.os[release.image_os]
         raise InvalidCombination(
             f"{os_info.name} {os_info.version} on {arch_name(arch)} is not a supported platform in {release_name}")
 
@@ -247,7 +250,6 @@ def evaluate(matrix: Matrix, release_name: str, framework: str, device: str, arc
     if release.cpu_arch.get(arch) == "experimental":
         experimental.append(f"{arch_name(arch)} is experimental in {release_name}")
     if platform_status == "experimental":
-        os_info = matrix.os[release.image_os]
         experimental.append(f"{os_info.name} {os_info.version} on {arch_name(arch)} is experimental in {release_name}")
     if engine.planned:
         experimental.append(engine.note or f"{fw.name} {engine.version} is planned and subject to change")
@@ -328,9 +330,8 @@ def targets(matrix: Matrix, release: str | None = None, framework: str | None = 
 def _iter_targets(matrix: Matrix, only_release: str | None, only_framework: str | None) -> Iterator[Target]:
     if only_release is not None:
         only_release = find_release(matrix, only_release)
-    if only_framework is not None and only_framework not in matrix.framework:
-        raise InvalidCombination(
-            f"unknown framework {only_framework!r}; valid frameworks: {human_list(matrix.framework, 'or')}")
+    if only_framework is not None:
+        check_framework(matrix, only_framework)
     for name, release in matrix.release.items():
         if only_release is not None and name != only_release:
             continue
