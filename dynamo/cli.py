@@ -21,6 +21,12 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 ENGINE_CHOICES = ("docker", "buildah", "podman")  # dynamo.build.engines.CHOICES, without importing it
 
 
+def _error(message: object, code: int = EXIT_USAGE) -> int:
+    """One line on stderr; the exit code to return."""
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
 def _matrix_list(args: argparse.Namespace) -> int:
     matrix = load(args.matrix)
     found = targets(matrix, release=args.release, framework=args.framework)
@@ -56,8 +62,7 @@ def _render(args: argparse.Namespace) -> int:
     try:
         outputs = render.render_all(load(args.matrix))
     except render.RenderError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _error(exc)
     if args.check:
         problems = render.check(outputs)
         for problem in problems:
@@ -75,7 +80,7 @@ def _render(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     from dynamo.build.engines import EngineError, get_engine
     from dynamo.build.image import Progress, build_image
-    from dynamo.build.plan import CHECKOUT, PlanError, make_plan
+    from dynamo.build.plan import PlanError, make_plan
 
     matrix = load(args.matrix)
     try:
@@ -83,19 +88,16 @@ def _build(args: argparse.Namespace) -> int:
             matrix, framework=args.framework, cuda=args.cuda, release=args.release,
             platforms=args.platform.split(",") if args.platform else None, python=args.python, stage=args.target,
             tags=args.tag, build_args=args.build_arg, base_image=args.base_image, ca_cert=args.ca_cert,
-            push=args.push, no_cache=args.no_cache, cache_from=args.cache_from, cache_to=args.cache_to,
-            version=_checkout_version(CHECKOUT))
+            push=args.push, no_cache=args.no_cache, cache_from=args.cache_from, cache_to=args.cache_to)
     except PlanError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _error(exc)
     for warning in plan.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     try:
         engine = get_engine(args.engine)
     except EngineError as exc:
         if not args.dry_run:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_FAILED
+            return _error(exc, EXIT_FAILED)
         from dynamo.build.engines import Buildah
         print(f"note: {exc}; showing the buildah command", file=sys.stderr)
         engine = Buildah()
@@ -103,29 +105,18 @@ def _build(args: argparse.Namespace) -> int:
         try:
             command = engine.describe_build(plan, "localhost/dynamo-build-tmp:ID")
         except EngineError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_FAILED
+            return _error(exc, EXIT_FAILED)
         print(describe_plan(plan, engine.name, command))
         return EXIT_OK
     try:
         summary = build_image(plan, engine, Progress(verbose=args.verbose))
     except EngineError as exc:
-        print(f"error: {exc}; no tag was moved", file=sys.stderr)
-        return EXIT_FAILED
+        return _error(f"{exc}; no tag was moved", EXIT_FAILED)
     except KeyboardInterrupt:
         print("interrupted: no tag was moved", file=sys.stderr)
         return 130
     print(summary.text())
     return EXIT_OK
-
-
-def _checkout_version(checkout) -> str | None:
-    from dynamo.matrix.load import tomllib
-
-    try:
-        return tomllib.loads((checkout / "pyproject.toml").read_text())["project"]["version"]
-    except (OSError, KeyError, ValueError):
-        return None
 
 
 def describe_plan(plan, engine_name: str, command: str) -> str:
@@ -157,8 +148,7 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         checks = verify(matrix, engine_with_image(args.image, args.engine), args.image)
     except EngineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return _error(exc, EXIT_FAILED)
     print(report(args.image, checks))
     return EXIT_OK if all(check.ok for check in checks) else EXIT_FAILED
 
@@ -247,8 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{len(exc.problems)} problem(s) in the support matrix", file=sys.stderr)
         return EXIT_USAGE
     except InvalidCombination as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _error(exc)
     except BrokenPipeError:  # `dynamo matrix list | head`
         sys.stderr.close()
         return EXIT_OK

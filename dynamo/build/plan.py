@@ -64,7 +64,7 @@ def make_plan(matrix: Matrix, *, framework: str, cuda: str | None = None, releas
               tags: list[str] | None = None, build_args: list[str] | None = None,
               base_image: str | None = None, ca_cert: str | None = None, push: bool = False,
               no_cache: bool = False, cache_from: list[str] | None = None, cache_to: list[str] | None = None,
-              checkout: Path = CHECKOUT, version: str | None = None) -> BuildPlan:
+              checkout: Path = CHECKOUT) -> BuildPlan:
     """Resolve the matrix cell for every requested platform and gather what the engine needs."""
     if stage not in STAGES:
         raise PlanError(f"--target {stage!r} is not a stage; choose {' or '.join(STAGES)}")
@@ -85,7 +85,8 @@ def make_plan(matrix: Matrix, *, framework: str, cuda: str | None = None, releas
             raise PlanError(f"--ca-cert {ca_cert}: not a PEM certificate bundle (no BEGIN CERTIFICATE line)")
     args = images.build_args(targets[0]) | parse_build_args(build_args or [])
     warnings = [note for note in targets[0].notes]
-    if version is not None and version != targets[0].release and targets[0].release != "main":
+    version = matrix.latest  # this checkout's package version: pyproject.toml is rendered from it
+    if targets[0].release not in (version, "main"):
         warnings.append(f"this checkout is dynamo {version} but the image is for release {targets[0].release}:"
                         f" it will carry dynamo {version} (check out release {targets[0].release} to build it)")
     return BuildPlan(
