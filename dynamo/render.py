@@ -107,26 +107,27 @@ def constraint_files(env: jinja2.Environment, matrix: Matrix) -> dict[str, str]:
 
 # -- the bake plan --------------------------------------------------------------------------------
 
+def cells(found: list[Target]) -> list[list[Target]]:
+    """Targets grouped per matrix cell (release, framework, device): one per platform in each."""
+    # targets() yields a cell's platforms next to each other
+    return [list(group) for _, group in groupby(found, key=lambda t: (t.release, t.framework, t.device))]
+
+
 def bake_name(target: Target) -> str:
     return f"{target.release}-{target.framework}-{target.device}".replace(".", "_")
 
 
 def bake(env: jinja2.Environment, matrix: Matrix) -> dict[str, str]:
     """One bake target per matrix cell (release, framework, device), both platforms in one."""
-    cells = []
-    key = lambda t: (t.release, t.framework, t.device)  # noqa: E731 - targets() keeps cells adjacent
-    for _, group in groupby(targets(matrix), key=key):
-        group = list(group)
-        first = group[0]
-        cells.append({"name": bake_name(first), "target": first, "platforms": [t.platform for t in group],
-                      "tags": images.tags(matrix, first), "args": images.build_args(first)})
-    groups = {"default": [c["name"] for c in cells if c["target"].release == matrix.latest]}
+    plan = [{"name": bake_name(cell[0]), "target": cell[0], "platforms": [t.platform for t in cell],
+             "tags": images.tags(matrix, cell[0]), "args": images.build_args(cell[0])} for cell in cells(targets(matrix))]
+    groups = {"default": [c["name"] for c in plan if c["target"].release == matrix.latest]}
     for framework in matrix.framework:
-        groups[framework] = [c["name"] for c in cells if c["target"].framework == framework]
+        groups[framework] = [c["name"] for c in plan if c["target"].framework == framework]
     for release in matrix.release:
-        groups["release-" + release.replace(".", "_")] = [c["name"] for c in cells if c["target"].release == release]
+        groups["release-" + release.replace(".", "_")] = [c["name"] for c in plan if c["target"].release == release]
     groups = {name: members for name, members in groups.items() if members}
-    return {"docker-bake.hcl": render_template(env, "docker-bake.hcl.j2", "hash", cells=cells, groups=groups)}
+    return {"docker-bake.hcl": render_template(env, "docker-bake.hcl.j2", "hash", cells=plan, groups=groups)}
 
 
 # -- docs -------------------------------------------------------------------------------------------
@@ -237,14 +238,10 @@ def package(env: jinja2.Environment, matrix: Matrix) -> dict[str, str]:
 
 def release_cells(matrix: Matrix) -> list[dict[str, str]]:
     """The latest release's matrix cells (framework, device), each with all of its platforms."""
-    cells = []
-    for (release, framework, device), group in groupby(
-            targets(matrix, release=matrix.latest), key=lambda t: (t.release, t.framework, t.device)):
-        group = list(group)
-        cells.append({"release": release, "framework": framework, "device": device, "cuda": group[0].cuda or "cpu",
-                      "platforms": ",".join(t.platform for t in group),
-                      "latest": str(f"{images.REPOSITORY}:latest-{framework}" in images.tags(matrix, group[0])).lower()})
-    return cells
+    return [{"release": cell[0].release, "framework": cell[0].framework, "device": cell[0].device,
+             "cuda": cell[0].cuda or "cpu", "platforms": ",".join(t.platform for t in cell),
+             "latest": str(f"{images.REPOSITORY}:latest-{cell[0].framework}" in images.tags(matrix, cell[0])).lower()}
+            for cell in cells(targets(matrix, release=matrix.latest))]
 
 
 def workflows(env: jinja2.Environment, matrix: Matrix) -> dict[str, str]:
