@@ -9,10 +9,12 @@ from packaging.version import InvalidVersion, Version
 
 from dynamo import images
 from dynamo.build.engines import ContainerEngine, EngineError
+from dynamo.doctor.facts import PACKAGES, cuda_suffix_mismatches
 from dynamo.matrix import InvalidCombination, Matrix
 from dynamo.matrix.query import evaluate
 
-# Runs inside the image with its own python3: versions without importing anything heavy.
+# Runs inside the image with its own python3 (not the image's dynamo, which is what it checks): versions
+# without importing anything heavy, of the packages the doctor reads too.
 PROBE = r"""
 import json, os, platform, sys
 from importlib import metadata
@@ -27,10 +29,10 @@ try:
         cuda = cuda or json.load(handle)["cuda"]["version"]
 except (OSError, ValueError, KeyError):
     pass
-names = ["dynamo", "vllm", "sglang", "tensorrt-llm", "llama-cpp-python", "nixl", "torch", "cupy-cuda12x", "cupy-cuda13x"]
+names = NAMES
 print(json.dumps({"python": platform.python_version(), "cuda": cuda, "machine": platform.machine(),
                   "packages": {name: version(name) for name in names}}))
-"""
+""".replace("NAMES", repr(list(PACKAGES)))
 
 
 @dataclass(frozen=True)
@@ -103,10 +105,8 @@ def verify(matrix: Matrix, engine: ContainerEngine, image: str) -> list[Check]:
         cuda = ".".join(str(found.get("cuda") or "").split(".")[:2])
         checks.append(Check("CUDA toolkit", label("cuda.version") or "(none)", found.get("cuda") or "(none)",
                             cuda == label("cuda.version")))
-    major = label("cuda.version").split(".")[0]
-    for name in ("cupy-cuda12x", "cupy-cuda13x"):
-        if packages.get(name) and major and not name.endswith(f"{major}x"):
-            checks.append(Check(name, f"a CUDA {major} build", packages[name], False))
+    for name in cuda_suffix_mismatches(packages, label("cuda.version")):
+        checks.append(Check(name, f"a CUDA {label('cuda.version').split('.')[0]} build", packages[name], False))
     if packages.get("torch"):
         checks.append(Check("torch", "(not pinned by the matrix)", packages["torch"], True))
     return checks

@@ -19,6 +19,15 @@ PACKAGES = ("dynamo", "vllm", "sglang", "tensorrt-llm", "llama-cpp-python", "nix
             "cupy-cuda12x", "cupy-cuda13x")
 
 
+def cuda_suffix_mismatches(packages: dict[str, str | None], cuda: str | None) -> list[str]:
+    """Installed packages built for another CUDA major than `cuda` (cupy-cuda12x in a CUDA 13 image)."""
+    if not cuda:
+        return []
+    major = cuda.split(".")[0]
+    return [name for name in PACKAGES if packages.get(name)
+            and re.search(r"-cuda\d+x$", name) and not name.endswith(f"-cuda{major}x")]
+
+
 @dataclass
 class Gpu:
     name: str

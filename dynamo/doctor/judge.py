@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 from packaging.version import InvalidVersion, Version
 
-from dynamo.doctor.facts import HostFacts
+from dynamo.doctor.facts import HostFacts, cuda_suffix_mismatches
 from dynamo.matrix import InvalidCombination, Matrix, Target, targets
 from dynamo.matrix.query import arch_name, matching_caveats, normalize_arch
 
@@ -98,9 +99,10 @@ def _target(matrix: Matrix, facts: HostFacts, subject: Subject) -> Target | None
 
     try:
         device = subject.device or (facts.container_cuda or default_device(matrix, subject.release, subject.framework))
-        # The host's own Python is judged separately; any base image stands for "not the matrix's".
-        return evaluate(matrix, subject.release, subject.framework, device, _arch(matrix, facts) or "x86_64",
-                        matrix.release[subject.release].python_default, base_image="(this host)")
+        # The cell as the matrix builds it (its image's Python): the host's own Python is judged apart.
+        release = matrix.release[subject.release]
+        python = matrix.os[release.image_os].python or release.python_default
+        return evaluate(matrix, subject.release, subject.framework, device, _arch(matrix, facts) or "x86_64", python)
     except InvalidCombination:
         return None
 
@@ -149,19 +151,22 @@ def _python(matrix: Matrix, facts: HostFacts, subject: Subject) -> list[Finding]
     else:
         out.append(Finding(FAIL, "python", f"Python {facts.python} is not supported by release {subject.release}",
                            f"use Python {' or '.join(release.python)}"))
-    os_key = _os_key(matrix, facts)
-    context = {"framework": subject.framework, "python": python, "os": os_key, "arch": _arch(matrix, facts),
-               "cuda": subject.device, "feature": {"nixl"} if release.nixl else set()}
+    context = _caveat_context(matrix, facts, subject, python=python, feature={"nixl"} if release.nixl else set())
     for caveat in matching_caveats(matrix, subject.release, context):
         status = FAIL if caveat.effect == "unsupported" else WARN
         out.append(Finding(status, "caveat", caveat.message, caveat.fix))
     return out
 
 
+def _caveat_context(matrix: Matrix, facts: HostFacts, subject: Subject, **more: object) -> dict[str, object]:
+    """What caveats are matched against, for this host and subject."""
+    return {"framework": subject.framework, "os": _os_key(matrix, facts), "arch": _arch(matrix, facts),
+            "cuda": subject.device, **more}
+
+
 def _run_flag_caveats(matrix: Matrix, facts: HostFacts, subject: Subject) -> list[Finding]:
     """Caveats about how a container is started on this host (e.g. AL2023, TensorRT-LLM and --network host)."""
-    context = {"framework": subject.framework, "os": _os_key(matrix, facts), "arch": _arch(matrix, facts),
-               "cuda": subject.device}
+    context = _caveat_context(matrix, facts, subject)
     return [Finding(WARN, "caveat", caveat.message + f" (avoid {', '.join(caveat.avoid_flags)})", caveat.fix)
             for caveat in matching_caveats(matrix, subject.release, context) if caveat.avoid_flags]
 
@@ -259,11 +264,10 @@ def _packages(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]
                                f"pip install '{package}=={pin}'"))
         else:
             out.append(Finding(OK, "package", f"{package} {found}"))
-    major = target.cuda.split(".")[0] if target.cuda else None
-    for name in ("cupy-cuda12x", "cupy-cuda13x"):
-        if facts.packages.get(name) and major and not name.endswith(f"{major}x"):
-            out.append(Finding(FAIL, "package", f"{name} is built for another CUDA major than CUDA {target.cuda}",
-                               f"pip uninstall {name} && pip install cupy-cuda{major}x"))
+    for name in cuda_suffix_mismatches(facts.packages, target.cuda):
+        replacement = re.sub(r"cuda\d+x$", f"cuda{target.cuda.split('.')[0]}x", name)
+        out.append(Finding(FAIL, "package", f"{name} is built for another CUDA major than CUDA {target.cuda}",
+                           f"pip uninstall {name} && pip install {replacement}"))
     return out
 
 
