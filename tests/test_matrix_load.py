@@ -93,13 +93,18 @@ def test_duplicate_release_table_is_a_syntax_error():
     assert line.startswith("m.toml: invalid TOML: Cannot declare") and "line" in line
 
 
-def test_bad_release_name_and_latest(raw):
-    raw["release"]["v0.9"] = raw["release"].pop("0.8.0")
+def test_bad_release_name(raw):
+    raw["release"]["next!"] = raw["release"].pop("0.8.0")
+    assert problems(raw) == ["m.toml: release.\"next!\": invalid key 'next!': expected \"main\" or a PEP 440"
+                             " version such as \"0.8.1\" or \"0.8.1.post1\""]
+
+
+def test_v_prefixed_release_is_a_version_and_latest_must_exist(raw):
+    raw["release"]["v0.9"] = raw["release"].pop("0.8.0")  # "v0.9" is a valid PEP 440 spelling
     raw["latest"] = "0.9.9"
-    lines = problems(raw)
-    assert ("m.toml: release.\"v0.9\": invalid key 'v0.9': expected \"main\" or a PEP 440 version such as"
-            " \"0.8.1\" or \"0.8.1.post1\"") not in lines  # "v0.9" is a valid PEP 440 spelling ...
-    assert any(line.startswith("m.toml: latest: release '0.9.9' is not defined") for line in lines)
+    (line,) = problems(raw)
+    assert line.startswith("m.toml: latest: release '0.9.9' is not defined; expected one of: 0.1.0,")
+    assert "v0.9" in line
 
 
 def test_published_floor_must_match_precise_floor(raw):
@@ -124,7 +129,10 @@ def test_every_problem_is_reported_at_once(raw):
     raw["cuda"]["12.9"]["driver_linux"] = "new"
     raw["framework"]["vllm"]["package"] = 3
     raw["release"]["0.7.0"]["engines"]["vllm"]["version"] = "eleven"
-    assert len(problems(raw)) >= 3  # type problems first; cross-references once the types are right
+    # Every type and value problem at once; cross-references (latest) once the types are right.
+    assert [line.split(": expected")[0] for line in problems(raw)] == [
+        'm.toml: cuda."12.9".driver_linux', "m.toml: framework.vllm.package",
+        'm.toml: release."0.7.0".engines.vllm.version']
 
 
 def test_syntax_error_names_line(tmp_path):
