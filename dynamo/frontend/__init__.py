@@ -1,0 +1,1 @@
+"""The OpenAI-compatible frontend: HTTP (or a terminal chat) in front of the workers."""

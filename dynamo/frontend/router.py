@@ -1,0 +1,175 @@
+"""The frontend's view of the workers: a connection to each, and the choice of one per request."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+from dynamo.runtime.discovery import Instance, Snapshot
+from dynamo.runtime.protocol import MAX_FRAME, GenerateRequest, decode, encode, generate_frame
+
+ROUTER_MODES = ("round-robin", "least-loaded")
+_GONE = {"error": "the worker went away", "status": 503, "gone": True}
+
+
+class WorkerGone(Exception):
+    """The worker's connection broke (it died or stopped)."""
+
+
+class WorkerFailed(Exception):
+    """The worker answered the request with an error."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NoWorker(Exception):
+    """Nothing serves the model now; `known` says whether something ever did."""
+
+    def __init__(self, model: str, known: bool, available: list[str]) -> None:
+        super().__init__(model)
+        self.model, self.known, self.available = model, known, available
+
+
+class WorkerClient:
+    """One connection to one worker, shared by all requests routed there."""
+
+    def __init__(self, instance: Instance) -> None:
+        self.instance = instance
+        self.inflight = 0
+        self.broken = False
+        self.retired = False
+        self._ids = itertools.count(1)
+        self._streams: dict[int, asyncio.Queue] = {}
+        self._writer: asyncio.StreamWriter | None = None
+        self._connecting = asyncio.Lock()
+
+    async def _connect(self) -> asyncio.StreamWriter:
+        async with self._connecting:
+            if self._writer is None:
+                host, _, port = self.instance.address.rpartition(":")
+                try:
+                    reader, self._writer = await asyncio.wait_for(
+                        asyncio.open_connection(host, int(port), limit=MAX_FRAME), timeout=5)
+                except (OSError, asyncio.TimeoutError) as error:
+                    self.broken = True
+                    raise WorkerGone(f"cannot connect to worker {self.instance.id} at {self.instance.address}: "
+                                     f"{error}") from None
+                asyncio.create_task(self._read(reader))
+        return self._writer
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while line := await reader.readline():
+                frame = decode(line)
+                queue = self._streams.get(frame.get("id"))
+                if queue is not None:
+                    queue.put_nowait(frame)
+        except (ConnectionError, ValueError):
+            pass
+        self.broken = True
+        for queue in self._streams.values():
+            queue.put_nowait(_GONE)
+        self._close()
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    def retire(self) -> None:
+        """Take no new requests; close once the running ones finish."""
+        self.retired = True
+        if not self.inflight:
+            self._close()
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[dict[str, Any]]:
+        """The worker's frames for this request. Raises WorkerGone before the first frame when the
+        worker cannot be reached (the router then tries another), and after it when it dies."""
+        writer = await self._connect()
+        request_id = next(self._ids)
+        queue: asyncio.Queue = asyncio.Queue()
+        self._streams[request_id] = queue
+        self.inflight += 1
+        finished = False
+        try:
+            writer.write(generate_frame(request_id, request))
+            while True:
+                frame = await queue.get()
+                if "error" in frame:
+                    finished = True
+                    if frame.get("gone"):
+                        raise WorkerGone(f"worker {self.instance.id} at {self.instance.address} went away")
+                    raise WorkerFailed(frame["error"], frame.get("status", 500))
+                yield frame
+                if "finish" in frame:
+                    finished = True
+                    return
+        finally:
+            self.inflight -= 1
+            del self._streams[request_id]
+            if not finished and not self.broken:
+                writer.write(encode({"id": request_id, "cancel": True}))  # the client left: stop the engine
+            if self.retired and not self.inflight:
+                self._close()
+
+
+class Router:
+    """Keeps a WorkerClient per registered instance and picks one per request."""
+
+    def __init__(self, mode: str = "round-robin") -> None:
+        if mode not in ROUTER_MODES:
+            raise ValueError(f"router mode {mode!r}: choose one of {', '.join(ROUTER_MODES)}")
+        self.mode = mode
+        self.clients: dict[str, WorkerClient] = {}
+        self.known_models: set[str] = set()
+        self._turn = itertools.count()
+        self.changed = asyncio.Event()
+
+    def update(self, snapshot: Snapshot) -> None:
+        """Discovery's callback: start using new instances, retire the ones that left."""
+        for instance_id in list(self.clients):
+            if instance_id not in snapshot or snapshot[instance_id] != self.clients[instance_id].instance:
+                self.clients.pop(instance_id).retire()
+        for instance_id, instance in snapshot.items():
+            if instance_id not in self.clients:
+                self.clients[instance_id] = WorkerClient(instance)
+                self.known_models.add(instance.model)
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def models(self) -> list[str]:
+        return sorted({client.instance.model for client in self.clients.values() if not client.broken})
+
+    def candidates(self, model: str) -> list[WorkerClient]:
+        return [client for client in self.clients.values() if client.instance.model == model and not client.broken]
+
+    def pick(self, model: str, exclude: set[str] = frozenset()) -> WorkerClient:
+        choices = [client for client in self.candidates(model) if client.instance.id not in exclude]
+        if not choices:
+            raise NoWorker(model, model in self.known_models, self.models())
+        turn = next(self._turn)
+        if self.mode == "least-loaded":
+            fewest = min(client.inflight for client in choices)
+            choices = [client for client in choices if client.inflight == fewest]
+        return choices[turn % len(choices)]
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[dict[str, Any]]:
+        """Route the request; a worker that cannot be reached before answering is skipped."""
+        tried: set[str] = set()
+        while True:
+            client = self.pick(request.model, tried)
+            started = False
+            try:
+                async with aclosing(client.generate(request)) as frames:
+                    async for frame in frames:
+                        started = True
+                        yield frame
+                return
+            except WorkerGone:
+                if started:
+                    raise
+                tried.add(client.instance.id)

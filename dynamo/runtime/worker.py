@@ -1,0 +1,182 @@
+"""What every worker shares: its command line, its request port, and its registration.
+
+An engine adapter supplies an `Engine`: an object whose `generate(request)` yields `Chunk`s.
+`main()` runs the preflight, parses the flags (flags it does not know go to the engine),
+starts the engine, serves requests and registers with discovery until SIGTERM or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Protocol
+
+from dynamo import runtime
+from dynamo.runtime import discovery
+from dynamo.runtime.protocol import (
+    MAX_FRAME,
+    Chunk,
+    GenerateRequest,
+    RequestError,
+    chunk_frame,
+    decode,
+    error_frame,
+    request_from_frame,
+)
+
+
+class Engine(Protocol):
+    def generate(self, request: GenerateRequest) -> AsyncIterator[Chunk]: ...
+
+
+class EngineError(Exception):
+    """The engine could not start (a missing model file, say); the message says what to do."""
+
+
+def parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The flags every worker takes; an adapter adds its own."""
+    result = argparse.ArgumentParser(prog=prog, description=description)
+    result.add_argument("model", nargs="?", help="the model: a Hugging Face name, or a local path")
+    result.add_argument("--model-path", help="a local model directory or file (instead of the name)")
+    result.add_argument("--model-name", help="the name clients ask for (default: the model's name)")
+    result.add_argument("--context-length", type=int, help="the longest prompt plus answer, in tokens")
+    result.add_argument("--host", default="127.0.0.1", help="address for the request port (default: %(default)s)")
+    result.add_argument("--port", type=int, default=0, help="request port (default: any free port)")
+    result.add_argument("--advertise-host", help="address the frontend uses to reach this worker "
+                                                 "(default: --host, or this machine's name for 0.0.0.0)")
+    result.add_argument("--skip-preflight", action="store_true", help="start without checking this host")
+    discovery.add_arguments(result)
+    return result
+
+
+def model_source(args: argparse.Namespace) -> str:
+    """The model as the engine loads it; exits with usage help when none was given."""
+    source = args.model_path or args.model
+    if not source:
+        raise EngineError("no model: give a model name (for example Qwen/Qwen3-0.6B) or --model-path PATH")
+    if args.model_path and args.model:
+        raise EngineError(f"both a model name ({args.model}) and --model-path ({args.model_path}): give one")
+    return os.path.expanduser(source)
+
+
+def served_name(args: argparse.Namespace) -> str:
+    """The name clients use: --model-name, else the model name as given, else the path's last part."""
+    if args.model_name:
+        return args.model_name
+    if args.model:
+        return args.model
+    path = Path(os.path.expanduser(args.model_path))
+    return path.stem if path.suffix == ".gguf" else path.name
+
+
+class WorkerServer:
+    """Serves the frames of protocol.py: many requests at once on each connection."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.active: set[asyncio.Task] = set()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        running: dict[int, asyncio.Task] = {}
+        try:
+            while line := await reader.readline():
+                frame = decode(line)
+                request_id = frame["id"]
+                if "generate" in frame:
+                    task = asyncio.create_task(self._answer(request_id, frame["generate"], writer))
+                    running[request_id] = task
+                    self.active.add(task)
+                    task.add_done_callback(lambda done, rid=request_id: (running.pop(rid, None),
+                                                                         self.active.discard(done)))
+                elif frame.get("cancel") and request_id in running:
+                    running[request_id].cancel()
+        except (ConnectionError, ValueError, KeyError):
+            pass  # the frontend went away, or sent something that is not ours: drop the connection
+        finally:
+            for task in list(running.values()):
+                task.cancel()
+            writer.close()
+
+    async def _answer(self, request_id: int, body: dict, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = request_from_frame(body)
+            async for chunk in self.engine.generate(request):
+                writer.write(chunk_frame(request_id, chunk))
+                await writer.drain()
+                if chunk.finish:
+                    return
+        except asyncio.CancelledError:
+            raise
+        except ConnectionError:
+            return
+        except (RequestError, TypeError) as error:
+            writer.write(error_frame(request_id, str(error), 400))
+        except Exception as error:  # the engine failed on this request; the worker goes on
+            writer.write(error_frame(request_id, f"the engine failed: {type(error).__name__}: {error}", 500))
+
+
+def _advertised(args: argparse.Namespace, port: int) -> str:
+    host = args.advertise_host or (discovery.this_host() if args.host in ("0.0.0.0", "::") else args.host)
+    return f"{host}:{port}"
+
+
+async def serve(engine: Engine, args: argparse.Namespace, framework: str) -> None:
+    """Serve until SIGTERM or SIGINT, registered with discovery the whole time."""
+    backend = discovery.from_arguments(args)
+    worker = WorkerServer(engine)
+    server = await asyncio.start_server(worker.handle, args.host, args.port, limit=MAX_FRAME)
+    port = server.sockets[0].getsockname()[1]
+    instance = discovery.Instance(id=uuid.uuid4().hex[:12], model=served_name(args), framework=framework,
+                                  address=_advertised(args, port), pid=os.getpid(), host=discovery.this_host())
+    await backend.register(instance)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    print(f"worker ready: model {instance.model!r} ({framework}) on {instance.address}, "
+          f"{args.discovery} discovery, namespace {args.namespace}", file=sys.stderr, flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await backend.unregister()
+        server.close()
+        for task in list(worker.active):
+            task.cancel()
+        print("worker stopped", file=sys.stderr, flush=True)
+
+
+def main(framework: str, prog: str, description: str,
+         create: Callable[[argparse.Namespace, list[str]], Engine | Awaitable[Engine]],
+         add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+         engine_flags: bool = True, argv: list[str] | None = None) -> None:
+    """A worker's whole life. `create(args, engine_flags)` builds the engine from our flags plus the
+    ones we do not know, which belong to the engine (refused when `engine_flags` is False)."""
+    flags = parser(prog, description)
+    if add_arguments:
+        add_arguments(flags)
+    from dynamo.doctor.preflight import preflight
+
+    argv = preflight(framework, sys.argv[1:] if argv is None else argv)
+    args, extra = flags.parse_known_args(argv)
+    if extra and not engine_flags:
+        flags.error(f"unrecognized arguments: {' '.join(extra)}")
+
+    async def run() -> None:
+        engine = create(args, extra)
+        if asyncio.iscoroutine(engine):
+            engine = await engine
+        await serve(engine, args, framework)
+
+    try:
+        runtime.run(run())
+    except (EngineError, discovery.DiscoveryError, OSError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        pass
