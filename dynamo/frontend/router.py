@@ -166,7 +166,9 @@ class Router:
             try:
                 async with aclosing(client.generate(request)) as frames:
                     async for frame in frames:
-                        started = True
+                        if not started:
+                            frame["worker"] = client.instance.id  # for the response's x-dynamo-worker
+                            started = True
                         yield frame
                 return
             except WorkerGone:

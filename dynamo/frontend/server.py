@@ -25,6 +25,7 @@ from dynamo.frontend.router import NoWorker, Router, WorkerFailed, WorkerGone
 log = logging.getLogger("dynamo.frontend")
 MAX_BODY = 16 * 1024 * 1024
 SSE_DONE = b"data: [DONE]\n\n"
+WORKER_HEADER = "x-dynamo-worker"  # the instance that answered, for debugging and tests
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -163,12 +164,15 @@ class Frontend:
         except (WorkerFailed, WorkerGone) as error:
             raise failure(error, response.model) from None
         self.metrics.output_tokens.labels(response.model).inc(tokens)
-        return _json(response.complete("".join(texts), frame["finish"], usage(frame["prompt_tokens"], tokens)))
+        answer = _json(response.complete("".join(texts), frame["finish"], usage(frame["prompt_tokens"], tokens)))
+        answer.headers[WORKER_HEADER] = first["worker"]
+        return answer
 
     async def _stream(self, http: web.Request, response: Response, first: dict, frames,
                       include_usage: bool) -> web.StreamResponse:
         itl = self.metrics.itl.labels(response.model)
-        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                             WORKER_HEADER: first["worker"]})
         await stream.prepare(http)
         frame, tokens, last, started = first, 0, time.perf_counter(), False
         try:

@@ -180,3 +180,15 @@ def main(framework: str, prog: str, description: str,
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         pass
+
+
+def chat_prompt(tokenizer, messages: list[dict]) -> str:
+    """A chat as the model's prompt text, through the Hugging Face tokenizer's own chat template."""
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except ValueError as error:  # transformers: the model has no chat template
+        raise RequestError(f"the model cannot format a chat ({error}); use /v1/completions with a prompt") from None
+
+
+def missing_engine(package: str, extra: str) -> EngineError:
+    return EngineError(f"{package} is not installed here; use the dynamo {extra} image, or pip install 'dynamo[{extra}]'")

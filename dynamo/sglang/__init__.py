@@ -1,0 +1,1 @@
+"""The SGLang worker: a thin adapter over sglang.Engine."""

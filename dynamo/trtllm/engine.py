@@ -1,0 +1,76 @@
+"""Our requests and flags onto TensorRT-LLM's LLM API (LLM.generate_async with streaming)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from dynamo.runtime.protocol import Chunk, GenerateRequest
+from dynamo.runtime.worker import EngineError, chat_prompt, missing_engine, model_source
+
+
+def llm_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of tensorrt_llm.LLM: ours, then --extra-engine-args (a YAML mapping of
+    LLM arguments, as trtllm-serve's --extra_llm_api_options), which wins."""
+    kwargs: dict[str, Any] = {"model": model_source(args), "tensor_parallel_size": args.tensor_parallel_size}
+    if args.context_length:
+        kwargs["max_seq_len"] = args.context_length
+    if args.max_batch_size:
+        kwargs["max_batch_size"] = args.max_batch_size
+    if args.extra_engine_args:
+        import yaml
+
+        path = Path(args.extra_engine_args)
+        try:
+            extra = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as error:
+            raise EngineError(f"--extra-engine-args {path}: cannot read it ({error})") from None
+        if not isinstance(extra, dict):
+            raise EngineError(f"--extra-engine-args {path}: expected a mapping of LLM arguments, got "
+                              f"{type(extra).__name__}")
+        kwargs.update(extra)
+    return kwargs
+
+
+def sampling_kwargs(request: GenerateRequest) -> dict[str, Any]:
+    return request.sampling()
+
+
+class TrtllmEngine:
+    def __init__(self, llm: Any) -> None:
+        self.llm = llm
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
+        from tensorrt_llm import SamplingParams
+
+        prompt = request.prompt if request.messages is None else chat_prompt(self.llm.tokenizer, request.messages)
+        params = SamplingParams(**sampling_kwargs(request))
+        async for output in self.llm.generate_async(prompt, sampling_params=params, streaming=True):
+            yield chunk(output)
+
+
+def chunk(output: Any) -> Chunk:
+    """One streamed RequestOutput: its newest text and tokens (text_diff, token_ids_diff)."""
+    completion = output.outputs[0]
+    finish = completion.finish_reason if output.finished else None
+    return Chunk(text=completion.text_diff, tokens=len(completion.token_ids_diff),
+                 finish=None if finish is None else ("length" if finish == "length" else "stop"),
+                 prompt_tokens=len(output.prompt_token_ids) if finish else None)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("TensorRT-LLM")
+    group.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs per model (default: 1)")
+    group.add_argument("--max-batch-size", type=int, help="largest batch the engine schedules")
+    group.add_argument("--extra-engine-args", help="YAML file of further tensorrt_llm.LLM arguments")
+
+
+def create(args: argparse.Namespace, _engine_flags: list[str]) -> TrtllmEngine:
+    kwargs = llm_kwargs(args)
+    try:
+        from tensorrt_llm import LLM
+    except ImportError:
+        raise missing_engine("TensorRT-LLM", "trtllm") from None
+    return TrtllmEngine(LLM(**kwargs))

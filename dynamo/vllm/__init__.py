@@ -1,0 +1,1 @@
+"""The vLLM worker: a thin adapter over vLLM's AsyncLLMEngine."""

@@ -1,0 +1,251 @@
+"""The frontend and the mocker as users run them, driven by the official openai client and plain HTTP."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from processes import Deployment
+
+openai = pytest.importorskip("openai")
+
+
+@pytest.fixture
+def deployment(tmp_path):
+    deployment = Deployment(tmp_path)
+    yield deployment
+    deployment.stop()
+
+
+def http(url: str, body: bytes | str | dict | None = None, method: str | None = None) -> tuple[int, dict, dict]:
+    """(status, JSON body, headers) of one request."""
+    data = json.dumps(body).encode() if isinstance(body, dict) else body.encode() if isinstance(body, str) else body
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read()), dict(response.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read()), dict(error.headers)
+
+
+def wait_for_models(url: str, models: set[str], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        served = {model["id"] for model in http(url + "/v1/models")[1]["data"]}
+        if served == models:
+            return
+        assert time.monotonic() < deadline, f"the frontend serves {served}, expected {models}"
+        time.sleep(0.1)
+
+
+def wait_for_instances(url: str, count: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while len(http(url + "/health")[1]["instances"]) != count:
+        assert time.monotonic() < deadline, http(url + "/health")[1]
+        time.sleep(0.1)
+
+
+def client(url: str):
+    return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture
+def served(deployment):
+    """A frontend with one mocker serving `mock`."""
+    url = deployment.frontend()
+    deployment.mocker("mock")
+    wait_for_models(url, {"mock"})
+    return url
+
+
+def test_chat_completion_with_usage_and_seed(served):
+    api = client(served)
+    messages = [{"role": "user", "content": "four words of prompt"}]
+    first = api.chat.completions.create(model="mock", messages=messages, max_tokens=5, seed=7, temperature=0.5, top_p=0.9)
+    again = api.chat.completions.create(model="mock", messages=messages, max_tokens=5, seed=7)
+    other = api.chat.completions.create(model="mock", messages=messages, max_tokens=5, seed=8)
+    assert first.object == "chat.completion" and first.model == "mock"
+    assert first.choices[0].message.role == "assistant"
+    assert len(first.choices[0].message.content.split()) == 5
+    assert first.choices[0].finish_reason == "length"
+    # The mocker counts words: 4 in the message plus 2 for its role.
+    assert (first.usage.prompt_tokens, first.usage.completion_tokens, first.usage.total_tokens) == (6, 5, 11)
+    assert first.choices[0].message.content == again.choices[0].message.content  # the seed reached the engine
+    assert first.choices[0].message.content != other.choices[0].message.content
+
+
+def test_chat_streaming_ends_with_done_and_usage(served):
+    api = client(served)
+    chunks = list(api.chat.completions.create(model="mock", messages=[{"role": "user", "content": "hi"}],
+                                              max_tokens=4, seed=1, stream=True,
+                                              stream_options={"include_usage": True}))
+    whole = api.chat.completions.create(model="mock", messages=[{"role": "user", "content": "hi"}], max_tokens=4, seed=1)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert text == whole.choices[0].message.content
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 4
+    # On the wire: server-sent events, the last one [DONE].
+    request = urllib.request.Request(served + "/v1/chat/completions", method="POST", data=json.dumps(
+        {"model": "mock", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "stream": True}).encode())
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        events = [line for line in response.read().decode().split("\n\n") if line]
+    assert events[-1] == "data: [DONE]" and all(event.startswith("data: ") for event in events)
+
+
+def test_completions_stop_sequence_and_max_tokens(served):
+    api = client(served)
+    full = api.completions.create(model="mock", prompt="a b c", max_tokens=12, seed=3)
+    words = full.choices[0].text.split()
+    assert full.object == "text_completion" and len(words) == 12 and full.usage.prompt_tokens == 3
+    stop = " " + words[4]
+    cut = api.completions.create(model="mock", prompt="a b c", max_tokens=12, seed=3, stop=[stop])
+    assert cut.choices[0].finish_reason == "stop"
+    assert cut.choices[0].text == full.choices[0].text[:full.choices[0].text.index(stop)]
+    streamed = "".join(c.choices[0].text for c in api.completions.create(
+        model="mock", prompt="a b c", max_tokens=12, seed=3, stop=stop, stream=True) if c.choices)
+    assert streamed == cut.choices[0].text
+
+
+@pytest.mark.parametrize("body, status, param", [
+    ("{not json", 400, None),
+    ("[1, 2]", 400, None),
+    ({"messages": [{"role": "user", "content": "hi"}]}, 400, "model"),
+    ({"model": "mock"}, 400, "messages"),
+    ({"model": "mock", "messages": []}, 400, "messages"),
+    ({"model": "mock", "messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages.0.role"),
+    ({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "temperature": 3}, 400, "temperature"),
+    ({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "max_tokens": -1}, 400, "max_tokens"),
+    ({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "top_p": 0}, 400, "top_p"),
+    ({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "n": 2}, 400, "n"),
+    ({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "stream": "perhaps"}, 400, "stream"),
+    ({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}, 400, None),
+    ({"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}, 404, "model"),
+])
+def test_bad_requests_get_openai_errors(served, body, status, param):
+    code, answer, _ = http(served + "/v1/chat/completions", body)
+    assert code == status, answer
+    assert set(answer["error"]) == {"message", "type", "param", "code"} and answer["error"]["message"]
+    assert answer["error"]["param"] == param
+    if status == 404:
+        assert "mock" in answer["error"]["message"]  # names what is served
+
+
+def test_unknown_route_and_method(served):
+    assert http(served + "/v2/nothing")[0] == 404
+    code, answer, _ = http(served + "/v1/chat/completions", method="GET")
+    assert code == 405 and "error" in answer
+
+
+def test_no_worker_is_503(deployment):
+    url = deployment.frontend()
+    code, answer, _ = http(url + "/v1/completions", {"model": "mock", "prompt": "hi"})
+    assert code == 503 and "no worker serves model 'mock'" in answer["error"]["message"]
+    assert http(url + "/health")[0] == 503
+    assert http(url + "/live") == (200, {"status": "live"}, pytest.approx(http(url + "/live")[2]))
+
+
+def test_workers_join_and_leave_while_running(deployment):
+    url = deployment.frontend()
+    wait_for_models(url, set())
+    first = deployment.mocker("alpha")
+    wait_for_models(url, {"alpha"})
+    deployment.mocker("beta")
+    wait_for_models(url, {"alpha", "beta"})
+    assert first.stop() == 0  # SIGTERM: the worker unregisters
+    wait_for_models(url, {"beta"})
+    code, answer, _ = http(url + "/v1/completions", {"model": "alpha", "prompt": "hi"})
+    assert code == 503, answer  # it was served: the worker is missing, not the model
+
+
+def test_round_robin_and_least_loaded(deployment):
+    url = deployment.frontend()
+    for _ in range(2):
+        deployment.mocker("mock", "--itl-ms", "20")
+    wait_for_instances(url, 2)
+    body = {"model": "mock", "prompt": "hi", "max_tokens": 1}
+    workers = [http(url + "/v1/completions", body)[2]["x-dynamo-worker"] for _ in range(4)]
+    assert workers[0] != workers[1] and workers[0::2] == [workers[0]] * 2 and workers[1::2] == [workers[1]] * 2
+
+    least = deployment.frontend("--router-mode", "least-loaded")
+    wait_for_instances(least, 2)
+    busy: list[str] = []
+    slow = threading.Thread(target=lambda: busy.append(http(least + "/v1/completions", {
+        "model": "mock", "prompt": "hi", "max_tokens": 100})[2]["x-dynamo-worker"]))
+    slow.start()
+    time.sleep(0.5)  # the long request is running on one worker
+    quick = {http(least + "/v1/completions", body)[2]["x-dynamo-worker"] for _ in range(3)}
+    slow.join()
+    assert len(quick) == 1 and quick != set(busy)
+
+
+def test_worker_dying_mid_stream(deployment):
+    url = deployment.frontend()
+    doomed = deployment.mocker("mock", "--itl-ms", "50")
+    wait_for_models(url, {"mock"})
+    api = client(url)
+    stream = api.completions.create(model="mock", prompt="hi", max_tokens=200, stream=True)
+    received = [next(iter(stream))]
+    doomed.stop(signal.SIGKILL)
+    with pytest.raises(openai.APIError, match="stopped while answering"):
+        for chunk in stream:
+            received.append(chunk)
+    assert 1 <= len(received) < 200
+    deployment.mocker("mock")  # the frontend keeps serving: a new worker answers
+    deadline = time.monotonic() + 15
+    while True:
+        code, answer, _ = http(url + "/v1/completions", {"model": "mock", "prompt": "hi", "max_tokens": 2})
+        if code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert code == 200, answer
+
+
+def test_metrics(served):
+    api = client(served)
+    api.chat.completions.create(model="mock", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+    list(api.completions.create(model="mock", prompt="hi", max_tokens=3, stream=True))
+    http(served + "/v1/completions", "{")
+    with urllib.request.urlopen(served + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    assert 'dynamo_frontend_requests_total{endpoint="chat_completions",model="mock",request_type="unary",status="success"} 1.0' in text
+    assert 'dynamo_frontend_requests_total{endpoint="completions",model="mock",request_type="stream",status="success"} 1.0' in text
+    assert 'dynamo_frontend_time_to_first_token_seconds_count{model="mock"} 2.0' in text
+    assert 'dynamo_frontend_inter_token_latency_seconds_count{model="mock"} 4.0' in text  # 2 gaps in each answer
+    assert 'dynamo_frontend_inflight_requests{model="mock"} 0.0' in text
+    assert 'dynamo_frontend_output_tokens_total{model="mock"} 6.0' in text
+
+
+def test_interactive_chat(deployment):
+    deployment.mocker("mock")
+    chat = deployment.start("dynamo.frontend", "--interactive", "--max-tokens", "3", ready=None,
+                            stdin=subprocess.PIPE)
+    chat.popen.stdin.write("Hello, how are you?\nAnd now?\n".encode())
+    chat.popen.stdin.close()
+    assert chat.popen.wait(30) == 0, chat.output()
+    output = chat.output()
+    assert "chatting with mock" in output
+    assert output.count("✔ User · ") == 3  # two questions, then the prompt that met the end of input
+    answers = [line.split("✔ User · ")[-1] for line in output.splitlines() if line.startswith("✔ User · ")]
+    assert all(len(answer.split()) == 3 for answer in answers[:2])
+
+
+def test_bad_flags_are_one_line(deployment, tmp_path):
+    for module, args, message in [
+        ("dynamo.mocker", [], "needs --model-name"),
+        ("dynamo.mocker", ["--model-name", "m", "--itl-ms", "-1"], "--itl-ms -1.0: must not be negative"),
+        ("dynamo.mocker", ["--model-name", "m", "--unknown-flag"], "unrecognized arguments: --unknown-flag"),
+        ("dynamo.frontend", ["--http-port", "not-a-port"], "invalid int value"),
+        ("dynamo.llama_cpp", ["--model-path", str(tmp_path / "missing.gguf")], "no such GGUF file"),
+    ]:
+        process = deployment.start(module, *args, ready=None)
+        assert process.popen.wait(60) != 0
+        output = process.output()
+        assert message in output and "Traceback" not in output, output
