@@ -41,8 +41,10 @@ class EngineError(Exception):
 
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
     """The flags every worker takes; an adapter adds its own."""
-    result = argparse.ArgumentParser(prog=prog, description=description)
-    result.add_argument("model", nargs="?", help="the model: a Hugging Face name, or a local path")
+    result = argparse.ArgumentParser(prog=prog, description=description, usage=f"{prog} [MODEL] [flags]",
+                                     epilog="MODEL, first when given: a Hugging Face name or a local path. "
+                                            "Flags this worker does not know go to the engine.")
+    result.set_defaults(model=None)
     result.add_argument("--model-path", help="a local model directory or file (instead of the name)")
     result.add_argument("--model-name", help="the name clients ask for (default: the model's name)")
     result.add_argument("--context-length", type=int, help="the longest prompt plus answer, in tokens")
@@ -53,6 +55,15 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     result.add_argument("--skip-preflight", action="store_true", help="start without checking this host")
     discovery.add_arguments(result)
     return result
+
+
+def parse(flags: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Our flags, and the rest for the engine. The model name is taken only from the first place, as
+    a positional argument would swallow the value of an engine flag it cannot know (`--tp 2`)."""
+    model = argv[0] if argv and not argv[0].startswith("-") else None
+    args, extra = flags.parse_known_args(argv[1:] if model else argv)
+    args.model = model
+    return args, extra
 
 
 def model_source(args: argparse.Namespace) -> str:
@@ -163,7 +174,7 @@ def main(framework: str, prog: str, description: str,
     from dynamo.doctor.preflight import preflight
 
     argv = preflight(framework, sys.argv[1:] if argv is None else argv)
-    args, extra = flags.parse_known_args(argv)
+    args, extra = parse(flags, argv)
     if extra and not engine_flags:
         flags.error(f"unrecognized arguments: {' '.join(extra)}")
 

@@ -1,0 +1,124 @@
+"""How the vLLM, SGLang and TensorRT-LLM adapters map our requests and flags onto each engine's API.
+The engines need a GPU, so their outputs here are objects shaped as the engines document them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+from conftest import REPO
+
+from dynamo.runtime import worker
+from dynamo.runtime.protocol import GenerateRequest
+from dynamo.sglang import engine as sglang
+from dynamo.trtllm import engine as trtllm
+from dynamo.vllm import engine as vllm
+
+
+def parse(argv: list[str], add_arguments=None):
+    flags = worker.parser("test", "test")
+    if add_arguments:
+        add_arguments(flags)
+    return worker.parse(flags, argv)
+
+
+FULL = GenerateRequest(model="m", prompt="hi", max_tokens=7, temperature=0.3, top_p=0.9, seed=11, stop=["\n\n"])
+
+
+def test_served_name_and_model_source(tmp_path):
+    assert worker.served_name(parse(["Qwen/Qwen3-4B"])[0]) == "Qwen/Qwen3-4B"
+    assert worker.served_name(parse(["--model-path", "~/llms/Qwen3-0.6B"])[0]) == "Qwen3-0.6B"
+    assert worker.served_name(parse(["--model-path", "/m/Qwen3-0.6B-Q8_0.gguf"])[0]) == "Qwen3-0.6B-Q8_0"
+    assert worker.served_name(parse(["Qwen/Qwen3-4B", "--model-name", "chat"])[0]) == "chat"
+    assert worker.model_source(parse(["--model-path", "~/m"])[0]).endswith("/m")
+    with pytest.raises(worker.EngineError, match="no model"):
+        worker.model_source(parse([])[0])
+    with pytest.raises(worker.EngineError, match="give one"):
+        worker.model_source(parse(["a", "--model-path", "b"])[0])
+    args, extra = parse(["--tp", "2", "--model-path", "b"])  # an engine flag's value is not the model
+    assert (args.model, args.model_path, extra) == (None, "b", ["--tp", "2"])
+
+
+def test_vllm_flags_and_sampling():
+    args, extra = parse(["Qwen/Qwen3-4B", "--context-length", "4096", "--gpu-memory-utilization", "0.8",
+                         "--enforce-eager"])
+    assert vllm.engine_argv(args, extra) == ["--model", "Qwen/Qwen3-4B", "--max-model-len", "4096",
+                                             "--gpu-memory-utilization", "0.8", "--enforce-eager"]
+    assert vllm.sampling_kwargs(FULL) == {"max_tokens": 7, "temperature": 0.3, "top_p": 0.9, "seed": 11,
+                                          "stop": ["\n\n"]}
+    assert vllm.sampling_kwargs(GenerateRequest(model="m", prompt="hi")) == {}  # vLLM's defaults stand
+
+
+def test_vllm_delta_outputs():
+    tracker = vllm.DeltaTracker()
+    def output(text, ids, finished, reason=None):
+        return SimpleNamespace(outputs=[SimpleNamespace(text=text, token_ids=ids, finish_reason=reason)],
+                               finished=finished, prompt_token_ids=[1, 2, 3])
+    first = tracker.chunk(output("Hel", [5, 6], False))
+    last = tracker.chunk(output("lo", [7], True, "length"))
+    assert (first.text, first.tokens, first.finish) == ("Hel", 2, None)
+    assert (last.text, last.tokens, last.finish, last.prompt_tokens) == ("lo", 1, "length", 3)
+    assert tracker.chunk(output("", [], True, "abort")).finish == "stop"
+
+
+def test_sglang_flags_and_sampling():
+    args, extra = parse(["--model-path", "/models/q", "--context-length", "2048", "--tp", "2",
+                         "--mem-fraction-static", "0.7"])
+    assert sglang.engine_argv(args, extra) == ["--model-path", "/models/q", "--context-length", "2048", "--tp", "2",
+                                               "--mem-fraction-static", "0.7"]
+    assert sglang.sampling_params(FULL) == {"max_new_tokens": 7, "temperature": 0.3, "top_p": 0.9,
+                                            "sampling_seed": 11, "stop": ["\n\n"]}
+
+
+@pytest.mark.parametrize("texts", [["He", "Hello", "Hello!"], ["He", "llo", "!"]], ids=["cumulative", "incremental"])
+def test_sglang_streamed_text(texts):
+    tracker = sglang.TextTracker()
+    metas = [{"completion_tokens": 1}, {"completion_tokens": 2},
+             {"completion_tokens": 4, "prompt_tokens": 9, "finish_reason": {"type": "length", "length": 4}}]
+    chunks = [tracker.chunk({"text": text, "meta_info": meta}) for text, meta in zip(texts, metas)]
+    assert "".join(chunk.text for chunk in chunks) == "Hello!"
+    assert [chunk.tokens for chunk in chunks] == [1, 1, 2]
+    assert (chunks[-1].finish, chunks[-1].prompt_tokens) == ("length", 9)
+    stop = sglang.TextTracker().chunk({"text": "x", "meta_info": {"completion_tokens": 1, "prompt_tokens": 2,
+                                                                  "finish_reason": {"type": "stop", "matched": 2}}})
+    assert stop.finish == "stop"
+
+
+def test_trtllm_arguments(tmp_path):
+    extra = tmp_path / "engine.yaml"
+    extra.write_text("kv_cache_config:\n  free_gpu_memory_fraction: 0.5\nmax_batch_size: 64\n")
+    args, _ = parse(["nvidia/Llama-3.1-8B-Instruct-FP8", "--context-length", "8192", "--tensor-parallel-size", "2",
+                     "--max-batch-size", "16", "--extra-engine-args", str(extra)], trtllm.add_arguments)
+    assert trtllm.llm_kwargs(args) == {"model": "nvidia/Llama-3.1-8B-Instruct-FP8", "tensor_parallel_size": 2,
+                                       "max_seq_len": 8192, "max_batch_size": 64,  # the YAML wins
+                                       "kv_cache_config": {"free_gpu_memory_fraction": 0.5}}
+    extra.write_text("- not a mapping\n")
+    with pytest.raises(worker.EngineError, match="expected a mapping of LLM arguments, got list"):
+        trtllm.llm_kwargs(args)
+    assert trtllm.sampling_kwargs(FULL)["seed"] == 11
+
+
+def test_trtllm_streamed_outputs():
+    def output(diff, ids, finished, reason=None):
+        return SimpleNamespace(outputs=[SimpleNamespace(text_diff=diff, token_ids_diff=ids, finish_reason=reason)],
+                               finished=finished, prompt_token_ids=[1] * 4)
+    assert trtllm.chunk(output("a", [1], False)).finish is None
+    last = trtllm.chunk(output("b", [2, 3], True, "stop"))
+    assert (last.text, last.tokens, last.finish, last.prompt_tokens) == ("b", 2, "stop", 4)
+    assert trtllm.chunk(output("", [], True, "length")).finish == "length"
+
+
+@pytest.mark.parametrize("module, package", [("dynamo.vllm", "vLLM"), ("dynamo.sglang.worker", "SGLang"),
+                                             ("dynamo.trtllm", "TensorRT-LLM")])
+def test_entry_points_without_their_engine(module, package):
+    """Without a GPU the preflight refuses; skipped, the missing engine is named in one line."""
+    refused = subprocess.run([sys.executable, "-m", module, "Qwen/Qwen3-0.6B"], cwd=REPO, capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode == 1 and "preflight: this host cannot run" in refused.stderr
+    assert "no NVIDIA driver found" in refused.stderr and "Traceback" not in refused.stderr
+    skipped = subprocess.run([sys.executable, "-m", module, "--skip-preflight", "Qwen/Qwen3-0.6B"], cwd=REPO,
+                             capture_output=True, text=True, timeout=60)
+    assert skipped.returncode == 1 and "warning: preflight skipped" in skipped.stderr
+    assert f"{package} is not installed here" in skipped.stderr and "Traceback" not in skipped.stderr
