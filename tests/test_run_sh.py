@@ -108,3 +108,48 @@ def test_doctor_reads_an_images_labels(cuda_image, image):
     assert run_cli("doctor", "--image", image, "--scope", "host").returncode == 0  # a CPU image runs here
     missing = run_cli("doctor", "--image", "dynamo-test:absent")
     assert missing.returncode == 2 and missing.stderr.startswith("error: image dynamo-test:absent is not in the image store of")
+
+
+def test_the_image_serves_the_frontend_by_default(image):
+    """No command: the runtime image starts the frontend; a worker started beside it is found and serves."""
+    import json
+    import time
+    import urllib.request
+
+    from processes import free_port
+
+    name, port = f"dynamo-serve-{uuid.uuid4().hex[:8]}", free_port()
+    server = subprocess.Popen(["bash", str(RUN_SH), "--image", image, "--gpus", "none", *sandbox_ulimits(),
+                               "--name", name, "-p", f"127.0.0.1:{port}:8000"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def get(path: str, body: dict | None = None) -> dict:
+        request = urllib.request.Request(url + path, data=json.dumps(body).encode() if body else None)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert get("/live") == {"status": "live"}
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read()
+                assert time.monotonic() < deadline, "the frontend did not answer on /live"
+                time.sleep(0.5)
+        subprocess.run(["docker", "exec", "-d", name, "python3", "-m", "dynamo.mocker", "--model-name", "mock"],
+                       check=True)
+        while not get("/v1/models")["data"]:
+            assert time.monotonic() < deadline + 30, "the worker was not discovered"
+            time.sleep(0.5)
+        answer = get("/v1/chat/completions", {"model": "mock", "messages": [{"role": "user", "content": "hi"}],
+                                              "max_tokens": 3})
+        assert answer["usage"]["completion_tokens"] == 3
+        health = subprocess.run(["docker", "inspect", "--format", "{{json .Config.Healthcheck.Test}}", name],
+                                capture_output=True, text=True, check=True).stdout
+        assert "/live" in health
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        server.wait(30)
