@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from dynamo.doctor.facts import HostFacts, gather
-from dynamo.doctor.judge import FAIL, MARKS, Subject, judge
-from dynamo.matrix import load
+if TYPE_CHECKING:
+    from dynamo.doctor.facts import HostFacts
 
 SKIP_FLAG = "--skip-preflight"
 SKIP_ENV = "DYN_SKIP_PREFLIGHT"
@@ -20,13 +19,21 @@ SKIP_ENV = "DYN_SKIP_PREFLIGHT"
 
 def preflight(framework: str | None, argv: list[str], facts: HostFacts | None = None,
               out: TextIO = sys.stderr) -> list[str]:
-    """Check this host for `framework` (None: the frontend); exit 1 on a failed check.
-    Returns argv without --skip-preflight, for the entry point's own parser."""
+    """Check this host for `framework` (None or a name outside the matrix, like the mocker: the host
+    checks only); exit 1 on a failed check. Returns argv without --skip-preflight, for the entry
+    point's own parser. Asking for --help checks nothing."""
     rest = [arg for arg in argv if arg != SKIP_FLAG]
+    if "-h" in argv or "--help" in argv:
+        return rest
     if SKIP_FLAG in argv or os.environ.get(SKIP_ENV) == "1":
         print(f"warning: preflight skipped ({SKIP_FLAG if SKIP_FLAG in argv else SKIP_ENV + '=1'}); this host"
               f" was not checked against the support matrix", file=out)
         return rest
+    # Imported here, so that a skipped preflight costs nothing.
+    from dynamo.doctor.facts import gather
+    from dynamo.doctor.judge import FAIL, MARKS, Subject, judge
+    from dynamo.matrix import load
+
     matrix = load(trusted=True)
     facts = facts or gather()
     installed = facts.packages.get("dynamo")
