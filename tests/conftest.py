@@ -34,9 +34,9 @@ def matrix():
     return load(MATRIX_FILE)
 
 
-def run_cli(*args: str, cwd: Path = REPO, script: Path = REPO / "build.py") -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path = REPO, script: Path = REPO / "build.py", timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `python build.py ARGS` as a user would."""
-    return subprocess.run([sys.executable, str(script), *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, str(script), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 REQUIRE_ENGINES = "DYNAMO_REQUIRE_ENGINES"

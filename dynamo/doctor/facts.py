@@ -78,19 +78,29 @@ def set_os(facts: HostFacts, os_release: str) -> None:
     facts.os_name = release.get("PRETTY_NAME", "")
 
 
+CSV_COLUMNS = ("name", "driver_version", "memory.total", "compute_cap", "mig.mode.current")
+
+
 def parse_smi_csv(text: str) -> tuple[str | None, list[Gpu]]:
     """`nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap[,mig.mode.current]
-    --format=csv,noheader`: the driver and the GPUs."""
+    --format=csv,noheader`: the driver and the GPUs. With a header line (`--format=csv`), the
+    columns are found by name, in any order and among others."""
     driver, gpus = None, []
+    positions = {column: index for index, column in enumerate(CSV_COLUMNS)}
     for line in text.splitlines():
         cells = [cell.strip() for cell in line.split(",")]
-        if len(cells) < 4 or not re.fullmatch(r"\d+(\.\d+)+", cells[1]):
+        names = [cell.split(" [")[0] for cell in cells]  # "memory.total [MiB]"
+        if "driver_version" in names:
+            positions = {column: names.index(column) for column in CSV_COLUMNS if column in names}
             continue
-        driver = cells[1]
-        memory = re.match(r"(\d+)\s*MiB", cells[2])
-        cc = cells[3] if re.fullmatch(r"\d+\.\d+", cells[3]) else None
-        mig = {"Enabled": True, "Disabled": False}.get(cells[4]) if len(cells) > 4 else None
-        gpus.append(Gpu(cells[0], int(memory.group(1)) if memory else None, cc, mig))
+        row = {column: cells[index] for column, index in positions.items() if index < len(cells)}
+        if not re.fullmatch(r"\d+(\.\d+)+", row.get("driver_version", "")) or not row.get("name"):
+            continue
+        driver = row["driver_version"]
+        memory = re.match(r"(\d+)\s*MiB", row.get("memory.total", ""))
+        cc = row.get("compute_cap") if re.fullmatch(r"\d+\.\d+", row.get("compute_cap", "")) else None
+        mig = {"Enabled": True, "Disabled": False}.get(row.get("mig.mode.current", ""))
+        gpus.append(Gpu(row["name"], int(memory.group(1)) if memory else None, cc, mig))
     return driver, gpus
 
 

@@ -196,7 +196,8 @@ def _driver(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]:
     fix = f"install NVIDIA driver >= {floor_text} (branch R{floor.major})" + (
         f"; or use an image that runs on driver {facts.driver}: {', '.join(runnable)}" if runnable else "")
     below = f"driver {facts.driver} is below {floor_text} (CUDA {target.cuda})"
-    if compat and host >= Version(compat.minor_compat_driver) and (facts.driver_cuda or "").split(".")[0] == major:
+    driver_cuda = facts.driver_cuda or _newest_cuda_for(matrix, host)
+    if compat and host >= Version(compat.minor_compat_driver) and (driver_cuda or "").split(".")[0] == major:
         return [Finding(WARN, "driver", f"{below}; it runs through CUDA {major}.x minor-version compatibility with a"
                         f" limited feature set: code that JIT-compiles newer PTX fails (cudaErrorUnsupportedPtxVersion,"
                         f" 222)", fix)]
@@ -206,6 +207,12 @@ def _driver(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]:
                         f" cuda-compat-{target.cuda.replace('.', '-')} (forward compatibility)")]
     return [Finding(FAIL, "driver", f"{insufficient}; forward compatibility needs a data-center GPU (error 804"
                     f" elsewhere)", fix)]
+
+
+def _newest_cuda_for(matrix: Matrix, driver: Version) -> str | None:
+    """The newest CUDA this driver runs by its floor, where no source said (nvidia-smi's CSV does not)."""
+    fits = [name for name, cuda in matrix.cuda.items() if Version(cuda.driver_linux) <= driver]
+    return max(fits, key=Version, default=None)
 
 
 def _runnable_elsewhere(matrix: Matrix, target: Target, driver: Version) -> list[str]:

@@ -32,6 +32,15 @@ def parser() -> argparse.ArgumentParser:
     return flags
 
 
+def log_level(setting: str) -> int:
+    """DYN_LOG's level: RUST_LOG syntax ("debug", "info,dynamo=debug"); its first bare level counts."""
+    for part in setting.split(","):
+        level = logging.getLevelName(part.strip().upper())
+        if "=" not in part and isinstance(level, int):
+            return level
+    return logging.WARNING
+
+
 async def serve(args: argparse.Namespace) -> None:
     from aiohttp import web
 
@@ -72,7 +81,7 @@ async def serve(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = preflight("frontend", sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
-    logging.basicConfig(level=os.environ.get("DYN_LOG", "warning").upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=log_level(os.environ.get("DYN_LOG", "")), format="%(levelname)s %(name)s: %(message)s")
     from dynamo import runtime
     from dynamo.frontend.router import NoWorker
     from dynamo.runtime.discovery import DiscoveryError
