@@ -76,6 +76,15 @@ def model_source(args: argparse.Namespace) -> str:
     return os.path.expanduser(source)
 
 
+def engine_argv(args: argparse.Namespace, engine_flags: list[str], model_flag: str, context_flag: str) -> list[str]:
+    """An engine's own command line: our model and context length under its flag names, then its
+    flags as the user gave them."""
+    argv = [model_flag, model_source(args)]
+    if args.context_length:
+        argv += [context_flag, str(args.context_length)]
+    return argv + engine_flags
+
+
 def served_name(args: argparse.Namespace) -> str:
     """The name clients use: --model-name, else the model name as given, else the path's last part."""
     if args.model_name:

@@ -6,8 +6,9 @@ import argparse
 from collections.abc import AsyncIterator
 from typing import Any
 
+from dynamo.runtime import worker
 from dynamo.runtime.protocol import Chunk, GenerateRequest
-from dynamo.runtime.worker import chat_prompt, missing_engine, model_source
+from dynamo.runtime.worker import chat_prompt, missing_engine
 
 # Our names for SGLang's sampling parameters.
 SAMPLING_NAMES = {"max_tokens": "max_new_tokens", "temperature": "temperature", "top_p": "top_p",
@@ -15,11 +16,8 @@ SAMPLING_NAMES = {"max_tokens": "max_new_tokens", "temperature": "temperature", 
 
 
 def engine_argv(args: argparse.Namespace, engine_flags: list[str]) -> list[str]:
-    """SGLang's server arguments: the model and context length (SGLang's own flag names), then the rest."""
-    argv = ["--model-path", model_source(args)]
-    if args.context_length:
-        argv += ["--context-length", str(args.context_length)]
-    return argv + engine_flags
+    """SGLang's server arguments."""
+    return worker.engine_argv(args, engine_flags, "--model-path", "--context-length")
 
 
 def sampling_params(request: GenerateRequest) -> dict[str, Any]:

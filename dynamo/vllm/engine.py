@@ -7,16 +7,14 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+from dynamo.runtime import worker
 from dynamo.runtime.protocol import Chunk, GenerateRequest
-from dynamo.runtime.worker import chat_prompt, missing_engine, model_source
+from dynamo.runtime.worker import chat_prompt, missing_engine
 
 
 def engine_argv(args: argparse.Namespace, engine_flags: list[str]) -> list[str]:
-    """vLLM's own command line: our model and context length in its words, then its flags as given."""
-    argv = ["--model", model_source(args)]
-    if args.context_length:
-        argv += ["--max-model-len", str(args.context_length)]
-    return argv + engine_flags
+    """vLLM's own command line."""
+    return worker.engine_argv(args, engine_flags, "--model", "--max-model-len")
 
 
 def sampling_kwargs(request: GenerateRequest) -> dict[str, Any]:
