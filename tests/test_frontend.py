@@ -206,6 +206,9 @@ def test_worker_dying_mid_stream(deployment):
             break
         time.sleep(0.2)
     assert code == 200, answer
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+        metrics = response.read().decode()
+    assert 'endpoint="completions",model="mock",request_type="stream",status="error"} 1.0' in metrics
 
 
 def test_metrics(served):

@@ -137,11 +137,12 @@ class Frontend:
                 self.metrics.ttft.labels(request.model).observe(time.perf_counter() - start)
                 response = Response(chat=kind is ChatRequest, model=request.model)
                 if parsed.stream:
-                    result = await self._stream(http, response, first, frames, parsed.include_usage())
+                    result, completed = await self._stream(http, response, first, frames, parsed.include_usage())
                 else:
-                    result = await self._collect(response, first, frames)
-                status = "success"
-                self.metrics.duration.labels(request.model).observe(time.perf_counter() - start)
+                    result, completed = await self._collect(response, first, frames), True
+                if completed:
+                    status = "success"
+                    self.metrics.duration.labels(request.model).observe(time.perf_counter() - start)
                 return result
         finally:
             if inflight is not None:
@@ -169,33 +170,36 @@ class Frontend:
         return answer
 
     async def _stream(self, http: web.Request, response: Response, first: dict, frames,
-                      include_usage: bool) -> web.StreamResponse:
+                      include_usage: bool) -> tuple[web.StreamResponse, bool]:
+        """The answer as server-sent events; says whether it ended as the engine meant it to."""
         itl = self.metrics.itl.labels(response.model)
         stream = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                              WORKER_HEADER: first["worker"]})
         await stream.prepare(http)
-        frame, tokens, last, started = first, 0, time.perf_counter(), False
+        frame, tokens, last, started, completed = first, 0, time.perf_counter(), False, False
         try:
-            while True:
-                tokens += frame["tokens"]
-                if frame["text"] or not started:  # the first chunk names the role, even when empty
-                    await stream.write(_sse(response.chunk(frame["text"], first=not started)))
-                    started = True
-                if "finish" in frame:
-                    await stream.write(_sse(response.chunk("", frame["finish"])))
-                    if include_usage:
-                        await stream.write(_sse(response.usage_chunk(usage(frame["prompt_tokens"], tokens))))
-                    break
-                frame = await anext(frames)
-                now = time.perf_counter()
-                itl.observe(now - last)
-                last = now
-        except (WorkerFailed, WorkerGone) as error:
-            problem = failure(error, response.model)
-            await stream.write(_sse(error_body(str(problem), problem.kind, code=problem.code)))
+            try:
+                while True:
+                    tokens += frame["tokens"]
+                    if frame["text"] or not started:  # the first chunk names the role, even when empty
+                        await stream.write(_sse(response.chunk(frame["text"], first=not started)))
+                        started = True
+                    if "finish" in frame:
+                        await stream.write(_sse(response.chunk("", frame["finish"])))
+                        if include_usage:
+                            await stream.write(_sse(response.usage_chunk(usage(frame["prompt_tokens"], tokens))))
+                        completed = True
+                        break
+                    frame = await anext(frames)
+                    now = time.perf_counter()
+                    itl.observe(now - last)
+                    last = now
+            except (WorkerFailed, WorkerGone) as error:
+                problem = failure(error, response.model)
+                await stream.write(_sse(error_body(str(problem), problem.kind, code=problem.code)))
+            await stream.write(SSE_DONE)
+            await stream.write_eof()
         except ConnectionResetError:
-            return stream  # the client left; closing the frames tells the worker to stop
+            pass  # the client left; closing the frames tells the worker to stop
         self.metrics.output_tokens.labels(response.model).inc(tokens)
-        await stream.write(SSE_DONE)
-        await stream.write_eof()
-        return stream
+        return stream, completed
