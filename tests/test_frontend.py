@@ -211,6 +211,24 @@ def test_worker_dying_mid_stream(deployment):
     assert 'endpoint="completions",model="mock",request_type="stream",status="error"} 1.0' in metrics
 
 
+def test_client_leaving_mid_stream_stops_the_engine(tmp_path):
+    deployment = Deployment(tmp_path, DYN_LOG="info")
+    try:
+        url = deployment.frontend()
+        worker = deployment.mocker("mock", "--itl-ms", "50")
+        wait_for_models(url, {"mock"})
+        stream = client(url).completions.create(model="mock", prompt="hi", max_tokens=1000, stream=True)
+        next(iter(stream))
+        stream.close()  # the client hangs up after one piece of a 50-second answer
+        worker.wait_for("cancelled by the frontend", timeout=10)
+        deadline = time.monotonic() + 10
+        while http(url + "/health")[1]["instances"][0]["inflight"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        deployment.stop()
+
+
 def test_metrics(served):
     api = client(served)
     api.chat.completions.create(model="mock", messages=[{"role": "user", "content": "hi"}], max_tokens=3)

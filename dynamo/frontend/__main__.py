@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import sys
@@ -30,15 +29,6 @@ def parser() -> argparse.ArgumentParser:
     flags.add_argument("--skip-preflight", action="store_true", help="start without checking this host")
     discovery.add_arguments(flags)
     return flags
-
-
-def log_level(setting: str) -> int:
-    """DYN_LOG's level: RUST_LOG syntax ("debug", "info,dynamo=debug"); its first bare level counts."""
-    for part in setting.split(","):
-        level = logging.getLevelName(part.strip().upper())
-        if "=" not in part and isinstance(level, int):
-            return level
-    return logging.WARNING
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -81,8 +71,9 @@ async def serve(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = preflight("frontend", sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
-    logging.basicConfig(level=log_level(os.environ.get("DYN_LOG", "")), format="%(levelname)s %(name)s: %(message)s")
     from dynamo import runtime
+
+    runtime.configure_logging()
     from dynamo.frontend.router import NoWorker
     from dynamo.runtime.discovery import DiscoveryError
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from collections.abc import Coroutine
 from typing import Any
 
@@ -14,3 +16,15 @@ def run(main: Coroutine[Any, Any, Any]) -> Any:
     except ImportError:
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+def configure_logging() -> None:
+    """Log to stderr at DYN_LOG's level, in RUST_LOG syntax ("debug", "info,dynamo=debug"): its
+    first bare level counts; warnings by default."""
+    level = logging.WARNING
+    for part in os.environ.get("DYN_LOG", "").split(","):
+        named = logging.getLevelName(part.strip().upper())
+        if "=" not in part and isinstance(named, int):
+            level = named
+            break
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -29,6 +30,8 @@ from dynamo.runtime.protocol import (
     error_frame,
     request_from_frame,
 )
+
+log = logging.getLogger("dynamo.worker")
 
 
 class Engine(Protocol):
@@ -115,6 +118,7 @@ class WorkerServer:
                     task.add_done_callback(lambda done, rid=request_id: (running.pop(rid, None),
                                                                          self.active.discard(done)))
                 elif frame.get("cancel") and request_id in running:
+                    log.info("request %s cancelled by the frontend", request_id)
                     running[request_id].cancel()
         except (ConnectionError, ValueError, KeyError):
             pass  # the frontend went away, or sent something that is not ours: drop the connection
@@ -186,6 +190,7 @@ def main(framework: str, prog: str, description: str,
     args, extra = parse(flags, argv)
     if extra and not engine_flags:
         flags.error(f"unrecognized arguments: {' '.join(extra)}")
+    runtime.configure_logging()
 
     async def run() -> None:
         engine = create(args, extra)
