@@ -50,5 +50,8 @@ def test_chat_and_completion_through_llama_cpp(served):
 def test_context_overflow_is_a_400(served):
     code, answer, _ = http(served + "/v1/completions", {"model": "tiny-llama", "prompt": "word " * 300, "max_tokens": 4})
     assert code == 400 and "exceed the context length (256)" in answer["error"]["message"]
+    # Without max_tokens the answer may fill the context, but a prompt that fills it alone is refused too.
+    code, answer, _ = http(served + "/v1/completions", {"model": "tiny-llama", "prompt": "word " * 300})
+    assert code == 400 and "exceed the context length (256)" in answer["error"]["message"]
     # The worker is still there for the next request.
     assert http(served + "/v1/completions", {"model": "tiny-llama", "prompt": "hi", "max_tokens": 2})[0] == 200

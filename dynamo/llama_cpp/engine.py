@@ -18,12 +18,15 @@ _END = object()
 
 
 def completion_kwargs(request: GenerateRequest, context_length: int, prompt_tokens: int) -> dict[str, Any]:
-    """Our request as `Llama.create_completion` arguments (its defaults where we have none)."""
+    """Our request as `Llama.create_completion` arguments (its defaults where we have none).
+    RequestError when the prompt and the answer do not fit in the context."""
     kwargs = request.sampling()
-    if "seed" not in kwargs and request.temperature == 0:
-        kwargs["seed"] = 0
-    if "max_tokens" not in kwargs:
-        kwargs["max_tokens"] = context_length - prompt_tokens  # as OpenAI: up to the context's end
+    room = context_length - prompt_tokens
+    kwargs.setdefault("max_tokens", room)  # as OpenAI: up to the context's end
+    if room <= 0 or kwargs["max_tokens"] > room:
+        raise RequestError(f"the prompt ({prompt_tokens} tokens) plus max_tokens ({kwargs['max_tokens']}) "
+                           f"exceed the context length ({context_length}); shorten the prompt, lower max_tokens "
+                           f"or start the worker with a larger --context-length")
     return kwargs
 
 
@@ -46,12 +49,7 @@ class LlamaCppEngine:
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
         async with self.turn:
             prompt = self.prompt_tokens(request)
-            context = self.llm.n_ctx()
-            kwargs = completion_kwargs(request, context, len(prompt))
-            if len(prompt) + kwargs["max_tokens"] > context:
-                raise RequestError(f"the prompt ({len(prompt)} tokens) plus max_tokens ({kwargs['max_tokens']}) "
-                                   f"exceed the context length ({context}); shorten the prompt, lower max_tokens "
-                                   f"or start the worker with a larger --context-length")
+            kwargs = completion_kwargs(request, self.llm.n_ctx(), len(prompt))
             counted = 0
             async for piece in _threaded(self.llm.create_completion(prompt=prompt, stream=True, **kwargs)):
                 choice = piece["choices"][0]

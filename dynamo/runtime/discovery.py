@@ -85,6 +85,7 @@ class EmbeddedDiscovery(Discovery):
     def __init__(self, directory: Path, namespace: str) -> None:
         self.directory = directory / namespace
         self._file: Path | None = None
+        self._read: dict[str, Instance] = {}  # file name → instance: a worker's file never changes
 
     async def register(self, instance: Instance) -> None:
         try:
@@ -110,17 +111,21 @@ class EmbeddedDiscovery(Discovery):
             entries = list(os.scandir(self.directory))
         except FileNotFoundError:
             return found
+        read: dict[str, Instance] = {}
         for entry in entries:
             if not entry.name.endswith(".json"):
                 continue
-            try:
-                instance = Instance.from_json(Path(entry.path).read_bytes())
-            except (OSError, ValueError, TypeError):
-                continue  # removed while we read it, or not ours
+            instance = self._read.get(entry.name)
+            if instance is None:
+                try:
+                    instance = Instance.from_json(Path(entry.path).read_bytes())
+                except (OSError, ValueError, TypeError):
+                    continue  # removed while we read it, or not ours
             if _alive(instance.pid):
-                found[instance.id] = instance
+                read[entry.name] = found[instance.id] = instance
             else:
                 Path(entry.path).unlink(missing_ok=True)
+        self._read = read
         return found
 
     async def watch(self, on_change: Callable[[Snapshot], None]) -> None:

@@ -70,7 +70,7 @@ def parse(flags: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.Nam
 
 
 def model_source(args: argparse.Namespace) -> str:
-    """The model as the engine loads it; exits with usage help when none was given."""
+    """The model as the engine loads it: the name or the path, never both."""
     source = args.model_path or args.model
     if not source:
         raise EngineError("no model: give a model name (for example Qwen/Qwen3-0.6B) or --model-path PATH")
@@ -130,6 +130,10 @@ class WorkerServer:
     async def _answer(self, request_id: int, body: dict, writer: asyncio.StreamWriter) -> None:
         try:
             request = request_from_frame(body)
+        except TypeError as error:  # a frontend of another version
+            writer.write(error_frame(request_id, f"the worker cannot read this request: {error}", 400))
+            return
+        try:
             async for chunk in self.engine.generate(request):
                 writer.write(chunk_frame(request_id, chunk))
                 await writer.drain()
@@ -139,7 +143,7 @@ class WorkerServer:
             raise
         except ConnectionError:
             return
-        except (RequestError, TypeError) as error:
+        except RequestError as error:
             writer.write(error_frame(request_id, str(error), 400))
         except Exception as error:  # the engine failed on this request; the worker goes on
             writer.write(error_frame(request_id, f"the engine failed: {type(error).__name__}: {error}", 500))
