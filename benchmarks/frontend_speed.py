@@ -8,33 +8,23 @@ Run: python benchmarks/frontend_speed.py [--seconds S] [--max-tokens N] [--route
 from __future__ import annotations
 
 import argparse
-import compileall
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from runtime_start import installed_env, start
+
 CONCURRENCY = (1, 16, 64)
 LUA = """wrk.method = "POST"
 wrk.body = '{body}'
 wrk.headers["Content-Type"] = "application/json"
 """
-
-
-def start(module_args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-m", *module_args], cwd=REPO, env=env, stderr=subprocess.PIPE,
-                               text=True)
-    for line in process.stderr:
-        if "ready" in line:
-            return process
-    raise SystemExit(f"{module_args[0]} exited before it was ready")
 
 
 def to_ms(value: str) -> float:
@@ -60,10 +50,8 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk")
-    compileall.compile_dir(REPO / "dynamo", quiet=1)  # as an installed wheel is
     with tempfile.TemporaryDirectory() as scratch:
-        env = {**os.environ, "DYN_DISCOVERY_DIR": scratch, "DYN_SKIP_PREFLIGHT": "1"}
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env = installed_env(DYN_DISCOVERY_DIR=scratch, DYN_SKIP_PREFLIGHT="1")
         port = 18000 + os.getpid() % 1000
         worker = start(["dynamo.mocker", "--model-name", "bench"], env)
         frontend = start(["dynamo.frontend", "--http-host", "127.0.0.1", "--http-port", str(port),

@@ -15,6 +15,7 @@ import uuid
 
 import pytest
 from conftest import REPO, require, run_cli
+from processes import free_port
 
 STANDIN = "localhost/standin:bookworm"  # amd64 + arm64 manifest list (buildah/podman storage)
 STANDIN_AMD64 = "localhost/standin:bookworm-amd64"
@@ -180,9 +181,7 @@ def test_docker_classic_refuses_multi_arch():
 def registry(tmp_path):
     binary = shutil.which("docker-registry")
     require(None if binary else "docker-registry is not installed")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     config = tmp_path / "registry.yml"
     config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path}/data\n"
                       f"http:\n  addr: 127.0.0.1:{port}\n")

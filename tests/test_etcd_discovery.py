@@ -56,9 +56,9 @@ def test_killed_worker_disappears_within_the_lease(tmp_path, etcd):
         deployment.mocker("mock", "--lease-ttl", str(LEASE_TTL))
         wait_for_instances(url, 2)
         assert keys(api) == 2
-        doomed_id = {http(url + "/v1/completions", {"model": "mock", "prompt": "hi", "max_tokens": 1})[2]["x-dynamo-worker"]
-                     for _ in range(2)}
-        assert len(doomed_id) == 2  # both are used
+        used = {http(url + "/v1/completions", {"model": "mock", "prompt": "hi", "max_tokens": 1})[2]["x-dynamo-worker"]
+                for _ in range(2)}
+        assert len(used) == 2  # both are used
 
         doomed.stop(signal.SIGKILL)  # no chance to unregister: only the lease can remove it
         killed = time.monotonic()

@@ -10,10 +10,9 @@ import time
 import urllib.error
 import urllib.request
 
+import openai
 import pytest
 from processes import Deployment
-
-openai = pytest.importorskip("openai")
 
 
 @pytest.fixture
@@ -149,7 +148,7 @@ def test_no_worker_is_503(deployment):
     code, answer, _ = http(url + "/v1/completions", {"model": "mock", "prompt": "hi"})
     assert code == 503 and "no worker serves model 'mock'" in answer["error"]["message"]
     assert http(url + "/health")[0] == 503
-    assert http(url + "/live") == (200, {"status": "live"}, pytest.approx(http(url + "/live")[2]))
+    assert http(url + "/live")[:2] == (200, {"status": "live"})
 
 
 def test_workers_join_and_leave_while_running(deployment):

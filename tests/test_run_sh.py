@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
 import resource
 import subprocess
+import time
+import urllib.request
 import uuid
 
 import pytest
 from conftest import REPO, require, run_cli
+from processes import free_port
 from test_build import CA, DOCKER_STANDIN, docker_ready
 
 RUN_SH = REPO / "container" / "run.sh"
@@ -112,12 +116,6 @@ def test_doctor_reads_an_images_labels(cuda_image, image):
 
 def test_the_image_serves_the_frontend_by_default(image):
     """No command: the runtime image starts the frontend; a worker started beside it is found and serves."""
-    import json
-    import time
-    import urllib.request
-
-    from processes import free_port
-
     name, port = f"dynamo-serve-{uuid.uuid4().hex[:8]}", free_port()
     server = subprocess.Popen(["bash", str(RUN_SH), "--image", image, "--gpus", "none", *sandbox_ulimits(),
                                "--name", name, "-p", f"127.0.0.1:{port}:8000"],
