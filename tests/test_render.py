@@ -47,8 +47,9 @@ def test_output_is_byte_identical_across_runs(outputs):
 def test_golden_dockerfile(framework):
     rendered = render.render_all(load(GOLDEN / "support_matrix.toml"))[f"container/Dockerfile.{framework}"]
     golden = GOLDEN / f"Dockerfile.{framework}"
-    if os.environ.get("UPDATE_GOLDEN") == "1":
+    if os.environ.get("UPDATE_GOLDEN") == "1" and golden.read_text() != rendered:
         golden.write_text(rendered)
+        pytest.fail(f"{golden.name} rewritten (UPDATE_GOLDEN=1): review the change with git diff and run again without it")
     diff = "\n".join(difflib.unified_diff(golden.read_text().splitlines(), rendered.splitlines(), "golden",
                                           "rendered", lineterm=""))
     assert not diff, f"{golden.name} changed (UPDATE_GOLDEN=1 accepts it):\n{diff}"
@@ -136,3 +137,36 @@ def test_dockerfiles_pass_hadolint(outputs, tmp_path):
             result = subprocess.run([hadolint, "--config", str(REPO / ".hadolint.yaml"), str(file)],
                                     capture_output=True, text=True)
             assert result.returncode == 0 and result.stdout == "", result.stdout + result.stderr
+
+
+# Docker's reference grammar (distribution/reference), without the digest: [host[:port]/]path[:tag]
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REFERENCE = re.compile(rf"^(?:[a-zA-Z0-9.-]+(?::\d+)?/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?$")
+_ARG = re.compile(r'^ARG ([A-Z_]+)=(?:"([^"]*)"|(\S*))(.*)$')
+
+
+def _default_args(text: str) -> list[tuple[str, str, str]]:
+    """(name, value, whatever follows the value on the line) for every `ARG NAME=default`."""
+    found = []
+    for line in text.splitlines():
+        if line.startswith("ARG ") and "=" in line:
+            match = _ARG.match(line)
+            assert match, f"unreadable ARG line: {line!r}"
+            name, quoted, bare, rest = match.groups()
+            found.append((name, quoted if quoted is not None else bare, rest))
+    return found
+
+
+@pytest.mark.parametrize("framework", ["vllm", "sglang", "trtllm", "llama_cpp", "frontend"])
+def test_every_default_arg_is_a_valid_value(outputs, framework):
+    """A template comment once ate a newline: `ARG RUNTIME_IMAGE=...ubuntu24.04#####...` made every
+    build without --build-arg RUNTIME_IMAGE fail with "invalid reference format"."""
+    args = _default_args(outputs[f"container/Dockerfile.{framework}"])
+    assert {name for name, _, _ in args} >= {"BASE_IMAGE", "RUNTIME_IMAGE", "PYTHON_VERSION", "DYNAMO_RELEASE"}
+    for name, value, rest in args:
+        assert rest == "", f"{name}: text after the value: {rest!r}"
+        assert "#" not in value and value.strip() == value, f"{name}={value!r}"
+        if name.endswith("_IMAGE"):
+            assert _REFERENCE.match(value), f"{name}={value!r} is not an image reference"
+        elif name in ("PYTHON_VERSION", "CUDA_VERSION", "DYNAMO_RELEASE"):
+            assert re.fullmatch(r"\d+\.\d+[\w.]*", value), f"{name}={value!r}"
