@@ -168,5 +168,7 @@ def test_every_default_arg_is_a_valid_value(outputs, framework):
         assert "#" not in value and value.strip() == value, f"{name}={value!r}"
         if name.endswith("_IMAGE"):
             assert _REFERENCE.match(value), f"{name}={value!r} is not an image reference"
-        elif name in ("PYTHON_VERSION", "CUDA_VERSION", "DYNAMO_RELEASE"):
+        elif name in ("PYTHON_VERSION", "DYNAMO_RELEASE"):
             assert re.fullmatch(r"\d+\.\d+[\w.]*", value), f"{name}={value!r}"
+        elif name == "CUDA_VERSION":  # empty for a CPU image
+            assert re.fullmatch(r"(\d+\.\d+)?", value), f"{name}={value!r}"
