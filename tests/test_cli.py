@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from conftest import MATRIX_FILE, run_cli
 
 
@@ -79,3 +81,44 @@ def test_matrix_from_environment(tmp_path):
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 2
     assert "cannot read the matrix (No such file or directory); pass --matrix PATH or set DYNAMO_MATRIX" in result.stderr
+
+
+def test_matrix_option_before_the_command(tmp_path):
+    """The README's `python build.py --matrix F matrix check` and `dynamo --matrix F doctor`."""
+    copy = tmp_path / "copy.toml"
+    copy.write_text(MATRIX_FILE.read_text())
+    check = run_cli("--matrix", str(copy), "matrix", "check")
+    assert check.returncode == 0 and check.stdout.startswith(f"{copy}: ok ("), check.stderr
+    doctor = run_cli(f"--matrix={copy}", "doctor", "--scope", "host", "--framework", "frontend")
+    assert doctor.returncode == 0 and doctor.stdout.startswith("dynamo doctor: "), doctor.stderr
+    missing = run_cli("--matrix", str(tmp_path / "none.toml"), "matrix", "check")
+    assert missing.returncode == 2 and "cannot read the matrix" in missing.stderr
+    build = run_cli("--matrix", str(copy), "--framework", "frontend", "--dry-run")
+    assert build.returncode == 0 and " frontend cpu (" in build.stdout, build.stderr
+
+
+def test_usage_names_the_command_the_user_typed():
+    assert run_cli("--help").stdout.startswith("usage: python build.py ")
+    assert run_cli("--framework").stderr.startswith("usage: python build.py [-h]")
+    assert "dynamo build" not in run_cli("--framework").stderr
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--cuda", "", "error: --cuda needs a value: a CUDA version of the matrix such as 12.9, or cpu"),
+    ("--platform", "", "error: --platform needs OS/ARCH[,OS/ARCH...]"),
+    ("--platform", "linux/amd64,", "error: --platform needs OS/ARCH[,OS/ARCH...]"),
+    ("--tag", "BAD TAG!", "error: --tag 'BAD TAG!' is not an image reference: [REGISTRY/]NAME[:TAG]"),
+    ("--tag", "Dynamo:x", "error: --tag 'Dynamo:x' is not an image reference"),
+    ("--base-image", "not a ref!!", "error: --base-image 'not a ref!!' is not an image reference"),
+])
+def test_empty_or_malformed_flags_are_one_line(flag, value, message):
+    result = run_cli("--framework", "frontend", flag, value, "--dry-run")
+    assert result.returncode == 2
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.mark.parametrize("ref", ["dynamo:x", "localhost:5000/dynamo/frontend:0.8.1-cpu", "registry.example.com/a_b/c-d",
+                                 "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04@sha256:" + "a" * 64])
+def test_valid_references_are_accepted(ref):
+    from dynamo.images import is_reference
+    assert is_reference(ref)
