@@ -9,7 +9,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import venv_tool, MATRIX_FILE, REPO, run_cli
+from conftest import MATRIX_FILE, REPO, run_cli, venv_tool
 
 from dynamo import render
 from dynamo.matrix import load, loads, targets

@@ -6,7 +6,7 @@ import subprocess
 from itertools import groupby
 
 import yaml
-from conftest import venv_tool, REPO
+from conftest import REPO, venv_tool
 
 from dynamo.matrix import targets
 
