@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
 import shlex
 import shutil
 import subprocess
@@ -23,9 +22,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 ENGINES = ("docker", "podman")
 DEFAULT_ULIMITS = {"memlock": "-1", "nofile": "65536:65536", "stack": "67108864"}
-# /proc/PID/limits rows and the resource.RLIMIT_* of each ulimit we set.
-LIMIT_ROWS = {"memlock": "Max locked memory", "nofile": "Max open files", "stack": "Max stack size"}
-RLIMITS = {"memlock": resource.RLIMIT_MEMLOCK, "nofile": resource.RLIMIT_NOFILE, "stack": resource.RLIMIT_STACK}
+# Limits an engine sets on its own when not told: rootful podman gives containers nproc 4194304
+# (containers/podman pkg/specgen/generate/oci.go, addRlimits), which fails where it cannot raise
+# its limit ("error setting rlimit type 6"): these are lowered silently to what it can grant.
+IMPLICIT_ULIMITS = {"podman": {"nproc": "4194304:4194304"}}
+# /proc/PID/limits rows of each ulimit we set.
+LIMIT_ROWS = {"memlock": "Max locked memory", "nofile": "Max open files", "stack": "Max stack size",
+              "nproc": "Max processes"}
 CAP_SYS_RESOURCE = 24  # a process with it may raise hard limits (capabilities(7))
 UNLIMITED = -1
 # dynamo:<release>-<framework>-<device> and dynamo:latest-<framework>, as dynamo.images.tags makes them
@@ -117,6 +120,8 @@ def parse(argv: list[str]) -> Options:
                 name, sep, limit = value.partition("=")
                 if not sep or not name or not limit:
                     raise UsageError(f"--ulimit expects NAME=VALUE, got '{value}'")
+                if not re.fullmatch(r"-?\d+(:-?\d+)?", limit):
+                    raise UsageError(f"--ulimit {value}: the value is a number, -1 (unlimited) or SOFT:HARD")
                 options.ulimits[name] = limit
             elif arg in _REPEATED:
                 getattr(options, _REPEATED[arg]).append(value)
@@ -190,7 +195,13 @@ def engine_limits(engine: str) -> tuple[dict[str, int], bool, str] | None:
     Docker daemon (when it runs on this machine), or podman, which runs as this process's user."""
     if engine == "podman":
         found = process_limits("self")
-        return (*found, "podman's") if found else None
+        if not found:
+            return None
+        hard, may_raise = found
+        # podman lowers its own nproc to the kernel's pid_max at start when it cannot raise it
+        pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+        hard["nproc"] = pid_max if hard.get("nproc", UNLIMITED) == UNLIMITED else min(hard["nproc"], pid_max)
+        return hard, may_raise, "podman's"
     found = next((process_limits(pid) for pid in _pids("dockerd")), None)
     return (*found, "the Docker daemon's") if found else None
 
@@ -215,20 +226,15 @@ def _requested(value: str) -> int:
 def settle_ulimits(options: Options, engine: str, warn) -> dict[str, str]:
     """The ulimits to pass: defaults above what the engine can grant are lowered to its hard limit
     (with a warning); a value the user asked for that it cannot grant is refused with the one to pass."""
-    wanted = DEFAULT_ULIMITS | options.ulimits
+    implicit = IMPLICIT_ULIMITS.get(engine, {})
+    wanted = implicit | DEFAULT_ULIMITS | options.ulimits
     limits = engine_limits(engine)
-    if limits is None:
-        return wanted
-    hard, may_raise, whose = limits
-    if may_raise:
-        return wanted
+    if limits is None or limits[1]:
+        return {name: value for name, value in wanted.items() if name not in implicit or name in options.ulimits}
+    hard, _, whose = limits
     settled = {}
     for name, value in wanted.items():
-        ceiling = hard.get(name)
-        try:
-            asked = _requested(value)
-        except ValueError:
-            raise UsageError(f"--ulimit {name}={value}: expected a number, -1 or SOFT:HARD") from None
+        ceiling, asked = hard.get(name), _requested(value)
         if ceiling is None or ceiling == UNLIMITED or (asked != UNLIMITED and asked <= ceiling):
             settled[name] = value
             continue
@@ -236,7 +242,8 @@ def settle_ulimits(options: Options, engine: str, warn) -> dict[str, str]:
         if name in options.ulimits:
             raise RunError(f"--ulimit {name}={value} is above {whose} hard limit ({ceiling}); pass --ulimit {name}={fits}"
                            f" or raise the engine's limit")
-        warn(f"{name} lowered from {value} to {fits}, {whose} hard limit (pass --ulimit {name}=VALUE to choose)")
+        if name not in implicit:
+            warn(f"{name} lowered from {value} to {fits}, {whose} hard limit (pass --ulimit {name}=VALUE to choose)")
         settled[name] = fits
     return settled
 
@@ -263,7 +270,8 @@ def command(options: Options, engine: str, gpus: bool, ulimits: dict[str, str]) 
     if gpus:
         spec = "all" if options.gpus == "auto" else options.gpus
         args += ["--gpus", spec] if engine == "docker" else ["--device", f"nvidia.com/gpu={spec}"]
-    args.append(f"--shm-size={options.shm_size}")
+    if engine == "docker":  # podman refuses --shm-size beside --ipc host, which shares the host's /dev/shm
+        args.append(f"--shm-size={options.shm_size}")
     for name in sorted(ulimits):
         args += ["--ulimit", f"{name}={ulimits[name]}"]
     args += ["--ipc", "host"]
