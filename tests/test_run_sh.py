@@ -90,7 +90,7 @@ def test_gpu_flags_only_for_a_cuda_image(image, gpus):
 def test_default_ulimits_are_lowered_to_what_the_daemon_grants():
     require(docker_ready())
     hard = daemon_hard_limits()
-    result = run_sh("--dry-run", "--framework", "frontend")
+    result = run_sh("--dry-run", "--engine", "docker", "--framework", "frontend")
     assert result.returncode == 0, result.stderr
     memlock = re.search(r"--ulimit memlock=(\S+)", result.stdout).group(1)
     nofile = re.search(r"--ulimit nofile=(\S+)", result.stdout).group(1)
@@ -102,7 +102,7 @@ def test_default_ulimits_are_lowered_to_what_the_daemon_grants():
             " (pass --ulimit memlock=VALUE to choose)") in result.stderr.splitlines()
     if hard["nofile"] != -1 and hard["nofile"] < 65536:
         assert nofile == f"{hard['nofile']}:{hard['nofile']}"
-    refused = run_sh("--dry-run", "--framework", "frontend", "--ulimit", "memlock=-1")
+    refused = run_sh("--dry-run", "--engine", "docker", "--framework", "frontend", "--ulimit", "memlock=-1")
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines()[-1] == (
         f"run.sh: error: --ulimit memlock=-1 is above the Docker daemon's hard limit ({hard['memlock']});"
