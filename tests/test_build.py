@@ -106,7 +106,7 @@ def test_buildah_build_verify_and_mismatch():
     tag = f"localhost/dynamo-test:{RUN_ID}-frontend"
     result = build("--engine", "buildah", "--tag", tag)
     assert result.returncode == 0, result.stderr
-    assert "[stage 5/5 step" in result.stderr  # progress: where it is and the elapsed time
+    assert "[stage 6/6 step" in result.stderr  # progress: where it is and the elapsed time
     summary = result.stdout.splitlines()
     assert summary[0].startswith("built ") and "steps from cache" in summary[0]
     assert summary[1] == f"  tagged {tag}"
