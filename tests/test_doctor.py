@@ -22,6 +22,9 @@ def test_recorded_host_gives_its_verdicts(matrix, host, index, case):
     for status, check, text in case["expect"]:
         assert any(f.status == status and f.check == check and (text in f.message or text in (f.fix or ""))
                    for f in findings), (status, check, text, findings)
+    for status, check, text in case.get("absent", []):
+        assert not any(f.status == status and f.check == check and (text in f.message or text in (f.fix or ""))
+                       for f in findings), (status, check, text, findings)
     assert any(f.status == "fail" for f in findings) == (case["exit"] == 1)
 
 

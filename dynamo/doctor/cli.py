@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from dynamo.doctor.facts import HostFacts, from_recording, gather
-from dynamo.doctor.judge import FAIL, MARKS, SCOPES, Finding, Subject, judge
+from dynamo.doctor.facts import HostFacts, RecordingInvalid, from_recording, gather
+from dynamo.doctor.judge import FAIL, MARKS, SCOPES, Finding, Subject, host_device, judge
 from dynamo.matrix import InvalidCombination, Matrix
 from dynamo.matrix.query import check_framework, find_release
 
@@ -50,7 +50,8 @@ def subject_for(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> S
                                         if facts.packages.get(pkg) and fw in matrix.release[release].engines), None)
     if framework is not None:
         check_framework(matrix, framework)
-    return Subject(release, framework, args.cuda.lower().removeprefix("cuda") if args.cuda else None)
+    device = args.cuda.lower().removeprefix("cuda") if args.cuda else host_device(matrix, facts, framework)
+    return Subject(release, framework, device)
 
 
 def text_report(subject: Subject, facts: HostFacts, findings: list[Finding]) -> str:
@@ -75,7 +76,12 @@ def run(matrix: Matrix, args: argparse.Namespace) -> int:
         if not directory.is_dir():
             print(f"error: --facts {args.facts}: no such directory of recorded host facts", file=sys.stderr)
             return 2
-        facts = from_recording(directory)
+        try:
+            facts = from_recording(directory)
+        except RecordingInvalid as exc:
+            for problem in exc.problems:
+                print(f"error: {problem}", file=sys.stderr)
+            return 2
     else:
         facts = gather()
     subject = subject_for(matrix, facts, args)

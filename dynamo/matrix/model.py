@@ -176,6 +176,22 @@ class Artifact:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ForwardCompat:
+    """The forward-compatibility clauses of our images' NVIDIA_REQUIRE_CUDA (NVIDIA's base images' own)."""
+
+    brands: tuple[str, ...] = checked(checks.identifier, default=())
+    branches: dict[str, tuple[int, ...]] = checked(keys=checks.cuda_version, factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GpuModel:
+    """One GPU of NVIDIA's published list: its compute capability and NVML brand."""
+
+    compute_capability: str = required(checks.compute_capability)
+    brand: str = required(checks.identifier)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Matrix:
     """The whole file. Releases keep the file's order (newest first)."""
 
@@ -193,3 +209,5 @@ class Matrix:
     release: dict[str, Release] = required(keys=checks.release_name)
     caveat: tuple[Caveat, ...] = ()
     artifact: dict[str, Artifact] = checked(factory=dict)
+    forward_compat: ForwardCompat | None = None
+    gpu: dict[str, GpuModel] = checked(factory=dict)

@@ -27,6 +27,8 @@ def _all(m: Matrix) -> Iterator[tuple[Path, str]]:
         yield from _check_release(m, name, release)
     yield from _check_caveats(m)
     yield from _check_artifacts(m)
+    yield from _check_forward_compat(m)
+    yield from _check_gpus(m)
 
 
 def _undefined(path: Path, what: str, value: str, defined) -> tuple[Path, str]:
@@ -248,3 +250,31 @@ def _check_artifacts(m: Matrix) -> Iterator[tuple[Path, str]]:
             yield path + ("image",), "an image artifact needs its image repository, such as \"nvcr.io/nvidia/ai-dynamo/vllm-runtime\""
         if artifact.kind != "image" and (artifact.framework or artifact.cuda_major or artifact.image):
             yield path, "framework, cuda_major and image belong to image artifacts only"
+
+
+# The brands NVML reports, as the NVIDIA container toolkit spells them in NVIDIA_REQUIRE_CUDA.
+NVML_BRANDS = ("unknown", "quadro", "tesla", "nvs", "grid", "geforce", "titan", "vapps", "vpc", "vcs", "vws",
+               "cloudgaming", "quadrortx", "nvidiartx", "nvidia", "geforcertx", "titanrtx")
+
+
+def _check_forward_compat(m: Matrix) -> Iterator[tuple[Path, str]]:
+    if m.forward_compat is None:
+        return
+    for i, brand in enumerate(m.forward_compat.brands):
+        if brand not in NVML_BRANDS:
+            yield _undefined(("forward_compat", "brands", i), "brand", brand, NVML_BRANDS)
+    for cuda, branches in m.forward_compat.branches.items():
+        if cuda not in m.cuda:
+            yield _undefined(("forward_compat", "branches", cuda), "CUDA", cuda, m.cuda)
+            continue
+        floor = Version(m.cuda[cuda].driver_linux).major
+        for i, branch in enumerate(branches):
+            if not 100 <= branch < floor:
+                yield (("forward_compat", "branches", cuda, i),
+                       f"branch {branch} is not a driver branch below CUDA {cuda}'s floor R{floor}")
+
+
+def _check_gpus(m: Matrix) -> Iterator[tuple[Path, str]]:
+    for name, gpu in m.gpu.items():
+        if gpu.brand not in NVML_BRANDS:
+            yield _undefined(("gpu", name, "brand"), "brand", gpu.brand, NVML_BRANDS)
