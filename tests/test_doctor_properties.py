@@ -14,6 +14,7 @@ from dynamo.doctor.facts import (
     parse_os_release,
     parse_proc_version,
     parse_smi_csv,
+    parse_smi_query,
     parse_smi_table,
     parse_smi_xml,
 )
@@ -41,6 +42,7 @@ def test_parsers_never_raise(text):
     parse_smi_csv(text)
     parse_smi_table(text)
     parse_smi_xml(text)
+    parse_smi_query(text)
     parse_proc_version(text)
     parse_os_release(text)
     assert parse_cuda_version_json(text) is None or parse_cuda_version_json(text).count(".") == 1

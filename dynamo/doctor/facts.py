@@ -121,31 +121,60 @@ def parse_smi_csv(text: str) -> tuple[str | None, list[Gpu]]:
     return driver, gpus
 
 
-_SMI_HEADER = re.compile(
-    r"(?:Driver Version|KMD Version):\s*(?P<driver>\d+(?:\.\d+)+).*?(?:CUDA (?:UMD )?Version):\s*(?P<cuda>\S+)")
+_SMI_DRIVER = re.compile(r"(?:Driver Version|KMD Version):\s*(?P<driver>\d+(?:\.\d+)+)")
+_SMI_CUDA = re.compile(r"CUDA (?:UMD )?Version:\s*(?P<cuda>\S+)")
 # "|   0  NVIDIA H100 80GB HBM3          On  |", Jetson's "|   0  Orin (nvgpu)   N/A  |", or on an older
 # table "|   0  Tesla P4            Off  |".
 _SMI_GPU = re.compile(r"^\|\s+(?P<index>\d+)\s+(?P<name>.+?)\s{2,}(?:On|Off|N/A)\s+\|")
 _SMI_MEMORY = re.compile(r"(?P<used>\d+)MiB\s*/\s*(?P<total>\d+)MiB")
 
 
+def _cuda_version(text: str | None) -> str | None:
+    """"12.8"; None for "N/A", "ERR!" or "Not Found"."""
+    return text if text and re.fullmatch(r"\d+\.\d+", text) else None
+
+
 def parse_smi_table(text: str) -> tuple[str | None, str | None, list[Gpu]]:
     """The plain `nvidia-smi` table: driver, the driver's CUDA version, and the GPUs (names and
-    memory; the table has no compute capability). R610+ calls them KMD and CUDA UMD Version."""
-    header = _SMI_HEADER.search(text)
-    driver = header.group("driver") if header else None
-    cuda = header.group("cuda") if header and re.fullmatch(r"\d+\.\d+", header.group("cuda")) else None
+    memory; the table has no compute capability). R610+ calls them KMD and CUDA UMD Version; tables
+    before R410 print no CUDA version; a table pasted inside a log may be indented."""
+    driver = _SMI_DRIVER.search(text)
+    cuda = _SMI_CUDA.search(text)
     gpus: list[Gpu] = []
-    lines = text.splitlines()
+    lines = [line.strip() for line in text.splitlines()]
     for i, line in enumerate(lines):
         match = _SMI_GPU.match(line)
         if match:
             memory = _SMI_MEMORY.search(lines[i + 1]) if i + 1 < len(lines) else None
             # The block's third line ends with the MIG mode: Enabled, Disabled or N/A.
-            last_cell = lines[i + 2].strip().strip("|").split("|")[-1].strip() if i + 2 < len(lines) else ""
+            last_cell = lines[i + 2].strip("|").split("|")[-1].strip() if i + 2 < len(lines) else ""
             mig = {"Enabled": True, "Disabled": False}.get(last_cell)
             gpus.append(Gpu(match.group("name").strip(), int(memory.group("total")) if memory else None, None, mig))
-    return driver, cuda, gpus
+    return (driver.group("driver") if driver else None), _cuda_version(cuda.group("cuda") if cuda else None), gpus
+
+
+def parse_smi_query(text: str) -> tuple[str | None, str | None, list[Gpu]]:
+    """`nvidia-smi -q`: driver, CUDA version (R410+), and per GPU name, brand, memory, MIG mode."""
+    driver = re.search(r"^Driver Version\s*:\s*(\d+(?:\.\d+)+)", text, re.MULTILINE)
+    cuda = re.search(r"^CUDA Version\s*:\s*(\S+)", text, re.MULTILINE)
+    gpus: list[Gpu] = []
+    section = ""
+    for raw in text.splitlines():
+        key, sep, value = (part.strip() for part in raw.partition(":"))
+        if not sep:
+            section = key
+            continue
+        if key == "Product Name":
+            gpus.append(Gpu(value))
+        elif not gpus:
+            continue
+        elif key == "Product Brand":
+            gpus[-1].brand = value.replace(" ", "").lower() or None
+        elif key == "Total" and section == "FB Memory Usage" and (memory := re.match(r"(\d+)\s*MiB", value)):
+            gpus[-1].memory_mib = int(memory.group(1))
+        elif key == "Current" and section == "MIG Mode":
+            gpus[-1].mig = {"Enabled": True, "Disabled": False}.get(value)
+    return (driver.group(1) if driver else None), _cuda_version(cuda.group(1) if cuda else None), gpus
 
 
 def parse_smi_xml(text: str) -> tuple[str | None, str | None, list[Gpu]]:
@@ -165,7 +194,7 @@ def parse_smi_xml(text: str) -> tuple[str | None, str | None, list[Gpu]]:
         brand = (gpu.findtext("product_brand") or "").replace(" ", "").lower()
         gpus.append(Gpu(gpu.findtext("product_name") or "unknown", int(total.group(1)) if total else None, None,
                         {"Enabled": True, "Disabled": False}.get(mig or ""), brand or None))
-    return driver, (cuda if cuda and re.fullmatch(r"\d+\.\d+", cuda) else None), gpus
+    return driver, _cuda_version(cuda), gpus
 
 
 def parse_proc_version(text: str) -> str | None:
@@ -323,7 +352,7 @@ def from_recording(directory: Path) -> HostFacts:
 # -- the interpreter -------------------------------------------------------------------------------
 
 RECORDING_FILES = ("host.json", "os-release", "proc-driver-nvidia-version", "nvml.json", "nvidia-smi.csv",
-                   "nvidia-smi.xml", "nvidia-smi.txt")
+                   "nvidia-smi.xml", "nvidia-smi-q.txt", "nvidia-smi.txt")
 _LIMIT = "[soft, hard] whole numbers (-1 for unlimited)"
 HOST_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "arch": ((str,), "a string such as \"x86_64\""), "os_id": ((str,), "a string"), "os_version": ((str,), "a string"),
@@ -427,9 +456,10 @@ def interpret(files: dict[str, str], source: str) -> HostFacts:
         set_os(facts, files["os-release"])
     if "proc-driver-nvidia-version" in files:
         facts.kernel_module = parse_proc_version(files["proc-driver-nvidia-version"])
-    table, csv, xml = files.get("nvidia-smi.txt"), files.get("nvidia-smi.csv"), files.get("nvidia-smi.xml")
-    xml_facts = parse_smi_xml(xml) if xml else (None, None, [])
-    table_facts = parse_smi_table(table) if table else (None, None, [])
+    table, csv = files.get("nvidia-smi.txt"), files.get("nvidia-smi.csv")
+    reports = [parse_smi_xml(files["nvidia-smi.xml"]) if "nvidia-smi.xml" in files else (None, None, []),
+               parse_smi_query(files["nvidia-smi-q.txt"]) if "nvidia-smi-q.txt" in files else (None, None, []),
+               parse_smi_table(table) if table else (None, None, [])]  # in the order they are trusted
     csv_facts = parse_smi_csv(csv) if csv else (None, [])
     errors = []
     if nvml is not None and nvml_facts is None:
@@ -439,20 +469,19 @@ def interpret(files: dict[str, str], source: str) -> HostFacts:
         facts.gpu_source = "nvml"
     elif csv_facts[0]:
         facts.driver, facts.gpus = csv_facts
-        facts.driver_cuda = xml_facts[1] or table_facts[1]
-        for gpu, other in zip(facts.gpus, xml_facts[2] if len(xml_facts[2]) == len(facts.gpus) else []):
-            gpu.brand = other.brand
+        facts.driver_cuda = next((cuda for _, cuda, _ in reports if cuda), None)
         facts.gpu_source = "nvidia-smi"
-    elif xml_facts[0]:
-        facts.driver, facts.driver_cuda, facts.gpus = xml_facts
-        facts.gpu_source = "nvidia-smi"
-    elif table_facts[0]:
-        facts.driver, facts.driver_cuda, facts.gpus = table_facts
+    elif report := next((r for r in reports if r[0]), None):
+        facts.driver, facts.driver_cuda, facts.gpus = report
         facts.gpu_source = "nvidia-smi"
     else:
         errors += [f"nvidia-smi: {_said(text)}" for text in (csv, table) if text and _said(text)]
         if facts.kernel_module:
             facts.driver, facts.gpu_source = facts.kernel_module, "proc"
+    for _, _, others in reports:  # the brand, where only another report of the same GPUs says it
+        if len(others) == len(facts.gpus):
+            for gpu, other in zip(facts.gpus, others):
+                gpu.brand = gpu.brand or other.brand
     if facts.gpu_source in ("nvidia-smi", "nvml") and not facts.gpus:
         errors.append(f"{facts.gpu_source}: no GPU listed")
     facts.gpu_error = "; ".join(errors) or None
