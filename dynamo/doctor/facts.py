@@ -62,12 +62,8 @@ class HostFacts:
     shm_bytes: int | None = None
     memlock: tuple[int, int] | None = None  # soft, hard; -1 is unlimited
     nofile: tuple[int, int] | None = None
-    kernel_release: str = ""  # uname -r; "...-microsoft-standard-WSL2" under WSL2
-
-    @property
-    def wsl(self) -> bool:
-        """Windows Subsystem for Linux 2: the GPU is the Windows driver's, reached through /dev/dxg."""
-        return "microsoft-standard-wsl" in self.kernel_release.lower()
+    kernel_release: str = ""  # uname -r
+    wsl: bool = False  # Windows Subsystem for Linux 2: the GPU is the Windows driver's, through /dev/dxg
 
     @property
     def jetson(self) -> bool:
@@ -75,7 +71,7 @@ class HostFacts:
         return any("(nvgpu)" in gpu.name for gpu in self.gpus)
 
     def to_json(self) -> dict:
-        return asdict(self) | {"wsl": self.wsl, "jetson": self.jetson}
+        return asdict(self) | {"jetson": self.jetson}
 
 
 # -- parsers ------------------------------------------------------------------------------------
@@ -299,6 +295,7 @@ def record(root: Path = Path("/")) -> dict[str, str]:
             "glibc": " ".join(platform.libc_ver()).strip(), "kernel_release": platform.release(),
             "in_container": (root / ".dockerenv").exists() or (root / "run/.containerenv").exists()
             or bool(os.environ.get("container")),
+            "wsl": (root / "dev/dxg").exists() or "microsoft-standard-wsl" in platform.release().lower(),
             "container_cuda": _container_cuda(root), "packages": installed_versions(PACKAGES),
             "memlock": list(_limit(resource.RLIMIT_MEMLOCK)), "nofile": list(_limit(resource.RLIMIT_NOFILE))}
     try:
@@ -363,6 +360,7 @@ HOST_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "shm_bytes": ((int, type(None)), "a whole number of bytes or null"),
     "memlock": ((list, type(None)), _LIMIT), "nofile": ((list, type(None)), _LIMIT),
     "kernel_release": ((str,), "a string such as \"6.8.0-45-generic\""),
+    "wsl": ((bool,), "true or false"),
 }
 
 

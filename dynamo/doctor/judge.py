@@ -212,6 +212,18 @@ def driver_cuda(matrix: Matrix, facts: HostFacts) -> str | None:
     return max(fits, key=Version, default=None)
 
 
+def _cuda_candidates(matrix: Matrix, facts: HostFacts) -> list[str]:
+    """The CUDA versions the toolkit may read from this driver: the one it reports; below the first
+    toolkit of the matrix when the driver is below that one's floor; else any (unknown: "ERR!")."""
+    if cuda := driver_cuda(matrix, facts):
+        return [cuda]
+    driver = _version(facts.driver)
+    lowest = min(matrix.cuda.values(), key=lambda cuda: Version(cuda.driver_linux))
+    if driver is not None and not facts.wsl and driver < Version(lowest.driver_linux):
+        return ["0"]
+    return ["0", "99"]
+
+
 @dataclass(frozen=True)
 class Start:
     """The toolkit's answer to an image's NVIDIA_REQUIRE_CUDA on this host."""
@@ -225,17 +237,17 @@ def predict_start(matrix: Matrix, facts: HostFacts, requirement_text: str) -> St
     """Evaluate the image's requirement per visible GPU, as `nvidia-container-cli configure --require` does."""
     from dynamo.matrix.validate import NVML_BRANDS
 
-    cuda = driver_cuda(matrix, facts)
     floor = requirement_text.split(" ")[0]
+    cudas = _cuda_candidates(matrix, facts)
     devices: list[tuple[str | None, list[requirement.Device]]] = []
     for index, gpu in enumerate(facts.gpus):
         identity = identify(matrix, gpu)
         brands = [identity.brand] if identity.brand else list(NVML_BRANDS)
         devices.append((f"GPU {index} {gpu.name}", [requirement.Device(cuda, facts.driver, True,
                                                                        identity.compute_capability, brand)
-                                                     for brand in brands]))
+                                                     for brand in brands for cuda in cudas]))
     if not devices:
-        devices.append((None, [requirement.Device(cuda, facts.driver)]))
+        devices.append((None, [requirement.Device(cuda, facts.driver) for cuda in cudas]))
     through_floor, unsure = True, None
     for label, candidates in devices:
         answers = {requirement.satisfied(requirement_text, device) for device in candidates}
@@ -317,6 +329,10 @@ def _driver(matrix: Matrix, facts: HostFacts, target: Target, fixes: bool = True
     fix = _fixes(matrix, facts, target) if fixes else None
     floor, floor_text = Version(target.driver_linux), target.driver_linux  # shown as recorded: 575.51.03
     host = _version(facts.driver)
+    if host is None and "no devices were found" in (facts.gpu_error or "").lower():
+        return [Finding(FAIL, "driver", f"the NVIDIA driver is loaded but sees no GPU ({facts.gpu_error})",
+                        "check that the GPU is seated, powered and supported by this driver (`dmesg | grep -i NVRM`)"
+                        + ("; or run on the CPU: --cuda cpu" if matrix.framework[target.framework].cpu else ""))]
     if host is None:
         said = f" ({facts.gpu_error})" if facts.gpu_error else ""
         where = "in WSL2 (no GPU through /dev/dxg)" if facts.wsl else "found"
