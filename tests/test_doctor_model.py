@@ -206,3 +206,32 @@ def test_binary_recordings_are_named(tmp_path, name):
     result = run_cli("doctor", "--facts", str(tmp_path), "--release", "0.8.1")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr == f"error: {tmp_path}/{name}: not UTF-8 text (byte 0); record the tool's output as text\n"
+
+
+def test_a_recording_of_this_host_reads_back_as_the_live_facts(tmp_path):
+    """One interpreter: `--record` writes what the sources printed; `--facts` on it judges the same."""
+    live = run_cli("doctor", "--json", "--record", str(tmp_path))
+    replayed = run_cli("doctor", "--json", "--facts", str(tmp_path))
+    assert live.returncode == replayed.returncode and "Traceback" not in live.stderr + replayed.stderr
+    assert (tmp_path / "host.json").is_file()
+    assert json.loads(live.stdout) == json.loads(replayed.stdout)
+
+
+def test_the_live_probe_retries_without_compute_cap(tmp_path, monkeypatch):
+    """R470 and older (and some sandboxes) refuse the whole query for one unknown field; the probe asks
+    again without it. The stand-in nvidia-smi prints what a real one printed (tests/data/hosts/
+    titan-xp-r450 and the corpus' compute-cap-invalid-snap-r570: 'Field "compute_cap" is not a valid
+    field to query.'), since no GPU exists here."""
+    from dynamo.doctor.facts import _smi_recording, interpret
+
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text('#!/bin/sh\ncase "$*" in\n'
+                   '  *compute_cap*) echo \'Field "compute_cap" is not a valid field to query.\'; exit 2;;\n'
+                   '  *--query-gpu*) echo "name, driver_version, memory.total [MiB], mig.mode.current"; '
+                   'echo "TITAN Xp, 450.57, 12196 MiB, [N/A]";;\n'
+                   '  *) cat "$TABLE";;\nesac\n')
+    smi.chmod(0o755)
+    monkeypatch.setenv("TABLE", str(REPO / "tests/data/hosts/titan-xp-r450/nvidia-smi.txt"))
+    files = _smi_recording(str(smi))
+    facts = interpret(files, "probe")
+    assert (facts.driver, [g.name for g in facts.gpus], facts.gpus[0].memory_mib) == ("450.57", ["TITAN Xp"], 12196)

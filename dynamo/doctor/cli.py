@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from dynamo.doctor.facts import HostFacts, RecordingInvalid, from_recording, gather
+from dynamo.doctor.facts import HostFacts, RecordingInvalid, from_recording, interpret, record
 from dynamo.doctor.judge import FAIL, MARKS, SCOPES, Finding, Subject, host_device, judge
 from dynamo.matrix import InvalidCombination, Matrix
 from dynamo.matrix.query import check_framework, find_release
@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", help="judge this host for an image: read the release, framework and CUDA"
                                         " from its labels")
     parser.add_argument("--facts", metavar="DIR", help="judge facts recorded on another machine instead of this one")
+    parser.add_argument("--record", metavar="DIR", help="also write what this host's sources printed to DIR, the"
+                                                        " recording that --facts reads")
     parser.add_argument("--scope", choices=SCOPES, default="all",
                         help="host: only the checks a host decides for a container (CPU, driver, GPUs), as"
                              " container/run.sh runs them before `docker run`")
@@ -83,7 +85,13 @@ def run(matrix: Matrix, args: argparse.Namespace) -> int:
                 print(f"error: {problem}", file=sys.stderr)
             return 2
     else:
-        facts = gather()
+        recording = record()
+        facts = interpret(recording, "this host")
+        if args.record:
+            directory = Path(args.record)
+            directory.mkdir(parents=True, exist_ok=True)
+            for name, text in recording.items():
+                (directory / name).write_text(text)
     subject = subject_for(matrix, facts, args)
     findings = judge(matrix, facts, subject, args.scope)
     if args.json:
