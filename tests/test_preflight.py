@@ -67,7 +67,7 @@ def _mutations(raw: dict) -> list[tuple[str, dict]]:
     mutate("gpu arch nowhere", lambda m: m["compute_capability"]["9.0"].update(arch="hoppr"))
     mutate("cuda table gone", lambda m: m.pop("cuda"))
     mutate("bad forward-compat branch", lambda m: m["forward_compat"]["branches"].update({"12.9": [999]}))
-    mutate("bad gpu brand", lambda m: m["gpu"]["H100"].update(brand="gaming"))
+    mutate("bad gpu brand", lambda m: m["gpu"]["9.0"].update(gaming=["H100 Gamer"]))
     mutate("engine cuda nowhere", lambda m: m["release"]["0.8.1"]["engines"]["vllm"]["cuda"].update({"11.1": "supported"}))
     return out
 

@@ -62,10 +62,9 @@ class Identity:
 
 def identify(matrix: Matrix, gpu: Gpu) -> Identity:
     """Brand and compute capability from the source (NVML, nvidia-smi), else the matrix's exact GPU table."""
-    table = {model_name(name): model for name, model in matrix.gpu.items()}
-    model = table.get(model_name(gpu.name))
-    return Identity(gpu.compute_capability or (model.compute_capability if model else None),
-                    gpu.brand or (model.brand if model else None))
+    cc, brand = next(((cc, brand) for cc, brands in matrix.gpu.items() for brand, names in brands.items()
+                      if any(model_name(name) == model_name(gpu.name) for name in names)), (None, None))
+    return Identity(gpu.compute_capability or cc, gpu.brand or brand)
 
 
 def covered(cc: str, archs: tuple[str, ...]) -> bool:

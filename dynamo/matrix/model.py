@@ -184,14 +184,6 @@ class ForwardCompat:
 
 
 @dataclass(frozen=True, kw_only=True)
-class GpuModel:
-    """One GPU of NVIDIA's published list: its compute capability and NVML brand."""
-
-    compute_capability: str = required(checks.compute_capability)
-    brand: str = required(checks.identifier)
-
-
-@dataclass(frozen=True, kw_only=True)
 class Matrix:
     """The whole file. Releases keep the file's order (newest first)."""
 
@@ -210,4 +202,5 @@ class Matrix:
     caveat: tuple[Caveat, ...] = ()
     artifact: dict[str, Artifact] = checked(factory=dict)
     forward_compat: ForwardCompat | None = None
-    gpu: dict[str, GpuModel] = checked(factory=dict)
+    # NVIDIA's published GPUs: compute capability -> NVML brand -> names
+    gpu: dict[str, dict[str, tuple[str, ...]]] = checked(keys=checks.compute_capability, factory=dict)

@@ -275,6 +275,12 @@ def _check_forward_compat(m: Matrix) -> Iterator[tuple[Path, str]]:
 
 
 def _check_gpus(m: Matrix) -> Iterator[tuple[Path, str]]:
-    for name, gpu in m.gpu.items():
-        if gpu.brand not in NVML_BRANDS:
-            yield _undefined(("gpu", name, "brand"), "brand", gpu.brand, NVML_BRANDS)
+    seen: dict[str, str] = {}
+    for cc, brands in m.gpu.items():
+        for brand, names in brands.items():
+            if brand not in NVML_BRANDS:
+                yield _undefined(("gpu", cc, brand), "brand", brand, NVML_BRANDS)
+            for i, name in enumerate(names):
+                if name.casefold() in seen:
+                    yield ("gpu", cc, brand, i), f"{name!r} is listed twice (also under {seen[name.casefold()]})"
+                seen[name.casefold()] = cc
