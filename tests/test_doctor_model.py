@@ -235,3 +235,27 @@ def test_the_live_probe_retries_without_compute_cap(tmp_path, monkeypatch):
     files = _smi_recording(str(smi))
     facts = interpret(files, "probe")
     assert (facts.driver, [g.name for g in facts.gpus], facts.gpus[0].memory_mib) == ("450.57", ["TITAN Xp"], 12196)
+
+
+def test_a_driver_without_visible_gpus_fails_a_cuda_target(matrix):
+    facts = HostFacts(arch="x86_64", python="3.12.3", driver="580.95.05", driver_cuda="13.0", gpus=[],
+                      gpu_source="nvml")
+    (gpu,) = [f for f in judge(matrix, facts, Subject("0.8.1", "llama_cpp", "12.9")) if f.check == "gpu"]
+    assert gpu.status == "fail" and gpu.message.startswith("no GPU is visible, though driver 580.95.05 is")
+    assert "--cuda cpu" in gpu.fix
+
+
+def test_a_failing_query_records_every_line_nvidia_smi_printed(matrix, tmp_path):
+    """The stand-in prints what a real nvidia-smi printed on a driver/library mismatch
+    (tests/data/hosts/mismatch-r550-intel-llvm-ci, from intel/llvm#17614) and exits 18 as it does."""
+    from dynamo.doctor.facts import _smi_recording, interpret
+
+    said = (REPO / "tests/data/hosts/mismatch-r550-intel-llvm-ci/nvidia-smi.txt").read_text()
+    (tmp_path / "said.txt").write_text(said)
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\ncat {tmp_path / 'said.txt'}\nexit 18\n")
+    smi.chmod(0o755)
+    facts = interpret(_smi_recording(str(smi)), "probe")
+    assert "Driver/library version mismatch" in facts.gpu_error and "NVML library version: 550.144" in facts.gpu_error
+    (driver,) = [f for f in judge(matrix, facts, Subject("0.8.1", "vllm", "12.9")) if f.check == "driver"]
+    assert driver.status == "fail" and "no NVIDIA driver found" not in driver.message

@@ -286,6 +286,8 @@ def _smi_recording(smi: str) -> dict[str, str]:
     files = {"nvidia-smi.csv": csv}
     if status == 0:
         files["nvidia-smi.xml"] = run("-q", "-x")[1]
+    else:  # the plain table, or every line of the error (a driver/library mismatch spans two)
+        files["nvidia-smi.txt"] = run()[1]
     return files
 
 
@@ -318,7 +320,8 @@ def record(root: Path = Path("/")) -> dict[str, str]:
     if nvml is None or "error" in json.loads(nvml):
         import shutil
 
-        smi = shutil.which("nvidia-smi") or (WSL_SMI if (root / WSL_SMI.lstrip("/")).exists() else None)
+        wsl_smi = root / WSL_SMI.lstrip("/")
+        smi = shutil.which("nvidia-smi") or (str(wsl_smi) if wsl_smi.exists() else None)
         if smi:
             files.update(_smi_recording(smi))
     return files
