@@ -259,3 +259,17 @@ def test_a_failing_query_records_every_line_nvidia_smi_printed(matrix, tmp_path)
     assert "Driver/library version mismatch" in facts.gpu_error and "NVML library version: 550.144" in facts.gpu_error
     (driver,) = [f for f in judge(matrix, facts, Subject("0.8.1", "vllm", "12.9")) if f.check == "driver"]
     assert driver.status == "fail" and "no NVIDIA driver found" not in driver.message
+
+
+def test_the_toolkit_is_judged_for_images_not_for_an_engine_installed_here(matrix):
+    """A GeForce on R570 refuses our CUDA 12.9 image, but vLLM installed with pip on that host runs
+    through minor-version compatibility: the preflight of that install must not refuse it."""
+    facts = HostFacts(arch="x86_64", python="3.12.3", driver="570.86.15", driver_cuda="12.8",
+                      gpus=[Gpu("NVIDIA GeForce RTX 4090")], gpu_source="nvml", packages={"vllm": "0.12.0"})
+    bare = judge(matrix, facts, Subject("0.8.1", "vllm", "12.9"))
+    assert not [f for f in bare if f.check == "toolkit"]
+    assert [f.status for f in bare if f.check == "driver"] == ["warn"]
+    for_run_sh = judge(matrix, facts, Subject("0.8.1", "vllm", "12.9"), scope="host")
+    assert [f.status for f in for_run_sh if f.check == "toolkit"] == ["fail"]
+    facts.packages = {}
+    assert [f.status for f in judge(matrix, facts, Subject("0.8.1", "vllm", "12.9")) if f.check == "toolkit"] == ["fail"]

@@ -91,7 +91,8 @@ def judge(matrix: Matrix, facts: HostFacts, subject: Subject, scope: str = "all"
         else:
             if target.status == "experimental":
                 findings.append(Finding(WARN, "experimental", "; ".join(target.notes)))
-            findings += _toolkit(matrix, facts, target)
+            if _for_an_image(matrix, facts, target, scope):
+                findings += _toolkit(matrix, facts, target)
             findings += _driver(matrix, facts, target)
             findings += _gpus(matrix, facts, target)
             if inside:
@@ -100,6 +101,14 @@ def judge(matrix: Matrix, facts: HostFacts, subject: Subject, scope: str = "all"
     else:
         findings += _driver_presence(facts)
     return findings
+
+
+def _for_an_image(matrix: Matrix, facts: HostFacts, target: Target, scope: str) -> bool:
+    """Whether the NVIDIA container toolkit stands between this host and the engine: judging a host for
+    a container (scope host), or for an engine not installed here. Inside a container, or for an engine
+    installed on this host (the preflight of a pip install), it does not."""
+    package = matrix.framework[target.framework].package
+    return not facts.in_container and (scope == "host" or not (package and facts.packages.get(package)))
 
 
 def host_device(matrix: Matrix, facts: HostFacts, framework: str | None) -> str | None:
@@ -299,8 +308,8 @@ def _toolkit(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]:
     NVIDIA_REQUIRE_CUDA. Inside a started container that question has been answered."""
     from dynamo import images
 
-    if facts.in_container or not facts.driver or _mismatch(facts) is not None:
-        return []  # started already; or no driver to start with (the driver finding says so)
+    if not facts.driver or _mismatch(facts) is not None:
+        return []  # no driver to start with: the driver finding says so
     text = images.nvidia_require_cuda(target, matrix)
     start = predict_start(matrix, facts, text)
     floor = text.split(" ")[0]
