@@ -243,14 +243,12 @@ class Start:
 
 def predict_start(matrix: Matrix, facts: HostFacts, requirement_text: str) -> Start:
     """Evaluate the image's requirement per visible GPU, as `nvidia-container-cli configure --require` does."""
-    from dynamo.matrix.validate import NVML_BRANDS
-
     floor = requirement_text.split(" ")[0]
     cudas = _cuda_candidates(matrix, facts)
     devices: list[tuple[str | None, list[requirement.Device]]] = []
     for index, gpu in enumerate(facts.gpus):
         identity = identify(matrix, gpu)
-        brands = [identity.brand] if identity.brand else list(NVML_BRANDS)
+        brands = [identity.brand] if identity.brand else list(requirement.NVML_BRANDS)
         devices.append((f"GPU {index} {gpu.name}", [requirement.Device(cuda, facts.driver, True,
                                                                        identity.compute_capability, brand)
                                                      for brand in brands for cuda in cudas]))
@@ -288,15 +286,15 @@ def _driver_ok(matrix: Matrix, facts: HostFacts, target: Target) -> bool:
 
 
 def _runnable_elsewhere(matrix: Matrix, facts: HostFacts, target: Target) -> list[str]:
-    from dynamo import images  # only when something fails
-
     found = []
     for other in targets(matrix, framework=target.framework):
         if other.arch != target.arch or other.cuda is None or other.cuda == target.cuda:
             continue
-        start = predict_start(matrix, facts, images.nvidia_require_cuda(other, matrix))
+        start = predict_start(matrix, facts, requirement.image_requirement(matrix, other.cuda))
         gpus_ok = all(f.status != FAIL for f in _gpus(matrix, facts, other))
         if (facts.in_container or start.verdict == "start") and gpus_ok and _driver_ok(matrix, facts, other):
+            from dynamo import images  # only to name a tag
+
             tag = images.tags(matrix, other)[0]
             if tag not in found:
                 found.append(tag)
@@ -306,11 +304,9 @@ def _runnable_elsewhere(matrix: Matrix, facts: HostFacts, target: Target) -> lis
 def _toolkit(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]:
     """Will `docker run --gpus` start the image? The NVIDIA container toolkit decides, from its
     NVIDIA_REQUIRE_CUDA. Inside a started container that question has been answered."""
-    from dynamo import images
-
     if not facts.driver or _mismatch(facts) is not None:
         return []  # no driver to start with: the driver finding says so
-    text = images.nvidia_require_cuda(target, matrix)
+    text = requirement.image_requirement(matrix, target.cuda)  # what dynamo.images renders
     start = predict_start(matrix, facts, text)
     floor = text.split(" ")[0]
     if start.verdict == "refuse":

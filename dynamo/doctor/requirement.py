@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 OPERATORS = ("=", "!=", "<", "<=", ">", ">=")
 KEYS = ("cuda", "driver", "arch", "brand")
+# The brands NVML reports, as the toolkit spells them (libnvidia-container's nvc_info.c).
+NVML_BRANDS = ("unknown", "quadro", "tesla", "nvs", "grid", "geforce", "titan", "vapps", "vpc", "vcs", "vws",
+               "cloudgaming", "quadrortx", "nvidiartx", "nvidia", "geforcertx", "titanrtx")
 
 
 class InvalidRequirement(ValueError):

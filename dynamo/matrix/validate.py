@@ -252,12 +252,9 @@ def _check_artifacts(m: Matrix) -> Iterator[tuple[Path, str]]:
             yield path, "framework, cuda_major and image belong to image artifacts only"
 
 
-# The brands NVML reports, as the NVIDIA container toolkit spells them in NVIDIA_REQUIRE_CUDA.
-NVML_BRANDS = ("unknown", "quadro", "tesla", "nvs", "grid", "geforce", "titan", "vapps", "vpc", "vcs", "vws",
-               "cloudgaming", "quadrortx", "nvidiartx", "nvidia", "geforcertx", "titanrtx")
-
-
 def _check_forward_compat(m: Matrix) -> Iterator[tuple[Path, str]]:
+    from dynamo.doctor.requirement import NVML_BRANDS
+
     if m.forward_compat is None:
         return
     for i, brand in enumerate(m.forward_compat.brands):
@@ -275,6 +272,8 @@ def _check_forward_compat(m: Matrix) -> Iterator[tuple[Path, str]]:
 
 
 def _check_gpus(m: Matrix) -> Iterator[tuple[Path, str]]:
+    from dynamo.doctor.requirement import NVML_BRANDS
+
     seen: dict[str, str] = {}
     for cc, brands in m.gpu.items():
         for brand, names in brands.items():
