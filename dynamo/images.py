@@ -44,9 +44,14 @@ def constraints_path(target: Target) -> str:
     return f"container/constraints/{target.release}/{target.framework}.txt"
 
 
-def nvidia_require_cuda(target: Target) -> str:
-    """The NVIDIA container toolkit refuses to start the image on a driver below this."""
-    return f"cuda>={target.cuda}" if target.cuda else ""
+def nvidia_require_cuda(target: Target, matrix: Matrix | None = None) -> str:
+    """The image's NVIDIA_REQUIRE_CUDA: the NVIDIA container toolkit starts it on a driver that supports
+    its CUDA, or on a forward-compatibility branch with a data-center or professional GPU (the matrix's
+    [forward_compat], as NVIDIA's base images do), and refuses it elsewhere. matrix: default the
+    repository's."""
+    from dynamo.doctor.requirement import image_requirement, repository_matrix
+
+    return image_requirement(matrix or repository_matrix(), target.cuda)
 
 
 def build_args(target: Target) -> dict[str, str]:

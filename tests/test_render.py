@@ -124,7 +124,7 @@ def test_bake_has_one_target_per_matrix_cell(outputs):
     block = outputs["docker-bake.hcl"].split('target "0_8_1-vllm-cuda12_9" {')[1].split("\n}")[0]
     assert 'platforms  = ["linux/amd64", "linux/arm64"]' in block
     assert 'tags       = ["${REGISTRY}dynamo:0.8.1-vllm-cuda12.9", "${REGISTRY}dynamo:latest-vllm"]' in block
-    assert 'MIN_DRIVER = "575.51.03"' in block and 'NVIDIA_REQUIRE_CUDA = "cuda>=12.9"' in block
+    assert 'MIN_DRIVER = "575.51.03"' in block and 'NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 ' in block
 
 
 def test_dockerfiles_pass_hadolint(outputs, tmp_path):

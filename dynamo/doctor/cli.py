@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from dynamo.doctor.facts import HostFacts, from_recording, gather
-from dynamo.doctor.judge import FAIL, MARKS, SCOPES, Finding, Subject, judge
+from dynamo.doctor.facts import HostFacts, RecordingInvalid, from_recording, interpret, record
+from dynamo.doctor.judge import FAIL, MARKS, SCOPES, Finding, Subject, host_device, judge
 from dynamo.matrix import InvalidCombination, Matrix
 from dynamo.matrix.query import check_framework, find_release
 
@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", help="judge this host for an image: read the release, framework and CUDA"
                                         " from its labels")
     parser.add_argument("--facts", metavar="DIR", help="judge facts recorded on another machine instead of this one")
+    parser.add_argument("--record", metavar="DIR", help="also write what this host's sources printed to DIR, the"
+                                                        " recording that --facts reads")
     parser.add_argument("--scope", choices=SCOPES, default="all",
                         help="host: only the checks a host decides for a container (CPU, driver, GPUs), as"
                              " container/run.sh runs them before `docker run`")
@@ -50,7 +52,8 @@ def subject_for(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> S
                                         if facts.packages.get(pkg) and fw in matrix.release[release].engines), None)
     if framework is not None:
         check_framework(matrix, framework)
-    return Subject(release, framework, args.cuda.lower().removeprefix("cuda") if args.cuda else None)
+    device = args.cuda.lower().removeprefix("cuda") if args.cuda else host_device(matrix, facts, framework)
+    return Subject(release, framework, device)
 
 
 def text_report(subject: Subject, facts: HostFacts, findings: list[Finding]) -> str:
@@ -75,9 +78,20 @@ def run(matrix: Matrix, args: argparse.Namespace) -> int:
         if not directory.is_dir():
             print(f"error: --facts {args.facts}: no such directory of recorded host facts", file=sys.stderr)
             return 2
-        facts = from_recording(directory)
+        try:
+            facts = from_recording(directory)
+        except RecordingInvalid as exc:
+            for problem in exc.problems:
+                print(f"error: {problem}", file=sys.stderr)
+            return 2
     else:
-        facts = gather()
+        recording = record()
+        facts = interpret(recording, "this host")
+        if args.record:
+            directory = Path(args.record)
+            directory.mkdir(parents=True, exist_ok=True)
+            for name, text in recording.items():
+                (directory / name).write_text(text)
     subject = subject_for(matrix, facts, args)
     findings = judge(matrix, facts, subject, args.scope)
     if args.json:

@@ -30,18 +30,22 @@ def preflight(framework: str | None, argv: list[str], facts: HostFacts | None = 
               f" was not checked against the support matrix", file=out)
         return rest
     # Imported here, so that a skipped preflight costs nothing.
-    from dynamo.doctor.facts import gather
-    from dynamo.doctor.judge import FAIL, MARKS, Subject, judge
-    from dynamo.matrix import load
+    from dynamo.doctor.facts import RecordingInvalid, gather
+    from dynamo.doctor.judge import FAIL, MARKS, Subject, host_device, judge
+    from dynamo.matrix import MatrixInvalid, load
 
-    matrix = load(trusted=True)
-    facts = facts or gather()
+    try:
+        matrix = load()
+        facts = facts or gather()
+    except (MatrixInvalid, RecordingInvalid) as exc:
+        lines = exc.lines() if isinstance(exc, MatrixInvalid) else exc.problems
+        print("preflight: cannot check this host:", *lines, sep="\n", file=out)
+        print(f"(fix the above; {SKIP_FLAG} or {SKIP_ENV}=1 starts anyway)", file=out)
+        raise SystemExit(1) from None
     installed = facts.packages.get("dynamo")
     release = installed if installed in matrix.release else matrix.latest
     framework = framework if framework in matrix.release[release].engines else None
-    device = facts.container_cuda
-    if device is None and framework and not facts.driver and matrix.framework[framework].cpu:
-        device = "cpu"  # no GPU here and none in the image: the CPU build of a framework that has one
+    device = host_device(matrix, facts, framework)
     failures = [f for f in judge(matrix, facts, Subject(release, framework, device)) if f.status == FAIL]
     if failures:
         print(f"preflight: this host cannot run {framework or 'dynamo'} {release}:", file=out)

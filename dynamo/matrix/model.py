@@ -176,6 +176,14 @@ class Artifact:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ForwardCompat:
+    """The forward-compatibility clauses of our images' NVIDIA_REQUIRE_CUDA (NVIDIA's base images' own)."""
+
+    brands: tuple[str, ...] = checked(checks.identifier, default=())
+    branches: dict[str, tuple[int, ...]] = checked(keys=checks.cuda_version, factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Matrix:
     """The whole file. Releases keep the file's order (newest first)."""
 
@@ -193,3 +201,6 @@ class Matrix:
     release: dict[str, Release] = required(keys=checks.release_name)
     caveat: tuple[Caveat, ...] = ()
     artifact: dict[str, Artifact] = checked(factory=dict)
+    forward_compat: ForwardCompat | None = None
+    # NVIDIA's published GPUs: compute capability -> NVML brand -> names
+    gpu: dict[str, dict[str, tuple[str, ...]]] = checked(keys=checks.compute_capability, factory=dict)

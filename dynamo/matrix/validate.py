@@ -27,6 +27,8 @@ def _all(m: Matrix) -> Iterator[tuple[Path, str]]:
         yield from _check_release(m, name, release)
     yield from _check_caveats(m)
     yield from _check_artifacts(m)
+    yield from _check_forward_compat(m)
+    yield from _check_gpus(m)
 
 
 def _undefined(path: Path, what: str, value: str, defined) -> tuple[Path, str]:
@@ -248,3 +250,36 @@ def _check_artifacts(m: Matrix) -> Iterator[tuple[Path, str]]:
             yield path + ("image",), "an image artifact needs its image repository, such as \"nvcr.io/nvidia/ai-dynamo/vllm-runtime\""
         if artifact.kind != "image" and (artifact.framework or artifact.cuda_major or artifact.image):
             yield path, "framework, cuda_major and image belong to image artifacts only"
+
+
+def _check_forward_compat(m: Matrix) -> Iterator[tuple[Path, str]]:
+    from dynamo.doctor.requirement import NVML_BRANDS
+
+    if m.forward_compat is None:
+        return
+    for i, brand in enumerate(m.forward_compat.brands):
+        if brand not in NVML_BRANDS:
+            yield _undefined(("forward_compat", "brands", i), "brand", brand, NVML_BRANDS)
+    for cuda, branches in m.forward_compat.branches.items():
+        if cuda not in m.cuda:
+            yield _undefined(("forward_compat", "branches", cuda), "CUDA", cuda, m.cuda)
+            continue
+        floor = Version(m.cuda[cuda].driver_linux).major
+        for i, branch in enumerate(branches):
+            if not 100 <= branch < floor:
+                yield (("forward_compat", "branches", cuda, i),
+                       f"branch {branch} is not a driver branch below CUDA {cuda}'s floor R{floor}")
+
+
+def _check_gpus(m: Matrix) -> Iterator[tuple[Path, str]]:
+    from dynamo.doctor.requirement import NVML_BRANDS
+
+    seen: dict[str, str] = {}
+    for cc, brands in m.gpu.items():
+        for brand, names in brands.items():
+            if brand not in NVML_BRANDS:
+                yield _undefined(("gpu", cc, brand), "brand", brand, NVML_BRANDS)
+            for i, name in enumerate(names):
+                if name.casefold() in seen:
+                    yield ("gpu", cc, brand, i), f"{name!r} is listed twice (also under {seen[name.casefold()]})"
+                seen[name.casefold()] = cc
