@@ -16,7 +16,7 @@ import jinja2
 
 from dynamo import images
 from dynamo.matrix import InvalidCombination, Matrix, Target, resolve, targets
-from dynamo.matrix.query import arch_name, release_artifacts, release_label
+from dynamo.matrix.query import arch_name, engine_nixl, release_artifacts, release_label
 from dynamo.matrix.report import cuda_cell
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -134,11 +134,15 @@ def bake(env: jinja2.Environment, matrix: Matrix) -> dict[str, str]:
 
 def _support_rows(matrix: Matrix) -> dict[str, object]:
     releases = list(matrix.release)
-    engines = [fw for fw, info in matrix.framework.items() if info.package]
-    deps = [[matrix.framework[fw].name] + [
-        f"`{matrix.release[r].engines[fw].version}`" if fw in matrix.release[r].engines else "—"
-        for r in releases] for fw in engines if any(fw in matrix.release[r].engines for r in releases)]
-    deps.append(["NIXL"] + [f"`{matrix.release[r].nixl}`" if matrix.release[r].nixl else "—" for r in releases])
+    engines = [fw for fw, info in matrix.framework.items() if info.package
+               and any(fw in matrix.release[r].engines for r in releases)]
+    nixl_engines = [fw for fw in engines if matrix.framework[fw].nixl]
+    deps = [_dependency_row(matrix, r, engines, nixl_engines) for r in releases]
+    dep_headers = (["Release", "Published"] + [matrix.framework[fw].name for fw in engines]
+                   + [f"NIXL ({matrix.framework[fw].name})" for fw in nixl_engines])
+    upstream = [f"{release_label(matrix, r)}, {matrix.framework[fw].name}: `{e.version}` (the seeds' value);"
+                f" upstream's release data says `{e.upstream_version}`"
+                for r in releases for fw, e in matrix.release[r].engines.items() if e.upstream_version]
     cuda_releases = [r for r, rel in matrix.release.items()
                      if not rel.patch_of and any(e.cuda for e in rel.engines.values())]
     cuda_engines = [fw for fw in engines if any(matrix.release[r].engines.get(fw) and
@@ -157,8 +161,18 @@ def _support_rows(matrix: Matrix) -> dict[str, object]:
                                 version, info.published_linux or f"{info.driver_linux}+", info.published_windows or "—",
                                 info.driver_linux, "Experimental" if engine.cuda[version] == "experimental" else ""])
                 first_row = False
-    return {"release_headers": [release_label(matrix, r) for r in releases], "deps": deps,
+    return {"dep_headers": dep_headers, "deps": deps, "upstream": upstream,
             "cuda_headers": [matrix.framework[fw].name for fw in cuda_engines], "cuda": cuda, "drivers": drivers}
+
+
+def _dependency_row(matrix: Matrix, name: str, engines: list[str], nixl_engines: list[str]) -> list[str]:
+    """A release's row: label (and wheel version where it is not the tag), date, engine pins, NIXL per engine."""
+    release = matrix.release[name]
+    label = release_label(matrix, name) + (f" (wheel {release.wheel})" if release.wheel else "")
+    pins = [f"`{release.engines[fw].version}`" if fw in release.engines else "—" for fw in engines]
+    nixl = [("unknown" if (v := engine_nixl(release, release.engines[fw])) is None else f"`{v}`")
+            if fw in release.engines else "—" for fw in nixl_engines]
+    return [f"**{label}**", release.published or "—", *pins, *nixl]
 
 
 def _overrides(matrix: Matrix) -> list[str]:
@@ -215,7 +229,8 @@ def _artifact_rows(matrix: Matrix, release: str) -> dict[str, list[list[str]]]:
         if artifact.kind == "image":
             row = [f"[{artifact.title or name}]({artifact.url})", f"`{artifact.image}:{release}`"]
         elif artifact.kind == "wheel":
-            row = [f"[{name}]({artifact.url})", f"`pip install {name}=={release}`"]
+            version = matrix.release[release].wheel or release
+            row = [f"[{name}]({artifact.url})", f"`pip install {name}=={version}`"]
         else:
             row = [f"[{artifact.title or name}]({artifact.url})", f"`{name}` {release}"]
         rows.setdefault(artifact.kind, []).append(row)

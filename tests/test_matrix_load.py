@@ -15,8 +15,8 @@ def problems(raw: dict) -> list[str]:
 
 
 def test_shipped_matrix_loads_with_defaults_merged(matrix):
-    assert matrix.latest == "0.8.1"
-    assert list(matrix.release)[:3] == ["main", "0.8.1.post1", "0.8.1"]
+    assert matrix.latest == "1.6.1"
+    assert list(matrix.release)[:3] == ["main", "1.6.1", "1.6.0"]
     patch = matrix.release["0.8.1.post1"]
     assert patch.python == ("3.10", "3.11", "3.12")  # from [defaults]
     assert patch.engines["trtllm"].cuda == {"13.0": "supported"}  # inherited from 0.8.1
@@ -100,11 +100,11 @@ def test_bad_release_name(raw):
 
 
 def test_v_prefixed_release_is_a_version_and_latest_must_exist(raw):
-    raw["release"]["v0.9"] = raw["release"].pop("0.8.0")  # "v0.9" is a valid PEP 440 spelling
+    raw["release"]["v0.9.5"] = raw["release"].pop("0.8.0")  # "v0.9.5" is a valid PEP 440 spelling
     raw["latest"] = "0.9.9"
     (line,) = problems(raw)
     assert line.startswith("m.toml: latest: release '0.9.9' is not defined; expected one of: 0.1.0,")
-    assert "v0.9" in line
+    assert "v0.9.5" in line
 
 
 def test_published_floor_must_match_precise_floor(raw):

@@ -10,7 +10,7 @@ from pathlib import Path
 from dynamo.doctor.facts import HostFacts, from_recording, gather
 from dynamo.doctor.judge import FAIL, MARKS, SCOPES, Finding, Subject, judge
 from dynamo.matrix import InvalidCombination, Matrix
-from dynamo.matrix.query import check_framework, find_release
+from dynamo.matrix.query import check_framework, default_release, find_release
 
 FRAMEWORK_PACKAGES = {"vllm": "vllm", "sglang": "sglang", "trtllm": "tensorrt-llm", "llama_cpp": "llama-cpp-python"}
 
@@ -44,13 +44,18 @@ def subject_for(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> S
         return Subject(find_release(matrix, label("release")), label("framework"),
                        (label("cuda.version") or "cpu") if label("device") else None)
     installed = facts.packages.get("dynamo")
-    release = args.release or (installed if installed in matrix.release else matrix.latest)
-    release = find_release(matrix, release)
+    device = args.cuda.lower().removeprefix("cuda") if args.cuda else None
+    if args.release or installed in matrix.release:
+        release = find_release(matrix, args.release or installed)
+    elif args.framework:  # the latest release, else the newest that ships this framework (and CUDA)
+        release = default_release(matrix, check_framework(matrix, args.framework), device)[0]
+    else:
+        release = matrix.latest
     framework = args.framework or next((fw for fw, pkg in FRAMEWORK_PACKAGES.items()
                                         if facts.packages.get(pkg) and fw in matrix.release[release].engines), None)
     if framework is not None:
         check_framework(matrix, framework)
-    return Subject(release, framework, args.cuda.lower().removeprefix("cuda") if args.cuda else None)
+    return Subject(release, framework, device)
 
 
 def text_report(subject: Subject, facts: HostFacts, findings: list[Finding]) -> str:

@@ -33,15 +33,20 @@ def preflight(framework: str | None, argv: list[str], facts: HostFacts | None = 
     from dynamo.doctor.facts import gather
     from dynamo.doctor.judge import FAIL, MARKS, Subject, judge
     from dynamo.matrix import load
+    from dynamo.matrix.query import default_release
 
     matrix = load(trusted=True)
     facts = facts or gather()
     installed = facts.packages.get("dynamo")
-    release = installed if installed in matrix.release else matrix.latest
-    framework = framework if framework in matrix.release[release].engines else None
+    known = framework in matrix.framework
     device = facts.container_cuda
-    if device is None and framework and not facts.driver and matrix.framework[framework].cpu:
+    if device is None and known and not facts.driver and matrix.framework[framework].cpu:
         device = "cpu"  # no GPU here and none in the image: the CPU build of a framework that has one
+    if installed in matrix.release:
+        release = installed
+    else:  # the latest release, else the newest that ships this framework on this device
+        release = default_release(matrix, framework, device)[0] if known else matrix.latest
+    framework = framework if framework in matrix.release[release].engines else None
     failures = [f for f in judge(matrix, facts, Subject(release, framework, device)) if f.status == FAIL]
     if failures:
         print(f"preflight: this host cannot run {framework or 'dynamo'} {release}:", file=out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Callable
 
@@ -45,6 +46,15 @@ image_repository = _matching(_REPOSITORY, 'an image repository without a tag suc
                              ' "nvcr.io/nvidia/ai-dynamo/vllm-runtime"')
 caveat_dimension = _matching("|".join(CAVEAT_DIMENSIONS), "one of " + ", ".join(CAVEAT_DIMENSIONS))
 version = _parses(Version, InvalidVersion, 'a PEP 440 version such as "0.12.0" or "1.2.0rc6.post1"')
+
+
+def date(value: str) -> str | None:
+    expected = 'a date YYYY-MM-DD such as "2026-02-11", or a month YYYY-MM'
+    try:
+        datetime.date.fromisoformat(value if len(value) == 10 else value + "-01")
+    except ValueError:
+        return expected
+    return None if re.fullmatch(r"\d{4}-\d{2}(-\d{2})?", value, re.ASCII) else expected
 
 
 def specifier(value: str) -> str | None:

@@ -115,8 +115,10 @@ class Engine:
     pins: dict[str, str] = checked(checks.version, keys=checks.distribution, factory=dict)
     cuda: dict[str, Support] = checked(keys=checks.cuda_version, factory=dict)
     base_image: str | dict[str, str] | None = checked(checks.image_ref)
+    nixl: str | None = checked(checks.version)  # this engine's NIXL; absent: the release's nixl
     planned: bool = False
     note: str | None = None
+    upstream_version: str | None = checked(checks.version)  # upstream's differing value; ours is kept
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,7 +143,9 @@ class Release(ReleaseFields):
     label: str | None = None
     patch_of: str | None = None
     github_release: bool = True
-    nixl: str | None = checked(checks.version)
+    published: str | None = checked(checks.date)  # YYYY-MM-DD, or YYYY-MM where only the month is known
+    wheel: str | None = checked(checks.version)  # the ai-dynamo wheel's version where it is not the tag
+    nixl: str | None = checked(checks.version)  # every engine's NIXL unless the engine sets its own
     base_container: str | None = None
     note: str | None = None
     artifacts: tuple[str, ...] | None = None
@@ -172,6 +176,7 @@ class Artifact:
     framework: str | None = None
     cuda_major: int | None = None
     since: str | None = checked(checks.version)
+    dropped_in: str | None = checked(checks.version)  # the first release that no longer publishes it
     note: str | None = None
 
 

@@ -57,10 +57,15 @@ def _check_cuda(m: Matrix) -> Iterator[tuple[Path, str]]:
                 yield path + ("driver_updates", update), f"expected an update of CUDA {version} such as \"{version}.1\""
             elif Version(driver) < Version(cuda.driver_linux):
                 yield path + ("driver_updates", update), f"driver {driver} is below the GA floor {cuda.driver_linux}"
-        if cuda.published_linux and cuda.published_linux.split(".")[0] != cuda.driver_linux.split(".")[0]:
-            yield (path + ("published_linux",),
-                   f"{cuda.published_linux!r} disagrees with driver_linux {cuda.driver_linux!r}: "
-                   f"expected \"{cuda.driver_linux.split('.')[0]}.xx+\"")
+        if cuda.published_linux:
+            # the published floor is the toolkit's own branch, or its major's minor-version floor
+            branches = {cuda.driver_linux.split(".")[0]}
+            if major in m.cuda_major:
+                branches.add(m.cuda_major[major].minor_compat_driver.split(".")[0])
+            if cuda.published_linux.split(".")[0] not in branches:
+                yield (path + ("published_linux",),
+                       f"{cuda.published_linux!r} disagrees with driver_linux {cuda.driver_linux!r}: "
+                       f"expected \"{cuda.driver_linux.split('.')[0]}.xx+\"")
 
 
 def _check_hardware(m: Matrix) -> Iterator[tuple[Path, str]]:
@@ -194,6 +199,8 @@ def _check_engine_cuda(m: Matrix, path: Path, cuda_versions: dict, base_image) -
         elif base_image is None and m.cuda[cuda].base_image is None:
             yield (path + ("cuda", cuda),
                    f"no base image for CUDA {cuda}: set base_image in [cuda.\"{cuda}\"] or in this engine")
+        elif m.cuda[cuda].runtime_image is None and m.cuda[cuda].base_image is None:
+            yield (path + ("cuda", cuda), f"no runtime image for CUDA {cuda}: set runtime_image in [cuda.\"{cuda}\"]")
 
 
 def _check_patch_engine(m: Matrix, path: Path, base_name: str, framework: str,
