@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime
 import re
 from collections.abc import Callable
+from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-Check = Callable[[str], "str | None"]
+Check = Callable[[Any], "str | None"]
 CAVEAT_DIMENSIONS = ("framework", "python", "os", "arch", "cuda", "feature")
 
 # registry/path:tag or @digest, lower-case path components (the Docker reference grammar, simplified)
@@ -55,6 +56,14 @@ def date(value: str) -> str | None:
     except ValueError:
         return expected
     return None if re.fullmatch(r"\d{4}-\d{2}(-\d{2})?", value, re.ASCII) else expected
+
+
+def port(value: int) -> str | None:
+    return None if 1 <= value <= 65535 else "a TCP port from 1 to 65535"
+
+
+def positive(value: int) -> str | None:
+    return None if value > 0 else "a whole number above 0"
 
 
 def specifier(value: str) -> str | None:

@@ -117,6 +117,18 @@ def cuda_offer(matrix: Matrix, framework: str, engine: Engine) -> str:
     return text + (" and a CPU build" if cpu else "")
 
 
+def buildable(matrix: Matrix, cc: str, cuda: str) -> bool:
+    """Whether a toolkit can target a compute capability (first_cuda <= cuda < dropped_in)."""
+    info = matrix.compute_capability[cc]
+    return ((info.first_cuda is None or Version(info.first_cuda) <= Version(cuda))
+            and (info.dropped_in is None or Version(cuda) < Version(info.dropped_in)))
+
+
+def engine_archs(matrix: Matrix, framework: str, engine: Engine) -> tuple[str, ...]:
+    """The compute capabilities an engine's kernels are built for: its own list, else its framework's."""
+    return engine.cuda_archs if engine.cuda_archs is not None else matrix.framework[framework].cuda_archs
+
+
 def engine_nixl(release: Release, engine: Engine) -> str | None:
     """The NIXL an engine's images carry: its own pin, else the release's; None where unknown."""
     return engine.nixl or release.nixl
@@ -280,7 +292,8 @@ def evaluate(matrix: Matrix, release_name: str, framework: str, device: str, arc
         driver_linux=cuda.driver_linux if cuda else None,
         published_linux=cuda.published_linux if cuda else None,
         published_windows=cuda.published_windows if cuda else None,
-        cuda_archs=fw.cuda_archs if cuda else (), notes=tuple(experimental + warnings))
+        cuda_archs=tuple(cc for cc in engine_archs(matrix, framework, engine) if buildable(matrix, cc, device))
+        if cuda else (), notes=tuple(experimental + warnings))
 
 
 def engine_requirements(fw: Framework, engine: Engine) -> list[str]:
