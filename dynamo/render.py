@@ -38,7 +38,9 @@ def header(comment: str, sources: Sequence[str]) -> str:
 def environment(templates: Path) -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
-                             autoescape=False)
+                             autoescape=False,
+                             # compiled templates kept in the temp dir, keyed by their source's checksum
+                             bytecode_cache=jinja2.FileSystemBytecodeCache())
     env.globals["md_table"] = md_table
     return env
 
@@ -67,18 +69,18 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 # -- Dockerfiles and constraints ----------------------------------------------------------------
 
-def default_target(matrix: Matrix, framework: str) -> Target | None:
+def default_target(matrix: Matrix, framework: str, found: list[Target]) -> Target | None:
     """The cell a Dockerfile's defaults describe: the latest release's default, else the newest."""
     try:
         return resolve(matrix, framework, arch="x86_64")
     except InvalidCombination:
-        return next(iter(targets(matrix, framework=framework)), None)
+        return next((t for t in found if t.framework == framework), None)
 
 
-def dockerfiles(env: jinja2.Environment, matrix: Matrix) -> dict[str, str]:
+def dockerfiles(env: jinja2.Environment, matrix: Matrix, found: list[Target]) -> dict[str, str]:
     outputs = {}
     for name, fw in matrix.framework.items():
-        default = default_target(matrix, name)
+        default = default_target(matrix, name, found)
         if default is None:
             continue
         outputs[f"container/Dockerfile.{name}"] = render_template(
@@ -94,9 +96,9 @@ def _install_text(fw) -> str:
     return f"{fw.name}{' and NIXL' if fw.nixl else ''} at the matrix's pins"
 
 
-def constraint_files(env: jinja2.Environment, matrix: Matrix) -> dict[str, str]:
+def constraint_files(env: jinja2.Environment, matrix: Matrix, found: list[Target]) -> dict[str, str]:
     outputs = {}
-    for target in targets(matrix):
+    for target in found:
         path = images.constraints_path(target)
         if target.engine_requirement and path not in outputs:
             outputs[path] = render_template(
@@ -117,10 +119,10 @@ def bake_name(target: Target) -> str:
     return f"{target.release}-{target.framework}-{target.device}".replace(".", "_")
 
 
-def bake(env: jinja2.Environment, matrix: Matrix) -> dict[str, str]:
+def bake(env: jinja2.Environment, matrix: Matrix, found: list[Target]) -> dict[str, str]:
     """One bake target per matrix cell (release, framework, device), both platforms in one."""
     plan = [{"name": bake_name(cell[0]), "target": cell[0], "platforms": [t.platform for t in cell],
-             "tags": images.tags(matrix, cell[0]), "args": images.build_args(cell[0])} for cell in cells(targets(matrix))]
+             "tags": images.tags(matrix, cell[0]), "args": images.build_args(cell[0])} for cell in cells(found)]
     groups = {"default": [c["name"] for c in plan if c["target"].release == matrix.latest]}
     for framework in matrix.framework:
         groups[framework] = [c["name"] for c in plan if c["target"].framework == framework]
@@ -197,7 +199,7 @@ def _overrides(matrix: Matrix) -> list[str]:
     return notes
 
 
-def docs(env: jinja2.Environment, matrix: Matrix) -> dict[str, str]:
+def docs(env: jinja2.Environment, matrix: Matrix, found: list[Target]) -> dict[str, str]:
     d = matrix.defaults
     platforms = [p for p in d.platforms if not matrix.os[p.os].cloud]
     clouds = [p for p in d.platforms if matrix.os[p.os].cloud]
@@ -239,7 +241,7 @@ def _artifact_rows(matrix: Matrix, release: str) -> dict[str, list[list[str]]]:
 
 # -- our package ---------------------------------------------------------------------------------
 
-def package(env: jinja2.Environment, matrix: Matrix) -> dict[str, str]:
+def package(env: jinja2.Environment, matrix: Matrix, found: list[Target]) -> dict[str, str]:
     """pyproject.toml: version, Python requirement, classifiers and engine extras of the latest release."""
     from dynamo import wheel
 
@@ -251,30 +253,32 @@ def package(env: jinja2.Environment, matrix: Matrix) -> dict[str, str]:
 
 # -- the release pipeline -------------------------------------------------------------------------
 
-def release_cells(matrix: Matrix) -> list[dict[str, str]]:
+def release_cells(matrix: Matrix, found: list[Target]) -> list[dict[str, str]]:
     """The latest release's matrix cells (framework, device), each with all of its platforms."""
     return [{"release": cell[0].release, "framework": cell[0].framework, "device": cell[0].device,
              "cuda": cell[0].cuda or "cpu", "platforms": ",".join(t.platform for t in cell),
              "latest": str(f"{images.REPOSITORY}:latest-{cell[0].framework}" in images.tags(matrix, cell[0])).lower()}
-            for cell in cells(targets(matrix, release=matrix.latest))]
+            for cell in cells([t for t in found if t.release == matrix.latest])]
 
 
-def workflows(env: jinja2.Environment, matrix: Matrix) -> dict[str, str]:
+def workflows(env: jinja2.Environment, matrix: Matrix, found: list[Target]) -> dict[str, str]:
     return {".github/workflows/release.yml": render_template(
-        env, "release.yml.j2", "hash", release=matrix.latest, cells=release_cells(matrix))}
+        env, "release.yml.j2", "hash", release=matrix.latest, cells=release_cells(matrix, found))}
 
 
 # -- all of it, and the files on disk -------------------------------------------------------------------
 
-RENDERERS: tuple[Callable[[jinja2.Environment, Matrix], dict[str, str]], ...] = (
+# Each renderer gets the environment, the matrix and every build target (enumerated once).
+RENDERERS: tuple[Callable[[jinja2.Environment, Matrix, list[Target]], dict[str, str]], ...] = (
     dockerfiles, constraint_files, bake, docs, package, workflows)
 
 
 def render_all(matrix: Matrix, templates: Path = CHECKOUT / "templates") -> dict[str, str]:
     env = environment(templates)
     outputs: dict[str, str] = {}
+    found = targets(matrix)
     for renderer in RENDERERS:
-        outputs |= renderer(env, matrix)
+        outputs |= renderer(env, matrix, found)
     return dict(sorted(outputs.items()))
 
 

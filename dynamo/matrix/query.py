@@ -7,6 +7,7 @@ Python) is a valid build target; `resolve` fills in defaults and `targets` enume
 from __future__ import annotations
 
 import dataclasses
+import functools
 import platform as _platform
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -64,6 +65,12 @@ class Target:
 
 # -- small helpers ----------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=4096)
+def version(text: str) -> Version:
+    """A parsed version, cached: every target compares the same few release and CUDA versions."""
+    return Version(text)
+
+
 def human_list(items: Iterable[str], conjunction: str = "and") -> str:
     items = list(items)
     if not items:
@@ -120,8 +127,8 @@ def cuda_offer(matrix: Matrix, framework: str, engine: Engine) -> str:
 def buildable(matrix: Matrix, cc: str, cuda: str) -> bool:
     """Whether a toolkit can target a compute capability (first_cuda <= cuda < dropped_in)."""
     info = matrix.compute_capability[cc]
-    return ((info.first_cuda is None or Version(info.first_cuda) <= Version(cuda))
-            and (info.dropped_in is None or Version(cuda) < Version(info.dropped_in)))
+    return ((info.first_cuda is None or version(info.first_cuda) <= version(cuda))
+            and (info.dropped_in is None or version(cuda) < version(info.dropped_in)))
 
 
 def engine_archs(matrix: Matrix, framework: str, engine: Engine) -> tuple[str, ...]:
@@ -158,7 +165,7 @@ def caveat_applies(caveat: Caveat, release: str, context: dict[str, object]) -> 
 
 def reaches(release: str, since: str | None) -> bool:
     """Whether a release is at or after `since` (main is after everything)."""
-    return since is None or release == "main" or Version(release) >= Version(since)
+    return since is None or release == "main" or version(release) >= version(since)
 
 
 def caveat_in_release(caveat: Caveat, release: str) -> bool:
