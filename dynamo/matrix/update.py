@@ -36,7 +36,9 @@ def fetch_metadata(version: str, index_url: str | None = None, find_links: str |
     if find_links:
         source += ["--find-links", find_links] + ([] if index_url else ["--no-index"])
     with tempfile.TemporaryDirectory() as folder:
-        command = [sys.executable, "-m", "pip", "--isolated", "download", "--quiet", "--no-deps",
+        # a source given on the command line is the only one pip reads (--isolated: no pip.conf, no PIP_*)
+        isolated = ["--isolated"] if source else []
+        command = [sys.executable, "-m", "pip", *isolated, "download", "--quiet", "--no-deps",
                    "--only-binary=:all:", "--dest", folder, *source, f"{DISTRIBUTION}=={version}"]
         result = subprocess.run(command, capture_output=True, text=True)
         wheels = list(Path(folder).glob("*.whl"))
