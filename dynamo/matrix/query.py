@@ -398,11 +398,17 @@ def _iter_targets(matrix: Matrix, only_release: str | None, only_framework: str 
                 continue
             for device in engine_devices(matrix, framework, engine):
                 for arch in release.image_arch:
-                    for python in release.python:
+                    for python in image_pythons(matrix, release):
                         try:
                             yield evaluate(matrix, name, framework, device, arch, python)
                         except InvalidCombination:
                             continue
+
+
+def image_pythons(matrix: Matrix, release: Release) -> list[str]:
+    """The Pythons a release's images can have on its own base image: the image OS's Python."""
+    os_python = matrix.os[release.image_os].python
+    return [p for p in release.python if os_python is None or p == os_python]
 
 
 def release_artifacts(matrix: Matrix, name: str) -> list[str]:
