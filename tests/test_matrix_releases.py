@@ -136,3 +136,18 @@ def test_upstream_disagreements_are_shown(release, engine, ours, upstream):
             f" upstream's release data says `{upstream}`.") in docs
     shown = run_cli("matrix", "show", "--release", release).stdout
     assert f"Upstream disagrees: {engine} {ours} here (the seeds' value); upstream's release data says {upstream}" in shown
+
+
+def test_published_artifacts_follow_upstream(matrix):
+    """1.3.0 discontinued CUDA 12 images; 0.9.0 dropped the dynamo-graph chart; 1.0.0 dropped dynamo-crds;
+    1.3.0's wheels were published as 1.3.0.post1 while its images keep :1.3.0."""
+    from dynamo.matrix.query import release_artifacts
+
+    assert {"vllm-runtime", "sglang-runtime", "dynamo-graph", "dynamo-crds"} <= set(release_artifacts(matrix, "0.8.0"))
+    assert "dynamo-graph" not in release_artifacts(matrix, "0.9.0") and "dynamo-crds" in release_artifacts(matrix, "0.9.0")
+    assert "dynamo-crds" not in release_artifacts(matrix, "1.0.0") and "vllm-runtime" in release_artifacts(matrix, "1.2.1")
+    assert not {"vllm-runtime", "sglang-runtime"} & set(release_artifacts(matrix, "1.3.0"))
+    assert {"vllm-runtime-cu13", "sglang-runtime-cu13", "tensorrtllm-runtime"} <= set(release_artifacts(matrix, "1.3.0"))
+    section = (REPO / "docs" / "release-artifacts.md").read_text().split("## v1.3.0\n")[1].split("\n## ")[0]
+    assert "`pip install ai-dynamo==1.3.0.post1`" in section
+    assert "`nvcr.io/nvidia/ai-dynamo/vllm-runtime-cu13:1.3.0`" in section
