@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import MATRIX_FILE, run_cli
+from packaging.version import Version
 from processes import free_port
 
 from dynamo.matrix import load
@@ -178,3 +179,42 @@ def test_bump_nixl_and_refusals(matrix_copy):
     assert invalid.returncode == 2 and invalid.stderr.startswith(
         f"{matrix_copy}: release.\"1.6.1\".engines.vllm.version: expected a PEP 440 version")
     assert "nothing written" in invalid.stderr and matrix_copy.read_text() == before
+
+
+RECORDED = Path(__file__).parent / "data" / "pypi"
+
+
+def without_release(text: str, name: str) -> str:
+    """The matrix text without release `name`'s tables (as if it had not been added yet)."""
+    lines = text.splitlines(keepends=True)
+    header = f'[release."{name}"]'
+    start = next(i for i, line in enumerate(lines) if line.strip() == header)
+    end = next(i for i in range(start + 1, len(lines))
+               if lines[i].startswith("[") and not lines[i].startswith(f'[release."{name}".'))
+    return "".join(lines[:start] + lines[end:])
+
+
+@pytest.mark.parametrize("version", ["1.6.1", "1.6.0", "1.5.1", "1.5.0"])
+def test_importing_the_published_wheel_gives_the_matrix_row(tmp_path, matrix, version):
+    """The recorded METADATA of the real wheel, imported into the matrix without that release,
+    gives the release exactly as the matrix has it (pins, extras, NIXL per engine, CUDA, images)."""
+    wheel = tmp_path / "wheels" / f"ai_dynamo-{version}-py3-none-any.whl"
+    wheel.parent.mkdir()
+    info = f"ai_dynamo-{version}.dist-info"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(f"{info}/METADATA", (RECORDED / f"ai_dynamo-{version}.METADATA").read_text())
+        archive.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        archive.writestr(f"{info}/RECORD", "")
+    newer = [r for r in matrix.release if r != "main" and Version(r) > Version(version)]
+    text = MATRIX_FILE.read_text()
+    for name in [version, *newer]:
+        text = without_release(text, name)
+    previous = next(r for r in matrix.release if r != "main" and Version(r) < Version(version))
+    path = tmp_path / "support_matrix.toml"
+    path.write_text(text.replace(f'latest = "{matrix.latest}"', f'latest = "{previous}"'))
+    args = ["--published", matrix.release[version].published] if matrix.release[version].published else []
+    result = run_cli("matrix", "import", version, "--find-links", str(wheel.parent), *args, "--matrix", str(path))
+    assert result.returncode == 0, result.stderr
+    imported = load(path)
+    assert imported.latest == version
+    assert imported.release[version] == matrix.release[version]
