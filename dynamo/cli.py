@@ -170,7 +170,7 @@ def build_parser(prog: str = "dynamo") -> argparse.ArgumentParser:
     parser.add_argument("--matrix", metavar="PATH", help=MATRIX_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    matrix = commands.add_parser("matrix", help="list, show and check the support matrix")
+    matrix = commands.add_parser("matrix", help="list, show, check, import and bump the support matrix")
     actions = matrix.add_subparsers(dest="action", metavar="ACTION", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--matrix", metavar="PATH", default=argparse.SUPPRESS, help=MATRIX_HELP)
@@ -188,6 +188,9 @@ def build_parser(prog: str = "dynamo") -> argparse.ArgumentParser:
 
     check = actions.add_parser("check", parents=[common], help="validate the matrix and list every problem")
     check.set_defaults(run=_matrix_check)
+
+    from dynamo.matrix.commands import add_commands
+    add_commands(actions, common)  # matrix import, matrix bump
 
     render = commands.add_parser("render", parents=[common],
                                  help="write every generated file (Dockerfiles, constraints, docs, bake plan)")

@@ -5,6 +5,7 @@ One function each, so the rendered Dockerfiles, the bake file and `build.py` can
 
 from __future__ import annotations
 
+import functools
 import re
 
 from packaging.requirements import Requirement
@@ -16,11 +17,14 @@ REPOSITORY = "dynamo"
 LABEL_PREFIX = "dev.dynamo."
 
 
+_requirement = functools.lru_cache(maxsize=1024)(Requirement)  # the same few pins, for every target
+
+
 def install_names(target: Target) -> list[str]:
     """What pip is asked for; the versions come from the constraints file."""
     names = []
     if target.engine_requirement:
-        requirement = Requirement(target.engine_requirement)
+        requirement = _requirement(target.engine_requirement)
         extras = f"[{','.join(sorted(requirement.extras))}]" if requirement.extras else ""
         names.append(requirement.name + extras)
     if target.nixl:
@@ -32,7 +36,7 @@ def constraints(target: Target) -> list[str]:
     """Exact pins for the engine, its extra pins and NIXL (pip constraints take no extras)."""
     pins = []
     if target.engine_requirement:
-        requirement = Requirement(target.engine_requirement)
+        requirement = _requirement(target.engine_requirement)
         pins.append(f"{requirement.name}{requirement.specifier}")
     pins += list(target.extra_requirements)
     if target.nixl_requirement:

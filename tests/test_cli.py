@@ -12,7 +12,7 @@ from conftest import MATRIX_FILE, run_cli
 def test_check_passes_on_the_shipped_matrix():
     result = run_cli("matrix", "check")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("matrix/support_matrix.toml: ok (9 releases, 5 frameworks,")
+    assert result.stdout.startswith("matrix/support_matrix.toml: ok (29 releases, 5 frameworks,")
 
 
 def test_list_table_and_json():
@@ -28,7 +28,7 @@ def test_list_table_and_json():
 
 def test_show_defaults_to_latest():
     result = run_cli("matrix", "show")
-    assert result.returncode == 0 and result.stdout.startswith("Dynamo v0.8.1 (latest) -- released")
+    assert result.returncode == 0 and result.stdout.startswith("Dynamo v1.6.1 (latest) -- released")
 
 
 def test_unknown_values_list_the_valid_ones():
@@ -36,16 +36,16 @@ def test_unknown_values_list_the_valid_ones():
     assert result.returncode == 2
     assert result.stderr == "error: unknown framework 'tensorrt'; valid frameworks: frontend, vllm, sglang, trtllm or llama_cpp\n"
     result = run_cli("matrix", "lst")
-    assert result.returncode == 2 and "invalid choice: 'lst' (choose from 'list', 'show', 'check')" in result.stderr
+    assert result.returncode == 2 and "invalid choice: 'lst' (choose from 'list', 'show', 'check', 'import', 'bump')" in result.stderr
 
 
 def test_broken_matrix_lists_every_problem_without_traceback(tmp_path):
     text = MATRIX_FILE.read_text()
-    text = text.replace('latest = "0.8.1"', 'latest = "0.8.2"')
+    text = text.replace('latest = "1.6.1"', 'latest = "0.8.2"')
     text = text.replace('vllm = { version = "0.11.0", cuda = { "12.9" = "supported" } }',
                         'vllm = { version = "0.11.x", cuda = { "12.9" = "supported" } }')
-    text = text.replace('sglang = { version = "0.5.3.post4", cuda = { "12.8" = "supported" } }',
-                        'sglang = { version = "0.5.3.post4", cuda = { "12.7" = "supported" } }')
+    text = text.replace('sglang = { version = "0.5.3.post4", upstream_version = "0.5.4.post3", cuda = { "12.8" = "supported" } }',
+                        'sglang = { version = "0.5.3.post4", upstream_version = "0.5.4.post3", cuda = { "12.7" = "supported" } }')
     broken = tmp_path / "broken.toml"
     broken.write_text(text)
     result = run_cli("matrix", "check", "--matrix", str(broken))
@@ -121,3 +121,38 @@ def test_empty_or_malformed_flags_are_one_line(flag, value, message):
 def test_valid_references_are_accepted(ref):
     from dynamo.images import is_reference
     assert is_reference(ref)
+
+
+def test_list_shows_a_dash_for_the_frontend_engine():
+    out = run_cli("matrix", "list", "--release", "0.8.1", "--framework", "frontend").stdout
+    assert out.splitlines()[1].split()[:4] == ["0.8.1", "frontend", "-", "cpu"]
+    assert "None" not in out
+
+
+def test_doctor_release_main_says_what_is_missing():
+    from conftest import REPO
+
+    result = run_cli("doctor", "--facts", str(REPO / "tests" / "data" / "hosts" / "h100x2-r535"),
+                     "--release", "main", "--framework", "vllm")
+    assert "✗ matrix  vLLM in main has no CUDA toolkit in the matrix, so nothing can be built;" in result.stdout
+    assert "is not in release" not in result.stdout
+
+
+def test_doctor_without_release_takes_the_newest_release_with_the_cuda():
+    from conftest import REPO
+
+    result = run_cli("doctor", "--facts", str(REPO / "tests" / "data" / "hosts" / "h100x2-r535"),
+                     "--framework", "vllm", "--cuda", "12.9")
+    assert result.stdout.startswith("dynamo doctor: release 1.2.1, vllm, CUDA 12.9 on x86_64")
+
+
+def test_build_without_release_says_which_release_it_took():
+    result = run_cli("--framework", "vllm", "--cuda", "12.9", "--platform", "linux/amd64", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert ("warning: the latest release 1.6.1 has no vLLM on CUDA 12.9; using 1.2.1, the newest release that"
+            " has it (pass --release to choose another)") in result.stderr
+    assert "1.2.1 vllm cuda12.9 (supported)" in result.stdout
+    refused = run_cli("--framework", "vllm", "--cuda", "12.9", "--release", "1.6.1", "--dry-run")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: vLLM in 1.6.1 ships CUDA 13.0 only; you asked for 12.9;"
+                                     " releases with vLLM on CUDA 12.9: 1.2.1, 1.2.0,")

@@ -20,7 +20,8 @@ def test_refuses_with_the_doctors_message_and_fix(monkeypatch):
         preflight("trtllm", ["--model", "x"], facts=from_recording(HOSTS / "h100-csv-r580"), out=out)
     assert caught.value.code == 1
     text = out.getvalue()
-    assert text.startswith("preflight: this host cannot run trtllm 0.8.1:")
+    # no dynamo installed, an image of CUDA 13.0: the newest release with TensorRT-LLM on CUDA 13.0
+    assert text.startswith("preflight: this host cannot run trtllm 0.9.1:")
     assert "✗ memlock: memlock is 8192 KiB; MPI needs unlimited\n  fix: docker run --ulimit memlock=-1" in text
     assert "--skip-preflight or DYN_SKIP_PREFLIGHT=1 starts anyway" in text
 

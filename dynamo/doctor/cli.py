@@ -10,7 +10,7 @@ from pathlib import Path
 from dynamo.doctor.facts import HostFacts, RecordingInvalid, from_recording, interpret, record
 from dynamo.doctor.judge import FAIL, MARKS, SCOPES, Finding, Subject, host_device, judge
 from dynamo.matrix import InvalidCombination, Matrix
-from dynamo.matrix.query import check_framework, find_release
+from dynamo.matrix.query import check_framework, default_release, find_release
 
 FRAMEWORK_PACKAGES = {"vllm": "vllm", "sglang": "sglang", "trtllm": "tensorrt-llm", "llama_cpp": "llama-cpp-python"}
 
@@ -46,13 +46,21 @@ def subject_for(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> S
         return Subject(find_release(matrix, label("release")), label("framework"),
                        (label("cuda.version") or "cpu") if label("device") else None)
     installed = facts.packages.get("dynamo")
-    release = args.release or (installed if installed in matrix.release else matrix.latest)
-    release = find_release(matrix, release)
+    if args.framework:
+        check_framework(matrix, args.framework)
+    device = args.cuda.lower().removeprefix("cuda") if args.cuda else None
+    if device is None and args.framework:
+        device = host_device(matrix, facts, args.framework)
+    if args.release or installed in matrix.release:
+        release = find_release(matrix, args.release or installed)
+    elif args.framework:  # the latest release, else the newest that ships this framework (and CUDA)
+        release = default_release(matrix, args.framework, device)[0]
+    else:
+        release = matrix.latest
     framework = args.framework or next((fw for fw, pkg in FRAMEWORK_PACKAGES.items()
                                         if facts.packages.get(pkg) and fw in matrix.release[release].engines), None)
-    if framework is not None:
-        check_framework(matrix, framework)
-    device = args.cuda.lower().removeprefix("cuda") if args.cuda else host_device(matrix, facts, framework)
+    if device is None and framework:
+        device = host_device(matrix, facts, framework)
     return Subject(release, framework, device)
 
 

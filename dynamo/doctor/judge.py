@@ -84,10 +84,10 @@ def judge(matrix: Matrix, facts: HostFacts, subject: Subject, scope: str = "all"
     else:
         findings += _run_flag_caveats(matrix, facts, subject)
     if subject.framework:
-        target = _target(matrix, facts, subject)
+        target, refusal = _target(matrix, facts, subject)
         if target is None:
-            findings.append(Finding(FAIL, "matrix", f"{subject.framework} {subject.device or ''} is not in release"
-                                    f" {subject.release}", "run `dynamo matrix show` for what it offers"))
+            findings.append(Finding(FAIL, "matrix", refusal,
+                                    f"run `dynamo matrix show --release {subject.release}` for what it offers"))
         else:
             if target.status == "experimental":
                 findings.append(Finding(WARN, "experimental", "; ".join(target.notes)))
@@ -121,7 +121,8 @@ def host_device(matrix: Matrix, facts: HostFacts, framework: str | None) -> str 
     return None
 
 
-def _target(matrix: Matrix, facts: HostFacts, subject: Subject) -> Target | None:
+def _target(matrix: Matrix, facts: HostFacts, subject: Subject) -> tuple[Target | None, str]:
+    """The subject's build target, or None and the matrix's reason why there is none."""
     from dynamo.matrix.query import default_device, evaluate
 
     try:
@@ -129,9 +130,9 @@ def _target(matrix: Matrix, facts: HostFacts, subject: Subject) -> Target | None
         # The cell as the matrix builds it (its image's Python): the host's own Python is judged apart.
         release = matrix.release[subject.release]
         python = matrix.os[release.image_os].python or release.python_default
-        return evaluate(matrix, subject.release, subject.framework, device, _arch(matrix, facts) or "x86_64", python)
-    except InvalidCombination:
-        return None
+        return evaluate(matrix, subject.release, subject.framework, device, _arch(matrix, facts) or "x86_64", python), ""
+    except InvalidCombination as exc:
+        return None, str(exc)
 
 
 def _arch(matrix: Matrix, facts: HostFacts) -> str | None:

@@ -33,6 +33,7 @@ def preflight(framework: str | None, argv: list[str], facts: HostFacts | None = 
     from dynamo.doctor.facts import RecordingInvalid, gather
     from dynamo.doctor.judge import FAIL, MARKS, Subject, host_device, judge
     from dynamo.matrix import MatrixInvalid, load
+    from dynamo.matrix.query import default_release
 
     try:
         matrix = load()
@@ -43,9 +44,13 @@ def preflight(framework: str | None, argv: list[str], facts: HostFacts | None = 
         print(f"(fix the above; {SKIP_FLAG} or {SKIP_ENV}=1 starts anyway)", file=out)
         raise SystemExit(1) from None
     installed = facts.packages.get("dynamo")
-    release = installed if installed in matrix.release else matrix.latest
+    known = framework in matrix.framework
+    device = host_device(matrix, facts, framework if known else None)
+    if installed in matrix.release:
+        release = installed
+    else:  # the latest release, else the newest that ships this framework on this device
+        release = default_release(matrix, framework, device)[0] if known else matrix.latest
     framework = framework if framework in matrix.release[release].engines else None
-    device = host_device(matrix, facts, framework)
     failures = [f for f in judge(matrix, facts, Subject(release, framework, device)) if f.status == FAIL]
     if failures:
         print(f"preflight: this host cannot run {framework or 'dynamo'} {release}:", file=out)
