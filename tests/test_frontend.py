@@ -123,7 +123,7 @@ def test_completions_stop_sequence_and_max_tokens(served):
     ({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "temperature": 3}, 400, "temperature"),
     ({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "max_tokens": -1}, 400, "max_tokens"),
     ({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "top_p": 0}, 400, "top_p"),
-    ({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "n": 2}, 400, "n"),
+    ({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "n": 0}, 400, "n"),
     ({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "stream": "perhaps"}, 400, "stream"),
     ({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}, 400, None),
     ({"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}, 404, "model"),

@@ -23,6 +23,9 @@ def parser() -> argparse.ArgumentParser:
                        help="port to listen on (default: %(default)s, or DYN_HTTP_PORT)")
     flags.add_argument("--router-mode", choices=ROUTER_MODES, default="round-robin",
                        help="how a request picks among the workers of its model (default: %(default)s)")
+    flags.add_argument("--migration-limit", type=int, default=int(os.environ.get("DYN_MIGRATION_LIMIT", "0")),
+                       help="times an answer moves to another worker when its worker dies mid-answer "
+                            "(default: %(default)s, or DYN_MIGRATION_LIMIT)")
     flags.add_argument("--interactive", "-i", action="store_true", help="chat in this terminal instead of serving HTTP")
     flags.add_argument("--model", help="--interactive: the model to chat with (default: the first one served)")
     flags.add_argument("--max-tokens", type=int, help="--interactive: longest answer in tokens")
@@ -35,11 +38,12 @@ async def serve(args: argparse.Namespace) -> None:
     from aiohttp import web
 
     from dynamo.frontend.interactive import chat
+    from dynamo.frontend.metrics import Metrics
     from dynamo.frontend.router import Router
     from dynamo.frontend.server import Frontend
     from dynamo.runtime import discovery
 
-    router = Router(args.router_mode)
+    router = Router(args.router_mode, args.migration_limit, Metrics())
     watcher = asyncio.create_task(discovery.from_arguments(args).watch(router.update))
     try:
         if args.interactive:
@@ -70,7 +74,10 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = preflight("frontend", sys.argv[1:] if argv is None else argv)
-    args = parser().parse_args(argv)
+    flags = parser()
+    args = flags.parse_args(argv)
+    if args.migration_limit < 0:
+        flags.error(f"--migration-limit {args.migration_limit}: must not be negative")
     from dynamo import runtime
 
     runtime.configure_logging()
