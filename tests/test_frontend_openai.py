@@ -91,3 +91,47 @@ def test_image_content_is_refused_by_name(served):  # noqa: F811
     answer = client(served).chat.completions.create(model="mock", messages=[
         {"role": "user", "content": [{"type": "text", "text": "what is this?"}]}], max_tokens=2)
     assert answer.choices[0].finish_reason == "length"
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize("param, extra", [
+    ("tools", {"tools": [WEATHER]}),
+    ("tools", {"tools": [WEATHER], "tool_choice": "required"}),
+    ("logprobs", {"logprobs": True, "top_logprobs": 2}),
+    ("response_format", {"response_format": {"type": "json_object"}}),
+    ("response_format", {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}),
+])
+def test_features_the_engine_lacks_are_refused_by_name(served, param, extra):  # noqa: F811
+    with pytest.raises(openai.BadRequestError, match=f"{param}: the mocker engine serving 'mock' does not "
+                                                     f"support it") as refused:
+        client(served).chat.completions.create(model="mock", messages=CHAT, max_tokens=2, **extra)
+    assert refused.value.body["param"] == param
+    streamed = http(served + "/v1/chat/completions", {"model": "mock", "messages": CHAT, "stream": True, **extra})
+    assert streamed[0] == 400 and streamed[1]["error"]["param"] == param  # refused before the stream starts
+    code, answer, _ = http(served + "/v1/completions", {"model": "mock", "prompt": "hi", "logprobs": 1})
+    assert code == 400 and answer["error"]["param"] == "logprobs"
+
+
+def test_tool_turns_and_plain_format_reach_the_mocker(served):  # noqa: F811
+    api = client(served)
+    history = CHAT + [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny and warm"}]
+    answer = api.chat.completions.create(model="mock", messages=history, max_tokens=3,
+                                         response_format={"type": "text"})
+    # The mocker counts each message's words plus 2: 4 + 2, 0 + 2, 3 + 2.
+    assert answer.usage.prompt_tokens == 13
+
+
+@pytest.mark.parametrize("extra, param", [
+    ({"tool_choice": "auto"}, "tool_choice"),
+    ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "other"}}}, "tool_choice"),
+    ({"top_logprobs": 2}, "top_logprobs"),
+    ({"logprobs": True, "top_logprobs": 50}, "top_logprobs"),
+    ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
+])
+def test_malformed_tool_and_output_requests(served, extra, param):  # noqa: F811
+    code, answer, _ = http(served + "/v1/chat/completions", {"model": "mock", "messages": CHAT, **extra})
+    assert code == 400 and answer["error"]["param"] == param, answer

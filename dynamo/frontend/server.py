@@ -289,7 +289,7 @@ class Frontend:
                     answer = answers[index]
                     offset = sum(len(text) for text in answer.texts)
                     answer.add(frame)
-                    if (frame["text"] or not started[index]) and not buffered[index]:
+                    if (frame["text"] or not started[index] or frame.get("logprobs")) and not buffered[index]:
                         await stream.write(_sse(response.chunk(frame["text"], first=not started[index], index=index,
                                                                logprobs=frame.get("logprobs") if answer.logprobs
                                                                is not None else None, offset=offset)))

@@ -220,13 +220,24 @@ def main(framework: str, prog: str, description: str,
         pass
 
 
-def chat_prompt(tokenizer, messages: list[dict]) -> str:
-    """A chat as the model's prompt text, through the Hugging Face tokenizer's own chat template."""
+def chat_prompt(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> str:
+    """A chat as the model's prompt text, through the Hugging Face tokenizer's own chat template
+    (which also lays out the tools, where the model knows them)."""
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
     except ValueError as error:  # transformers: the model has no chat template
         raise RequestError(f"the model cannot format a chat ({error}); use /v1/completions with a prompt") from None
 
 
 def missing_engine(package: str, extra: str) -> EngineError:
     return EngineError(f"{package} is not installed here; use the dynamo {extra} image, or pip install 'dynamo[{extra}]'")
+
+
+def engine_prompt(tokenizer, request: GenerateRequest) -> str | list[int]:
+    """What a Hugging Face-tokenized engine is given: the prompt text (a chat through its template) or
+    the prompt's token ids, followed by the answer so far when the request was migrated."""
+    if request.prompt_token_ids is not None:
+        resumed = tokenizer.encode(request.resumed_text, add_special_tokens=False) if request.resumed_text else []
+        return list(request.prompt_token_ids) + resumed
+    text = request.prompt if request.messages is None else chat_prompt(tokenizer, request.messages, request.tools)
+    return (text or "") + request.resumed_text
