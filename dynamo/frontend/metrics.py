@@ -55,3 +55,16 @@ class Metrics:
             MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+    def worker_inflight_totals(self) -> dict[str, int] | None:
+        """Each worker's requests in flight from all the frontend's processes; None with one process
+        (whose own counts are the whole truth)."""
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return None
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        name = f"{PREFIX}_worker_inflight_requests"
+        for family in MultiProcessCollector(None).collect():
+            if family.name == name:
+                return {sample.labels["worker"]: int(sample.value) for sample in family.samples}
+        return {}

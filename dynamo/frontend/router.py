@@ -8,11 +8,13 @@ import itertools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dynamo.frontend.metrics import Metrics
 from dynamo.runtime.discovery import Instance, Snapshot
 from dynamo.runtime.protocol import MAX_FRAME, GenerateRequest, decode, encode, generate_frame
+
+if TYPE_CHECKING:  # prometheus_client must not be imported before the frontend's processes start
+    from dynamo.frontend.metrics import Metrics
 
 ROUTER_MODES = ("round-robin", "least-loaded")
 _GONE = {"error": "the worker went away", "status": 503, "gone": True}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -157,12 +158,15 @@ class Frontend:
         return _json(self._model_object(name, int(time.time())))
 
     async def health(self, _request: web.Request) -> web.Response:
+        totals = self.metrics.worker_inflight_totals()  # all processes' requests, when there are several
         instances = [{"id": c.instance.id, "model": c.instance.model, "framework": c.instance.framework,
-                      "address": c.instance.address, "inflight": c.inflight}
+                      "address": c.instance.address,
+                      "inflight": c.inflight if totals is None else totals.get(c.instance.id, 0)}
                      for c in self.router.clients.values() if not c.broken]
         if not instances:
-            return _json({"status": "unhealthy", "message": "no worker is registered", "instances": []}, 503)
-        return _json({"status": "healthy", "instances": instances})
+            return _json({"status": "unhealthy", "message": "no worker is registered", "instances": [],
+                          "process": os.getpid()}, 503)
+        return _json({"status": "healthy", "instances": instances, "process": os.getpid()})
 
     async def live(self, _request: web.Request) -> web.Response:
         return _json({"status": "live"})
