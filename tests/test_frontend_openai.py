@@ -32,6 +32,8 @@ def test_responses_api(served):  # noqa: F811
     assert "".join(event.delta for event in events if event.type == "response.output_text.delta") == answer.output_text
     assert events[-1].response.output_text == answer.output_text and events[-1].response.usage.output_tokens == 5
     assert [event.sequence_number for event in events] == list(range(len(events)))
+    with pytest.raises(openai.BadRequestError, match="previous_response_id: responses are not stored here"):
+        api.responses.create(model="mock", input="go on", previous_response_id=answer.id)
 
 
 def test_completions_with_a_list_of_prompts(served):  # noqa: F811

@@ -270,6 +270,11 @@ class _TextOptions(BaseModel):
     format: _TextFormat | None = None
 
 
+class _ResponsesNamedChoice(BaseModel):
+    type: Literal["function"]
+    name: str
+
+
 class ResponsesRequest(BaseModel):
     """POST /v1/responses: a turn of the Responses API, answered as a chat."""
     model_config = ConfigDict(extra="allow")
@@ -284,8 +289,12 @@ class ResponsesRequest(BaseModel):
     tool_choice: Literal["none", "auto", "required"] | _ResponsesNamedChoice | None = None
     text: _TextOptions | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    previous_response_id: str | None = None
 
     def to_generate(self) -> list[GenerateRequest]:
+        if self.previous_response_id is not None:
+            raise InvalidRequest("previous_response_id: responses are not stored here; send the whole "
+                                 "conversation as input", param="previous_response_id")
         messages = [{"role": "system", "content": self.instructions}] if self.instructions else []
         items = [_InputMessage(role="user", content=self.input)] if isinstance(self.input, str) else self.input
         for index, item in enumerate(items):
@@ -320,12 +329,6 @@ class ResponsesRequest(BaseModel):
                                 response_format=response_format)]
 
 
-class _ResponsesNamedChoice(BaseModel):
-    type: Literal["function"]
-    name: str
-
-
-ResponsesRequest.model_rebuild()
 
 
 def parse(kind: type[BaseModel], body: bytes) -> Any:
@@ -345,8 +348,8 @@ def parse(kind: type[BaseModel], body: bytes) -> Any:
 
 
 def _is_type_tag(part: Any) -> bool:
-    """pydantic names the union member tried ('str', 'list[str]', 'text'); the API's param does not."""
-    return isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool", "function-after")
+    """pydantic names the union member tried ('str', 'list[str]', 'NamedToolChoice'); the API's param does not."""
+    return isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool")
                                       or part.startswith("_") or part[:1].isupper())
 
 
