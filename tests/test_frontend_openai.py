@@ -137,3 +137,16 @@ def test_tool_turns_and_plain_format_reach_the_mocker(served):  # noqa: F811
 def test_malformed_tool_and_output_requests(served, extra, param):  # noqa: F811
     code, answer, _ = http(served + "/v1/chat/completions", {"model": "mock", "messages": CHAT, **extra})
     assert code == 400 and answer["error"]["param"] == param, answer
+
+
+def test_tool_calls_read_from_the_answer():
+    from dynamo.frontend.openai import tool_calls
+
+    text, calls = tool_calls('Let me look.\n<tool_call>\n{"name": "get_weather", "arguments": {"unit": "c"}}\n'
+                             '</tool_call>', forced=False)  # Hermes / Qwen's format, with tool_choice "auto"
+    assert text == "Let me look." and len(calls) == 1
+    assert calls[0]["function"] == {"name": "get_weather", "arguments": '{"unit": "c"}'}
+    assert tool_calls('{"name": "get_time", "arguments": {}}', forced=True)[1][0]["function"]["name"] == "get_time"
+    assert tool_calls("just words", forced=False) == ("just words", [])
+    cut = '{"name": "get_time", "argu'  # the answer hit max_tokens: no call, the text as it is
+    assert tool_calls(cut, forced=True) == (cut, [])
