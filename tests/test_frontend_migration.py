@@ -1,5 +1,5 @@
-"""Migration: two real mocker workers serve one model; the one answering is SIGKILLed mid-answer and
-the frontend (--migration-limit) finishes the answer on the other, as one unbroken answer."""
+"""Migration: real mocker workers serve one model; the one answering is SIGKILLed mid-answer and
+the frontend (--migration-limit) finishes the answer on another, as one unbroken answer."""
 
 from __future__ import annotations
 
@@ -27,14 +27,14 @@ def busy_worker(url: str, workers: dict, timeout: float = 10):
     raise AssertionError("no worker took the request")
 
 
-def start_pair(deployment, *frontend_args):  # noqa: F811
+def start_workers(deployment, *frontend_args, count=2, mocker_args=()):  # noqa: F811
     url = deployment.frontend(*frontend_args)
     workers = {}
-    for _ in range(2):
-        process = deployment.mocker("mock", "--itl-ms", "40")
+    for _ in range(count):
+        process = deployment.mocker("mock", "--itl-ms", "40", *mocker_args)
         address = process.output().split(" on ", 1)[1].split(",", 1)[0]
         workers[address] = process
-    wait_for_instances(url, 2)
+    wait_for_instances(url, count)
     return url, workers
 
 
@@ -44,7 +44,8 @@ def metrics(url: str) -> str:
 
 
 def test_stream_survives_its_worker(deployment):  # noqa: F811
-    url, workers = start_pair(deployment, "--migration-limit", "2")
+    # Three workers: each answer below loses one.
+    url, workers = start_workers(deployment, "--migration-limit", "2", count=3, mocker_args=("--max-tokens", str(TOKENS)))
     api = client(url)
     whole = api.completions.create(model="mock", prompt=PROMPT, max_tokens=TOKENS, seed=4)
     stream = api.completions.create(model="mock", prompt=PROMPT, max_tokens=TOKENS, seed=4, stream=True,
@@ -57,14 +58,21 @@ def test_stream_survives_its_worker(deployment):  # noqa: F811
     assert text == whole.choices[0].text  # the other worker went on from the very word the first stopped at
     assert [c.choices[0].finish_reason for c in received if c.choices][-1] == "length"
     assert received[-1].usage.completion_tokens == TOKENS and received[-1].usage.prompt_tokens == 5  # once each
+    # Without max_tokens the engine's default length (the mocker's --max-tokens) holds for the whole answer.
+    default = api.completions.create(model="mock", prompt=PROMPT, seed=4, stream=True)
+    chunks = iter(default)
+    received = [next(chunks) for _ in range(3)]
+    busy_worker(url, workers).stop(signal.SIGKILL)
+    received += list(chunks)
+    assert "".join(chunk.choices[0].text for chunk in received if chunk.choices) == whole.choices[0].text
     exposition = metrics(url)
-    assert 'dynamo_frontend_model_migrations_total{model="mock"} 1.0' in exposition
-    assert 'endpoint="completions",model="mock",request_type="stream",status="success"} 1.0' in exposition
+    assert 'dynamo_frontend_model_migrations_total{model="mock"} 2.0' in exposition
+    assert 'endpoint="completions",model="mock",request_type="stream",status="success"} 2.0' in exposition
     assert 'kind="gone",model="mock"' in exposition  # the dead worker's error, by worker
 
 
 def test_unary_answer_survives_its_worker(deployment):  # noqa: F811
-    url, workers = start_pair(deployment, "--migration-limit", "1")
+    url, workers = start_workers(deployment, "--migration-limit", "1")
     api = client(url)
     messages = [{"role": "user", "content": PROMPT}]
     whole = api.chat.completions.create(model="mock", messages=messages, max_tokens=TOKENS, seed=9)
@@ -81,7 +89,7 @@ def test_unary_answer_survives_its_worker(deployment):  # noqa: F811
 
 
 def test_without_migration_the_stream_ends_with_an_error(deployment):  # noqa: F811
-    url, workers = start_pair(deployment)  # --migration-limit 0, the default
+    url, workers = start_workers(deployment)  # --migration-limit 0, the default
     stream = client(url).completions.create(model="mock", prompt=PROMPT, max_tokens=TOKENS, stream=True)
     chunks = iter(stream)
     next(chunks)

@@ -38,7 +38,8 @@ class MockEngine:
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
         prompt_tokens = self.prompt_tokens(request)
-        limit = request.max_tokens if request.max_tokens is not None else self.default_max_tokens
+        limit = request.max_tokens if request.max_tokens is not None \
+            else max(self.default_max_tokens - request.resumed_tokens, 0)  # the whole answer, resumed or not
         if prompt_tokens + limit > self.context_length:
             raise RequestError(f"the prompt ({prompt_tokens} tokens) plus max_tokens ({limit}) exceed this "
                                f"model's context length ({self.context_length}); shorten the prompt or lower max_tokens")
