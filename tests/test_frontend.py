@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -283,19 +284,26 @@ def test_operator_metrics(deployment):
     worker = http(url + "/health")[1]["instances"][0]["id"]
     during = metrics_text(url)
     stream.close()  # the client leaves mid-answer
+    body = json.dumps({"model": "mock", "prompt": "hi", "max_tokens": 20}).encode()
+    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as impatient:  # and one not streaming
+        impatient.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        time.sleep(0.2)
     http(url + "/v1/completions", {"model": "mock", "prompt": "word " * 9000, "max_tokens": 1})  # the worker refuses
     deadline = time.monotonic() + 10
-    while 'dynamo_frontend_client_disconnects_total{model="mock"} 1.0' not in (after := metrics_text(url)):
+    while 'dynamo_frontend_client_disconnects_total{model="mock"} 2.0' not in (after := metrics_text(url)):
         assert time.monotonic() < deadline, after
         time.sleep(0.1)
     assert f'dynamo_frontend_worker_inflight_requests{{model="mock",worker="{worker}"}} 1.0' in during
     assert f'dynamo_frontend_worker_inflight_requests{{model="mock",worker="{worker}"}} 0.0' in after
     assert 'dynamo_frontend_queued_requests{model="mock"} 0.0' in after
-    # Lengths of the two finished answers: prompts of 3 tokens each (1 word + 2 for the role), answers of 5 and 2.
-    assert 'dynamo_frontend_input_sequence_tokens_bucket{le="4.0",model="mock"} 2.0' in after
-    assert 'dynamo_frontend_input_sequence_tokens_sum{model="mock"} 6.0' in after
+    # Lengths of the three finished answers: prompts of 3, 3 (1 word + 2 for the role) and 1 tokens,
+    # answers of 5, 2 and 20 (the one whose client left without reading it).
+    assert 'dynamo_frontend_input_sequence_tokens_bucket{le="4.0",model="mock"} 3.0' in after
+    assert 'dynamo_frontend_input_sequence_tokens_sum{model="mock"} 7.0' in after
     assert 'dynamo_frontend_output_sequence_tokens_bucket{le="1.0",model="mock"} 0.0' in after
-    assert 'dynamo_frontend_output_sequence_tokens_sum{model="mock"} 7.0' in after
+    assert 'dynamo_frontend_output_sequence_tokens_bucket{le="16.0",model="mock"} 2.0' in after
+    assert 'dynamo_frontend_output_sequence_tokens_sum{model="mock"} 27.0' in after
     assert f'dynamo_frontend_worker_errors_total{{kind="400",model="mock",worker="{worker}"}} 1.0' in after
 
 

@@ -87,10 +87,11 @@ async def openai_errors(request: web.Request, handler) -> web.StreamResponse:
 
 class Answer:
     """One choice's frames, gathered: its text, tokens, logprobs and how it ended."""
-    __slots__ = ("texts", "tokens", "logprobs", "finish", "prompt_tokens")
+    __slots__ = ("texts", "characters", "tokens", "logprobs", "finish", "prompt_tokens")
 
     def __init__(self, logprobs: bool) -> None:
         self.texts: list[str] = []
+        self.characters = 0  # the text's length so far: where the next piece starts
         self.tokens = 0
         self.logprobs: list[dict[str, Any]] | None = [] if logprobs else None
         self.finish: str | None = None
@@ -98,6 +99,7 @@ class Answer:
 
     def add(self, frame: dict[str, Any]) -> None:
         self.texts.append(frame["text"])
+        self.characters += len(frame["text"])
         self.tokens += frame["tokens"]
         if self.logprobs is not None:
             self.logprobs.extend(frame.get("logprobs") or [])
@@ -208,6 +210,8 @@ class Frontend:
             else:
                 result, completed = await self._collect(Response(kind is ChatRequest, model), requests, answers,
                                                         frames, firsts[0]["worker"], parsed.n), True
+                if http.transport is None or http.transport.is_closing():  # the client left while we waited
+                    self.metrics.disconnects.labels(model).inc()
             if completed:
                 status = "success"
                 self.metrics.duration.labels(model).observe(time.perf_counter() - start)
@@ -291,7 +295,7 @@ class Frontend:
             try:
                 async for index, frame in self._frames(frames, response.model):
                     answer = answers[index]
-                    offset = sum(len(text) for text in answer.texts)
+                    offset = answer.characters
                     answer.add(frame)
                     if (frame["text"] or not started[index] or frame.get("logprobs")) and not buffered[index]:
                         await stream.write(_sse(response.chunk(frame["text"], first=not started[index], index=index,
