@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 from processes import free_port
 from test_frontend import client, deployment, http, wait_for_models  # noqa: F401 (fixture)
@@ -68,3 +69,16 @@ def test_port_in_use_is_one_line(deployment):  # noqa: F811
                                    "--processes", "2", ready=None)
         assert process.popen.wait(60) == 1
     assert f"cannot listen on 127.0.0.1:{port}" in process.output() and "Traceback" not in process.output()
+
+
+def test_processes_follow_a_killed_parent(deployment):  # noqa: F811
+    port = free_port()
+    frontend = deployment.start("dynamo.frontend", "--http-host", "127.0.0.1", "--http-port", str(port),
+                                "--processes", "2")
+    children = Path(f"/proc/{frontend.popen.pid}/task/{frontend.popen.pid}/children").read_text().split()
+    assert len(children) == 2
+    frontend.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{child}").exists() for child in children):
+        assert time.monotonic() < deadline, "a frontend process outlived its parent"
+        time.sleep(0.1)

@@ -113,6 +113,16 @@ def check_port(host: str, port: int) -> None:
                              f"pass another --http-port") from None
 
 
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGTERM when its parent dies, even by SIGKILL (prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: the processes outlive a killed parent
+
+
 def run_many(args: argparse.Namespace, count: int) -> int:
     """`count` processes on one port (SO_REUSEPORT: the kernel spreads connections over them). Each
     watches discovery itself; their metrics are summed through PROMETHEUS_MULTIPROC_DIR. SIGTERM or
@@ -125,6 +135,7 @@ def run_many(args: argparse.Namespace, count: int) -> int:
         for _ in range(count):
             pid = os.fork()
             if pid == 0:
+                _die_with_parent()
                 os._exit(run_one(args, reuse_port=True))
             children.append(pid)
 
