@@ -116,17 +116,6 @@ def test_features_the_engine_lacks_are_refused_by_name(served, param, extra):  #
     assert code == 400 and answer["error"]["param"] == "logprobs"
 
 
-def test_tool_turns_and_plain_format_reach_the_mocker(served):  # noqa: F811
-    api = client(served)
-    history = CHAT + [{"role": "assistant", "content": None, "tool_calls": [
-        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "sunny and warm"}]
-    answer = api.chat.completions.create(model="mock", messages=history, max_tokens=3,
-                                         response_format={"type": "text"})
-    # The mocker counts each message's words plus 2: 4 + 2, 0 + 2, 3 + 2.
-    assert answer.usage.prompt_tokens == 13
-
-
 @pytest.mark.parametrize("extra, param", [
     ({"tool_choice": "auto"}, "tool_choice"),
     ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "other"}}}, "tool_choice"),

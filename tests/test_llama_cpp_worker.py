@@ -115,6 +115,11 @@ def test_forced_tool_calls(featured):
                                                   "name": item.name, "arguments": item.arguments},
         {"type": "function_call_output", "call_id": item.call_id, "output": "sunny"}])
     assert follow.output[0].type == "message" and follow.usage.output_tokens == 3
+    # The GGUF's chat template renders the tool-call turns ("[call get_time]", "[result of call_...]").
+    plain = [{"role": turn["role"], "content": turn["content"] or ""} for turn in history]
+    with_turns = api.chat.completions.create(model="full", messages=history, max_tokens=1)
+    without = api.chat.completions.create(model="full", messages=plain, max_tokens=1)
+    assert with_turns.usage.prompt_tokens - without.usage.prompt_tokens >= len(f"[call get_time][result of {call.id}]")
     # Tools a worker is not asked to call leave the answer as text.
     free = api.chat.completions.create(model="full", messages=ASK, tools=[WEATHER], tool_choice="none", max_tokens=4)
     assert free.choices[0].message.tool_calls is None and free.choices[0].finish_reason == "length"
