@@ -110,6 +110,13 @@ def test_forced_tool_calls(featured):
                                         "parameters": WEATHER["function"]["parameters"]}])
     item = turn.output[0]
     assert item.type == "function_call" and item.name == "get_weather" and json.loads(item.arguments)["unit"]
+    events = list(api.responses.create(model="full", input="weather?", max_output_tokens=200, tool_choice="required",
+                                       stream=True, tools=[{"type": "function", "name": "get_weather",
+                                                            "parameters": WEATHER["function"]["parameters"]}]))
+    assert [event.type for event in events] == ["response.created", "response.in_progress",
+                                                "response.output_item.added", "response.output_item.done",
+                                                "response.completed"]
+    assert events[-1].response.output[0].type == "function_call" and events[3].item.name == "get_weather"
     follow = api.responses.create(model="full", max_output_tokens=3, input=[
         {"role": "user", "content": "weather?"}, {"type": "function_call", "call_id": item.call_id,
                                                   "name": item.name, "arguments": item.arguments},
