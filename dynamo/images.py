@@ -42,6 +42,17 @@ def constraints_path(target: Target) -> str:
     return f"container/constraints/{target.release}/{target.framework}.txt"
 
 
+def lock_name(target: Target) -> str:
+    """The LOCK build arg: the cell's lock file without its architecture, which the image adds itself
+    (Debian's name for it, as `dpkg --print-architecture` prints it)."""
+    return f"{target.release}/{target.framework}-{target.device}-py{target.python}"
+
+
+def lock_file(target: Target) -> str:
+    """locks/0.8.1/vllm-cuda12.9-py3.12-amd64.txt"""
+    return f"locks/{lock_name(target)}-{target.platform.split('/')[1]}.txt"
+
+
 def nvidia_require_cuda(target: Target) -> str:
     """The NVIDIA container toolkit refuses to start the image on a driver below this."""
     return f"cuda>={target.cuda}" if target.cuda else ""
@@ -63,7 +74,15 @@ def build_args(target: Target) -> dict[str, str]:
         "ENGINE_VERSION": target.engine_version or "",
         "NIXL_VERSION": target.nixl or "",
         "INSTALL": " ".join(install_names(target)),
+        "LOCK": lock_name(target),
+        "BASE_DIGEST": target.runtime_image.partition("@")[2],
+        "UNPINNED": " ".join(unpinned(target)),
     }
+
+
+def unpinned(target: Target) -> list[str]:
+    """The target's base and runtime images that are not pinned to a digest (`matrix pin`)."""
+    return list(dict.fromkeys(ref for ref in (target.base_image, target.runtime_image) if "@" not in ref))
 
 
 # Our labels, each set from the build arg of the same meaning (plus the framework, fixed per Dockerfile).
@@ -76,6 +95,8 @@ LABEL_ARGS = {
     "python.version": "PYTHON_VERSION",
     "engine.version": "ENGINE_VERSION",
     "nixl.version": "NIXL_VERSION",
+    "lock": "LOCK",
+    "unpinned": "UNPINNED",
 }
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from packaging.version import Version
 
 from dynamo.matrix.model import Caveat, Engine, Framework, Matrix, Release
+from dynamo.pin import pinned
 
 CPU = "cpu"
 FEATURES = ("nixl", "kvbm")
@@ -271,7 +272,7 @@ def evaluate(matrix: Matrix, release_name: str, framework: str, device: str, arc
         engine_version=engine.version, engine_pin=(engine.pin or engine.version) if fw.package else None,
         engine_requirement=requirements[0] if requirements else None, extra_requirements=tuple(requirements[1:]),
         nixl=nixl, platform=matrix.cpu_arch[arch].platform, os=release.image_os,
-        base_image=base_image or base, runtime_image=base_image or runtime,
+        base_image=base_image or pinned(matrix, base), runtime_image=base_image or pinned(matrix, runtime),
         driver_linux=cuda.driver_linux if cuda else None,
         published_linux=cuda.published_linux if cuda else None,
         published_windows=cuda.published_windows if cuda else None,
