@@ -248,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_lock_arguments(lock)
     lock.set_defaults(run=_lock)
 
+    from dynamo import attest
+    attest_parser = commands.add_parser("attest", help="write (or --check) an image's SBOMs and SLSA provenance beside it")
+    attest.add_arguments(attest_parser)
+    attest_parser.set_defaults(run=attest.run)
+
     from dynamo.doctor.cli import add_arguments
     doctor = commands.add_parser("doctor", parents=[common], help="can this host run this release/image? checks and fixes")
     add_arguments(doctor)
