@@ -213,7 +213,8 @@ def read_hashes(path: Path) -> dict[str, tuple[str, set[str]]]:
     return found
 
 
-def served_hashes(name: str, version: str, index: str = PYPI, timeout: float = 30) -> set[str]:
+@cache
+def served_hashes(name: str, version: str, index: str = PYPI, timeout: float = 30) -> frozenset[str]:
     """sha256 of every file of name==version that the index serves (PEP 691 JSON)."""
     request = urllib.request.Request(f"{index}/{name}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
     with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -225,7 +226,7 @@ def served_hashes(name: str, version: str, index: str = PYPI, timeout: float = 3
         parts = stem.split("-")
         if len(parts) > 1 and _same_version(parts[1], version) and "sha256" in entry.get("hashes", {}):
             hashes.add(entry["hashes"]["sha256"])
-    return hashes
+    return frozenset(hashes)
 
 
 def _same_version(found: str, wanted: str) -> bool:

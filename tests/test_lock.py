@@ -158,3 +158,11 @@ def test_lock_targets_of_an_unknown_framework_is_one_line():
     assert result.returncode == 2 and result.stderr.startswith("error: unknown framework 'tensorrt'")
     assert len(result.stderr.splitlines()) == 1
 
+
+
+def test_the_release_pipeline_checks_pins_and_locks_then_publishes_attestations():
+    release = (REPO / ".github/workflows/release.yml").read_text()
+    for step in ("python build.py matrix pin --check", 'python build.py lock --check --hashes --release "$RELEASE"',
+                 "python build.py attest", "--check", "attestations/**/*.json", "needs: [inputs]"):
+        assert step in release, step
+    assert "--unlocked" not in release
