@@ -179,6 +179,10 @@ def problems(lock: LockSpec, checkout: Path = CHECKOUT) -> list[str]:
         dropped = [r for r in recorded if r not in lock.requirements] or ["nothing"]
         found.append(f"{lock.relative_path}: stale: the matrix asks for {', '.join(added)} instead of"
                      f" {', '.join(dropped)}; {fix}")
+    indexes = next((line.removeprefix(INDEXES).split() for line in text.splitlines() if line.startswith(INDEXES)), [])
+    if indexes != [PYPI, *lock.indexes]:
+        found.append(f"{lock.relative_path}: stale: resolved from {' '.join(indexes) or 'no recorded index'}, the matrix"
+                     f" names {' '.join([PYPI, *lock.indexes])}; {fix}")
     versions = pinned(text)
     environment = default_environment() | {"python_version": lock.target.python,
                                            "python_full_version": f"{lock.target.python}.0",

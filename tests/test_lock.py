@@ -166,3 +166,13 @@ def test_the_release_pipeline_checks_pins_and_locks_then_publishes_attestations(
                  "python build.py attest", "--check", "attestations/**/*.json", "needs: [inputs]"):
         assert step in release, step
     assert "--unlocked" not in release
+
+
+def test_a_changed_index_makes_the_locks_stale(tmp_path):
+    changed = matrix_with(tmp_path, 'module = "llama_cpp"\n', 'module = "llama_cpp"\ncuda_index_url = { "12.9" = "https://example.invalid/simple" }\n')
+    result = run_cli("lock", "--check", "--framework", "llama_cpp", "--matrix", str(changed))
+    assert result.returncode == 1
+    assert ("locks/0.8.1/llama_cpp-cuda12.9-py3.12-amd64.txt: stale: resolved from https://pypi.org/simple, the matrix"
+            " names https://pypi.org/simple https://example.invalid/simple;"
+            " run `python build.py lock --release 0.8.1 --framework llama_cpp`") in result.stderr.splitlines()
+    assert not any("llama_cpp-cpu-" in line for line in result.stderr.splitlines())  # the CPU cell has no such index
