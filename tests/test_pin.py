@@ -134,3 +134,38 @@ def test_pin_adds_the_table_to_a_matrix_without_one_and_keeps_the_rest(tmp_path)
     result = run_cli("matrix", "pin", "--matrix", str(matrix_file))
     assert result.returncode == 1 and "Traceback" not in result.stderr  # no registry is reachable from here
     assert matrix_file.read_text() == text  # the same table, comment and layout as the shipped matrix
+
+
+def test_a_build_from_a_pinned_base_pulls_tag_at_digest_and_labels_it(registry, tmp_path):  # noqa: F811
+    """The frontend image built with buildah on the stand-in base, served by the local registry and pinned."""
+    from test_build import CA, STANDIN_AMD64
+
+    require(None if shutil.which("buildah") and shutil.which("skopeo") else "buildah and skopeo are needed")
+    if subprocess.run(["buildah", "inspect", "--type", "image", STANDIN_AMD64], capture_output=True).returncode:
+        require(f"the stand-in base image {STANDIN_AMD64} is missing")
+    ref = f"{registry}/standin:bookworm"
+    subprocess.run(["buildah", "push", "-q", "--tls-verify=false", STANDIN_AMD64, f"docker://{ref}"], check=True)
+    # The stand-in is Debian bookworm, whose Python is 3.11: this copy of the matrix says so.
+    text = (MATRIX_FILE.read_text().replace('cpu_base_image = "docker.io/library/ubuntu:24.04"', f'cpu_base_image = "{ref}"')
+            .replace('"docker.io/library/ubuntu:24.04" = ""', f'"{ref}" = ""')
+            .replace('version_id = "24.04"\npython = "3.12"', 'version_id = "24.04"\npython = "3.11"'))
+    matrix_file = tmp_path / "support_matrix.toml"
+    matrix_file.write_text(text)
+    run_cli("matrix", "pin", "--matrix", str(matrix_file))
+    digest = registry_digest(ref)
+    assert load(matrix_file).image_digests[ref] == digest
+
+    tag = f"localhost/dynamo-test:{uuid.uuid4().hex[:8]}-pinned"
+    built = run_cli("--framework", "frontend", "--python", "3.11", "--platform", "linux/amd64", "--engine", "buildah",
+                    "--ca-cert", CA, "--tag", tag, "--matrix", str(matrix_file))
+    try:
+        assert built.returncode == 0, built.stderr[-2000:]
+        assert "not pinned to a digest" not in built.stderr
+        labels = json.loads(subprocess.run(["buildah", "inspect", "--type", "image", tag], capture_output=True,
+                                           text=True, check=True).stdout)["OCIv1"]["config"]["Labels"]
+        assert labels["org.opencontainers.image.base.name"] == f"{ref}@{digest}"
+        assert labels["org.opencontainers.image.base.digest"] == digest
+        assert labels["dev.dynamo.unpinned"] == ""
+        assert labels["dev.dynamo.lock"] == "0.8.1/frontend-cpu-py3.11"
+    finally:
+        subprocess.run(["buildah", "rmi", tag], capture_output=True)
