@@ -139,12 +139,15 @@ def generate(lock: LockSpec, checkout: Path = CHECKOUT) -> Locked:
     with tempfile.TemporaryDirectory() as scratch:
         inputs = Path(scratch) / "requirements.in"
         inputs.write_text("\n".join(lock.requirements) + "\n")
-        command = [uv_binary(), "pip", "compile", str(inputs), "--generate-hashes", "--no-header", "--quiet",
+        # --python: resolve with this interpreter for the target version and platform, instead of first
+        # searching the machine for an interpreter of the target's version (seconds per lock).
+        command = [uv_binary(), "pip", "compile", inputs.name, "--generate-hashes", "--no-header", "--quiet",
+                   "--python", sys.executable,
                    "--python-version", lock.target.python, "--python-platform", lock.python_platform,
                    "--index-url", PYPI, "--output-file", str(Path(scratch) / "lock.txt")]
         for url in lock.indexes:
             command += ["--extra-index-url", url]
-        result = subprocess.run(command, capture_output=True, text=True)
+        result = subprocess.run(command, capture_output=True, text=True, cwd=scratch)  # "# via -r requirements.in"
         if result.returncode != 0:
             reason = next((line.strip() for line in result.stderr.splitlines() if line.strip()), "no output")
             raise LockError(f"{lock.where}: uv could not resolve it: {reason}")

@@ -124,6 +124,7 @@ def test_uv_resolves_for_the_target_python_and_platform_not_this_machine(tmp_pat
         assert ("tomli" in lock.pinned(text)) is (python == "3.10")  # tomli only below Python 3.11
         assert "uvloop" in lock.pinned(text) and done.packages == len(lock.pinned(text))
         assert lock.problems(lock.spec(matrix, target, tmp_path), tmp_path) == []
+        assert lock.generate(lock.spec(matrix, target, tmp_path), tmp_path).path.read_text() == text  # the same bytes
 
 
 def test_a_hash_the_index_does_not_serve_is_named_with_the_fix(tmp_path):
