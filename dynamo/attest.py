@@ -230,30 +230,22 @@ def check(facts: ImageFacts, output_root: Path = CHECKOUT, checkout: Path = CHEC
     return found
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("image")
-    parser.add_argument("--engine", choices=tuple(TRANSPORTS), help="default: the engine whose store has the image")
-    parser.add_argument("--out", metavar="DIR", type=Path, default=CHECKOUT,
-                        help=f"where {ATTESTATIONS}/ is written (default: this checkout)")
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 naming each way the image disagrees with its SBOM or provenance")
-
-
 def run(args) -> int:
     """`python build.py attest IMAGE [--check]`."""
     from dynamo.build.engines import EngineError
 
     try:
         facts = image_facts(args.image, args.engine)
+        out = args.out or CHECKOUT
         if args.check:
-            found = check(facts, args.out)
+            found = check(facts, out)
             for line in found:
                 print(line, file=sys.stderr)
             if found:
                 return 1
-            print(f"ok: {args.image} matches its SBOM and provenance in {(args.out / facts.stem).parent}")
+            print(f"ok: {args.image} matches its SBOM and provenance in {(out / facts.stem).parent}")
             return 0
-        for path in attest(facts, args.out):
+        for path in attest(facts, out):
             print(f"wrote {path}")
         return 0
     except (AttestError, EngineError) as exc:

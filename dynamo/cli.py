@@ -172,6 +172,12 @@ def _lock(args: argparse.Namespace) -> int:
     return lock.run(load(args.matrix), args)
 
 
+def _attest(args: argparse.Namespace) -> int:
+    from dynamo import attest
+
+    return attest.run(args)
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from dynamo.doctor import cli as doctor
 
@@ -243,15 +249,20 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--engine", choices=ENGINE_CHOICES, help="default: detected")
     verify.set_defaults(run=_verify)
 
-    from dynamo.lock import add_arguments as add_lock_arguments
     lock = commands.add_parser("lock", parents=[common], help="pin and hash every Python package of each cell (uv)")
-    add_lock_arguments(lock)
+    lock.add_argument("--release", help="the release to lock (default: the latest)")
+    lock.add_argument("--framework", help="only this framework")
+    lock.add_argument("--check", action="store_true", help="write nothing; exit 1 naming each missing or stale lock")
+    lock.add_argument("--hashes", action="store_true", help="with --check: also ask the index for every locked hash")
     lock.set_defaults(run=_lock)
 
-    from dynamo import attest
-    attest_parser = commands.add_parser("attest", help="write (or --check) an image's SBOMs and SLSA provenance beside it")
-    attest.add_arguments(attest_parser)
-    attest_parser.set_defaults(run=attest.run)
+    attest = commands.add_parser("attest", help="write (or --check) an image's SBOMs and SLSA provenance beside it")
+    attest.add_argument("image")
+    attest.add_argument("--engine", choices=ENGINE_CHOICES, help="default: the engine whose store has the image")
+    attest.add_argument("--out", metavar="DIR", type=Path, help="where attestations/ goes (default: this checkout)")
+    attest.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 naming each way the image disagrees with its SBOMs or provenance")
+    attest.set_defaults(run=_attest)
 
     from dynamo.doctor.cli import add_arguments
     doctor = commands.add_parser("doctor", parents=[common], help="can this host run this release/image? checks and fixes")

@@ -9,7 +9,6 @@ time. A lock's header records its inputs (the matrix's pins and our package's de
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -90,14 +89,13 @@ def package_dependencies(pyproject: Path) -> tuple[str, ...]:
 
 
 def spec(matrix: Matrix, target: Target, checkout: Path = CHECKOUT) -> LockSpec:
+    """The engine (with its extras), its extra pins and NIXL from the matrix, then our package's
+    dependencies (those the matrix does not pin itself)."""
     framework = matrix.framework[target.framework]
-    pins = images.constraints(target)
-    names = {canonicalize_name(Requirement(pin).name) for pin in pins}
+    top = [r for r in (target.engine_requirement, *target.extra_requirements, target.nixl_requirement) if r]
+    pinned_names = {canonicalize_name(Requirement(r).name) for r in top}
     ours = [dep for dep in package_dependencies(checkout / "pyproject.toml")
-            if canonicalize_name(Requirement(dep).name) not in names]
-    top = [target.engine_requirement] if target.engine_requirement else []
-    top += [pin for pin in pins if target.engine_requirement is None
-            or canonicalize_name(Requirement(pin).name) != canonicalize_name(Requirement(target.engine_requirement).name)]
+            if canonicalize_name(Requirement(dep).name) not in pinned_names]
     indexes = [url for url in (framework.cuda_index_url.get(target.cuda or ""), framework.extra_index_url) if url]
     return LockSpec(target=target, requirements=tuple(top + ours), indexes=tuple(indexes))
 
@@ -294,16 +292,7 @@ def drift(matrix: Matrix, checkout: Path = CHECKOUT) -> list[str]:
     return found
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--release", help="the release to lock (default: the latest)")
-    parser.add_argument("--framework", help="only this framework")
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 naming each cell whose lock is missing or stale")
-    parser.add_argument("--hashes", action="store_true",
-                        help="with --check: also ask the index whether it serves every locked hash")
-
-
-def run(matrix: Matrix, args: argparse.Namespace, checkout: Path = CHECKOUT) -> int:
+def run(matrix: Matrix, args, checkout: Path = CHECKOUT) -> int:
     """`python build.py lock [--check]`; exit 0 when every cell is locked (and up to date), else 1."""
     try:
         specs = [spec(matrix, target, checkout) for target in lock_targets(matrix, args.release, args.framework)]

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # dynamo.matrix.query imports `pinned` from here
+if TYPE_CHECKING:
     from dynamo.matrix.model import Matrix
 
 TABLE = "image_digests"
@@ -41,12 +41,6 @@ def image_refs(matrix: Matrix) -> list[str]:
             elif isinstance(engine.base_image, dict):
                 refs.update(engine.base_image.values())
     return sorted(ref for ref in refs if "@" not in ref)
-
-
-def pinned(matrix: Matrix, ref: str) -> str:
-    """`ref@digest` when the matrix records a digest for ref, else ref itself."""
-    digest = matrix.image_digests.get(ref, "")
-    return f"{ref}@{digest}" if digest and "@" not in ref else ref
 
 
 def registry_of(ref: str) -> str:

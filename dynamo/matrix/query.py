@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from packaging.version import Version
 
 from dynamo.matrix.model import Caveat, Engine, Framework, Matrix, Release
-from dynamo.pin import pinned
 
 CPU = "cpu"
 FEATURES = ("nixl", "kvbm")
@@ -63,6 +62,12 @@ class Target:
 
 
 # -- small helpers ----------------------------------------------------------------------------
+
+def pinned(matrix: Matrix, ref: str) -> str:
+    """`ref@digest` when the matrix's [image_digests] records a digest for ref (`matrix pin`), else ref."""
+    digest = matrix.image_digests.get(ref, "")
+    return f"{ref}@{digest}" if digest and "@" not in ref else ref
+
 
 def human_list(items: Iterable[str], conjunction: str = "and") -> str:
     items = list(items)
