@@ -171,6 +171,9 @@ target "main-frontend-cpu" {
     ENGINE_VERSION = ""
     NIXL_VERSION = ""
     INSTALL = ""
+    LOCK = "main/frontend-cpu-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "docker.io/library/ubuntu:24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:main-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:main-frontend-cpu,mode=max"]
@@ -196,6 +199,9 @@ target "1_6_1-frontend-cpu" {
     ENGINE_VERSION = ""
     NIXL_VERSION = ""
     INSTALL = ""
+    LOCK = "1.6.1/frontend-cpu-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "docker.io/library/ubuntu:24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_6_1-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_6_1-frontend-cpu,mode=max"]
@@ -221,6 +227,9 @@ target "1_6_1-vllm-cuda13_0" {
     ENGINE_VERSION = "0.31.0"
     NIXL_VERSION = "1.4.1"
     INSTALL = "vllm[flashinfer,otel,runai] nixl"
+    LOCK = "1.6.1/vllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_6_1-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_6_1-vllm-cuda13_0,mode=max"]
@@ -246,6 +255,9 @@ target "1_6_1-sglang-cuda13_0" {
     ENGINE_VERSION = "0.5.21"
     NIXL_VERSION = "1.5.0"
     INSTALL = "sglang[diffusion] nixl"
+    LOCK = "1.6.1/sglang-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_6_1-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_6_1-sglang-cuda13_0,mode=max"]
@@ -271,6 +283,9 @@ target "1_6_1-trtllm-cuda13_1" {
     ENGINE_VERSION = "1.3.0rc29"
     NIXL_VERSION = ""
     INSTALL = "tensorrt-llm"
+    LOCK = "1.6.1/trtllm-cuda13.1-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_6_1-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_6_1-trtllm-cuda13_1,mode=max"]
@@ -296,6 +311,9 @@ target "1_6_0-frontend-cpu" {
     ENGINE_VERSION = ""
     NIXL_VERSION = ""
     INSTALL = ""
+    LOCK = "1.6.0/frontend-cpu-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "docker.io/library/ubuntu:24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_6_0-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_6_0-frontend-cpu,mode=max"]
@@ -321,6 +339,9 @@ target "1_6_0-vllm-cuda13_0" {
     ENGINE_VERSION = "0.31.0"
     NIXL_VERSION = "1.4.1"
     INSTALL = "vllm[flashinfer,otel,runai] nixl"
+    LOCK = "1.6.0/vllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_6_0-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_6_0-vllm-cuda13_0,mode=max"]
@@ -346,6 +367,9 @@ target "1_6_0-sglang-cuda13_0" {
     ENGINE_VERSION = "0.5.21"
     NIXL_VERSION = "1.5.0"
     INSTALL = "sglang[diffusion] nixl"
+    LOCK = "1.6.0/sglang-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_6_0-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_6_0-sglang-cuda13_0,mode=max"]
@@ -371,6 +395,9 @@ target "1_6_0-trtllm-cuda13_1" {
     ENGINE_VERSION = "1.3.0rc29"
     NIXL_VERSION = ""
     INSTALL = "tensorrt-llm"
+    LOCK = "1.6.0/trtllm-cuda13.1-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_6_0-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_6_0-trtllm-cuda13_1,mode=max"]
@@ -396,6 +423,9 @@ target "1_5_1-frontend-cpu" {
     ENGINE_VERSION = ""
     NIXL_VERSION = ""
     INSTALL = ""
+    LOCK = "1.5.1/frontend-cpu-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "docker.io/library/ubuntu:24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_5_1-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_5_1-frontend-cpu,mode=max"]
@@ -421,6 +451,9 @@ target "1_5_1-vllm-cuda13_0" {
     ENGINE_VERSION = "0.28.0"
     NIXL_VERSION = "1.3.2"
     INSTALL = "vllm[flashinfer,otel,runai] nixl"
+    LOCK = "1.5.1/vllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_5_1-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_5_1-vllm-cuda13_0,mode=max"]
@@ -446,6 +479,9 @@ target "1_5_1-sglang-cuda13_0" {
     ENGINE_VERSION = "0.5.18"
     NIXL_VERSION = "1.4.0"
     INSTALL = "sglang[diffusion] nixl"
+    LOCK = "1.5.1/sglang-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_5_1-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_5_1-sglang-cuda13_0,mode=max"]
@@ -471,6 +507,9 @@ target "1_5_1-trtllm-cuda13_1" {
     ENGINE_VERSION = "1.3.0rc25"
     NIXL_VERSION = ""
     INSTALL = "tensorrt-llm"
+    LOCK = "1.5.1/trtllm-cuda13.1-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_5_1-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_5_1-trtllm-cuda13_1,mode=max"]
@@ -496,6 +535,9 @@ target "1_5_0-frontend-cpu" {
     ENGINE_VERSION = ""
     NIXL_VERSION = ""
     INSTALL = ""
+    LOCK = "1.5.0/frontend-cpu-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "docker.io/library/ubuntu:24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_5_0-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_5_0-frontend-cpu,mode=max"]
@@ -521,6 +563,9 @@ target "1_5_0-vllm-cuda13_0" {
     ENGINE_VERSION = "0.28.0"
     NIXL_VERSION = "1.3.2"
     INSTALL = "vllm[flashinfer,otel,runai] nixl"
+    LOCK = "1.5.0/vllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_5_0-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_5_0-vllm-cuda13_0,mode=max"]
@@ -546,6 +591,9 @@ target "1_5_0-sglang-cuda13_0" {
     ENGINE_VERSION = "0.5.18"
     NIXL_VERSION = "1.4.0"
     INSTALL = "sglang[diffusion] nixl"
+    LOCK = "1.5.0/sglang-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_5_0-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_5_0-sglang-cuda13_0,mode=max"]
@@ -571,6 +619,9 @@ target "1_5_0-trtllm-cuda13_1" {
     ENGINE_VERSION = "1.3.0rc25"
     NIXL_VERSION = ""
     INSTALL = "tensorrt-llm"
+    LOCK = "1.5.0/trtllm-cuda13.1-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_5_0-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_5_0-trtllm-cuda13_1,mode=max"]
@@ -596,6 +647,9 @@ target "1_4_2-frontend-cpu" {
     ENGINE_VERSION = ""
     NIXL_VERSION = ""
     INSTALL = ""
+    LOCK = "1.4.2/frontend-cpu-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "docker.io/library/ubuntu:24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_2-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_2-frontend-cpu,mode=max"]
@@ -621,6 +675,9 @@ target "1_4_2-vllm-cuda13_0" {
     ENGINE_VERSION = "0.26.0"
     NIXL_VERSION = "1.3.2"
     INSTALL = "vllm nixl"
+    LOCK = "1.4.2/vllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_2-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_2-vllm-cuda13_0,mode=max"]
@@ -646,6 +703,9 @@ target "1_4_2-sglang-cuda13_0" {
     ENGINE_VERSION = "0.5.16"
     NIXL_VERSION = "1.3.0"
     INSTALL = "sglang nixl"
+    LOCK = "1.4.2/sglang-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_2-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_2-sglang-cuda13_0,mode=max"]
@@ -671,6 +731,9 @@ target "1_4_2-trtllm-cuda13_1" {
     ENGINE_VERSION = "1.3.0rc22"
     NIXL_VERSION = "1.3.1"
     INSTALL = "tensorrt-llm nixl"
+    LOCK = "1.4.2/trtllm-cuda13.1-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_2-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_2-trtllm-cuda13_1,mode=max"]
@@ -696,6 +759,9 @@ target "1_4_1-frontend-cpu" {
     ENGINE_VERSION = ""
     NIXL_VERSION = ""
     INSTALL = ""
+    LOCK = "1.4.1/frontend-cpu-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "docker.io/library/ubuntu:24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_1-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_1-frontend-cpu,mode=max"]
@@ -721,6 +787,9 @@ target "1_4_1-vllm-cuda13_0" {
     ENGINE_VERSION = "0.26.0"
     NIXL_VERSION = "1.3.2"
     INSTALL = "vllm nixl"
+    LOCK = "1.4.1/vllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_1-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_1-vllm-cuda13_0,mode=max"]
@@ -746,6 +815,9 @@ target "1_4_1-sglang-cuda13_0" {
     ENGINE_VERSION = "0.5.16"
     NIXL_VERSION = "1.3.0"
     INSTALL = "sglang nixl"
+    LOCK = "1.4.1/sglang-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_1-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_1-sglang-cuda13_0,mode=max"]
@@ -771,6 +843,9 @@ target "1_4_1-trtllm-cuda13_1" {
     ENGINE_VERSION = "1.3.0rc22"
     NIXL_VERSION = "1.3.1"
     INSTALL = "tensorrt-llm nixl"
+    LOCK = "1.4.1/trtllm-cuda13.1-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_1-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_1-trtllm-cuda13_1,mode=max"]
@@ -796,6 +871,9 @@ target "1_4_0-frontend-cpu" {
     ENGINE_VERSION = ""
     NIXL_VERSION = ""
     INSTALL = ""
+    LOCK = "1.4.0/frontend-cpu-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "docker.io/library/ubuntu:24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_0-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_0-frontend-cpu,mode=max"]
@@ -821,6 +899,9 @@ target "1_4_0-vllm-cuda13_0" {
     ENGINE_VERSION = "0.26.0"
     NIXL_VERSION = "1.3.2"
     INSTALL = "vllm nixl"
+    LOCK = "1.4.0/vllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_0-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_0-vllm-cuda13_0,mode=max"]
@@ -846,6 +927,9 @@ target "1_4_0-sglang-cuda13_0" {
     ENGINE_VERSION = "0.5.16"
     NIXL_VERSION = "1.3.0"
     INSTALL = "sglang nixl"
+    LOCK = "1.4.0/sglang-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_0-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_0-sglang-cuda13_0,mode=max"]
@@ -871,6 +955,9 @@ target "1_4_0-trtllm-cuda13_1" {
     ENGINE_VERSION = "1.3.0rc22"
     NIXL_VERSION = "1.3.1"
     INSTALL = "tensorrt-llm nixl"
+    LOCK = "1.4.0/trtllm-cuda13.1-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_0-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_0-trtllm-cuda13_1,mode=max"]
@@ -896,6 +983,9 @@ target "1_3_1-frontend-cpu" {
     ENGINE_VERSION = ""
     NIXL_VERSION = ""
     INSTALL = ""
+    LOCK = "1.3.1/frontend-cpu-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "docker.io/library/ubuntu:24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_3_1-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_3_1-frontend-cpu,mode=max"]
@@ -921,6 +1011,9 @@ target "1_3_1-vllm-cuda13_0" {
     ENGINE_VERSION = "0.23.0"
     NIXL_VERSION = "1.1.0"
     INSTALL = "vllm nixl"
+    LOCK = "1.3.1/vllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_3_1-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_3_1-vllm-cuda13_0,mode=max"]
@@ -946,6 +1039,9 @@ target "1_3_1-sglang-cuda13_0" {
     ENGINE_VERSION = "0.5.14"
     NIXL_VERSION = "1.3.2"
     INSTALL = "sglang nixl"
+    LOCK = "1.3.1/sglang-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_3_1-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_3_1-sglang-cuda13_0,mode=max"]
@@ -971,6 +1067,9 @@ target "1_3_1-trtllm-cuda13_1" {
     ENGINE_VERSION = "1.3.0rc19"
     NIXL_VERSION = "1.0.1"
     INSTALL = "tensorrt-llm nixl"
+    LOCK = "1.3.1/trtllm-cuda13.1-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_3_1-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_3_1-trtllm-cuda13_1,mode=max"]
@@ -996,6 +1095,9 @@ target "1_3_0-frontend-cpu" {
     ENGINE_VERSION = ""
     NIXL_VERSION = ""
     INSTALL = ""
+    LOCK = "1.3.0/frontend-cpu-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "docker.io/library/ubuntu:24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_3_0-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_3_0-frontend-cpu,mode=max"]
@@ -1021,6 +1123,9 @@ target "1_3_0-vllm-cuda13_0" {
     ENGINE_VERSION = "0.23.0"
     NIXL_VERSION = "1.1.0"
     INSTALL = "vllm nixl"
+    LOCK = "1.3.0/vllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_3_0-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_3_0-vllm-cuda13_0,mode=max"]
@@ -1046,6 +1151,9 @@ target "1_3_0-sglang-cuda13_0" {
     ENGINE_VERSION = "0.5.14"
     NIXL_VERSION = "1.3.0"
     INSTALL = "sglang nixl"
+    LOCK = "1.3.0/sglang-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_3_0-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_3_0-sglang-cuda13_0,mode=max"]
@@ -1071,6 +1179,9 @@ target "1_3_0-trtllm-cuda13_1" {
     ENGINE_VERSION = "1.3.0rc19"
     NIXL_VERSION = "1.0.1"
     INSTALL = "tensorrt-llm nixl"
+    LOCK = "1.3.0/trtllm-cuda13.1-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_3_0-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_3_0-trtllm-cuda13_1,mode=max"]
@@ -1096,6 +1207,9 @@ target "1_2_1-frontend-cpu" {
     ENGINE_VERSION = ""
     NIXL_VERSION = ""
     INSTALL = ""
+    LOCK = "1.2.1/frontend-cpu-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "docker.io/library/ubuntu:24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_1-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_1-frontend-cpu,mode=max"]
@@ -1121,6 +1235,9 @@ target "1_2_1-vllm-cuda13_0" {
     ENGINE_VERSION = "0.20.1"
     NIXL_VERSION = "0.10.1"
     INSTALL = "vllm nixl"
+    LOCK = "1.2.1/vllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_1-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_1-vllm-cuda13_0,mode=max"]
@@ -1146,6 +1263,9 @@ target "1_2_1-vllm-cuda12_9" {
     ENGINE_VERSION = "0.20.1"
     NIXL_VERSION = "0.10.1"
     INSTALL = "vllm nixl"
+    LOCK = "1.2.1/vllm-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_1-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_1-vllm-cuda12_9,mode=max"]
@@ -1171,6 +1291,9 @@ target "1_2_1-sglang-cuda13_0" {
     ENGINE_VERSION = "0.5.11"
     NIXL_VERSION = "1.0.1"
     INSTALL = "sglang nixl"
+    LOCK = "1.2.1/sglang-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_1-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_1-sglang-cuda13_0,mode=max"]
@@ -1196,6 +1319,9 @@ target "1_2_1-sglang-cuda12_9" {
     ENGINE_VERSION = "0.5.11"
     NIXL_VERSION = "1.0.1"
     INSTALL = "sglang nixl"
+    LOCK = "1.2.1/sglang-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_1-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_1-sglang-cuda12_9,mode=max"]
@@ -1221,6 +1347,9 @@ target "1_2_1-trtllm-cuda13_1" {
     ENGINE_VERSION = "1.3.0rc14"
     NIXL_VERSION = "0.10.1"
     INSTALL = "tensorrt-llm nixl"
+    LOCK = "1.2.1/trtllm-cuda13.1-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_1-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_1-trtllm-cuda13_1,mode=max"]
@@ -1246,6 +1375,9 @@ target "1_2_0-frontend-cpu" {
     ENGINE_VERSION = ""
     NIXL_VERSION = ""
     INSTALL = ""
+    LOCK = "1.2.0/frontend-cpu-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "docker.io/library/ubuntu:24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_0-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_0-frontend-cpu,mode=max"]
@@ -1271,6 +1403,9 @@ target "1_2_0-vllm-cuda13_0" {
     ENGINE_VERSION = "0.20.1"
     NIXL_VERSION = "0.10.1"
     INSTALL = "vllm nixl"
+    LOCK = "1.2.0/vllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_0-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_0-vllm-cuda13_0,mode=max"]
@@ -1296,6 +1431,9 @@ target "1_2_0-vllm-cuda12_9" {
     ENGINE_VERSION = "0.20.1"
     NIXL_VERSION = "0.10.1"
     INSTALL = "vllm nixl"
+    LOCK = "1.2.0/vllm-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_0-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_0-vllm-cuda12_9,mode=max"]
@@ -1321,6 +1459,9 @@ target "1_2_0-sglang-cuda13_0" {
     ENGINE_VERSION = "0.5.11"
     NIXL_VERSION = "1.0.1"
     INSTALL = "sglang nixl"
+    LOCK = "1.2.0/sglang-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_0-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_0-sglang-cuda13_0,mode=max"]
@@ -1346,6 +1487,9 @@ target "1_2_0-sglang-cuda12_9" {
     ENGINE_VERSION = "0.5.11"
     NIXL_VERSION = "1.0.1"
     INSTALL = "sglang nixl"
+    LOCK = "1.2.0/sglang-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_0-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_0-sglang-cuda12_9,mode=max"]
@@ -1371,6 +1515,9 @@ target "1_2_0-trtllm-cuda13_1" {
     ENGINE_VERSION = "1.3.0rc14"
     NIXL_VERSION = "0.10.1"
     INSTALL = "tensorrt-llm nixl"
+    LOCK = "1.2.0/trtllm-cuda13.1-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_0-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_0-trtllm-cuda13_1,mode=max"]
@@ -1396,6 +1543,9 @@ target "1_1_1-frontend-cpu" {
     ENGINE_VERSION = ""
     NIXL_VERSION = ""
     INSTALL = ""
+    LOCK = "1.1.1/frontend-cpu-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "docker.io/library/ubuntu:24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_1-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_1-frontend-cpu,mode=max"]
@@ -1421,6 +1571,9 @@ target "1_1_1-vllm-cuda13_0" {
     ENGINE_VERSION = "0.19.0"
     NIXL_VERSION = "0.10.1"
     INSTALL = "vllm nixl"
+    LOCK = "1.1.1/vllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_1-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_1-vllm-cuda13_0,mode=max"]
@@ -1446,6 +1599,9 @@ target "1_1_1-vllm-cuda12_9" {
     ENGINE_VERSION = "0.19.0"
     NIXL_VERSION = "0.10.1"
     INSTALL = "vllm nixl"
+    LOCK = "1.1.1/vllm-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_1-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_1-vllm-cuda12_9,mode=max"]
@@ -1471,6 +1627,9 @@ target "1_1_1-sglang-cuda13_0" {
     ENGINE_VERSION = "0.5.10.post1"
     NIXL_VERSION = "1.0.1"
     INSTALL = "sglang nixl"
+    LOCK = "1.1.1/sglang-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_1-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_1-sglang-cuda13_0,mode=max"]
@@ -1496,6 +1655,9 @@ target "1_1_1-sglang-cuda12_9" {
     ENGINE_VERSION = "0.5.10.post1"
     NIXL_VERSION = "1.0.1"
     INSTALL = "sglang nixl"
+    LOCK = "1.1.1/sglang-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_1-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_1-sglang-cuda12_9,mode=max"]
@@ -1521,6 +1683,9 @@ target "1_1_1-trtllm-cuda13_1" {
     ENGINE_VERSION = "1.3.0rc11"
     NIXL_VERSION = "0.10.1"
     INSTALL = "tensorrt-llm nixl"
+    LOCK = "1.1.1/trtllm-cuda13.1-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_1-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_1-trtllm-cuda13_1,mode=max"]
@@ -1546,6 +1711,9 @@ target "1_1_0-frontend-cpu" {
     ENGINE_VERSION = ""
     NIXL_VERSION = ""
     INSTALL = ""
+    LOCK = "1.1.0/frontend-cpu-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "docker.io/library/ubuntu:24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_0-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_0-frontend-cpu,mode=max"]
@@ -1571,6 +1739,9 @@ target "1_1_0-vllm-cuda13_0" {
     ENGINE_VERSION = "0.19.0"
     NIXL_VERSION = "0.10.1"
     INSTALL = "vllm nixl"
+    LOCK = "1.1.0/vllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_0-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_0-vllm-cuda13_0,mode=max"]
@@ -1596,6 +1767,9 @@ target "1_1_0-vllm-cuda12_9" {
     ENGINE_VERSION = "0.19.0"
     NIXL_VERSION = "0.10.1"
     INSTALL = "vllm nixl"
+    LOCK = "1.1.0/vllm-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_0-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_0-vllm-cuda12_9,mode=max"]
@@ -1621,6 +1795,9 @@ target "1_1_0-sglang-cuda13_0" {
     ENGINE_VERSION = "0.5.10.post1"
     NIXL_VERSION = "1.0.1"
     INSTALL = "sglang nixl"
+    LOCK = "1.1.0/sglang-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_0-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_0-sglang-cuda13_0,mode=max"]
@@ -1646,6 +1823,9 @@ target "1_1_0-sglang-cuda12_9" {
     ENGINE_VERSION = "0.5.10.post1"
     NIXL_VERSION = "1.0.1"
     INSTALL = "sglang nixl"
+    LOCK = "1.1.0/sglang-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_0-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_0-sglang-cuda12_9,mode=max"]
@@ -1671,6 +1851,9 @@ target "1_1_0-trtllm-cuda13_1" {
     ENGINE_VERSION = "1.3.0rc11"
     NIXL_VERSION = "0.10.1"
     INSTALL = "tensorrt-llm nixl"
+    LOCK = "1.1.0/trtllm-cuda13.1-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_0-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_0-trtllm-cuda13_1,mode=max"]
@@ -1696,6 +1879,9 @@ target "1_0_2-frontend-cpu" {
     ENGINE_VERSION = ""
     NIXL_VERSION = ""
     INSTALL = ""
+    LOCK = "1.0.2/frontend-cpu-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "docker.io/library/ubuntu:24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_2-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_2-frontend-cpu,mode=max"]
@@ -1721,6 +1907,9 @@ target "1_0_2-vllm-cuda13_0" {
     ENGINE_VERSION = "0.16.0"
     NIXL_VERSION = "0.10.1"
     INSTALL = "vllm nixl"
+    LOCK = "1.0.2/vllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_2-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_2-vllm-cuda13_0,mode=max"]
@@ -1746,6 +1935,9 @@ target "1_0_2-vllm-cuda12_9" {
     ENGINE_VERSION = "0.16.0"
     NIXL_VERSION = "0.10.1"
     INSTALL = "vllm nixl"
+    LOCK = "1.0.2/vllm-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_2-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_2-vllm-cuda12_9,mode=max"]
@@ -1771,6 +1963,9 @@ target "1_0_2-sglang-cuda13_0" {
     ENGINE_VERSION = "0.5.9"
     NIXL_VERSION = "0.10.1"
     INSTALL = "sglang nixl"
+    LOCK = "1.0.2/sglang-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_2-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_2-sglang-cuda13_0,mode=max"]
@@ -1796,6 +1991,9 @@ target "1_0_2-sglang-cuda12_9" {
     ENGINE_VERSION = "0.5.9"
     NIXL_VERSION = "0.10.1"
     INSTALL = "sglang nixl"
+    LOCK = "1.0.2/sglang-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_2-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_2-sglang-cuda12_9,mode=max"]
@@ -1821,6 +2019,9 @@ target "1_0_2-trtllm-cuda13_1" {
     ENGINE_VERSION = "1.3.0rc5.post1"
     NIXL_VERSION = "0.10.1"
     INSTALL = "tensorrt-llm nixl"
+    LOCK = "1.0.2/trtllm-cuda13.1-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_2-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_2-trtllm-cuda13_1,mode=max"]
@@ -1846,6 +2047,9 @@ target "1_0_1-frontend-cpu" {
     ENGINE_VERSION = ""
     NIXL_VERSION = ""
     INSTALL = ""
+    LOCK = "1.0.1/frontend-cpu-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "docker.io/library/ubuntu:24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_1-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_1-frontend-cpu,mode=max"]
@@ -1871,6 +2075,9 @@ target "1_0_1-vllm-cuda13_0" {
     ENGINE_VERSION = "0.16.0"
     NIXL_VERSION = "0.10.1"
     INSTALL = "vllm nixl"
+    LOCK = "1.0.1/vllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_1-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_1-vllm-cuda13_0,mode=max"]
@@ -1896,6 +2103,9 @@ target "1_0_1-vllm-cuda12_9" {
     ENGINE_VERSION = "0.16.0"
     NIXL_VERSION = "0.10.1"
     INSTALL = "vllm nixl"
+    LOCK = "1.0.1/vllm-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_1-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_1-vllm-cuda12_9,mode=max"]
@@ -1921,6 +2131,9 @@ target "1_0_1-sglang-cuda13_0" {
     ENGINE_VERSION = "0.5.9"
     NIXL_VERSION = "0.10.1"
     INSTALL = "sglang nixl"
+    LOCK = "1.0.1/sglang-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_1-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_1-sglang-cuda13_0,mode=max"]
@@ -1946,6 +2159,9 @@ target "1_0_1-sglang-cuda12_9" {
     ENGINE_VERSION = "0.5.9"
     NIXL_VERSION = "0.10.1"
     INSTALL = "sglang nixl"
+    LOCK = "1.0.1/sglang-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_1-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_1-sglang-cuda12_9,mode=max"]
@@ -1971,6 +2187,9 @@ target "1_0_1-trtllm-cuda13_1" {
     ENGINE_VERSION = "1.3.0rc5.post1"
     NIXL_VERSION = "0.10.1"
     INSTALL = "tensorrt-llm nixl"
+    LOCK = "1.0.1/trtllm-cuda13.1-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_1-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_1-trtllm-cuda13_1,mode=max"]
@@ -1996,6 +2215,9 @@ target "1_0_0-frontend-cpu" {
     ENGINE_VERSION = ""
     NIXL_VERSION = ""
     INSTALL = ""
+    LOCK = "1.0.0/frontend-cpu-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "docker.io/library/ubuntu:24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_0-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_0-frontend-cpu,mode=max"]
@@ -2021,6 +2243,9 @@ target "1_0_0-vllm-cuda13_0" {
     ENGINE_VERSION = "0.16.0"
     NIXL_VERSION = "0.10.1"
     INSTALL = "vllm nixl"
+    LOCK = "1.0.0/vllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_0-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_0-vllm-cuda13_0,mode=max"]
@@ -2046,6 +2271,9 @@ target "1_0_0-vllm-cuda12_9" {
     ENGINE_VERSION = "0.16.0"
     NIXL_VERSION = "0.10.1"
     INSTALL = "vllm nixl"
+    LOCK = "1.0.0/vllm-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_0-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_0-vllm-cuda12_9,mode=max"]
@@ -2071,6 +2299,9 @@ target "1_0_0-sglang-cuda13_0" {
     ENGINE_VERSION = "0.5.9"
     NIXL_VERSION = "0.10.1"
     INSTALL = "sglang nixl"
+    LOCK = "1.0.0/sglang-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_0-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_0-sglang-cuda13_0,mode=max"]
@@ -2096,6 +2327,9 @@ target "1_0_0-sglang-cuda12_9" {
     ENGINE_VERSION = "0.5.9"
     NIXL_VERSION = "0.10.1"
     INSTALL = "sglang nixl"
+    LOCK = "1.0.0/sglang-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_0-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_0-sglang-cuda12_9,mode=max"]
@@ -2121,6 +2355,9 @@ target "1_0_0-trtllm-cuda13_1" {
     ENGINE_VERSION = "1.3.0rc5.post1"
     NIXL_VERSION = "0.10.1"
     INSTALL = "tensorrt-llm nixl"
+    LOCK = "1.0.0/trtllm-cuda13.1-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_0-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_0-trtllm-cuda13_1,mode=max"]
@@ -2146,6 +2383,9 @@ target "0_9_1-frontend-cpu" {
     ENGINE_VERSION = ""
     NIXL_VERSION = ""
     INSTALL = ""
+    LOCK = "0.9.1/frontend-cpu-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "docker.io/library/ubuntu:24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_9_1-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_9_1-frontend-cpu,mode=max"]
@@ -2171,6 +2411,9 @@ target "0_9_1-vllm-cuda12_9" {
     ENGINE_VERSION = "0.14.1"
     NIXL_VERSION = "0.9.0"
     INSTALL = "vllm nixl"
+    LOCK = "0.9.1/vllm-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_9_1-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_9_1-vllm-cuda12_9,mode=max"]
@@ -2196,6 +2439,9 @@ target "0_9_1-sglang-cuda12_9" {
     ENGINE_VERSION = "0.5.8"
     NIXL_VERSION = "0.9.0"
     INSTALL = "sglang nixl"
+    LOCK = "0.9.1/sglang-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_9_1-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_9_1-sglang-cuda12_9,mode=max"]
@@ -2221,6 +2467,9 @@ target "0_9_1-trtllm-cuda13_0" {
     ENGINE_VERSION = "1.3.0rc3"
     NIXL_VERSION = "0.9.0"
     INSTALL = "tensorrt-llm nixl"
+    LOCK = "0.9.1/trtllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.10-py3 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_9_1-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_9_1-trtllm-cuda13_0,mode=max"]
@@ -2246,6 +2495,9 @@ target "0_9_0-frontend-cpu" {
     ENGINE_VERSION = ""
     NIXL_VERSION = ""
     INSTALL = ""
+    LOCK = "0.9.0/frontend-cpu-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "docker.io/library/ubuntu:24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_9_0-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_9_0-frontend-cpu,mode=max"]
@@ -2271,6 +2523,9 @@ target "0_9_0-vllm-cuda12_9" {
     ENGINE_VERSION = "0.14.1"
     NIXL_VERSION = "0.9.0"
     INSTALL = "vllm nixl"
+    LOCK = "0.9.0/vllm-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_9_0-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_9_0-vllm-cuda12_9,mode=max"]
@@ -2296,6 +2551,9 @@ target "0_9_0-sglang-cuda12_9" {
     ENGINE_VERSION = "0.5.8"
     NIXL_VERSION = "0.9.0"
     INSTALL = "sglang nixl"
+    LOCK = "0.9.0/sglang-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_9_0-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_9_0-sglang-cuda12_9,mode=max"]
@@ -2321,6 +2579,9 @@ target "0_9_0-trtllm-cuda13_0" {
     ENGINE_VERSION = "1.3.0rc1"
     NIXL_VERSION = "0.9.0"
     INSTALL = "tensorrt-llm nixl"
+    LOCK = "0.9.0/trtllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.10-py3 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_9_0-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_9_0-trtllm-cuda13_0,mode=max"]
@@ -2346,6 +2607,9 @@ target "0_8_1_post3-vllm-cuda13_0" {
     ENGINE_VERSION = "0.12.0"
     NIXL_VERSION = "0.8.0"
     INSTALL = "vllm nixl"
+    LOCK = "0.8.1.post3/vllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-vllm-cuda13_0,mode=max"]
@@ -2371,6 +2635,9 @@ target "0_8_1_post3-vllm-cuda12_9" {
     ENGINE_VERSION = "0.12.0"
     NIXL_VERSION = "0.8.0"
     INSTALL = "vllm nixl"
+    LOCK = "0.8.1.post3/vllm-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-vllm-cuda12_9,mode=max"]
@@ -2396,6 +2663,9 @@ target "0_8_1_post3-sglang-cuda13_0" {
     ENGINE_VERSION = "0.5.6.post2"
     NIXL_VERSION = "0.8.0"
     INSTALL = "sglang nixl"
+    LOCK = "0.8.1.post3/sglang-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-sglang-cuda13_0,mode=max"]
@@ -2421,6 +2691,9 @@ target "0_8_1_post3-sglang-cuda12_9" {
     ENGINE_VERSION = "0.5.6.post2"
     NIXL_VERSION = "0.8.0"
     INSTALL = "sglang nixl"
+    LOCK = "0.8.1.post3/sglang-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-sglang-cuda12_9,mode=max"]
@@ -2446,6 +2719,9 @@ target "0_8_1_post3-trtllm-cuda13_0" {
     ENGINE_VERSION = "1.2.0rc6.post3"
     NIXL_VERSION = "0.8.0"
     INSTALL = "tensorrt-llm nixl"
+    LOCK = "0.8.1.post3/trtllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.10-py3 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-trtllm-cuda13_0,mode=max"]
@@ -2471,6 +2747,9 @@ target "0_8_1_post2-vllm-cuda13_0" {
     ENGINE_VERSION = "0.12.0"
     NIXL_VERSION = "0.8.0"
     INSTALL = "vllm nixl"
+    LOCK = "0.8.1.post2/vllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-vllm-cuda13_0,mode=max"]
@@ -2496,6 +2775,9 @@ target "0_8_1_post2-vllm-cuda12_9" {
     ENGINE_VERSION = "0.12.0"
     NIXL_VERSION = "0.8.0"
     INSTALL = "vllm nixl"
+    LOCK = "0.8.1.post2/vllm-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-vllm-cuda12_9,mode=max"]
@@ -2521,6 +2803,9 @@ target "0_8_1_post2-sglang-cuda13_0" {
     ENGINE_VERSION = "0.5.6.post2"
     NIXL_VERSION = "0.8.0"
     INSTALL = "sglang nixl"
+    LOCK = "0.8.1.post2/sglang-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-sglang-cuda13_0,mode=max"]
@@ -2546,6 +2831,9 @@ target "0_8_1_post2-sglang-cuda12_9" {
     ENGINE_VERSION = "0.5.6.post2"
     NIXL_VERSION = "0.8.0"
     INSTALL = "sglang nixl"
+    LOCK = "0.8.1.post2/sglang-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-sglang-cuda12_9,mode=max"]
@@ -2571,6 +2859,9 @@ target "0_8_1_post2-trtllm-cuda13_0" {
     ENGINE_VERSION = "1.2.0rc6.post2"
     NIXL_VERSION = "0.8.0"
     INSTALL = "tensorrt-llm nixl"
+    LOCK = "0.8.1.post2/trtllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.10-py3 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-trtllm-cuda13_0,mode=max"]
@@ -2596,6 +2887,9 @@ target "0_8_1_post1-vllm-cuda13_0" {
     ENGINE_VERSION = "0.12.0"
     NIXL_VERSION = "0.8.0"
     INSTALL = "vllm nixl"
+    LOCK = "0.8.1.post1/vllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-vllm-cuda13_0,mode=max"]
@@ -2621,6 +2915,9 @@ target "0_8_1_post1-vllm-cuda12_9" {
     ENGINE_VERSION = "0.12.0"
     NIXL_VERSION = "0.8.0"
     INSTALL = "vllm nixl"
+    LOCK = "0.8.1.post1/vllm-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-vllm-cuda12_9,mode=max"]
@@ -2646,6 +2943,9 @@ target "0_8_1_post1-sglang-cuda13_0" {
     ENGINE_VERSION = "0.5.6.post2"
     NIXL_VERSION = "0.8.0"
     INSTALL = "sglang nixl"
+    LOCK = "0.8.1.post1/sglang-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-sglang-cuda13_0,mode=max"]
@@ -2671,6 +2971,9 @@ target "0_8_1_post1-sglang-cuda12_9" {
     ENGINE_VERSION = "0.5.6.post2"
     NIXL_VERSION = "0.8.0"
     INSTALL = "sglang nixl"
+    LOCK = "0.8.1.post1/sglang-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-sglang-cuda12_9,mode=max"]
@@ -2696,6 +2999,9 @@ target "0_8_1_post1-trtllm-cuda13_0" {
     ENGINE_VERSION = "1.2.0rc6.post2"
     NIXL_VERSION = "0.8.0"
     INSTALL = "tensorrt-llm nixl"
+    LOCK = "0.8.1.post1/trtllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.10-py3 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-trtllm-cuda13_0,mode=max"]
@@ -2721,6 +3027,9 @@ target "0_8_1-frontend-cpu" {
     ENGINE_VERSION = ""
     NIXL_VERSION = ""
     INSTALL = ""
+    LOCK = "0.8.1/frontend-cpu-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "docker.io/library/ubuntu:24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1-frontend-cpu,mode=max"]
@@ -2746,6 +3055,9 @@ target "0_8_1-vllm-cuda13_0" {
     ENGINE_VERSION = "0.12.0"
     NIXL_VERSION = "0.8.0"
     INSTALL = "vllm nixl"
+    LOCK = "0.8.1/vllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1-vllm-cuda13_0,mode=max"]
@@ -2771,6 +3083,9 @@ target "0_8_1-vllm-cuda12_9" {
     ENGINE_VERSION = "0.12.0"
     NIXL_VERSION = "0.8.0"
     INSTALL = "vllm nixl"
+    LOCK = "0.8.1/vllm-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1-vllm-cuda12_9,mode=max"]
@@ -2796,6 +3111,9 @@ target "0_8_1-sglang-cuda13_0" {
     ENGINE_VERSION = "0.5.6.post2"
     NIXL_VERSION = "0.8.0"
     INSTALL = "sglang nixl"
+    LOCK = "0.8.1/sglang-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1-sglang-cuda13_0,mode=max"]
@@ -2821,6 +3139,9 @@ target "0_8_1-sglang-cuda12_9" {
     ENGINE_VERSION = "0.5.6.post2"
     NIXL_VERSION = "0.8.0"
     INSTALL = "sglang nixl"
+    LOCK = "0.8.1/sglang-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1-sglang-cuda12_9,mode=max"]
@@ -2846,6 +3167,9 @@ target "0_8_1-trtllm-cuda13_0" {
     ENGINE_VERSION = "1.2.0rc6.post1"
     NIXL_VERSION = "0.8.0"
     INSTALL = "tensorrt-llm nixl"
+    LOCK = "0.8.1/trtllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.10-py3 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1-trtllm-cuda13_0,mode=max"]
@@ -2871,6 +3195,9 @@ target "0_8_1-llama_cpp-cuda12_9" {
     ENGINE_VERSION = "0.3.16"
     NIXL_VERSION = ""
     INSTALL = "llama-cpp-python"
+    LOCK = "0.8.1/llama_cpp-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1-llama_cpp-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1-llama_cpp-cuda12_9,mode=max"]
@@ -2896,6 +3223,9 @@ target "0_8_1-llama_cpp-cpu" {
     ENGINE_VERSION = "0.3.16"
     NIXL_VERSION = ""
     INSTALL = "llama-cpp-python"
+    LOCK = "0.8.1/llama_cpp-cpu-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "docker.io/library/ubuntu:24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1-llama_cpp-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1-llama_cpp-cpu,mode=max"]
@@ -2921,6 +3251,9 @@ target "0_8_0-frontend-cpu" {
     ENGINE_VERSION = ""
     NIXL_VERSION = ""
     INSTALL = ""
+    LOCK = "0.8.0/frontend-cpu-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "docker.io/library/ubuntu:24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_0-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_0-frontend-cpu,mode=max"]
@@ -2946,6 +3279,9 @@ target "0_8_0-vllm-cuda13_0" {
     ENGINE_VERSION = "0.12.0"
     NIXL_VERSION = "0.8.0"
     INSTALL = "vllm nixl"
+    LOCK = "0.8.0/vllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_0-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_0-vllm-cuda13_0,mode=max"]
@@ -2971,6 +3307,9 @@ target "0_8_0-vllm-cuda12_9" {
     ENGINE_VERSION = "0.12.0"
     NIXL_VERSION = "0.8.0"
     INSTALL = "vllm nixl"
+    LOCK = "0.8.0/vllm-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_0-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_0-vllm-cuda12_9,mode=max"]
@@ -2996,6 +3335,9 @@ target "0_8_0-sglang-cuda13_0" {
     ENGINE_VERSION = "0.5.6.post2"
     NIXL_VERSION = "0.8.0"
     INSTALL = "sglang nixl"
+    LOCK = "0.8.0/sglang-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_0-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_0-sglang-cuda13_0,mode=max"]
@@ -3021,6 +3363,9 @@ target "0_8_0-sglang-cuda12_9" {
     ENGINE_VERSION = "0.5.6.post2"
     NIXL_VERSION = "0.8.0"
     INSTALL = "sglang nixl"
+    LOCK = "0.8.0/sglang-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_0-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_0-sglang-cuda12_9,mode=max"]
@@ -3046,6 +3391,9 @@ target "0_8_0-trtllm-cuda13_0" {
     ENGINE_VERSION = "1.2.0rc6.post1"
     NIXL_VERSION = "0.8.0"
     INSTALL = "tensorrt-llm nixl"
+    LOCK = "0.8.0/trtllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.10-py3 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_0-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_0-trtllm-cuda13_0,mode=max"]
@@ -3071,6 +3419,9 @@ target "0_7_1-vllm-cuda12_9" {
     ENGINE_VERSION = "0.11.0"
     NIXL_VERSION = "0.8.0"
     INSTALL = "vllm nixl"
+    LOCK = "0.7.1/vllm-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_1-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_1-vllm-cuda12_9,mode=max"]
@@ -3096,6 +3447,9 @@ target "0_7_1-sglang-cuda12_8" {
     ENGINE_VERSION = "0.5.3.post4"
     NIXL_VERSION = "0.8.0"
     INSTALL = "sglang nixl"
+    LOCK = "0.7.1/sglang-cuda12.8-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.01-cuda12.8-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.8.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_1-sglang-cuda12_8"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_1-sglang-cuda12_8,mode=max"]
@@ -3121,6 +3475,9 @@ target "0_7_1-trtllm-cuda13_0" {
     ENGINE_VERSION = "1.2.0rc3"
     NIXL_VERSION = "0.8.0"
     INSTALL = "tensorrt-llm nixl"
+    LOCK = "0.7.1/trtllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.10-py3 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_1-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_1-trtllm-cuda13_0,mode=max"]
@@ -3146,6 +3503,9 @@ target "0_7_0_post1-vllm-cuda12_8" {
     ENGINE_VERSION = "0.11.0"
     NIXL_VERSION = "0.8.0"
     INSTALL = "vllm nixl"
+    LOCK = "0.7.0.post1/vllm-cuda12.8-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.01-cuda12.8-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.8.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_0_post1-vllm-cuda12_8"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_0_post1-vllm-cuda12_8,mode=max"]
@@ -3171,6 +3531,9 @@ target "0_7_0_post1-sglang-cuda12_9" {
     ENGINE_VERSION = "0.5.3.post4"
     NIXL_VERSION = "0.8.0"
     INSTALL = "sglang nixl"
+    LOCK = "0.7.0.post1/sglang-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_0_post1-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_0_post1-sglang-cuda12_9,mode=max"]
@@ -3196,6 +3559,9 @@ target "0_7_0_post1-trtllm-cuda13_0" {
     ENGINE_VERSION = "1.2.0rc3"
     NIXL_VERSION = "0.8.0"
     INSTALL = "tensorrt-llm nixl"
+    LOCK = "0.7.0.post1/trtllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.10-py3 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_0_post1-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_0_post1-trtllm-cuda13_0,mode=max"]
@@ -3221,6 +3587,9 @@ target "0_7_0-vllm-cuda12_8" {
     ENGINE_VERSION = "0.11.0"
     NIXL_VERSION = "0.8.0"
     INSTALL = "vllm nixl"
+    LOCK = "0.7.0/vllm-cuda12.8-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.01-cuda12.8-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.8.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_0-vllm-cuda12_8"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_0-vllm-cuda12_8,mode=max"]
@@ -3246,6 +3615,9 @@ target "0_7_0-sglang-cuda12_9" {
     ENGINE_VERSION = "0.5.3.post4"
     NIXL_VERSION = "0.8.0"
     INSTALL = "sglang nixl"
+    LOCK = "0.7.0/sglang-cuda12.9-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_0-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_0-sglang-cuda12_9,mode=max"]
@@ -3271,6 +3643,9 @@ target "0_7_0-trtllm-cuda13_0" {
     ENGINE_VERSION = "1.2.0rc2"
     NIXL_VERSION = "0.8.0"
     INSTALL = "tensorrt-llm nixl"
+    LOCK = "0.7.0/trtllm-cuda13.0-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.10-py3 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_0-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_0-trtllm-cuda13_0,mode=max"]
@@ -3296,6 +3671,9 @@ target "0_6_1-vllm-cuda12_8" {
     ENGINE_VERSION = "0.10.2"
     NIXL_VERSION = "0.6.0"
     INSTALL = "vllm[flashinfer] nixl"
+    LOCK = "0.6.1/vllm-cuda12.8-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.01-cuda12.8-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.8.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_6_1-vllm-cuda12_8"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_6_1-vllm-cuda12_8,mode=max"]
@@ -3321,6 +3699,9 @@ target "0_6_1-trtllm-cuda12_8" {
     ENGINE_VERSION = "1.1.0rc5"
     NIXL_VERSION = "0.6.0"
     INSTALL = "tensorrt-llm nixl"
+    LOCK = "0.6.1/trtllm-cuda12.8-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/pytorch:25.06-py3 nvcr.io/nvidia/cuda:12.8.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_6_1-trtllm-cuda12_8"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_6_1-trtllm-cuda12_8,mode=max"]
@@ -3346,6 +3727,9 @@ target "0_1_0-vllm-cuda12_8" {
     ENGINE_VERSION = "0.7.2"
     NIXL_VERSION = "0.1.0"
     INSTALL = "vllm nixl"
+    LOCK = "0.1.0/vllm-cuda12.8-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.01-cuda12.8-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.8.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_1_0-vllm-cuda12_8"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_1_0-vllm-cuda12_8,mode=max"]
@@ -3371,6 +3755,9 @@ target "0_1_0-trtllm-cuda12_8" {
     ENGINE_VERSION = "0.19.0"
     NIXL_VERSION = "0.1.0"
     INSTALL = "tensorrt-llm nixl"
+    LOCK = "0.1.0/trtllm-cuda12.8-py3.12"
+    BASE_DIGEST = ""
+    UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.01-cuda12.8-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.8.1-runtime-ubuntu24.04"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_1_0-trtllm-cuda12_8"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_1_0-trtllm-cuda12_8,mode=max"]

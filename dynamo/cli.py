@@ -11,6 +11,7 @@ import dataclasses
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from dynamo.matrix import InvalidCombination, MatrixInvalid, load, targets
 from dynamo.matrix.load import default_path, display_name
@@ -56,6 +57,13 @@ def _matrix_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _matrix_pin(args: argparse.Namespace) -> int:
+    from dynamo import pin
+
+    path = default_path() if args.matrix is None else Path(args.matrix)
+    return pin.run(load(path), path, args)
+
+
 def _render(args: argparse.Namespace) -> int:
     from dynamo import render  # jinja2 is needed here only
 
@@ -64,11 +72,15 @@ def _render(args: argparse.Namespace) -> int:
     except render.RenderError as exc:
         return _error(exc)
     if args.check:
-        problems = render.check(outputs)
-        for problem in problems:
+        from dynamo.lock import drift
+        problems, stale = render.check(outputs), drift(load(args.matrix))  # committed locks follow the matrix too
+        for problem in problems + stale:
             print(problem, file=sys.stderr)
         if problems:
             print(f"{len(problems)} generated file(s) out of date; run `python build.py render`", file=sys.stderr)
+        if stale:
+            print(f"{len(stale)} problem(s) in committed locks; run `python build.py lock`", file=sys.stderr)
+        if problems or stale:
             return EXIT_FAILED
         print(f"ok: {len(outputs)} generated files match the matrix")
         return EXIT_OK
@@ -88,7 +100,8 @@ def _build(args: argparse.Namespace) -> int:
             matrix, framework=args.framework, cuda=args.cuda, release=args.release,
             platforms=args.platform.split(",") if args.platform is not None else None, python=args.python, stage=args.target,
             tags=args.tag, build_args=args.build_arg, base_image=args.base_image, ca_cert=args.ca_cert,
-            push=args.push, no_cache=args.no_cache, cache_from=args.cache_from, cache_to=args.cache_to)
+            push=args.push, no_cache=args.no_cache, cache_from=args.cache_from, cache_to=args.cache_to,
+            unlocked=args.unlocked)
     except PlanError as exc:
         return _error(exc)
     for warning in plan.warnings:
@@ -153,6 +166,18 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_OK if all(check.ok for check in checks) else EXIT_FAILED
 
 
+def _lock(args: argparse.Namespace) -> int:
+    from dynamo import lock
+
+    return lock.run(load(args.matrix), args)
+
+
+def _attest(args: argparse.Namespace) -> int:
+    from dynamo import attest
+
+    return attest.run(args)
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from dynamo.doctor import cli as doctor
 
@@ -189,6 +214,9 @@ def build_parser(prog: str = "dynamo") -> argparse.ArgumentParser:
     check = actions.add_parser("check", parents=[common], help="validate the matrix and list every problem")
     check.set_defaults(run=_matrix_check)
 
+    pin = actions.add_parser("pin", parents=[common], help="record each base and runtime image's digest from its registry")
+    pin.add_argument("--check", action="store_true", help="write nothing; exit 1 naming each image unpinned or moved")
+    pin.set_defaults(run=_matrix_pin)
     from dynamo.matrix.commands import add_commands
     add_commands(actions, common)  # matrix import, matrix bump
 
@@ -218,6 +246,8 @@ def build_parser(prog: str = "dynamo") -> argparse.ArgumentParser:
     build.add_argument("--engine", choices=ENGINE_CHOICES, help="default: detected (docker with buildx, buildah,"
                                                                " podman, then docker's classic builder)")
     build.add_argument("--ca-cert", metavar="FILE", help="CA bundle for TLS-intercepting proxies; never kept in the image")
+    build.add_argument("--unlocked", action="store_true",
+                       help="build without the cell's lock (resolved at build time, not reproducible; labelled dev.dynamo.lock=none)")
     build.add_argument("--dry-run", action="store_true", help="print the resolved target and the command; build nothing")
     build.add_argument("--verbose", action="store_true", help="show the engine's full output")
     build.set_defaults(run=_build)
@@ -226,6 +256,21 @@ def build_parser(prog: str = "dynamo") -> argparse.ArgumentParser:
     verify.add_argument("image")
     verify.add_argument("--engine", choices=ENGINE_CHOICES, help="default: detected")
     verify.set_defaults(run=_verify)
+
+    lock = commands.add_parser("lock", parents=[common], help="pin and hash every Python package of each cell (uv)")
+    lock.add_argument("--release", help="the release to lock (default: the latest)")
+    lock.add_argument("--framework", help="only this framework")
+    lock.add_argument("--check", action="store_true", help="write nothing; exit 1 naming each missing or stale lock")
+    lock.add_argument("--hashes", action="store_true", help="with --check: also ask the index for every locked hash")
+    lock.set_defaults(run=_lock)
+
+    attest = commands.add_parser("attest", help="write (or --check) an image's SBOMs and SLSA provenance beside it")
+    attest.add_argument("image")
+    attest.add_argument("--engine", choices=ENGINE_CHOICES, help="default: the engine whose store has the image")
+    attest.add_argument("--out", metavar="DIR", type=Path, help="where attestations/ goes (default: this checkout)")
+    attest.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 naming each way the image disagrees with its SBOMs or provenance")
+    attest.set_defaults(run=_attest)
 
     from dynamo.doctor.cli import add_arguments
     doctor = commands.add_parser("doctor", parents=[common], help="can this host run this release/image? checks and fixes")

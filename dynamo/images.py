@@ -48,6 +48,17 @@ def constraints_path(target: Target) -> str:
     return f"container/constraints/{target.release}/{target.framework}.txt"
 
 
+def lock_name(target: Target) -> str:
+    """The LOCK build arg: the cell's lock file without its architecture, which the image adds itself
+    (Debian's name for it, as `dpkg --print-architecture` prints it)."""
+    return f"{target.release}/{target.framework}-{target.device}-py{target.python}"
+
+
+def lock_file(target: Target) -> str:
+    """locks/0.8.1/vllm-cuda12.9-py3.12-amd64.txt"""
+    return f"locks/{lock_name(target)}-{target.platform.split('/')[1]}.txt"
+
+
 def nvidia_require_cuda(target: Target, matrix: Matrix | None = None) -> str:
     """The image's NVIDIA_REQUIRE_CUDA: the NVIDIA container toolkit starts it on a driver that supports
     its CUDA, or on a forward-compatibility branch with a data-center or professional GPU (the matrix's
@@ -74,7 +85,15 @@ def build_args(target: Target) -> dict[str, str]:
         "ENGINE_VERSION": target.engine_version or "",
         "NIXL_VERSION": target.nixl or "",
         "INSTALL": " ".join(install_names(target)),
+        "LOCK": lock_name(target),
+        "BASE_DIGEST": target.runtime_image.partition("@")[2],
+        "UNPINNED": " ".join(unpinned(target)),
     }
+
+
+def unpinned(target: Target) -> list[str]:
+    """The target's base and runtime images that are not pinned to a digest (`matrix pin`)."""
+    return list(dict.fromkeys(ref for ref in (target.base_image, target.runtime_image) if "@" not in ref))
 
 
 # Our labels, each set from the build arg of the same meaning (plus the framework, fixed per Dockerfile).
@@ -87,6 +106,8 @@ LABEL_ARGS = {
     "python.version": "PYTHON_VERSION",
     "engine.version": "ENGINE_VERSION",
     "nixl.version": "NIXL_VERSION",
+    "lock": "LOCK",
+    "unpinned": "UNPINNED",
 }
 
 

@@ -36,7 +36,7 @@ def test_unknown_values_list_the_valid_ones():
     assert result.returncode == 2
     assert result.stderr == "error: unknown framework 'tensorrt'; valid frameworks: frontend, vllm, sglang, trtllm or llama_cpp\n"
     result = run_cli("matrix", "lst")
-    assert result.returncode == 2 and "invalid choice: 'lst' (choose from 'list', 'show', 'check', 'import', 'bump')" in result.stderr
+    assert result.returncode == 2 and "invalid choice: 'lst' (choose from 'list', 'show', 'check', 'pin', 'import', 'bump')" in result.stderr
 
 
 def test_broken_matrix_lists_every_problem_without_traceback(tmp_path):

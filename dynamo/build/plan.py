@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dynamo import images
+from dynamo import lock as locks
 from dynamo.matrix import Matrix, Target, resolve
 from dynamo.matrix.query import host_arch, normalize_arch
 
@@ -80,7 +81,7 @@ def make_plan(matrix: Matrix, *, framework: str, cuda: str | None = None, releas
               tags: list[str] | None = None, build_args: list[str] | None = None,
               base_image: str | None = None, ca_cert: str | None = None, push: bool = False,
               no_cache: bool = False, cache_from: list[str] | None = None, cache_to: list[str] | None = None,
-              checkout: Path = CHECKOUT) -> BuildPlan:
+              unlocked: bool = False, checkout: Path = CHECKOUT) -> BuildPlan:
     """Resolve the matrix cell for every requested platform and gather what the engine needs."""
     _check_flags(cuda=cuda, platforms=platforms, tags=tags, base_image=base_image)
     if stage not in STAGES:
@@ -102,6 +103,18 @@ def make_plan(matrix: Matrix, *, framework: str, cuda: str | None = None, releas
             raise PlanError(f"--ca-cert {ca_cert}: not a PEM certificate bundle (no BEGIN CERTIFICATE line)")
     args = images.build_args(targets[0]) | parse_build_args(build_args or [])
     warnings = [note for note in targets[0].notes]
+    if not_pinned := args.get("UNPINNED"):
+        warnings.append(f"{not_pinned}: not pinned to a digest, so the build is not reproducible (run `python build.py"
+                        " matrix pin` where the registry is reachable); its label dev.dynamo.unpinned records it")
+    if unlocked:
+        args["LOCK"] = "none"
+        warnings.append(f"building {targets[0].release}-{targets[0].framework}-{targets[0].device} without a lock"
+                        " (--unlocked): packages resolve at build time, so the image is not reproducible;"
+                        " its label dev.dynamo.lock=none records it")
+    else:
+        for target in targets:
+            if found := locks.problems(locks.spec(matrix, target, checkout), checkout):
+                raise PlanError(f"{found[0]}; or build with --unlocked (the image's labels record it)")
     version = matrix.latest  # this checkout's package version: pyproject.toml is rendered from it
     if targets[0].release not in (version, "main"):
         warnings.append(f"this checkout is dynamo {version} but the image is for release {targets[0].release}:"

@@ -57,8 +57,14 @@ def subject_for(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> S
         release = default_release(matrix, args.framework, device)[0]
     else:
         release = matrix.latest
-    framework = args.framework or next((fw for fw, pkg in FRAMEWORK_PACKAGES.items()
-                                        if facts.packages.get(pkg) and fw in matrix.release[release].engines), None)
+    framework = args.framework
+    if framework is None:  # the engine installed here; the newest release that has it, unless one was asked for
+        installed_engines = [fw for fw, pkg in FRAMEWORK_PACKAGES.items() if facts.packages.get(pkg)]
+        framework = next((fw for fw in installed_engines if fw in matrix.release[release].engines), None)
+        if framework is None and installed_engines and not args.release:
+            framework = installed_engines[0]
+            device = device or host_device(matrix, facts, framework)
+            release = default_release(matrix, framework, device)[0]
     if device is None and framework:
         device = host_device(matrix, facts, framework)
     return Subject(release, framework, device)

@@ -80,3 +80,5 @@ def release_name(value: str) -> str | None:
 
 # PEP 508's name: letters and digits, with . _ - inside (a bare name: no extras, version or marker).
 distribution = _matching(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?", 'a package name such as "tensorrt-llm"')
+# "" (not resolved yet) or the sha256 digest a registry reports for the tag.
+image_digest = _matching(r"(sha256:[0-9a-f]{64})?", 'a digest "sha256:<64 hex digits>", or "" until `matrix pin` resolves it')

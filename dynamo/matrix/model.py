@@ -88,6 +88,8 @@ class Framework:
     package: str | None = checked(checks.distribution)  # None: no engine (the frontend image)
     module: str = required(checks.module)
     extra_index_url: str | None = None
+    # An index that serves the framework's builds for one CUDA toolkit (PyPI's wheels target another).
+    cuda_index_url: dict[str, str] = checked(keys=checks.cuda_version, factory=dict)
     cuda_archs: tuple[str, ...] = checked(checks.compute_capability, default=())
     cpu: bool = False
     nixl: bool = True
@@ -212,3 +214,6 @@ class Matrix:
     forward_compat: ForwardCompat | None = None
     # NVIDIA's published GPUs: compute capability -> NVML brand -> names
     gpu: dict[str, dict[str, tuple[str, ...]]] = checked(keys=checks.compute_capability, factory=dict)
+    # Each base and runtime image reference -> the digest its tag had when `matrix pin` resolved it
+    # ("" until resolved from a registry).
+    image_digests: dict[str, str] = checked(checks.image_digest, keys=checks.image_ref, factory=dict)

@@ -71,6 +71,12 @@ def version(text: str) -> Version:
     return Version(text)
 
 
+def pinned(matrix: Matrix, ref: str) -> str:
+    """`ref@digest` when the matrix's [image_digests] records a digest for ref (`matrix pin`), else ref."""
+    digest = matrix.image_digests.get(ref, "")
+    return f"{ref}@{digest}" if digest and "@" not in ref else ref
+
+
 def human_list(items: Iterable[str], conjunction: str = "and") -> str:
     items = list(items)
     if not items:
@@ -295,7 +301,7 @@ def evaluate(matrix: Matrix, release_name: str, framework: str, device: str, arc
         engine_version=engine.version, engine_pin=(engine.pin or engine.version) if fw.package else None,
         engine_requirement=requirements[0] if requirements else None, extra_requirements=tuple(requirements[1:]),
         nixl=nixl, platform=matrix.cpu_arch[arch].platform, os=release.image_os,
-        base_image=base_image or base, runtime_image=base_image or runtime,
+        base_image=base_image or pinned(matrix, base), runtime_image=base_image or pinned(matrix, runtime),
         driver_linux=cuda.driver_linux if cuda else None,
         published_linux=cuda.published_linux if cuda else None,
         published_windows=cuda.published_windows if cuda else None,

