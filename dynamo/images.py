@@ -59,14 +59,11 @@ def lock_file(target: Target) -> str:
     return f"locks/{lock_name(target)}-{target.platform.split('/')[1]}.txt"
 
 
-def nvidia_require_cuda(target: Target, matrix: Matrix | None = None) -> str:
+def nvidia_require_cuda(target: Target) -> str:
     """The image's NVIDIA_REQUIRE_CUDA: the NVIDIA container toolkit starts it on a driver that supports
     its CUDA, or on a forward-compatibility branch with a data-center or professional GPU (the matrix's
-    [forward_compat], as NVIDIA's base images do), and refuses it elsewhere. matrix: default the
-    repository's."""
-    from dynamo.doctor.requirement import image_requirement, repository_matrix
-
-    return image_requirement(matrix or repository_matrix(), target.cuda)
+    [forward_compat], as NVIDIA's base images do), and refuses it elsewhere."""
+    return target.require_cuda
 
 
 def build_args(target: Target) -> dict[str, str]:

@@ -315,10 +315,11 @@ def preflight(options: Options, labels: dict[str, str], gpus: bool) -> list[str]
     if result.returncode != 0:
         last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
         return [f"the host check could not run ({last[0]}); continuing"]
-    # the matrix's caveats about how to start the container here, with their fixes
+    # what starts but with a limit (forward or minor-version compatibility, an unknown GPU) and the
+    # matrix's caveats about how to start the container here, with their fixes
     warnings = []
     for index, line in enumerate(report):
-        if line.startswith("! caveat"):
+        if re.match(r"^! (caveat|toolkit|driver|gpu) ", line):
             warnings.append(line)
             if index + 1 < len(report) and re.match(r"^ +fix:", report[index + 1]):
                 warnings.append(report[index + 1])

@@ -85,12 +85,12 @@ def test_refusal_message_is_the_toolkits():
 
 
 def test_our_images_carry_nvidias_forward_compatibility_clauses(matrix):
-    by_cuda = {t.cuda: images.nvidia_require_cuda(t, matrix) for t in targets(matrix) if t.cuda}
+    by_cuda = {t.cuda: images.nvidia_require_cuda(t) for t in targets(matrix) if t.cuda}
     assert by_cuda["12.9"] == CUDA_12_9  # exactly NVIDIA's 12.9.1 image
     assert by_cuda["13.0"].startswith("cuda>=13.0 brand=unknown,driver>=535,driver<536 ")
     assert "driver>=575,driver<576" in by_cuda["13.0"] and "driver>=560" not in by_cuda["13.0"]
     for target in targets(matrix):
-        text = images.nvidia_require_cuda(target, matrix)
+        text = images.nvidia_require_cuda(target)
         assert images.build_args(target)["NVIDIA_REQUIRE_CUDA"] == text
         if target.cuda is None:
             assert text == ""

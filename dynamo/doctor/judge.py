@@ -291,7 +291,7 @@ def _runnable_elsewhere(matrix: Matrix, facts: HostFacts, target: Target) -> lis
     for other in targets(matrix, framework=target.framework):
         if other.arch != target.arch or other.cuda is None or other.cuda == target.cuda:
             continue
-        start = predict_start(matrix, facts, requirement.image_requirement(matrix, other.cuda))
+        start = predict_start(matrix, facts, other.require_cuda)
         gpus_ok = all(f.status != FAIL for f in _gpus(matrix, facts, other))
         if (facts.in_container or start.verdict == "start") and gpus_ok and _driver_ok(matrix, facts, other):
             from dynamo import images  # only to name a tag
@@ -307,7 +307,7 @@ def _toolkit(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]:
     NVIDIA_REQUIRE_CUDA. Inside a started container that question has been answered."""
     if not facts.driver or _mismatch(facts) is not None:
         return []  # no driver to start with: the driver finding says so
-    text = requirement.image_requirement(matrix, target.cuda)  # what dynamo.images renders
+    text = target.require_cuda  # what dynamo.images renders
     start = predict_start(matrix, facts, text)
     floor = text.split(" ")[0]
     if start.verdict == "refuse":

@@ -13,13 +13,12 @@ condition after it is never seen.
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dynamo.matrix import Matrix
+    pass
 
 OPERATORS = ("=", "!=", "<", "<=", ">", ">=")
 KEYS = ("cuda", "driver", "arch", "brand")
@@ -126,19 +125,3 @@ def forward_compat_clauses(cuda: str, brands: tuple[str, ...], branches: tuple[i
     return " ".join(groups)
 
 
-def image_requirement(matrix: Matrix, cuda: str | None) -> str:
-    """NVIDIA_REQUIRE_CUDA of our images for this CUDA: its floor, plus the matrix's forward-compatibility
-    clauses; empty for a CPU image."""
-    if not cuda:
-        return ""
-    compat = matrix.forward_compat
-    branches = compat.branches.get(cuda, ()) if compat else ()
-    return forward_compat_clauses(cuda, compat.brands if compat else (), branches)
-
-
-@functools.cache
-def repository_matrix() -> Matrix:
-    """The matrix the images are rendered from, loaded once (trusted: `matrix check` validates it)."""
-    from dynamo.matrix import load
-
-    return load(trusted=True)

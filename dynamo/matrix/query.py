@@ -49,6 +49,8 @@ class Target:
     published_windows: str | None
     cuda_archs: tuple[str, ...]
     notes: tuple[str, ...]  # why it is experimental, and warnings that apply
+    # NVIDIA_REQUIRE_CUDA: the floor ORed with the matrix's forward-compatibility clauses; "" for a CPU image
+    require_cuda: str = ""
 
     @property
     def device(self) -> str:
@@ -306,7 +308,18 @@ def evaluate(matrix: Matrix, release_name: str, framework: str, device: str, arc
         published_linux=cuda.published_linux if cuda else None,
         published_windows=cuda.published_windows if cuda else None,
         cuda_archs=tuple(cc for cc in engine_archs(matrix, framework, engine) if buildable(matrix, cc, device))
-        if cuda else (), notes=tuple(experimental + warnings))
+        if cuda else (), notes=tuple(experimental + warnings), require_cuda=image_requirement(matrix, cuda and device))
+
+
+def image_requirement(matrix: Matrix, cuda: str | None) -> str:
+    """NVIDIA_REQUIRE_CUDA of our images for this CUDA: its floor, plus the matrix's forward-compatibility
+    clauses (as NVIDIA's own base images carry them); empty for a CPU image."""
+    from dynamo.doctor.requirement import forward_compat_clauses
+
+    if not cuda:
+        return ""
+    compat = matrix.forward_compat
+    return forward_compat_clauses(cuda, compat.brands if compat else (), compat.branches.get(cuda, ()) if compat else ())
 
 
 def engine_requirements(fw: Framework, engine: Engine) -> list[str]:
