@@ -9,13 +9,15 @@ import subprocess
 import uuid
 
 import pytest
-from conftest import REPO, require, run_cli
+from conftest import MATRIX_FILE, REPO, require, run_cli
 from test_build import CA, STANDIN_AMD64
 
 from dynamo import attest, lock
+from dynamo.matrix import load
 
 TAG = f"localhost/dynamo-test:{uuid.uuid4().hex[:8]}-attest"
-LOCK = REPO / "locks/0.8.1/frontend-cpu-py3.11-amd64.txt"
+RELEASE = load(MATRIX_FILE).latest  # what build.py builds by default
+LOCK = REPO / f"locks/{RELEASE}/frontend-cpu-py3.11-amd64.txt"
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,7 @@ def image():
 def test_attest_writes_sboms_and_provenance_that_match_the_image(image, tmp_path):
     written = run_cli("attest", image, "--engine", "buildah", "--out", str(tmp_path))
     assert written.returncode == 0, written.stderr
-    stem = tmp_path / "attestations/0.8.1/frontend-cpu-py3.11-amd64"
+    stem = tmp_path / f"attestations/{RELEASE}/frontend-cpu-py3.11-amd64"
     spdx = json.loads(stem.with_name(stem.name + ".spdx.json").read_text())
     cdx = json.loads(stem.with_name(stem.name + ".python.cdx.json").read_text())
     statement = json.loads(stem.with_name(stem.name + ".intoto.json").read_text())
@@ -62,14 +64,14 @@ def test_attest_writes_sboms_and_provenance_that_match_the_image(image, tmp_path
     assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
     assert statement["subject"] == [{"name": image, "digest": {"sha256": image_id}}]
     definition = statement["predicate"]["buildDefinition"]
-    assert definition["externalParameters"]["cell"] == {"release": "0.8.1", "framework": "frontend", "device": "cpu",
+    assert definition["externalParameters"]["cell"] == {"release": RELEASE, "framework": "frontend", "device": "cpu",
                                                         "python": "3.11", "platform": "linux/amd64"}
-    assert definition["externalParameters"]["buildArgs"]["LOCK"] == "0.8.1/frontend-cpu-py3.11"
+    assert definition["externalParameters"]["buildArgs"]["LOCK"] == f"{RELEASE}/frontend-cpu-py3.11"
     assert definition["externalParameters"]["buildArgs"]["UNPINNED"] == STANDIN_AMD64
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     dependencies = {d.get("name") or d["uri"]: d.get("digest") for d in definition["resolvedDependencies"]}
     assert dependencies[f"git+file://{REPO}"] == {"gitCommit": head}
-    assert dependencies["locks/0.8.1/frontend-cpu-py3.11-amd64.txt"] == {"sha256": attest.sha256_file(LOCK)}
+    assert dependencies[f"locks/{RELEASE}/frontend-cpu-py3.11-amd64.txt"] == {"sha256": attest.sha256_file(LOCK)}
     assert dependencies["runtime base image"] is None  # the stand-in is not pinned: no digest is claimed
 
     checked = run_cli("attest", image, "--engine", "buildah", "--out", str(tmp_path), "--check")
@@ -96,4 +98,4 @@ def test_an_image_without_attestations_is_one_line(image, tmp_path):
     result = run_cli("attest", image, "--engine", "buildah", "--out", str(tmp_path), "--check")
     assert result.returncode == 1
     assert result.stderr == (f"{image}: no frontend-cpu-py3.11-amd64.intoto.json or frontend-cpu-py3.11-amd64.spdx.json"
-                             f" in {tmp_path}/attestations/0.8.1; run `python build.py attest {image}` for this image\n")
+                             f" in {tmp_path}/attestations/{RELEASE}; run `python build.py attest {image}` for this image\n")
