@@ -91,6 +91,9 @@ target "main-frontend-cpu" {
     ENGINE_VERSION = ""
     NIXL_VERSION = ""
     INSTALL = ""
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:main-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:main-frontend-cpu,mode=max"]
@@ -116,6 +119,9 @@ target "0_8_1_post1-vllm-cuda13_0" {
     ENGINE_VERSION = "0.12.0"
     NIXL_VERSION = "0.8.0"
     INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-vllm-cuda13_0,mode=max"]
@@ -141,6 +147,9 @@ target "0_8_1_post1-vllm-cuda12_9" {
     ENGINE_VERSION = "0.12.0"
     NIXL_VERSION = "0.8.0"
     INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-vllm-cuda12_9,mode=max"]
@@ -166,6 +175,9 @@ target "0_8_1_post1-sglang-cuda13_0" {
     ENGINE_VERSION = "0.5.6.post2"
     NIXL_VERSION = "0.8.0"
     INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-sglang-cuda13_0,mode=max"]
@@ -191,6 +203,9 @@ target "0_8_1_post1-sglang-cuda12_9" {
     ENGINE_VERSION = "0.5.6.post2"
     NIXL_VERSION = "0.8.0"
     INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-sglang-cuda12_9,mode=max"]
@@ -216,6 +231,9 @@ target "0_8_1_post1-trtllm-cuda13_0" {
     ENGINE_VERSION = "1.2.0rc6.post2"
     NIXL_VERSION = "0.8.0"
     INSTALL = "tensorrt-llm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-trtllm-cuda13_0,mode=max"]
@@ -241,6 +259,9 @@ target "0_8_1-frontend-cpu" {
     ENGINE_VERSION = ""
     NIXL_VERSION = ""
     INSTALL = ""
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1-frontend-cpu,mode=max"]
@@ -266,6 +287,9 @@ target "0_8_1-vllm-cuda13_0" {
     ENGINE_VERSION = "0.12.0"
     NIXL_VERSION = "0.8.0"
     INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1-vllm-cuda13_0,mode=max"]
@@ -291,6 +315,9 @@ target "0_8_1-vllm-cuda12_9" {
     ENGINE_VERSION = "0.12.0"
     NIXL_VERSION = "0.8.0"
     INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1-vllm-cuda12_9,mode=max"]
@@ -316,6 +343,9 @@ target "0_8_1-sglang-cuda13_0" {
     ENGINE_VERSION = "0.5.6.post2"
     NIXL_VERSION = "0.8.0"
     INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1-sglang-cuda13_0,mode=max"]
@@ -341,6 +371,9 @@ target "0_8_1-sglang-cuda12_9" {
     ENGINE_VERSION = "0.5.6.post2"
     NIXL_VERSION = "0.8.0"
     INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1-sglang-cuda12_9,mode=max"]
@@ -366,6 +399,9 @@ target "0_8_1-trtllm-cuda13_0" {
     ENGINE_VERSION = "1.2.0rc6.post1"
     NIXL_VERSION = "0.8.0"
     INSTALL = "tensorrt-llm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1-trtllm-cuda13_0,mode=max"]
@@ -391,6 +427,9 @@ target "0_8_1-llama_cpp-cuda12_9" {
     ENGINE_VERSION = "0.3.16"
     NIXL_VERSION = ""
     INSTALL = "llama-cpp-python"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1-llama_cpp-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1-llama_cpp-cuda12_9,mode=max"]
@@ -416,6 +455,9 @@ target "0_8_1-llama_cpp-cpu" {
     ENGINE_VERSION = "0.3.16"
     NIXL_VERSION = ""
     INSTALL = "llama-cpp-python"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1-llama_cpp-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1-llama_cpp-cpu,mode=max"]
@@ -441,6 +483,9 @@ target "0_8_0-frontend-cpu" {
     ENGINE_VERSION = ""
     NIXL_VERSION = ""
     INSTALL = ""
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_0-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_0-frontend-cpu,mode=max"]
@@ -466,6 +511,9 @@ target "0_8_0-vllm-cuda13_0" {
     ENGINE_VERSION = "0.12.0"
     NIXL_VERSION = "0.8.0"
     INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_0-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_0-vllm-cuda13_0,mode=max"]
@@ -491,6 +539,9 @@ target "0_8_0-vllm-cuda12_9" {
     ENGINE_VERSION = "0.12.0"
     NIXL_VERSION = "0.8.0"
     INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_0-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_0-vllm-cuda12_9,mode=max"]
@@ -516,6 +567,9 @@ target "0_8_0-sglang-cuda13_0" {
     ENGINE_VERSION = "0.5.6.post2"
     NIXL_VERSION = "0.8.0"
     INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_0-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_0-sglang-cuda13_0,mode=max"]
@@ -541,6 +595,9 @@ target "0_8_0-sglang-cuda12_9" {
     ENGINE_VERSION = "0.5.6.post2"
     NIXL_VERSION = "0.8.0"
     INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_0-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_0-sglang-cuda12_9,mode=max"]
@@ -566,6 +623,9 @@ target "0_8_0-trtllm-cuda13_0" {
     ENGINE_VERSION = "1.2.0rc6.post1"
     NIXL_VERSION = "0.8.0"
     INSTALL = "tensorrt-llm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_0-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_0-trtllm-cuda13_0,mode=max"]
@@ -591,6 +651,9 @@ target "0_7_1-vllm-cuda12_9" {
     ENGINE_VERSION = "0.11.0"
     NIXL_VERSION = "0.8.0"
     INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_1-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_1-vllm-cuda12_9,mode=max"]
@@ -616,6 +679,9 @@ target "0_7_1-sglang-cuda12_8" {
     ENGINE_VERSION = "0.5.3.post4"
     NIXL_VERSION = "0.8.0"
     INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_1-sglang-cuda12_8"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_1-sglang-cuda12_8,mode=max"]
@@ -641,6 +707,9 @@ target "0_7_1-trtllm-cuda13_0" {
     ENGINE_VERSION = "1.2.0rc3"
     NIXL_VERSION = "0.8.0"
     INSTALL = "tensorrt-llm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_1-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_1-trtllm-cuda13_0,mode=max"]
@@ -666,6 +735,9 @@ target "0_7_0_post1-vllm-cuda12_8" {
     ENGINE_VERSION = "0.11.0"
     NIXL_VERSION = "0.8.0"
     INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_0_post1-vllm-cuda12_8"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_0_post1-vllm-cuda12_8,mode=max"]
@@ -691,6 +763,9 @@ target "0_7_0_post1-sglang-cuda12_9" {
     ENGINE_VERSION = "0.5.3.post4"
     NIXL_VERSION = "0.8.0"
     INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_0_post1-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_0_post1-sglang-cuda12_9,mode=max"]
@@ -716,6 +791,9 @@ target "0_7_0_post1-trtllm-cuda13_0" {
     ENGINE_VERSION = "1.2.0rc3"
     NIXL_VERSION = "0.8.0"
     INSTALL = "tensorrt-llm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_0_post1-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_0_post1-trtllm-cuda13_0,mode=max"]
@@ -741,6 +819,9 @@ target "0_7_0-vllm-cuda12_8" {
     ENGINE_VERSION = "0.11.0"
     NIXL_VERSION = "0.8.0"
     INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_0-vllm-cuda12_8"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_0-vllm-cuda12_8,mode=max"]
@@ -766,6 +847,9 @@ target "0_7_0-sglang-cuda12_9" {
     ENGINE_VERSION = "0.5.3.post4"
     NIXL_VERSION = "0.8.0"
     INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_0-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_0-sglang-cuda12_9,mode=max"]
@@ -791,6 +875,9 @@ target "0_7_0-trtllm-cuda13_0" {
     ENGINE_VERSION = "1.2.0rc2"
     NIXL_VERSION = "0.8.0"
     INSTALL = "tensorrt-llm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_0-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_0-trtllm-cuda13_0,mode=max"]
@@ -816,6 +903,9 @@ target "0_6_1-vllm-cuda12_8" {
     ENGINE_VERSION = "0.10.2"
     NIXL_VERSION = "0.6.0"
     INSTALL = "vllm[flashinfer] nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_6_1-vllm-cuda12_8"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_6_1-vllm-cuda12_8,mode=max"]
@@ -841,6 +931,9 @@ target "0_6_1-trtllm-cuda12_8" {
     ENGINE_VERSION = "1.1.0rc5"
     NIXL_VERSION = "0.6.0"
     INSTALL = "tensorrt-llm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_6_1-trtllm-cuda12_8"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_6_1-trtllm-cuda12_8,mode=max"]
@@ -866,6 +959,9 @@ target "0_1_0-vllm-cuda12_8" {
     ENGINE_VERSION = "0.7.2"
     NIXL_VERSION = "0.1.0"
     INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_1_0-vllm-cuda12_8"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_1_0-vllm-cuda12_8,mode=max"]
@@ -891,6 +987,9 @@ target "0_1_0-trtllm-cuda12_8" {
     ENGINE_VERSION = "0.19.0"
     NIXL_VERSION = "0.1.0"
     INSTALL = "tensorrt-llm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_1_0-trtllm-cuda12_8"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_1_0-trtllm-cuda12_8,mode=max"]

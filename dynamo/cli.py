@@ -145,12 +145,33 @@ def _verify(args: argparse.Namespace) -> int:
     from dynamo.build.verify import report, verify
 
     matrix = load(args.matrix)
+    if args.reproduce:
+        return _reproduce(matrix, args)
     try:
         checks = verify(matrix, engine_with_image(args.image, args.engine), args.image)
     except EngineError as exc:
         return _error(exc, EXIT_FAILED)
     print(report(args.image, checks))
     return EXIT_OK if all(check.ok for check in checks) else EXIT_FAILED
+
+
+def _reproduce(matrix, args: argparse.Namespace) -> int:
+    from dynamo.build.engines import EngineError
+    from dynamo.build.image import Progress
+    from dynamo.build.plan import PlanError
+    from dynamo.build.reproduce import reproduce
+
+    if args.engine not in (None, "buildah"):
+        return _error(f"--reproduce rebuilds with buildah (the engine that stamps every file with the commit's time);"
+                      f" drop --engine {args.engine}")
+    try:
+        result = reproduce(matrix, args.image, ca_cert=args.ca_cert, progress=Progress(verbose=args.verbose))
+    except PlanError as exc:
+        return _error(exc)
+    except EngineError as exc:
+        return _error(exc, EXIT_FAILED)
+    print(result.text(args.image))
+    return EXIT_OK if result.identical else EXIT_FAILED
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -216,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", parents=[common], help="check an image's contents against its labels and the matrix")
     verify.add_argument("image")
     verify.add_argument("--engine", choices=ENGINE_CHOICES, help="default: detected")
+    verify.add_argument("--reproduce", action="store_true",
+                        help="rebuild the image from its recorded inputs (labels) with empty caches and compare")
+    verify.add_argument("--ca-cert", metavar="FILE", help="with --reproduce: CA bundle for TLS-intercepting proxies")
+    verify.add_argument("--verbose", action="store_true", help="with --reproduce: show the engine's full output")
     verify.set_defaults(run=_verify)
 
     from dynamo.doctor.cli import add_arguments

@@ -9,6 +9,7 @@ message is one line naming what to do.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -33,12 +34,12 @@ def _local_registry(ref: str) -> bool:
     return host.startswith(("localhost", "127.0.0.1"))
 
 
-def stream(command: list[str], on_line: Lines) -> tuple[int, list[str]]:
+def stream(command: list[str], on_line: Lines, env: dict[str, str] | None = None) -> tuple[int, list[str]]:
     """Run a command, handing each output line to on_line; return its exit code and last lines."""
     tail: list[str] = []
     try:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   errors="replace", bufsize=1)
+                                   errors="replace", bufsize=1, env=env)
     except FileNotFoundError:
         raise EngineError(f"{command[0]} is not installed") from None
     try:
@@ -111,6 +112,11 @@ class _CliEngine(ContainerEngine):
 
     cli: ClassVar[str]
 
+    def __init__(self, cache_dir: Path | None = None) -> None:
+        """cache_dir: where buildah keeps `RUN --mount=type=cache` caches (its TMPDIR); a fresh
+        directory builds from empty caches."""
+        self.cache_dir = cache_dir
+
     @classmethod
     def unavailable(cls) -> str | None:
         return None if shutil.which(cls.cli) else f"{cls.cli} is not installed ({cls.install_hint})"
@@ -134,7 +140,8 @@ class _CliEngine(ContainerEngine):
     def build(self, plan: BuildPlan, temp_ref: str, on_line: Lines) -> str:
         with tempfile.TemporaryDirectory() as tmp:
             iidfile = str(Path(tmp) / "iid")
-            code, tail = stream(self.build_command(plan, temp_ref, iidfile), on_line)
+            env = dict(os.environ, TMPDIR=str(self.cache_dir)) if self.cache_dir else None
+            code, tail = stream(self.build_command(plan, temp_ref, iidfile), on_line, env)
             if code != 0:
                 raise EngineError(f"{self.cli} build failed (exit {code}): {_last_error(tail)}")
             iid = Path(iidfile).read_text().strip() if Path(iidfile).exists() else temp_ref
@@ -150,7 +157,12 @@ class Buildah(_CliEngine):
     install_hint = "apt-get install buildah"
 
     def build_command(self, plan: BuildPlan, temp_ref: str, iidfile: str = "IIDFILE") -> list[str]:
-        command = [self.cli, "build", "--isolation", "chroot", "--layers", "--format", "docker", *_build_flags(plan)]
+        # Reproducible: --timestamp gives the image's created time and every file in its layers the
+        # commit's time. The OCI format, because buildah 1.28 writes a random container id and hostname
+        # into a Docker-format config (newer buildah blanks them under --timestamp); it has no
+        # HEALTHCHECK and runs RUN with /bin/sh, whatever SHELL says.
+        command = [self.cli, "build", "--isolation", "chroot", "--layers", "--format", "oci",
+                   "--timestamp", str(plan.source_date_epoch), *_build_flags(plan)]
         if len(plan.platforms) > 1:
             command += ["--manifest", temp_ref]
         else:
@@ -244,8 +256,11 @@ class DockerBuildx(_CliEngine):
                 raise EngineError("docker buildx cannot load a multi-platform image into the classic image store;"
                                   " add --push, or build with --engine buildah")
             # Multi-platform images go straight to the registry under the final tags, after success only.
-            return command + [arg for tag in plan.tags for arg in ("-t", tag)] + ["--push", str(plan.context)]
-        return command + ["--load", "-t", temp_ref, str(plan.context)]
+            return command + [arg for tag in plan.tags for arg in ("-t", tag)] + [
+                "--output", "type=image,push=true,rewrite-timestamp=true", str(plan.context)]
+        # BuildKit takes the SOURCE_DATE_EPOCH build arg for the image's times; rewrite-timestamp
+        # clamps the files in the layers to it too.
+        return command + ["--output", "type=docker,rewrite-timestamp=true", "-t", temp_ref, str(plan.context)]
 
     def has_image(self, ref: str) -> bool:
         return self._run("image", "inspect", ref, check=False).returncode == 0
