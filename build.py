@@ -26,4 +26,4 @@ if __name__ == "__main__":
     else:
         from dynamo.cli import main
 
-        sys.exit(main())
+        sys.exit(main(prog="python build.py"))

@@ -12,23 +12,23 @@ variable "CACHE_REPO" {
 }
 
 group "default" {
-  targets = ["0_8_1-frontend-cpu", "0_8_1-vllm-cuda13_0", "0_8_1-vllm-cuda12_9", "0_8_1-sglang-cuda13_0", "0_8_1-sglang-cuda12_9", "0_8_1-trtllm-cuda13_0", "0_8_1-llama_cpp-cuda12_9", "0_8_1-llama_cpp-cpu"]
+  targets = ["1_6_1-frontend-cpu", "1_6_1-vllm-cuda13_0", "1_6_1-sglang-cuda13_0", "1_6_1-trtllm-cuda13_1"]
 }
 
 group "frontend" {
-  targets = ["main-frontend-cpu", "0_8_1-frontend-cpu", "0_8_0-frontend-cpu"]
+  targets = ["main-frontend-cpu", "1_6_1-frontend-cpu", "1_6_0-frontend-cpu", "1_5_1-frontend-cpu", "1_5_0-frontend-cpu", "1_4_2-frontend-cpu", "1_4_1-frontend-cpu", "1_4_0-frontend-cpu", "1_3_1-frontend-cpu", "1_3_0-frontend-cpu", "1_2_1-frontend-cpu", "1_2_0-frontend-cpu", "1_1_1-frontend-cpu", "1_1_0-frontend-cpu", "1_0_2-frontend-cpu", "1_0_1-frontend-cpu", "1_0_0-frontend-cpu", "0_9_1-frontend-cpu", "0_9_0-frontend-cpu", "0_8_1-frontend-cpu", "0_8_0-frontend-cpu"]
 }
 
 group "vllm" {
-  targets = ["0_8_1_post1-vllm-cuda13_0", "0_8_1_post1-vllm-cuda12_9", "0_8_1-vllm-cuda13_0", "0_8_1-vllm-cuda12_9", "0_8_0-vllm-cuda13_0", "0_8_0-vllm-cuda12_9", "0_7_1-vllm-cuda12_9", "0_7_0_post1-vllm-cuda12_8", "0_7_0-vllm-cuda12_8", "0_6_1-vllm-cuda12_8", "0_1_0-vllm-cuda12_8"]
+  targets = ["1_6_1-vllm-cuda13_0", "1_6_0-vllm-cuda13_0", "1_5_1-vllm-cuda13_0", "1_5_0-vllm-cuda13_0", "1_4_2-vllm-cuda13_0", "1_4_1-vllm-cuda13_0", "1_4_0-vllm-cuda13_0", "1_3_1-vllm-cuda13_0", "1_3_0-vllm-cuda13_0", "1_2_1-vllm-cuda13_0", "1_2_1-vllm-cuda12_9", "1_2_0-vllm-cuda13_0", "1_2_0-vllm-cuda12_9", "1_1_1-vllm-cuda13_0", "1_1_1-vllm-cuda12_9", "1_1_0-vllm-cuda13_0", "1_1_0-vllm-cuda12_9", "1_0_2-vllm-cuda13_0", "1_0_2-vllm-cuda12_9", "1_0_1-vllm-cuda13_0", "1_0_1-vllm-cuda12_9", "1_0_0-vllm-cuda13_0", "1_0_0-vllm-cuda12_9", "0_9_1-vllm-cuda12_9", "0_9_0-vllm-cuda12_9", "0_8_1_post3-vllm-cuda13_0", "0_8_1_post3-vllm-cuda12_9", "0_8_1_post2-vllm-cuda13_0", "0_8_1_post2-vllm-cuda12_9", "0_8_1_post1-vllm-cuda13_0", "0_8_1_post1-vllm-cuda12_9", "0_8_1-vllm-cuda13_0", "0_8_1-vllm-cuda12_9", "0_8_0-vllm-cuda13_0", "0_8_0-vllm-cuda12_9", "0_7_1-vllm-cuda12_9", "0_7_0_post1-vllm-cuda12_8", "0_7_0-vllm-cuda12_8", "0_6_1-vllm-cuda12_8", "0_1_0-vllm-cuda12_8"]
 }
 
 group "sglang" {
-  targets = ["0_8_1_post1-sglang-cuda13_0", "0_8_1_post1-sglang-cuda12_9", "0_8_1-sglang-cuda13_0", "0_8_1-sglang-cuda12_9", "0_8_0-sglang-cuda13_0", "0_8_0-sglang-cuda12_9", "0_7_1-sglang-cuda12_8", "0_7_0_post1-sglang-cuda12_9", "0_7_0-sglang-cuda12_9"]
+  targets = ["1_6_1-sglang-cuda13_0", "1_6_0-sglang-cuda13_0", "1_5_1-sglang-cuda13_0", "1_5_0-sglang-cuda13_0", "1_4_2-sglang-cuda13_0", "1_4_1-sglang-cuda13_0", "1_4_0-sglang-cuda13_0", "1_3_1-sglang-cuda13_0", "1_3_0-sglang-cuda13_0", "1_2_1-sglang-cuda13_0", "1_2_1-sglang-cuda12_9", "1_2_0-sglang-cuda13_0", "1_2_0-sglang-cuda12_9", "1_1_1-sglang-cuda13_0", "1_1_1-sglang-cuda12_9", "1_1_0-sglang-cuda13_0", "1_1_0-sglang-cuda12_9", "1_0_2-sglang-cuda13_0", "1_0_2-sglang-cuda12_9", "1_0_1-sglang-cuda13_0", "1_0_1-sglang-cuda12_9", "1_0_0-sglang-cuda13_0", "1_0_0-sglang-cuda12_9", "0_9_1-sglang-cuda12_9", "0_9_0-sglang-cuda12_9", "0_8_1_post3-sglang-cuda13_0", "0_8_1_post3-sglang-cuda12_9", "0_8_1_post2-sglang-cuda13_0", "0_8_1_post2-sglang-cuda12_9", "0_8_1_post1-sglang-cuda13_0", "0_8_1_post1-sglang-cuda12_9", "0_8_1-sglang-cuda13_0", "0_8_1-sglang-cuda12_9", "0_8_0-sglang-cuda13_0", "0_8_0-sglang-cuda12_9", "0_7_1-sglang-cuda12_8", "0_7_0_post1-sglang-cuda12_9", "0_7_0-sglang-cuda12_9"]
 }
 
 group "trtllm" {
-  targets = ["0_8_1_post1-trtllm-cuda13_0", "0_8_1-trtllm-cuda13_0", "0_8_0-trtllm-cuda13_0", "0_7_1-trtllm-cuda13_0", "0_7_0_post1-trtllm-cuda13_0", "0_7_0-trtllm-cuda13_0", "0_6_1-trtllm-cuda12_8", "0_1_0-trtllm-cuda12_8"]
+  targets = ["1_6_1-trtllm-cuda13_1", "1_6_0-trtllm-cuda13_1", "1_5_1-trtllm-cuda13_1", "1_5_0-trtllm-cuda13_1", "1_4_2-trtllm-cuda13_1", "1_4_1-trtllm-cuda13_1", "1_4_0-trtllm-cuda13_1", "1_3_1-trtllm-cuda13_1", "1_3_0-trtllm-cuda13_1", "1_2_1-trtllm-cuda13_1", "1_2_0-trtllm-cuda13_1", "1_1_1-trtllm-cuda13_1", "1_1_0-trtllm-cuda13_1", "1_0_2-trtllm-cuda13_1", "1_0_1-trtllm-cuda13_1", "1_0_0-trtllm-cuda13_1", "0_9_1-trtllm-cuda13_0", "0_9_0-trtllm-cuda13_0", "0_8_1_post3-trtllm-cuda13_0", "0_8_1_post2-trtllm-cuda13_0", "0_8_1_post1-trtllm-cuda13_0", "0_8_1-trtllm-cuda13_0", "0_8_0-trtllm-cuda13_0", "0_7_1-trtllm-cuda13_0", "0_7_0_post1-trtllm-cuda13_0", "0_7_0-trtllm-cuda13_0", "0_6_1-trtllm-cuda12_8", "0_1_0-trtllm-cuda12_8"]
 }
 
 group "llama_cpp" {
@@ -37,6 +37,86 @@ group "llama_cpp" {
 
 group "release-main" {
   targets = ["main-frontend-cpu"]
+}
+
+group "release-1_6_1" {
+  targets = ["1_6_1-frontend-cpu", "1_6_1-vllm-cuda13_0", "1_6_1-sglang-cuda13_0", "1_6_1-trtllm-cuda13_1"]
+}
+
+group "release-1_6_0" {
+  targets = ["1_6_0-frontend-cpu", "1_6_0-vllm-cuda13_0", "1_6_0-sglang-cuda13_0", "1_6_0-trtllm-cuda13_1"]
+}
+
+group "release-1_5_1" {
+  targets = ["1_5_1-frontend-cpu", "1_5_1-vllm-cuda13_0", "1_5_1-sglang-cuda13_0", "1_5_1-trtllm-cuda13_1"]
+}
+
+group "release-1_5_0" {
+  targets = ["1_5_0-frontend-cpu", "1_5_0-vllm-cuda13_0", "1_5_0-sglang-cuda13_0", "1_5_0-trtllm-cuda13_1"]
+}
+
+group "release-1_4_2" {
+  targets = ["1_4_2-frontend-cpu", "1_4_2-vllm-cuda13_0", "1_4_2-sglang-cuda13_0", "1_4_2-trtllm-cuda13_1"]
+}
+
+group "release-1_4_1" {
+  targets = ["1_4_1-frontend-cpu", "1_4_1-vllm-cuda13_0", "1_4_1-sglang-cuda13_0", "1_4_1-trtllm-cuda13_1"]
+}
+
+group "release-1_4_0" {
+  targets = ["1_4_0-frontend-cpu", "1_4_0-vllm-cuda13_0", "1_4_0-sglang-cuda13_0", "1_4_0-trtllm-cuda13_1"]
+}
+
+group "release-1_3_1" {
+  targets = ["1_3_1-frontend-cpu", "1_3_1-vllm-cuda13_0", "1_3_1-sglang-cuda13_0", "1_3_1-trtllm-cuda13_1"]
+}
+
+group "release-1_3_0" {
+  targets = ["1_3_0-frontend-cpu", "1_3_0-vllm-cuda13_0", "1_3_0-sglang-cuda13_0", "1_3_0-trtllm-cuda13_1"]
+}
+
+group "release-1_2_1" {
+  targets = ["1_2_1-frontend-cpu", "1_2_1-vllm-cuda13_0", "1_2_1-vllm-cuda12_9", "1_2_1-sglang-cuda13_0", "1_2_1-sglang-cuda12_9", "1_2_1-trtllm-cuda13_1"]
+}
+
+group "release-1_2_0" {
+  targets = ["1_2_0-frontend-cpu", "1_2_0-vllm-cuda13_0", "1_2_0-vllm-cuda12_9", "1_2_0-sglang-cuda13_0", "1_2_0-sglang-cuda12_9", "1_2_0-trtllm-cuda13_1"]
+}
+
+group "release-1_1_1" {
+  targets = ["1_1_1-frontend-cpu", "1_1_1-vllm-cuda13_0", "1_1_1-vllm-cuda12_9", "1_1_1-sglang-cuda13_0", "1_1_1-sglang-cuda12_9", "1_1_1-trtllm-cuda13_1"]
+}
+
+group "release-1_1_0" {
+  targets = ["1_1_0-frontend-cpu", "1_1_0-vllm-cuda13_0", "1_1_0-vllm-cuda12_9", "1_1_0-sglang-cuda13_0", "1_1_0-sglang-cuda12_9", "1_1_0-trtllm-cuda13_1"]
+}
+
+group "release-1_0_2" {
+  targets = ["1_0_2-frontend-cpu", "1_0_2-vllm-cuda13_0", "1_0_2-vllm-cuda12_9", "1_0_2-sglang-cuda13_0", "1_0_2-sglang-cuda12_9", "1_0_2-trtllm-cuda13_1"]
+}
+
+group "release-1_0_1" {
+  targets = ["1_0_1-frontend-cpu", "1_0_1-vllm-cuda13_0", "1_0_1-vllm-cuda12_9", "1_0_1-sglang-cuda13_0", "1_0_1-sglang-cuda12_9", "1_0_1-trtllm-cuda13_1"]
+}
+
+group "release-1_0_0" {
+  targets = ["1_0_0-frontend-cpu", "1_0_0-vllm-cuda13_0", "1_0_0-vllm-cuda12_9", "1_0_0-sglang-cuda13_0", "1_0_0-sglang-cuda12_9", "1_0_0-trtllm-cuda13_1"]
+}
+
+group "release-0_9_1" {
+  targets = ["0_9_1-frontend-cpu", "0_9_1-vllm-cuda12_9", "0_9_1-sglang-cuda12_9", "0_9_1-trtllm-cuda13_0"]
+}
+
+group "release-0_9_0" {
+  targets = ["0_9_0-frontend-cpu", "0_9_0-vllm-cuda12_9", "0_9_0-sglang-cuda12_9", "0_9_0-trtllm-cuda13_0"]
+}
+
+group "release-0_8_1_post3" {
+  targets = ["0_8_1_post3-vllm-cuda13_0", "0_8_1_post3-vllm-cuda12_9", "0_8_1_post3-sglang-cuda13_0", "0_8_1_post3-sglang-cuda12_9", "0_8_1_post3-trtllm-cuda13_0"]
+}
+
+group "release-0_8_1_post2" {
+  targets = ["0_8_1_post2-vllm-cuda13_0", "0_8_1_post2-vllm-cuda12_9", "0_8_1_post2-sglang-cuda13_0", "0_8_1_post2-sglang-cuda12_9", "0_8_1_post2-trtllm-cuda13_0"]
 }
 
 group "release-0_8_1_post1" {
@@ -99,6 +179,2694 @@ target "main-frontend-cpu" {
   cache-to   = ["type=registry,ref=${CACHE_REPO}:main-frontend-cpu,mode=max"]
 }
 
+target "1_6_1-frontend-cpu" {
+  context    = "."
+  dockerfile = "container/Dockerfile.frontend"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.6.1-frontend-cpu", "${REGISTRY}dynamo:latest-frontend"]
+  args = {
+    BASE_IMAGE = "docker.io/library/ubuntu:24.04"
+    RUNTIME_IMAGE = "docker.io/library/ubuntu:24.04"
+    DYNAMO_RELEASE = "1.6.1"
+    DEVICE = "cpu"
+    CUDA_VERSION = ""
+    CUDA_ARCHS = ""
+    CMAKE_CUDA_ARCHITECTURES = ""
+    MIN_DRIVER = ""
+    NVIDIA_REQUIRE_CUDA = ""
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = ""
+    NIXL_VERSION = ""
+    INSTALL = ""
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_6_1-frontend-cpu"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_6_1-frontend-cpu,mode=max"]
+}
+
+target "1_6_1-vllm-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.6.1-vllm-cuda13.0", "${REGISTRY}dynamo:latest-vllm"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.6.1"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.31.0"
+    NIXL_VERSION = "1.4.1"
+    INSTALL = "vllm[flashinfer,otel,runai] nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_6_1-vllm-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_6_1-vllm-cuda13_0,mode=max"]
+}
+
+target "1_6_1-sglang-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.6.1-sglang-cuda13.0", "${REGISTRY}dynamo:latest-sglang"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.6.1"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;120"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.21"
+    NIXL_VERSION = "1.5.0"
+    INSTALL = "sglang[diffusion] nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_6_1-sglang-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_6_1-sglang-cuda13_0,mode=max"]
+}
+
+target "1_6_1-trtllm-cuda13_1" {
+  context    = "."
+  dockerfile = "container/Dockerfile.trtllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.6.1-trtllm-cuda13.1", "${REGISTRY}dynamo:latest-trtllm"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/pytorch:25.12-py3"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.6.1"
+    DEVICE = "cuda13.1"
+    CUDA_VERSION = "13.1"
+    CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
+    MIN_DRIVER = "590.44.01"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.1 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576 brand=unknown,driver>=580,driver<581 brand=grid,driver>=580,driver<581 brand=tesla,driver>=580,driver<581 brand=nvidia,driver>=580,driver<581 brand=quadro,driver>=580,driver<581 brand=quadrortx,driver>=580,driver<581 brand=nvidiartx,driver>=580,driver<581 brand=vapps,driver>=580,driver<581 brand=vpc,driver>=580,driver<581 brand=vcs,driver>=580,driver<581 brand=vws,driver>=580,driver<581 brand=cloudgaming,driver>=580,driver<581"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "1.3.0rc29"
+    NIXL_VERSION = ""
+    INSTALL = "tensorrt-llm"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_6_1-trtllm-cuda13_1"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_6_1-trtllm-cuda13_1,mode=max"]
+}
+
+target "1_6_0-frontend-cpu" {
+  context    = "."
+  dockerfile = "container/Dockerfile.frontend"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.6.0-frontend-cpu"]
+  args = {
+    BASE_IMAGE = "docker.io/library/ubuntu:24.04"
+    RUNTIME_IMAGE = "docker.io/library/ubuntu:24.04"
+    DYNAMO_RELEASE = "1.6.0"
+    DEVICE = "cpu"
+    CUDA_VERSION = ""
+    CUDA_ARCHS = ""
+    CMAKE_CUDA_ARCHITECTURES = ""
+    MIN_DRIVER = ""
+    NVIDIA_REQUIRE_CUDA = ""
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = ""
+    NIXL_VERSION = ""
+    INSTALL = ""
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_6_0-frontend-cpu"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_6_0-frontend-cpu,mode=max"]
+}
+
+target "1_6_0-vllm-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.6.0-vllm-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.6.0"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.31.0"
+    NIXL_VERSION = "1.4.1"
+    INSTALL = "vllm[flashinfer,otel,runai] nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_6_0-vllm-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_6_0-vllm-cuda13_0,mode=max"]
+}
+
+target "1_6_0-sglang-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.6.0-sglang-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.6.0"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;120"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.21"
+    NIXL_VERSION = "1.5.0"
+    INSTALL = "sglang[diffusion] nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_6_0-sglang-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_6_0-sglang-cuda13_0,mode=max"]
+}
+
+target "1_6_0-trtllm-cuda13_1" {
+  context    = "."
+  dockerfile = "container/Dockerfile.trtllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.6.0-trtllm-cuda13.1"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/pytorch:25.12-py3"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.6.0"
+    DEVICE = "cuda13.1"
+    CUDA_VERSION = "13.1"
+    CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
+    MIN_DRIVER = "590.44.01"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.1 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576 brand=unknown,driver>=580,driver<581 brand=grid,driver>=580,driver<581 brand=tesla,driver>=580,driver<581 brand=nvidia,driver>=580,driver<581 brand=quadro,driver>=580,driver<581 brand=quadrortx,driver>=580,driver<581 brand=nvidiartx,driver>=580,driver<581 brand=vapps,driver>=580,driver<581 brand=vpc,driver>=580,driver<581 brand=vcs,driver>=580,driver<581 brand=vws,driver>=580,driver<581 brand=cloudgaming,driver>=580,driver<581"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "1.3.0rc29"
+    NIXL_VERSION = ""
+    INSTALL = "tensorrt-llm"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_6_0-trtllm-cuda13_1"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_6_0-trtllm-cuda13_1,mode=max"]
+}
+
+target "1_5_1-frontend-cpu" {
+  context    = "."
+  dockerfile = "container/Dockerfile.frontend"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.5.1-frontend-cpu"]
+  args = {
+    BASE_IMAGE = "docker.io/library/ubuntu:24.04"
+    RUNTIME_IMAGE = "docker.io/library/ubuntu:24.04"
+    DYNAMO_RELEASE = "1.5.1"
+    DEVICE = "cpu"
+    CUDA_VERSION = ""
+    CUDA_ARCHS = ""
+    CMAKE_CUDA_ARCHITECTURES = ""
+    MIN_DRIVER = ""
+    NVIDIA_REQUIRE_CUDA = ""
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = ""
+    NIXL_VERSION = ""
+    INSTALL = ""
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_5_1-frontend-cpu"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_5_1-frontend-cpu,mode=max"]
+}
+
+target "1_5_1-vllm-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.5.1-vllm-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.5.1"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.28.0"
+    NIXL_VERSION = "1.3.2"
+    INSTALL = "vllm[flashinfer,otel,runai] nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_5_1-vllm-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_5_1-vllm-cuda13_0,mode=max"]
+}
+
+target "1_5_1-sglang-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.5.1-sglang-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.5.1"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;120"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.18"
+    NIXL_VERSION = "1.4.0"
+    INSTALL = "sglang[diffusion] nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_5_1-sglang-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_5_1-sglang-cuda13_0,mode=max"]
+}
+
+target "1_5_1-trtllm-cuda13_1" {
+  context    = "."
+  dockerfile = "container/Dockerfile.trtllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.5.1-trtllm-cuda13.1"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/pytorch:25.12-py3"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.5.1"
+    DEVICE = "cuda13.1"
+    CUDA_VERSION = "13.1"
+    CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
+    MIN_DRIVER = "590.44.01"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.1 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576 brand=unknown,driver>=580,driver<581 brand=grid,driver>=580,driver<581 brand=tesla,driver>=580,driver<581 brand=nvidia,driver>=580,driver<581 brand=quadro,driver>=580,driver<581 brand=quadrortx,driver>=580,driver<581 brand=nvidiartx,driver>=580,driver<581 brand=vapps,driver>=580,driver<581 brand=vpc,driver>=580,driver<581 brand=vcs,driver>=580,driver<581 brand=vws,driver>=580,driver<581 brand=cloudgaming,driver>=580,driver<581"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "1.3.0rc25"
+    NIXL_VERSION = ""
+    INSTALL = "tensorrt-llm"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_5_1-trtllm-cuda13_1"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_5_1-trtllm-cuda13_1,mode=max"]
+}
+
+target "1_5_0-frontend-cpu" {
+  context    = "."
+  dockerfile = "container/Dockerfile.frontend"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.5.0-frontend-cpu"]
+  args = {
+    BASE_IMAGE = "docker.io/library/ubuntu:24.04"
+    RUNTIME_IMAGE = "docker.io/library/ubuntu:24.04"
+    DYNAMO_RELEASE = "1.5.0"
+    DEVICE = "cpu"
+    CUDA_VERSION = ""
+    CUDA_ARCHS = ""
+    CMAKE_CUDA_ARCHITECTURES = ""
+    MIN_DRIVER = ""
+    NVIDIA_REQUIRE_CUDA = ""
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = ""
+    NIXL_VERSION = ""
+    INSTALL = ""
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_5_0-frontend-cpu"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_5_0-frontend-cpu,mode=max"]
+}
+
+target "1_5_0-vllm-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.5.0-vllm-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.5.0"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.28.0"
+    NIXL_VERSION = "1.3.2"
+    INSTALL = "vllm[flashinfer,otel,runai] nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_5_0-vllm-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_5_0-vllm-cuda13_0,mode=max"]
+}
+
+target "1_5_0-sglang-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.5.0-sglang-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.5.0"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;120"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.18"
+    NIXL_VERSION = "1.4.0"
+    INSTALL = "sglang[diffusion] nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_5_0-sglang-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_5_0-sglang-cuda13_0,mode=max"]
+}
+
+target "1_5_0-trtllm-cuda13_1" {
+  context    = "."
+  dockerfile = "container/Dockerfile.trtllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.5.0-trtllm-cuda13.1"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/pytorch:25.12-py3"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.5.0"
+    DEVICE = "cuda13.1"
+    CUDA_VERSION = "13.1"
+    CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
+    MIN_DRIVER = "590.44.01"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.1 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576 brand=unknown,driver>=580,driver<581 brand=grid,driver>=580,driver<581 brand=tesla,driver>=580,driver<581 brand=nvidia,driver>=580,driver<581 brand=quadro,driver>=580,driver<581 brand=quadrortx,driver>=580,driver<581 brand=nvidiartx,driver>=580,driver<581 brand=vapps,driver>=580,driver<581 brand=vpc,driver>=580,driver<581 brand=vcs,driver>=580,driver<581 brand=vws,driver>=580,driver<581 brand=cloudgaming,driver>=580,driver<581"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "1.3.0rc25"
+    NIXL_VERSION = ""
+    INSTALL = "tensorrt-llm"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_5_0-trtllm-cuda13_1"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_5_0-trtllm-cuda13_1,mode=max"]
+}
+
+target "1_4_2-frontend-cpu" {
+  context    = "."
+  dockerfile = "container/Dockerfile.frontend"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.4.2-frontend-cpu"]
+  args = {
+    BASE_IMAGE = "docker.io/library/ubuntu:24.04"
+    RUNTIME_IMAGE = "docker.io/library/ubuntu:24.04"
+    DYNAMO_RELEASE = "1.4.2"
+    DEVICE = "cpu"
+    CUDA_VERSION = ""
+    CUDA_ARCHS = ""
+    CMAKE_CUDA_ARCHITECTURES = ""
+    MIN_DRIVER = ""
+    NVIDIA_REQUIRE_CUDA = ""
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = ""
+    NIXL_VERSION = ""
+    INSTALL = ""
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_2-frontend-cpu"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_2-frontend-cpu,mode=max"]
+}
+
+target "1_4_2-vllm-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.4.2-vllm-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.4.2"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.26.0"
+    NIXL_VERSION = "1.3.2"
+    INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_2-vllm-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_2-vllm-cuda13_0,mode=max"]
+}
+
+target "1_4_2-sglang-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.4.2-sglang-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.4.2"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;120"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.16"
+    NIXL_VERSION = "1.3.0"
+    INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_2-sglang-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_2-sglang-cuda13_0,mode=max"]
+}
+
+target "1_4_2-trtllm-cuda13_1" {
+  context    = "."
+  dockerfile = "container/Dockerfile.trtllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.4.2-trtllm-cuda13.1"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/pytorch:25.12-py3"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.4.2"
+    DEVICE = "cuda13.1"
+    CUDA_VERSION = "13.1"
+    CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
+    MIN_DRIVER = "590.44.01"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.1 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576 brand=unknown,driver>=580,driver<581 brand=grid,driver>=580,driver<581 brand=tesla,driver>=580,driver<581 brand=nvidia,driver>=580,driver<581 brand=quadro,driver>=580,driver<581 brand=quadrortx,driver>=580,driver<581 brand=nvidiartx,driver>=580,driver<581 brand=vapps,driver>=580,driver<581 brand=vpc,driver>=580,driver<581 brand=vcs,driver>=580,driver<581 brand=vws,driver>=580,driver<581 brand=cloudgaming,driver>=580,driver<581"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "1.3.0rc22"
+    NIXL_VERSION = "1.3.1"
+    INSTALL = "tensorrt-llm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_2-trtllm-cuda13_1"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_2-trtllm-cuda13_1,mode=max"]
+}
+
+target "1_4_1-frontend-cpu" {
+  context    = "."
+  dockerfile = "container/Dockerfile.frontend"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.4.1-frontend-cpu"]
+  args = {
+    BASE_IMAGE = "docker.io/library/ubuntu:24.04"
+    RUNTIME_IMAGE = "docker.io/library/ubuntu:24.04"
+    DYNAMO_RELEASE = "1.4.1"
+    DEVICE = "cpu"
+    CUDA_VERSION = ""
+    CUDA_ARCHS = ""
+    CMAKE_CUDA_ARCHITECTURES = ""
+    MIN_DRIVER = ""
+    NVIDIA_REQUIRE_CUDA = ""
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = ""
+    NIXL_VERSION = ""
+    INSTALL = ""
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_1-frontend-cpu"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_1-frontend-cpu,mode=max"]
+}
+
+target "1_4_1-vllm-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.4.1-vllm-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.4.1"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.26.0"
+    NIXL_VERSION = "1.3.2"
+    INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_1-vllm-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_1-vllm-cuda13_0,mode=max"]
+}
+
+target "1_4_1-sglang-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.4.1-sglang-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.4.1"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;120"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.16"
+    NIXL_VERSION = "1.3.0"
+    INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_1-sglang-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_1-sglang-cuda13_0,mode=max"]
+}
+
+target "1_4_1-trtllm-cuda13_1" {
+  context    = "."
+  dockerfile = "container/Dockerfile.trtllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.4.1-trtllm-cuda13.1"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/pytorch:25.12-py3"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.4.1"
+    DEVICE = "cuda13.1"
+    CUDA_VERSION = "13.1"
+    CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
+    MIN_DRIVER = "590.44.01"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.1 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576 brand=unknown,driver>=580,driver<581 brand=grid,driver>=580,driver<581 brand=tesla,driver>=580,driver<581 brand=nvidia,driver>=580,driver<581 brand=quadro,driver>=580,driver<581 brand=quadrortx,driver>=580,driver<581 brand=nvidiartx,driver>=580,driver<581 brand=vapps,driver>=580,driver<581 brand=vpc,driver>=580,driver<581 brand=vcs,driver>=580,driver<581 brand=vws,driver>=580,driver<581 brand=cloudgaming,driver>=580,driver<581"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "1.3.0rc22"
+    NIXL_VERSION = "1.3.1"
+    INSTALL = "tensorrt-llm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_1-trtllm-cuda13_1"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_1-trtllm-cuda13_1,mode=max"]
+}
+
+target "1_4_0-frontend-cpu" {
+  context    = "."
+  dockerfile = "container/Dockerfile.frontend"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.4.0-frontend-cpu"]
+  args = {
+    BASE_IMAGE = "docker.io/library/ubuntu:24.04"
+    RUNTIME_IMAGE = "docker.io/library/ubuntu:24.04"
+    DYNAMO_RELEASE = "1.4.0"
+    DEVICE = "cpu"
+    CUDA_VERSION = ""
+    CUDA_ARCHS = ""
+    CMAKE_CUDA_ARCHITECTURES = ""
+    MIN_DRIVER = ""
+    NVIDIA_REQUIRE_CUDA = ""
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = ""
+    NIXL_VERSION = ""
+    INSTALL = ""
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_0-frontend-cpu"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_0-frontend-cpu,mode=max"]
+}
+
+target "1_4_0-vllm-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.4.0-vllm-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.4.0"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.26.0"
+    NIXL_VERSION = "1.3.2"
+    INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_0-vllm-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_0-vllm-cuda13_0,mode=max"]
+}
+
+target "1_4_0-sglang-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.4.0-sglang-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.4.0"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;120"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.16"
+    NIXL_VERSION = "1.3.0"
+    INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_0-sglang-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_0-sglang-cuda13_0,mode=max"]
+}
+
+target "1_4_0-trtllm-cuda13_1" {
+  context    = "."
+  dockerfile = "container/Dockerfile.trtllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.4.0-trtllm-cuda13.1"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/pytorch:25.12-py3"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.4.0"
+    DEVICE = "cuda13.1"
+    CUDA_VERSION = "13.1"
+    CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
+    MIN_DRIVER = "590.44.01"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.1 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576 brand=unknown,driver>=580,driver<581 brand=grid,driver>=580,driver<581 brand=tesla,driver>=580,driver<581 brand=nvidia,driver>=580,driver<581 brand=quadro,driver>=580,driver<581 brand=quadrortx,driver>=580,driver<581 brand=nvidiartx,driver>=580,driver<581 brand=vapps,driver>=580,driver<581 brand=vpc,driver>=580,driver<581 brand=vcs,driver>=580,driver<581 brand=vws,driver>=580,driver<581 brand=cloudgaming,driver>=580,driver<581"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "1.3.0rc22"
+    NIXL_VERSION = "1.3.1"
+    INSTALL = "tensorrt-llm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_0-trtllm-cuda13_1"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_0-trtllm-cuda13_1,mode=max"]
+}
+
+target "1_3_1-frontend-cpu" {
+  context    = "."
+  dockerfile = "container/Dockerfile.frontend"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.3.1-frontend-cpu"]
+  args = {
+    BASE_IMAGE = "docker.io/library/ubuntu:24.04"
+    RUNTIME_IMAGE = "docker.io/library/ubuntu:24.04"
+    DYNAMO_RELEASE = "1.3.1"
+    DEVICE = "cpu"
+    CUDA_VERSION = ""
+    CUDA_ARCHS = ""
+    CMAKE_CUDA_ARCHITECTURES = ""
+    MIN_DRIVER = ""
+    NVIDIA_REQUIRE_CUDA = ""
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = ""
+    NIXL_VERSION = ""
+    INSTALL = ""
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_3_1-frontend-cpu"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_3_1-frontend-cpu,mode=max"]
+}
+
+target "1_3_1-vllm-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.3.1-vllm-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.3.1"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.23.0"
+    NIXL_VERSION = "1.1.0"
+    INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_3_1-vllm-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_3_1-vllm-cuda13_0,mode=max"]
+}
+
+target "1_3_1-sglang-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.3.1-sglang-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.3.1"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;120"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.14"
+    NIXL_VERSION = "1.3.2"
+    INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_3_1-sglang-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_3_1-sglang-cuda13_0,mode=max"]
+}
+
+target "1_3_1-trtllm-cuda13_1" {
+  context    = "."
+  dockerfile = "container/Dockerfile.trtllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.3.1-trtllm-cuda13.1"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/pytorch:25.12-py3"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.3.1"
+    DEVICE = "cuda13.1"
+    CUDA_VERSION = "13.1"
+    CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
+    MIN_DRIVER = "590.44.01"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.1 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576 brand=unknown,driver>=580,driver<581 brand=grid,driver>=580,driver<581 brand=tesla,driver>=580,driver<581 brand=nvidia,driver>=580,driver<581 brand=quadro,driver>=580,driver<581 brand=quadrortx,driver>=580,driver<581 brand=nvidiartx,driver>=580,driver<581 brand=vapps,driver>=580,driver<581 brand=vpc,driver>=580,driver<581 brand=vcs,driver>=580,driver<581 brand=vws,driver>=580,driver<581 brand=cloudgaming,driver>=580,driver<581"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "1.3.0rc19"
+    NIXL_VERSION = "1.0.1"
+    INSTALL = "tensorrt-llm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_3_1-trtllm-cuda13_1"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_3_1-trtllm-cuda13_1,mode=max"]
+}
+
+target "1_3_0-frontend-cpu" {
+  context    = "."
+  dockerfile = "container/Dockerfile.frontend"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.3.0-frontend-cpu"]
+  args = {
+    BASE_IMAGE = "docker.io/library/ubuntu:24.04"
+    RUNTIME_IMAGE = "docker.io/library/ubuntu:24.04"
+    DYNAMO_RELEASE = "1.3.0"
+    DEVICE = "cpu"
+    CUDA_VERSION = ""
+    CUDA_ARCHS = ""
+    CMAKE_CUDA_ARCHITECTURES = ""
+    MIN_DRIVER = ""
+    NVIDIA_REQUIRE_CUDA = ""
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = ""
+    NIXL_VERSION = ""
+    INSTALL = ""
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_3_0-frontend-cpu"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_3_0-frontend-cpu,mode=max"]
+}
+
+target "1_3_0-vllm-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.3.0-vllm-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.3.0"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.23.0"
+    NIXL_VERSION = "1.1.0"
+    INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_3_0-vllm-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_3_0-vllm-cuda13_0,mode=max"]
+}
+
+target "1_3_0-sglang-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.3.0-sglang-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.3.0"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;120"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.14"
+    NIXL_VERSION = "1.3.0"
+    INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_3_0-sglang-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_3_0-sglang-cuda13_0,mode=max"]
+}
+
+target "1_3_0-trtllm-cuda13_1" {
+  context    = "."
+  dockerfile = "container/Dockerfile.trtllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.3.0-trtllm-cuda13.1"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/pytorch:25.12-py3"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.3.0"
+    DEVICE = "cuda13.1"
+    CUDA_VERSION = "13.1"
+    CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
+    MIN_DRIVER = "590.44.01"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.1 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576 brand=unknown,driver>=580,driver<581 brand=grid,driver>=580,driver<581 brand=tesla,driver>=580,driver<581 brand=nvidia,driver>=580,driver<581 brand=quadro,driver>=580,driver<581 brand=quadrortx,driver>=580,driver<581 brand=nvidiartx,driver>=580,driver<581 brand=vapps,driver>=580,driver<581 brand=vpc,driver>=580,driver<581 brand=vcs,driver>=580,driver<581 brand=vws,driver>=580,driver<581 brand=cloudgaming,driver>=580,driver<581"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "1.3.0rc19"
+    NIXL_VERSION = "1.0.1"
+    INSTALL = "tensorrt-llm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_3_0-trtllm-cuda13_1"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_3_0-trtllm-cuda13_1,mode=max"]
+}
+
+target "1_2_1-frontend-cpu" {
+  context    = "."
+  dockerfile = "container/Dockerfile.frontend"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.2.1-frontend-cpu"]
+  args = {
+    BASE_IMAGE = "docker.io/library/ubuntu:24.04"
+    RUNTIME_IMAGE = "docker.io/library/ubuntu:24.04"
+    DYNAMO_RELEASE = "1.2.1"
+    DEVICE = "cpu"
+    CUDA_VERSION = ""
+    CUDA_ARCHS = ""
+    CMAKE_CUDA_ARCHITECTURES = ""
+    MIN_DRIVER = ""
+    NVIDIA_REQUIRE_CUDA = ""
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = ""
+    NIXL_VERSION = ""
+    INSTALL = ""
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_1-frontend-cpu"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_1-frontend-cpu,mode=max"]
+}
+
+target "1_2_1-vllm-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.2.1-vllm-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.2.1"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.20.1"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_1-vllm-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_1-vllm-cuda13_0,mode=max"]
+}
+
+target "1_2_1-vllm-cuda12_9" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.2.1-vllm-cuda12.9"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.2.1"
+    DEVICE = "cuda12.9"
+    CUDA_VERSION = "12.9"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "575.51.03"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.20.1"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_1-vllm-cuda12_9"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_1-vllm-cuda12_9,mode=max"]
+}
+
+target "1_2_1-sglang-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.2.1-sglang-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.2.1"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;120"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.11"
+    NIXL_VERSION = "1.0.1"
+    INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_1-sglang-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_1-sglang-cuda13_0,mode=max"]
+}
+
+target "1_2_1-sglang-cuda12_9" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.2.1-sglang-cuda12.9"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.2.1"
+    DEVICE = "cuda12.9"
+    CUDA_VERSION = "12.9"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;120"
+    MIN_DRIVER = "575.51.03"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.11"
+    NIXL_VERSION = "1.0.1"
+    INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_1-sglang-cuda12_9"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_1-sglang-cuda12_9,mode=max"]
+}
+
+target "1_2_1-trtllm-cuda13_1" {
+  context    = "."
+  dockerfile = "container/Dockerfile.trtllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.2.1-trtllm-cuda13.1"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/pytorch:25.12-py3"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.2.1"
+    DEVICE = "cuda13.1"
+    CUDA_VERSION = "13.1"
+    CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
+    MIN_DRIVER = "590.44.01"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.1 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576 brand=unknown,driver>=580,driver<581 brand=grid,driver>=580,driver<581 brand=tesla,driver>=580,driver<581 brand=nvidia,driver>=580,driver<581 brand=quadro,driver>=580,driver<581 brand=quadrortx,driver>=580,driver<581 brand=nvidiartx,driver>=580,driver<581 brand=vapps,driver>=580,driver<581 brand=vpc,driver>=580,driver<581 brand=vcs,driver>=580,driver<581 brand=vws,driver>=580,driver<581 brand=cloudgaming,driver>=580,driver<581"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "1.3.0rc14"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "tensorrt-llm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_1-trtllm-cuda13_1"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_1-trtllm-cuda13_1,mode=max"]
+}
+
+target "1_2_0-frontend-cpu" {
+  context    = "."
+  dockerfile = "container/Dockerfile.frontend"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.2.0-frontend-cpu"]
+  args = {
+    BASE_IMAGE = "docker.io/library/ubuntu:24.04"
+    RUNTIME_IMAGE = "docker.io/library/ubuntu:24.04"
+    DYNAMO_RELEASE = "1.2.0"
+    DEVICE = "cpu"
+    CUDA_VERSION = ""
+    CUDA_ARCHS = ""
+    CMAKE_CUDA_ARCHITECTURES = ""
+    MIN_DRIVER = ""
+    NVIDIA_REQUIRE_CUDA = ""
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = ""
+    NIXL_VERSION = ""
+    INSTALL = ""
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_0-frontend-cpu"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_0-frontend-cpu,mode=max"]
+}
+
+target "1_2_0-vllm-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.2.0-vllm-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.2.0"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.20.1"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_0-vllm-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_0-vllm-cuda13_0,mode=max"]
+}
+
+target "1_2_0-vllm-cuda12_9" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.2.0-vllm-cuda12.9"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.2.0"
+    DEVICE = "cuda12.9"
+    CUDA_VERSION = "12.9"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "575.51.03"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.20.1"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_0-vllm-cuda12_9"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_0-vllm-cuda12_9,mode=max"]
+}
+
+target "1_2_0-sglang-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.2.0-sglang-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.2.0"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;120"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.11"
+    NIXL_VERSION = "1.0.1"
+    INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_0-sglang-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_0-sglang-cuda13_0,mode=max"]
+}
+
+target "1_2_0-sglang-cuda12_9" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.2.0-sglang-cuda12.9"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.2.0"
+    DEVICE = "cuda12.9"
+    CUDA_VERSION = "12.9"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;120"
+    MIN_DRIVER = "575.51.03"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.11"
+    NIXL_VERSION = "1.0.1"
+    INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_0-sglang-cuda12_9"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_0-sglang-cuda12_9,mode=max"]
+}
+
+target "1_2_0-trtllm-cuda13_1" {
+  context    = "."
+  dockerfile = "container/Dockerfile.trtllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.2.0-trtllm-cuda13.1"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/pytorch:25.12-py3"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.2.0"
+    DEVICE = "cuda13.1"
+    CUDA_VERSION = "13.1"
+    CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
+    MIN_DRIVER = "590.44.01"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.1 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576 brand=unknown,driver>=580,driver<581 brand=grid,driver>=580,driver<581 brand=tesla,driver>=580,driver<581 brand=nvidia,driver>=580,driver<581 brand=quadro,driver>=580,driver<581 brand=quadrortx,driver>=580,driver<581 brand=nvidiartx,driver>=580,driver<581 brand=vapps,driver>=580,driver<581 brand=vpc,driver>=580,driver<581 brand=vcs,driver>=580,driver<581 brand=vws,driver>=580,driver<581 brand=cloudgaming,driver>=580,driver<581"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "1.3.0rc14"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "tensorrt-llm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_0-trtllm-cuda13_1"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_0-trtllm-cuda13_1,mode=max"]
+}
+
+target "1_1_1-frontend-cpu" {
+  context    = "."
+  dockerfile = "container/Dockerfile.frontend"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.1.1-frontend-cpu"]
+  args = {
+    BASE_IMAGE = "docker.io/library/ubuntu:24.04"
+    RUNTIME_IMAGE = "docker.io/library/ubuntu:24.04"
+    DYNAMO_RELEASE = "1.1.1"
+    DEVICE = "cpu"
+    CUDA_VERSION = ""
+    CUDA_ARCHS = ""
+    CMAKE_CUDA_ARCHITECTURES = ""
+    MIN_DRIVER = ""
+    NVIDIA_REQUIRE_CUDA = ""
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = ""
+    NIXL_VERSION = ""
+    INSTALL = ""
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_1-frontend-cpu"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_1-frontend-cpu,mode=max"]
+}
+
+target "1_1_1-vllm-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.1.1-vllm-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.1.1"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.19.0"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_1-vllm-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_1-vllm-cuda13_0,mode=max"]
+}
+
+target "1_1_1-vllm-cuda12_9" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.1.1-vllm-cuda12.9"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.1.1"
+    DEVICE = "cuda12.9"
+    CUDA_VERSION = "12.9"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "575.51.03"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.19.0"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_1-vllm-cuda12_9"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_1-vllm-cuda12_9,mode=max"]
+}
+
+target "1_1_1-sglang-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.1.1-sglang-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.1.1"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;120"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.10.post1"
+    NIXL_VERSION = "1.0.1"
+    INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_1-sglang-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_1-sglang-cuda13_0,mode=max"]
+}
+
+target "1_1_1-sglang-cuda12_9" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.1.1-sglang-cuda12.9"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.1.1"
+    DEVICE = "cuda12.9"
+    CUDA_VERSION = "12.9"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;120"
+    MIN_DRIVER = "575.51.03"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.10.post1"
+    NIXL_VERSION = "1.0.1"
+    INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_1-sglang-cuda12_9"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_1-sglang-cuda12_9,mode=max"]
+}
+
+target "1_1_1-trtllm-cuda13_1" {
+  context    = "."
+  dockerfile = "container/Dockerfile.trtllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.1.1-trtllm-cuda13.1"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/pytorch:25.12-py3"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.1.1"
+    DEVICE = "cuda13.1"
+    CUDA_VERSION = "13.1"
+    CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
+    MIN_DRIVER = "590.44.01"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.1 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576 brand=unknown,driver>=580,driver<581 brand=grid,driver>=580,driver<581 brand=tesla,driver>=580,driver<581 brand=nvidia,driver>=580,driver<581 brand=quadro,driver>=580,driver<581 brand=quadrortx,driver>=580,driver<581 brand=nvidiartx,driver>=580,driver<581 brand=vapps,driver>=580,driver<581 brand=vpc,driver>=580,driver<581 brand=vcs,driver>=580,driver<581 brand=vws,driver>=580,driver<581 brand=cloudgaming,driver>=580,driver<581"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "1.3.0rc11"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "tensorrt-llm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_1-trtllm-cuda13_1"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_1-trtllm-cuda13_1,mode=max"]
+}
+
+target "1_1_0-frontend-cpu" {
+  context    = "."
+  dockerfile = "container/Dockerfile.frontend"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.1.0-frontend-cpu"]
+  args = {
+    BASE_IMAGE = "docker.io/library/ubuntu:24.04"
+    RUNTIME_IMAGE = "docker.io/library/ubuntu:24.04"
+    DYNAMO_RELEASE = "1.1.0"
+    DEVICE = "cpu"
+    CUDA_VERSION = ""
+    CUDA_ARCHS = ""
+    CMAKE_CUDA_ARCHITECTURES = ""
+    MIN_DRIVER = ""
+    NVIDIA_REQUIRE_CUDA = ""
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = ""
+    NIXL_VERSION = ""
+    INSTALL = ""
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_0-frontend-cpu"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_0-frontend-cpu,mode=max"]
+}
+
+target "1_1_0-vllm-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.1.0-vllm-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.1.0"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.19.0"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_0-vllm-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_0-vllm-cuda13_0,mode=max"]
+}
+
+target "1_1_0-vllm-cuda12_9" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.1.0-vllm-cuda12.9"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.1.0"
+    DEVICE = "cuda12.9"
+    CUDA_VERSION = "12.9"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "575.51.03"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.19.0"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_0-vllm-cuda12_9"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_0-vllm-cuda12_9,mode=max"]
+}
+
+target "1_1_0-sglang-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.1.0-sglang-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.1.0"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;120"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.10.post1"
+    NIXL_VERSION = "1.0.1"
+    INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_0-sglang-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_0-sglang-cuda13_0,mode=max"]
+}
+
+target "1_1_0-sglang-cuda12_9" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.1.0-sglang-cuda12.9"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.1.0"
+    DEVICE = "cuda12.9"
+    CUDA_VERSION = "12.9"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;120"
+    MIN_DRIVER = "575.51.03"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.10.post1"
+    NIXL_VERSION = "1.0.1"
+    INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_0-sglang-cuda12_9"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_0-sglang-cuda12_9,mode=max"]
+}
+
+target "1_1_0-trtllm-cuda13_1" {
+  context    = "."
+  dockerfile = "container/Dockerfile.trtllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.1.0-trtllm-cuda13.1"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/pytorch:25.12-py3"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.1.0"
+    DEVICE = "cuda13.1"
+    CUDA_VERSION = "13.1"
+    CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
+    MIN_DRIVER = "590.44.01"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.1 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576 brand=unknown,driver>=580,driver<581 brand=grid,driver>=580,driver<581 brand=tesla,driver>=580,driver<581 brand=nvidia,driver>=580,driver<581 brand=quadro,driver>=580,driver<581 brand=quadrortx,driver>=580,driver<581 brand=nvidiartx,driver>=580,driver<581 brand=vapps,driver>=580,driver<581 brand=vpc,driver>=580,driver<581 brand=vcs,driver>=580,driver<581 brand=vws,driver>=580,driver<581 brand=cloudgaming,driver>=580,driver<581"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "1.3.0rc11"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "tensorrt-llm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_0-trtllm-cuda13_1"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_0-trtllm-cuda13_1,mode=max"]
+}
+
+target "1_0_2-frontend-cpu" {
+  context    = "."
+  dockerfile = "container/Dockerfile.frontend"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.0.2-frontend-cpu"]
+  args = {
+    BASE_IMAGE = "docker.io/library/ubuntu:24.04"
+    RUNTIME_IMAGE = "docker.io/library/ubuntu:24.04"
+    DYNAMO_RELEASE = "1.0.2"
+    DEVICE = "cpu"
+    CUDA_VERSION = ""
+    CUDA_ARCHS = ""
+    CMAKE_CUDA_ARCHITECTURES = ""
+    MIN_DRIVER = ""
+    NVIDIA_REQUIRE_CUDA = ""
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = ""
+    NIXL_VERSION = ""
+    INSTALL = ""
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_2-frontend-cpu"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_2-frontend-cpu,mode=max"]
+}
+
+target "1_0_2-vllm-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.0.2-vllm-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.0.2"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.16.0"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_2-vllm-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_2-vllm-cuda13_0,mode=max"]
+}
+
+target "1_0_2-vllm-cuda12_9" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.0.2-vllm-cuda12.9"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.0.2"
+    DEVICE = "cuda12.9"
+    CUDA_VERSION = "12.9"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "575.51.03"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.16.0"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_2-vllm-cuda12_9"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_2-vllm-cuda12_9,mode=max"]
+}
+
+target "1_0_2-sglang-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.0.2-sglang-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.0.2"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;120"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.9"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_2-sglang-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_2-sglang-cuda13_0,mode=max"]
+}
+
+target "1_0_2-sglang-cuda12_9" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.0.2-sglang-cuda12.9"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.0.2"
+    DEVICE = "cuda12.9"
+    CUDA_VERSION = "12.9"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;120"
+    MIN_DRIVER = "575.51.03"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.9"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_2-sglang-cuda12_9"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_2-sglang-cuda12_9,mode=max"]
+}
+
+target "1_0_2-trtllm-cuda13_1" {
+  context    = "."
+  dockerfile = "container/Dockerfile.trtllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.0.2-trtllm-cuda13.1"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/pytorch:25.12-py3"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.0.2"
+    DEVICE = "cuda13.1"
+    CUDA_VERSION = "13.1"
+    CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
+    MIN_DRIVER = "590.44.01"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.1 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576 brand=unknown,driver>=580,driver<581 brand=grid,driver>=580,driver<581 brand=tesla,driver>=580,driver<581 brand=nvidia,driver>=580,driver<581 brand=quadro,driver>=580,driver<581 brand=quadrortx,driver>=580,driver<581 brand=nvidiartx,driver>=580,driver<581 brand=vapps,driver>=580,driver<581 brand=vpc,driver>=580,driver<581 brand=vcs,driver>=580,driver<581 brand=vws,driver>=580,driver<581 brand=cloudgaming,driver>=580,driver<581"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "1.3.0rc5.post1"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "tensorrt-llm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_2-trtllm-cuda13_1"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_2-trtllm-cuda13_1,mode=max"]
+}
+
+target "1_0_1-frontend-cpu" {
+  context    = "."
+  dockerfile = "container/Dockerfile.frontend"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.0.1-frontend-cpu"]
+  args = {
+    BASE_IMAGE = "docker.io/library/ubuntu:24.04"
+    RUNTIME_IMAGE = "docker.io/library/ubuntu:24.04"
+    DYNAMO_RELEASE = "1.0.1"
+    DEVICE = "cpu"
+    CUDA_VERSION = ""
+    CUDA_ARCHS = ""
+    CMAKE_CUDA_ARCHITECTURES = ""
+    MIN_DRIVER = ""
+    NVIDIA_REQUIRE_CUDA = ""
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = ""
+    NIXL_VERSION = ""
+    INSTALL = ""
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_1-frontend-cpu"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_1-frontend-cpu,mode=max"]
+}
+
+target "1_0_1-vllm-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.0.1-vllm-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.0.1"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.16.0"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_1-vllm-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_1-vllm-cuda13_0,mode=max"]
+}
+
+target "1_0_1-vllm-cuda12_9" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.0.1-vllm-cuda12.9"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.0.1"
+    DEVICE = "cuda12.9"
+    CUDA_VERSION = "12.9"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "575.51.03"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.16.0"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_1-vllm-cuda12_9"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_1-vllm-cuda12_9,mode=max"]
+}
+
+target "1_0_1-sglang-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.0.1-sglang-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.0.1"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;120"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.9"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_1-sglang-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_1-sglang-cuda13_0,mode=max"]
+}
+
+target "1_0_1-sglang-cuda12_9" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.0.1-sglang-cuda12.9"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.0.1"
+    DEVICE = "cuda12.9"
+    CUDA_VERSION = "12.9"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;120"
+    MIN_DRIVER = "575.51.03"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.9"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_1-sglang-cuda12_9"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_1-sglang-cuda12_9,mode=max"]
+}
+
+target "1_0_1-trtllm-cuda13_1" {
+  context    = "."
+  dockerfile = "container/Dockerfile.trtllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.0.1-trtllm-cuda13.1"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/pytorch:25.12-py3"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.0.1"
+    DEVICE = "cuda13.1"
+    CUDA_VERSION = "13.1"
+    CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
+    MIN_DRIVER = "590.44.01"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.1 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576 brand=unknown,driver>=580,driver<581 brand=grid,driver>=580,driver<581 brand=tesla,driver>=580,driver<581 brand=nvidia,driver>=580,driver<581 brand=quadro,driver>=580,driver<581 brand=quadrortx,driver>=580,driver<581 brand=nvidiartx,driver>=580,driver<581 brand=vapps,driver>=580,driver<581 brand=vpc,driver>=580,driver<581 brand=vcs,driver>=580,driver<581 brand=vws,driver>=580,driver<581 brand=cloudgaming,driver>=580,driver<581"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "1.3.0rc5.post1"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "tensorrt-llm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_1-trtllm-cuda13_1"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_1-trtllm-cuda13_1,mode=max"]
+}
+
+target "1_0_0-frontend-cpu" {
+  context    = "."
+  dockerfile = "container/Dockerfile.frontend"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.0.0-frontend-cpu"]
+  args = {
+    BASE_IMAGE = "docker.io/library/ubuntu:24.04"
+    RUNTIME_IMAGE = "docker.io/library/ubuntu:24.04"
+    DYNAMO_RELEASE = "1.0.0"
+    DEVICE = "cpu"
+    CUDA_VERSION = ""
+    CUDA_ARCHS = ""
+    CMAKE_CUDA_ARCHITECTURES = ""
+    MIN_DRIVER = ""
+    NVIDIA_REQUIRE_CUDA = ""
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = ""
+    NIXL_VERSION = ""
+    INSTALL = ""
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_0-frontend-cpu"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_0-frontend-cpu,mode=max"]
+}
+
+target "1_0_0-vllm-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.0.0-vllm-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.0.0"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.16.0"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_0-vllm-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_0-vllm-cuda13_0,mode=max"]
+}
+
+target "1_0_0-vllm-cuda12_9" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.0.0-vllm-cuda12.9"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.0.0"
+    DEVICE = "cuda12.9"
+    CUDA_VERSION = "12.9"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "575.51.03"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.16.0"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_0-vllm-cuda12_9"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_0-vllm-cuda12_9,mode=max"]
+}
+
+target "1_0_0-sglang-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.0.0-sglang-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.0.0"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;120"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.9"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_0-sglang-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_0-sglang-cuda13_0,mode=max"]
+}
+
+target "1_0_0-sglang-cuda12_9" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.0.0-sglang-cuda12.9"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.0.0"
+    DEVICE = "cuda12.9"
+    CUDA_VERSION = "12.9"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;120"
+    MIN_DRIVER = "575.51.03"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.9"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_0-sglang-cuda12_9"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_0-sglang-cuda12_9,mode=max"]
+}
+
+target "1_0_0-trtllm-cuda13_1" {
+  context    = "."
+  dockerfile = "container/Dockerfile.trtllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:1.0.0-trtllm-cuda13.1"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/pytorch:25.12-py3"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "1.0.0"
+    DEVICE = "cuda13.1"
+    CUDA_VERSION = "13.1"
+    CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
+    MIN_DRIVER = "590.44.01"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.1 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576 brand=unknown,driver>=580,driver<581 brand=grid,driver>=580,driver<581 brand=tesla,driver>=580,driver<581 brand=nvidia,driver>=580,driver<581 brand=quadro,driver>=580,driver<581 brand=quadrortx,driver>=580,driver<581 brand=nvidiartx,driver>=580,driver<581 brand=vapps,driver>=580,driver<581 brand=vpc,driver>=580,driver<581 brand=vcs,driver>=580,driver<581 brand=vws,driver>=580,driver<581 brand=cloudgaming,driver>=580,driver<581"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "1.3.0rc5.post1"
+    NIXL_VERSION = "0.10.1"
+    INSTALL = "tensorrt-llm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_0-trtllm-cuda13_1"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_0-trtllm-cuda13_1,mode=max"]
+}
+
+target "0_9_1-frontend-cpu" {
+  context    = "."
+  dockerfile = "container/Dockerfile.frontend"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:0.9.1-frontend-cpu"]
+  args = {
+    BASE_IMAGE = "docker.io/library/ubuntu:24.04"
+    RUNTIME_IMAGE = "docker.io/library/ubuntu:24.04"
+    DYNAMO_RELEASE = "0.9.1"
+    DEVICE = "cpu"
+    CUDA_VERSION = ""
+    CUDA_ARCHS = ""
+    CMAKE_CUDA_ARCHITECTURES = ""
+    MIN_DRIVER = ""
+    NVIDIA_REQUIRE_CUDA = ""
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = ""
+    NIXL_VERSION = ""
+    INSTALL = ""
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:0_9_1-frontend-cpu"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:0_9_1-frontend-cpu,mode=max"]
+}
+
+target "0_9_1-vllm-cuda12_9" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:0.9.1-vllm-cuda12.9"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "0.9.1"
+    DEVICE = "cuda12.9"
+    CUDA_VERSION = "12.9"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "575.51.03"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.14.1"
+    NIXL_VERSION = "0.9.0"
+    INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:0_9_1-vllm-cuda12_9"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:0_9_1-vllm-cuda12_9,mode=max"]
+}
+
+target "0_9_1-sglang-cuda12_9" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:0.9.1-sglang-cuda12.9"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "0.9.1"
+    DEVICE = "cuda12.9"
+    CUDA_VERSION = "12.9"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;120"
+    MIN_DRIVER = "575.51.03"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.8"
+    NIXL_VERSION = "0.9.0"
+    INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:0_9_1-sglang-cuda12_9"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:0_9_1-sglang-cuda12_9,mode=max"]
+}
+
+target "0_9_1-trtllm-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.trtllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:0.9.1-trtllm-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/pytorch:25.10-py3"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "0.9.1"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "1.3.0rc3"
+    NIXL_VERSION = "0.9.0"
+    INSTALL = "tensorrt-llm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:0_9_1-trtllm-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:0_9_1-trtllm-cuda13_0,mode=max"]
+}
+
+target "0_9_0-frontend-cpu" {
+  context    = "."
+  dockerfile = "container/Dockerfile.frontend"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:0.9.0-frontend-cpu"]
+  args = {
+    BASE_IMAGE = "docker.io/library/ubuntu:24.04"
+    RUNTIME_IMAGE = "docker.io/library/ubuntu:24.04"
+    DYNAMO_RELEASE = "0.9.0"
+    DEVICE = "cpu"
+    CUDA_VERSION = ""
+    CUDA_ARCHS = ""
+    CMAKE_CUDA_ARCHITECTURES = ""
+    MIN_DRIVER = ""
+    NVIDIA_REQUIRE_CUDA = ""
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = ""
+    NIXL_VERSION = ""
+    INSTALL = ""
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:0_9_0-frontend-cpu"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:0_9_0-frontend-cpu,mode=max"]
+}
+
+target "0_9_0-vllm-cuda12_9" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:0.9.0-vllm-cuda12.9"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "0.9.0"
+    DEVICE = "cuda12.9"
+    CUDA_VERSION = "12.9"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "575.51.03"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.14.1"
+    NIXL_VERSION = "0.9.0"
+    INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:0_9_0-vllm-cuda12_9"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:0_9_0-vllm-cuda12_9,mode=max"]
+}
+
+target "0_9_0-sglang-cuda12_9" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:0.9.0-sglang-cuda12.9"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "0.9.0"
+    DEVICE = "cuda12.9"
+    CUDA_VERSION = "12.9"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;120"
+    MIN_DRIVER = "575.51.03"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.8"
+    NIXL_VERSION = "0.9.0"
+    INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:0_9_0-sglang-cuda12_9"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:0_9_0-sglang-cuda12_9,mode=max"]
+}
+
+target "0_9_0-trtllm-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.trtllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:0.9.0-trtllm-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/pytorch:25.10-py3"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "0.9.0"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "1.3.0rc1"
+    NIXL_VERSION = "0.9.0"
+    INSTALL = "tensorrt-llm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:0_9_0-trtllm-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:0_9_0-trtllm-cuda13_0,mode=max"]
+}
+
+target "0_8_1_post3-vllm-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:0.8.1.post3-vllm-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "0.8.1.post3"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.12.0"
+    NIXL_VERSION = "0.8.0"
+    INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-vllm-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-vllm-cuda13_0,mode=max"]
+}
+
+target "0_8_1_post3-vllm-cuda12_9" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:0.8.1.post3-vllm-cuda12.9"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "0.8.1.post3"
+    DEVICE = "cuda12.9"
+    CUDA_VERSION = "12.9"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "575.51.03"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.12.0"
+    NIXL_VERSION = "0.8.0"
+    INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-vllm-cuda12_9"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-vllm-cuda12_9,mode=max"]
+}
+
+target "0_8_1_post3-sglang-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:0.8.1.post3-sglang-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "0.8.1.post3"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;120"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.6.post2"
+    NIXL_VERSION = "0.8.0"
+    INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-sglang-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-sglang-cuda13_0,mode=max"]
+}
+
+target "0_8_1_post3-sglang-cuda12_9" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:0.8.1.post3-sglang-cuda12.9"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "0.8.1.post3"
+    DEVICE = "cuda12.9"
+    CUDA_VERSION = "12.9"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;120"
+    MIN_DRIVER = "575.51.03"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.6.post2"
+    NIXL_VERSION = "0.8.0"
+    INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-sglang-cuda12_9"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-sglang-cuda12_9,mode=max"]
+}
+
+target "0_8_1_post3-trtllm-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.trtllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:0.8.1.post3-trtllm-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/pytorch:25.10-py3"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "0.8.1.post3"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "1.2.0rc6.post3"
+    NIXL_VERSION = "0.8.0"
+    INSTALL = "tensorrt-llm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-trtllm-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-trtllm-cuda13_0,mode=max"]
+}
+
+target "0_8_1_post2-vllm-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:0.8.1.post2-vllm-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "0.8.1.post2"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.12.0"
+    NIXL_VERSION = "0.8.0"
+    INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-vllm-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-vllm-cuda13_0,mode=max"]
+}
+
+target "0_8_1_post2-vllm-cuda12_9" {
+  context    = "."
+  dockerfile = "container/Dockerfile.vllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:0.8.1.post2-vllm-cuda12.9"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "0.8.1.post2"
+    DEVICE = "cuda12.9"
+    CUDA_VERSION = "12.9"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;103;120;121"
+    MIN_DRIVER = "575.51.03"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.12.0"
+    NIXL_VERSION = "0.8.0"
+    INSTALL = "vllm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-vllm-cuda12_9"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-vllm-cuda12_9,mode=max"]
+}
+
+target "0_8_1_post2-sglang-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:0.8.1.post2-sglang-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "0.8.1.post2"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;120"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.6.post2"
+    NIXL_VERSION = "0.8.0"
+    INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-sglang-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-sglang-cuda13_0,mode=max"]
+}
+
+target "0_8_1_post2-sglang-cuda12_9" {
+  context    = "."
+  dockerfile = "container/Dockerfile.sglang"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:0.8.1.post2-sglang-cuda12.9"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "0.8.1.post2"
+    DEVICE = "cuda12.9"
+    CUDA_VERSION = "12.9"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;120"
+    MIN_DRIVER = "575.51.03"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "0.5.6.post2"
+    NIXL_VERSION = "0.8.0"
+    INSTALL = "sglang nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-sglang-cuda12_9"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-sglang-cuda12_9,mode=max"]
+}
+
+target "0_8_1_post2-trtllm-cuda13_0" {
+  context    = "."
+  dockerfile = "container/Dockerfile.trtllm"
+  target     = "runtime"
+  platforms  = ["linux/amd64", "linux/arm64"]
+  tags       = ["${REGISTRY}dynamo:0.8.1.post2-trtllm-cuda13.0"]
+  args = {
+    BASE_IMAGE = "nvcr.io/nvidia/pytorch:25.10-py3"
+    RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    DYNAMO_RELEASE = "0.8.1.post2"
+    DEVICE = "cuda13.0"
+    CUDA_VERSION = "13.0"
+    CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
+    MIN_DRIVER = "580.65.06"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
+    PYTHON_VERSION = "3.12"
+    ENGINE_VERSION = "1.2.0rc6.post2"
+    NIXL_VERSION = "0.8.0"
+    INSTALL = "tensorrt-llm nixl"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
+  }
+  cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-trtllm-cuda13_0"]
+  cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-trtllm-cuda13_0,mode=max"]
+}
+
 target "0_8_1_post1-vllm-cuda13_0" {
   context    = "."
   dockerfile = "container/Dockerfile.vllm"
@@ -111,10 +2879,10 @@ target "0_8_1_post1-vllm-cuda13_0" {
     DYNAMO_RELEASE = "0.8.1.post1"
     DEVICE = "cuda13.0"
     CUDA_VERSION = "13.0"
-    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
-    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;103;120;121"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;103;120;121"
     MIN_DRIVER = "580.65.06"
-    NVIDIA_REQUIRE_CUDA = "cuda>=13.0"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "0.12.0"
     NIXL_VERSION = "0.8.0"
@@ -142,7 +2910,7 @@ target "0_8_1_post1-vllm-cuda12_9" {
     CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
     CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;103;120;121"
     MIN_DRIVER = "575.51.03"
-    NVIDIA_REQUIRE_CUDA = "cuda>=12.9"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "0.12.0"
     NIXL_VERSION = "0.8.0"
@@ -167,10 +2935,10 @@ target "0_8_1_post1-sglang-cuda13_0" {
     DYNAMO_RELEASE = "0.8.1.post1"
     DEVICE = "cuda13.0"
     CUDA_VERSION = "13.0"
-    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 12.0"
-    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;120"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;120"
     MIN_DRIVER = "580.65.06"
-    NVIDIA_REQUIRE_CUDA = "cuda>=13.0"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "0.5.6.post2"
     NIXL_VERSION = "0.8.0"
@@ -198,7 +2966,7 @@ target "0_8_1_post1-sglang-cuda12_9" {
     CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 12.0"
     CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;120"
     MIN_DRIVER = "575.51.03"
-    NVIDIA_REQUIRE_CUDA = "cuda>=12.9"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "0.5.6.post2"
     NIXL_VERSION = "0.8.0"
@@ -226,7 +2994,7 @@ target "0_8_1_post1-trtllm-cuda13_0" {
     CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
     CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
     MIN_DRIVER = "580.65.06"
-    NVIDIA_REQUIRE_CUDA = "cuda>=13.0"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "1.2.0rc6.post2"
     NIXL_VERSION = "0.8.0"
@@ -244,7 +3012,7 @@ target "0_8_1-frontend-cpu" {
   dockerfile = "container/Dockerfile.frontend"
   target     = "runtime"
   platforms  = ["linux/amd64", "linux/arm64"]
-  tags       = ["${REGISTRY}dynamo:0.8.1-frontend-cpu", "${REGISTRY}dynamo:latest-frontend"]
+  tags       = ["${REGISTRY}dynamo:0.8.1-frontend-cpu"]
   args = {
     BASE_IMAGE = "docker.io/library/ubuntu:24.04"
     RUNTIME_IMAGE = "docker.io/library/ubuntu:24.04"
@@ -279,10 +3047,10 @@ target "0_8_1-vllm-cuda13_0" {
     DYNAMO_RELEASE = "0.8.1"
     DEVICE = "cuda13.0"
     CUDA_VERSION = "13.0"
-    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
-    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;103;120;121"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;103;120;121"
     MIN_DRIVER = "580.65.06"
-    NVIDIA_REQUIRE_CUDA = "cuda>=13.0"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "0.12.0"
     NIXL_VERSION = "0.8.0"
@@ -300,7 +3068,7 @@ target "0_8_1-vllm-cuda12_9" {
   dockerfile = "container/Dockerfile.vllm"
   target     = "runtime"
   platforms  = ["linux/amd64", "linux/arm64"]
-  tags       = ["${REGISTRY}dynamo:0.8.1-vllm-cuda12.9", "${REGISTRY}dynamo:latest-vllm"]
+  tags       = ["${REGISTRY}dynamo:0.8.1-vllm-cuda12.9"]
   args = {
     BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
     RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
@@ -310,7 +3078,7 @@ target "0_8_1-vllm-cuda12_9" {
     CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
     CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;103;120;121"
     MIN_DRIVER = "575.51.03"
-    NVIDIA_REQUIRE_CUDA = "cuda>=12.9"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "0.12.0"
     NIXL_VERSION = "0.8.0"
@@ -335,10 +3103,10 @@ target "0_8_1-sglang-cuda13_0" {
     DYNAMO_RELEASE = "0.8.1"
     DEVICE = "cuda13.0"
     CUDA_VERSION = "13.0"
-    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 12.0"
-    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;120"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;120"
     MIN_DRIVER = "580.65.06"
-    NVIDIA_REQUIRE_CUDA = "cuda>=13.0"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "0.5.6.post2"
     NIXL_VERSION = "0.8.0"
@@ -356,7 +3124,7 @@ target "0_8_1-sglang-cuda12_9" {
   dockerfile = "container/Dockerfile.sglang"
   target     = "runtime"
   platforms  = ["linux/amd64", "linux/arm64"]
-  tags       = ["${REGISTRY}dynamo:0.8.1-sglang-cuda12.9", "${REGISTRY}dynamo:latest-sglang"]
+  tags       = ["${REGISTRY}dynamo:0.8.1-sglang-cuda12.9"]
   args = {
     BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
     RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
@@ -366,7 +3134,7 @@ target "0_8_1-sglang-cuda12_9" {
     CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 12.0"
     CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;120"
     MIN_DRIVER = "575.51.03"
-    NVIDIA_REQUIRE_CUDA = "cuda>=12.9"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "0.5.6.post2"
     NIXL_VERSION = "0.8.0"
@@ -384,7 +3152,7 @@ target "0_8_1-trtllm-cuda13_0" {
   dockerfile = "container/Dockerfile.trtllm"
   target     = "runtime"
   platforms  = ["linux/amd64", "linux/arm64"]
-  tags       = ["${REGISTRY}dynamo:0.8.1-trtllm-cuda13.0", "${REGISTRY}dynamo:latest-trtllm"]
+  tags       = ["${REGISTRY}dynamo:0.8.1-trtllm-cuda13.0"]
   args = {
     BASE_IMAGE = "nvcr.io/nvidia/pytorch:25.10-py3"
     RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
@@ -394,7 +3162,7 @@ target "0_8_1-trtllm-cuda13_0" {
     CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
     CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
     MIN_DRIVER = "580.65.06"
-    NVIDIA_REQUIRE_CUDA = "cuda>=13.0"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "1.2.0rc6.post1"
     NIXL_VERSION = "0.8.0"
@@ -412,7 +3180,7 @@ target "0_8_1-llama_cpp-cuda12_9" {
   dockerfile = "container/Dockerfile.llama_cpp"
   target     = "runtime"
   platforms  = ["linux/amd64", "linux/arm64"]
-  tags       = ["${REGISTRY}dynamo:0.8.1-llama_cpp-cuda12.9", "${REGISTRY}dynamo:latest-llama_cpp"]
+  tags       = ["${REGISTRY}dynamo:0.8.1-llama_cpp-cuda12.9"]
   args = {
     BASE_IMAGE = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
     RUNTIME_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
@@ -422,7 +3190,7 @@ target "0_8_1-llama_cpp-cuda12_9" {
     CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 12.0"
     CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;120"
     MIN_DRIVER = "575.51.03"
-    NVIDIA_REQUIRE_CUDA = "cuda>=12.9"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "0.3.16"
     NIXL_VERSION = ""
@@ -503,10 +3271,10 @@ target "0_8_0-vllm-cuda13_0" {
     DYNAMO_RELEASE = "0.8.0"
     DEVICE = "cuda13.0"
     CUDA_VERSION = "13.0"
-    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
-    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;103;120;121"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;103;120;121"
     MIN_DRIVER = "580.65.06"
-    NVIDIA_REQUIRE_CUDA = "cuda>=13.0"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "0.12.0"
     NIXL_VERSION = "0.8.0"
@@ -534,7 +3302,7 @@ target "0_8_0-vllm-cuda12_9" {
     CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
     CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;103;120;121"
     MIN_DRIVER = "575.51.03"
-    NVIDIA_REQUIRE_CUDA = "cuda>=12.9"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "0.12.0"
     NIXL_VERSION = "0.8.0"
@@ -559,10 +3327,10 @@ target "0_8_0-sglang-cuda13_0" {
     DYNAMO_RELEASE = "0.8.0"
     DEVICE = "cuda13.0"
     CUDA_VERSION = "13.0"
-    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 12.0"
-    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;120"
+    CUDA_ARCHS = "7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "75;80;86;90;100;120"
     MIN_DRIVER = "580.65.06"
-    NVIDIA_REQUIRE_CUDA = "cuda>=13.0"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "0.5.6.post2"
     NIXL_VERSION = "0.8.0"
@@ -590,7 +3358,7 @@ target "0_8_0-sglang-cuda12_9" {
     CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 12.0"
     CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;120"
     MIN_DRIVER = "575.51.03"
-    NVIDIA_REQUIRE_CUDA = "cuda>=12.9"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "0.5.6.post2"
     NIXL_VERSION = "0.8.0"
@@ -618,7 +3386,7 @@ target "0_8_0-trtllm-cuda13_0" {
     CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
     CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
     MIN_DRIVER = "580.65.06"
-    NVIDIA_REQUIRE_CUDA = "cuda>=13.0"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "1.2.0rc6.post1"
     NIXL_VERSION = "0.8.0"
@@ -646,7 +3414,7 @@ target "0_7_1-vllm-cuda12_9" {
     CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
     CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;103;120;121"
     MIN_DRIVER = "575.51.03"
-    NVIDIA_REQUIRE_CUDA = "cuda>=12.9"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "0.11.0"
     NIXL_VERSION = "0.8.0"
@@ -674,7 +3442,7 @@ target "0_7_1-sglang-cuda12_8" {
     CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 12.0"
     CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;120"
     MIN_DRIVER = "570.26"
-    NVIDIA_REQUIRE_CUDA = "cuda>=12.8"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.8 brand=unknown,driver>=470,driver<471 brand=grid,driver>=470,driver<471 brand=tesla,driver>=470,driver<471 brand=nvidia,driver>=470,driver<471 brand=quadro,driver>=470,driver<471 brand=quadrortx,driver>=470,driver<471 brand=nvidiartx,driver>=470,driver<471 brand=vapps,driver>=470,driver<471 brand=vpc,driver>=470,driver<471 brand=vcs,driver>=470,driver<471 brand=vws,driver>=470,driver<471 brand=cloudgaming,driver>=470,driver<471 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "0.5.3.post4"
     NIXL_VERSION = "0.8.0"
@@ -702,7 +3470,7 @@ target "0_7_1-trtllm-cuda13_0" {
     CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
     CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
     MIN_DRIVER = "580.65.06"
-    NVIDIA_REQUIRE_CUDA = "cuda>=13.0"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "1.2.0rc3"
     NIXL_VERSION = "0.8.0"
@@ -727,10 +3495,10 @@ target "0_7_0_post1-vllm-cuda12_8" {
     DYNAMO_RELEASE = "0.7.0.post1"
     DEVICE = "cuda12.8"
     CUDA_VERSION = "12.8"
-    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
-    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;103;120;121"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;120"
     MIN_DRIVER = "570.26"
-    NVIDIA_REQUIRE_CUDA = "cuda>=12.8"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.8 brand=unknown,driver>=470,driver<471 brand=grid,driver>=470,driver<471 brand=tesla,driver>=470,driver<471 brand=nvidia,driver>=470,driver<471 brand=quadro,driver>=470,driver<471 brand=quadrortx,driver>=470,driver<471 brand=nvidiartx,driver>=470,driver<471 brand=vapps,driver>=470,driver<471 brand=vpc,driver>=470,driver<471 brand=vcs,driver>=470,driver<471 brand=vws,driver>=470,driver<471 brand=cloudgaming,driver>=470,driver<471 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "0.11.0"
     NIXL_VERSION = "0.8.0"
@@ -758,7 +3526,7 @@ target "0_7_0_post1-sglang-cuda12_9" {
     CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 12.0"
     CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;120"
     MIN_DRIVER = "575.51.03"
-    NVIDIA_REQUIRE_CUDA = "cuda>=12.9"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "0.5.3.post4"
     NIXL_VERSION = "0.8.0"
@@ -786,7 +3554,7 @@ target "0_7_0_post1-trtllm-cuda13_0" {
     CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
     CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
     MIN_DRIVER = "580.65.06"
-    NVIDIA_REQUIRE_CUDA = "cuda>=13.0"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "1.2.0rc3"
     NIXL_VERSION = "0.8.0"
@@ -811,10 +3579,10 @@ target "0_7_0-vllm-cuda12_8" {
     DYNAMO_RELEASE = "0.7.0"
     DEVICE = "cuda12.8"
     CUDA_VERSION = "12.8"
-    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
-    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;103;120;121"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;120"
     MIN_DRIVER = "570.26"
-    NVIDIA_REQUIRE_CUDA = "cuda>=12.8"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.8 brand=unknown,driver>=470,driver<471 brand=grid,driver>=470,driver<471 brand=tesla,driver>=470,driver<471 brand=nvidia,driver>=470,driver<471 brand=quadro,driver>=470,driver<471 brand=quadrortx,driver>=470,driver<471 brand=nvidiartx,driver>=470,driver<471 brand=vapps,driver>=470,driver<471 brand=vpc,driver>=470,driver<471 brand=vcs,driver>=470,driver<471 brand=vws,driver>=470,driver<471 brand=cloudgaming,driver>=470,driver<471 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "0.11.0"
     NIXL_VERSION = "0.8.0"
@@ -842,7 +3610,7 @@ target "0_7_0-sglang-cuda12_9" {
     CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 12.0"
     CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;120"
     MIN_DRIVER = "575.51.03"
-    NVIDIA_REQUIRE_CUDA = "cuda>=12.9"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "0.5.3.post4"
     NIXL_VERSION = "0.8.0"
@@ -870,7 +3638,7 @@ target "0_7_0-trtllm-cuda13_0" {
     CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
     CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
     MIN_DRIVER = "580.65.06"
-    NVIDIA_REQUIRE_CUDA = "cuda>=13.0"
+    NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566 brand=unknown,driver>=570,driver<571 brand=grid,driver>=570,driver<571 brand=tesla,driver>=570,driver<571 brand=nvidia,driver>=570,driver<571 brand=quadro,driver>=570,driver<571 brand=quadrortx,driver>=570,driver<571 brand=nvidiartx,driver>=570,driver<571 brand=vapps,driver>=570,driver<571 brand=vpc,driver>=570,driver<571 brand=vcs,driver>=570,driver<571 brand=vws,driver>=570,driver<571 brand=cloudgaming,driver>=570,driver<571 brand=unknown,driver>=575,driver<576 brand=grid,driver>=575,driver<576 brand=tesla,driver>=575,driver<576 brand=nvidia,driver>=575,driver<576 brand=quadro,driver>=575,driver<576 brand=quadrortx,driver>=575,driver<576 brand=nvidiartx,driver>=575,driver<576 brand=vapps,driver>=575,driver<576 brand=vpc,driver>=575,driver<576 brand=vcs,driver>=575,driver<576 brand=vws,driver>=575,driver<576 brand=cloudgaming,driver>=575,driver<576"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "1.2.0rc2"
     NIXL_VERSION = "0.8.0"
@@ -895,10 +3663,10 @@ target "0_6_1-vllm-cuda12_8" {
     DYNAMO_RELEASE = "0.6.1"
     DEVICE = "cuda12.8"
     CUDA_VERSION = "12.8"
-    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
-    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;103;120;121"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;120"
     MIN_DRIVER = "570.26"
-    NVIDIA_REQUIRE_CUDA = "cuda>=12.8"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.8 brand=unknown,driver>=470,driver<471 brand=grid,driver>=470,driver<471 brand=tesla,driver>=470,driver<471 brand=nvidia,driver>=470,driver<471 brand=quadro,driver>=470,driver<471 brand=quadrortx,driver>=470,driver<471 brand=nvidiartx,driver>=470,driver<471 brand=vapps,driver>=470,driver<471 brand=vpc,driver>=470,driver<471 brand=vcs,driver>=470,driver<471 brand=vws,driver>=470,driver<471 brand=cloudgaming,driver>=470,driver<471 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "0.10.2"
     NIXL_VERSION = "0.6.0"
@@ -923,10 +3691,10 @@ target "0_6_1-trtllm-cuda12_8" {
     DYNAMO_RELEASE = "0.6.1"
     DEVICE = "cuda12.8"
     CUDA_VERSION = "12.8"
-    CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
-    CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
+    CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;120"
     MIN_DRIVER = "570.26"
-    NVIDIA_REQUIRE_CUDA = "cuda>=12.8"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.8 brand=unknown,driver>=470,driver<471 brand=grid,driver>=470,driver<471 brand=tesla,driver>=470,driver<471 brand=nvidia,driver>=470,driver<471 brand=quadro,driver>=470,driver<471 brand=quadrortx,driver>=470,driver<471 brand=nvidiartx,driver>=470,driver<471 brand=vapps,driver>=470,driver<471 brand=vpc,driver>=470,driver<471 brand=vcs,driver>=470,driver<471 brand=vws,driver>=470,driver<471 brand=cloudgaming,driver>=470,driver<471 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "1.1.0rc5"
     NIXL_VERSION = "0.6.0"
@@ -951,10 +3719,10 @@ target "0_1_0-vllm-cuda12_8" {
     DYNAMO_RELEASE = "0.1.0"
     DEVICE = "cuda12.8"
     CUDA_VERSION = "12.8"
-    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 10.3 12.0 12.1"
-    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;103;120;121"
+    CUDA_ARCHS = "7.0 7.5 8.0 8.6 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "70;75;80;86;90;100;120"
     MIN_DRIVER = "570.26"
-    NVIDIA_REQUIRE_CUDA = "cuda>=12.8"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.8 brand=unknown,driver>=470,driver<471 brand=grid,driver>=470,driver<471 brand=tesla,driver>=470,driver<471 brand=nvidia,driver>=470,driver<471 brand=quadro,driver>=470,driver<471 brand=quadrortx,driver>=470,driver<471 brand=nvidiartx,driver>=470,driver<471 brand=vapps,driver>=470,driver<471 brand=vpc,driver>=470,driver<471 brand=vcs,driver>=470,driver<471 brand=vws,driver>=470,driver<471 brand=cloudgaming,driver>=470,driver<471 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "0.7.2"
     NIXL_VERSION = "0.1.0"
@@ -979,10 +3747,10 @@ target "0_1_0-trtllm-cuda12_8" {
     DYNAMO_RELEASE = "0.1.0"
     DEVICE = "cuda12.8"
     CUDA_VERSION = "12.8"
-    CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 10.3 12.0"
-    CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;103;120"
+    CUDA_ARCHS = "8.0 8.6 8.9 9.0 10.0 12.0"
+    CMAKE_CUDA_ARCHITECTURES = "80;86;89;90;100;120"
     MIN_DRIVER = "570.26"
-    NVIDIA_REQUIRE_CUDA = "cuda>=12.8"
+    NVIDIA_REQUIRE_CUDA = "cuda>=12.8 brand=unknown,driver>=470,driver<471 brand=grid,driver>=470,driver<471 brand=tesla,driver>=470,driver<471 brand=nvidia,driver>=470,driver<471 brand=quadro,driver>=470,driver<471 brand=quadrortx,driver>=470,driver<471 brand=nvidiartx,driver>=470,driver<471 brand=vapps,driver>=470,driver<471 brand=vpc,driver>=470,driver<471 brand=vcs,driver>=470,driver<471 brand=vws,driver>=470,driver<471 brand=cloudgaming,driver>=470,driver<471 brand=unknown,driver>=535,driver<536 brand=grid,driver>=535,driver<536 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 brand=quadro,driver>=535,driver<536 brand=quadrortx,driver>=535,driver<536 brand=nvidiartx,driver>=535,driver<536 brand=vapps,driver>=535,driver<536 brand=vpc,driver>=535,driver<536 brand=vcs,driver>=535,driver<536 brand=vws,driver>=535,driver<536 brand=cloudgaming,driver>=535,driver<536 brand=unknown,driver>=550,driver<551 brand=grid,driver>=550,driver<551 brand=tesla,driver>=550,driver<551 brand=nvidia,driver>=550,driver<551 brand=quadro,driver>=550,driver<551 brand=quadrortx,driver>=550,driver<551 brand=nvidiartx,driver>=550,driver<551 brand=vapps,driver>=550,driver<551 brand=vpc,driver>=550,driver<551 brand=vcs,driver>=550,driver<551 brand=vws,driver>=550,driver<551 brand=cloudgaming,driver>=550,driver<551 brand=unknown,driver>=560,driver<561 brand=grid,driver>=560,driver<561 brand=tesla,driver>=560,driver<561 brand=nvidia,driver>=560,driver<561 brand=quadro,driver>=560,driver<561 brand=quadrortx,driver>=560,driver<561 brand=nvidiartx,driver>=560,driver<561 brand=vapps,driver>=560,driver<561 brand=vpc,driver>=560,driver<561 brand=vcs,driver>=560,driver<561 brand=vws,driver>=560,driver<561 brand=cloudgaming,driver>=560,driver<561 brand=unknown,driver>=565,driver<566 brand=grid,driver>=565,driver<566 brand=tesla,driver>=565,driver<566 brand=nvidia,driver>=565,driver<566 brand=quadro,driver>=565,driver<566 brand=quadrortx,driver>=565,driver<566 brand=nvidiartx,driver>=565,driver<566 brand=vapps,driver>=565,driver<566 brand=vpc,driver>=565,driver<566 brand=vcs,driver>=565,driver<566 brand=vws,driver>=565,driver<566 brand=cloudgaming,driver>=565,driver<566"
     PYTHON_VERSION = "3.12"
     ENGINE_VERSION = "0.19.0"
     NIXL_VERSION = "0.1.0"

@@ -6,6 +6,7 @@ Run: python benchmarks/matrix_speed.py [--runs N]
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import subprocess
 import sys
@@ -16,19 +17,26 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def wall(command: list[str], runs: int) -> list[float]:
-    times = []
+def wall(command: list[str], runs: int) -> tuple[list[float], list[float]]:
+    """Wall-clock and CPU (user + system) seconds of each run: CPU time barely moves when other
+    work shares the machine, wall time does."""
+    times, cpu = [], []
     for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
         times.append(time.perf_counter() - start)
-    return times
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return times, cpu
 
 
-def report(label: str, times: list[float]) -> None:
+def report(label: str, times: list[float] | tuple[list[float], list[float]]) -> None:
+    times, cpu = times if isinstance(times, tuple) else (times, [])
     ms = sorted(t * 1000 for t in times)
+    cpu_text = f"   CPU median {statistics.median(cpu) * 1000:7.1f} ms" if cpu else ""
     print(f"{label:<44} median {statistics.median(ms):7.1f} ms   min {ms[0]:7.1f} ms   max {ms[-1]:7.1f} ms"
-          f"   ({len(ms)} runs)")
+          f"{cpu_text}   ({len(ms)} runs)")
 
 
 def main() -> None:

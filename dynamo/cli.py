@@ -86,7 +86,7 @@ def _build(args: argparse.Namespace) -> int:
     try:
         plan = make_plan(
             matrix, framework=args.framework, cuda=args.cuda, release=args.release,
-            platforms=args.platform.split(",") if args.platform else None, python=args.python, stage=args.target,
+            platforms=args.platform.split(",") if args.platform is not None else None, python=args.python, stage=args.target,
             tags=args.tag, build_args=args.build_arg, base_image=args.base_image, ca_cert=args.ca_cert,
             push=args.push, no_cache=args.no_cache, cache_from=args.cache_from, cache_to=args.cache_to)
     except PlanError as exc:
@@ -180,16 +180,21 @@ def _doctor(args: argparse.Namespace) -> int:
     return doctor.run(load(args.matrix), args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+MATRIX_HELP = "the support matrix to read (default: $DYNAMO_MATRIX or matrix/support_matrix.toml)"
+
+
+def build_parser(prog: str = "dynamo") -> argparse.ArgumentParser:
+    """`prog` is how the user called us: `dynamo`, or `python build.py`, where `build` is implicit."""
     parser = argparse.ArgumentParser(
-        prog="dynamo", description="Build, verify and check LLM-serving images against the support matrix.")
+        prog=prog, description="Build, verify and check LLM-serving images against the support matrix.")
+    # --matrix goes before the command (`dynamo --matrix F doctor`) or after it (`matrix check --matrix F`).
+    parser.add_argument("--matrix", metavar="PATH", help=MATRIX_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    matrix = commands.add_parser("matrix", help="list, show and check the support matrix")
+    matrix = commands.add_parser("matrix", help="list, show, check, import and bump the support matrix")
     actions = matrix.add_subparsers(dest="action", metavar="ACTION", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--matrix", metavar="PATH",
-                        help="the support matrix to read (default: $DYNAMO_MATRIX or matrix/support_matrix.toml)")
+    common.add_argument("--matrix", metavar="PATH", default=argparse.SUPPRESS, help=MATRIX_HELP)
 
     listing = actions.add_parser("list", parents=[common], help="a table of every valid build target")
     listing.add_argument("--release", help="only this release")
@@ -205,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = actions.add_parser("check", parents=[common], help="validate the matrix and list every problem")
     check.set_defaults(run=_matrix_check)
 
+    from dynamo.matrix.commands import add_commands
+    add_commands(actions, common)  # matrix import, matrix bump
+
     render = commands.add_parser("render", parents=[common],
                                  help="write every generated file (Dockerfiles, constraints, docs, bake plan)")
     render.add_argument("--check", action="store_true",
@@ -212,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(run=_render)
 
     build = commands.add_parser("build", parents=[common], help="build an image of a matrix cell (the default)",
+                                prog=prog if prog.endswith("build.py") else f"{prog} build",
                                 description="Build an image; `python build.py --framework vllm --cuda 12.9`.")
     build.add_argument("--framework", required=True, help="vllm, sglang, trtllm, llama_cpp or frontend")
     build.add_argument("--cuda", help="CUDA toolkit, e.g. 12.9, or cpu (default: the newest supported)")
@@ -250,11 +259,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _with_command(argv: list[str]) -> list[str]:
+    """`python build.py --framework vllm ...` means `build --framework vllm ...`; global options
+    (--matrix PATH) may come first either way."""
+    index = 0
+    while index < len(argv) and (argv[index] == "--matrix" or argv[index].startswith("--matrix=")):
+        index += 1 if "=" in argv[index] else 2
+    if index < len(argv) and argv[index].startswith("--") and argv[index] != "--help":
+        return [*argv[:index], "build", *argv[index:]]
+    return argv
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "dynamo") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0].startswith("--") and argv[0] != "--help":
-        argv.insert(0, "build")  # `python build.py --framework vllm ...`
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(_with_command(argv))
     try:
         return args.run(args)
     except MatrixInvalid as exc:

@@ -5,6 +5,8 @@ One function each, so the rendered Dockerfiles, the bake file and `build.py` can
 
 from __future__ import annotations
 
+import functools
+import re
 from datetime import datetime, timezone
 
 from packaging.requirements import Requirement
@@ -27,11 +29,14 @@ CPU_BASELINES = {
 }
 
 
+_requirement = functools.lru_cache(maxsize=1024)(Requirement)  # the same few pins, for every target
+
+
 def install_names(target: Target) -> list[str]:
     """What pip is asked for; the versions come from the constraints file."""
     names = []
     if target.engine_requirement:
-        requirement = Requirement(target.engine_requirement)
+        requirement = _requirement(target.engine_requirement)
         extras = f"[{','.join(sorted(requirement.extras))}]" if requirement.extras else ""
         names.append(requirement.name + extras)
     if target.nixl:
@@ -43,7 +48,7 @@ def constraints(target: Target) -> list[str]:
     """Exact pins for the engine, its extra pins and NIXL (pip constraints take no extras)."""
     pins = []
     if target.engine_requirement:
-        requirement = Requirement(target.engine_requirement)
+        requirement = _requirement(target.engine_requirement)
         pins.append(f"{requirement.name}{requirement.specifier}")
     pins += list(target.extra_requirements)
     if target.nixl_requirement:
@@ -55,9 +60,14 @@ def constraints_path(target: Target) -> str:
     return f"container/constraints/{target.release}/{target.framework}.txt"
 
 
-def nvidia_require_cuda(target: Target) -> str:
-    """The NVIDIA container toolkit refuses to start the image on a driver below this."""
-    return f"cuda>={target.cuda}" if target.cuda else ""
+def nvidia_require_cuda(target: Target, matrix: Matrix | None = None) -> str:
+    """The image's NVIDIA_REQUIRE_CUDA: the NVIDIA container toolkit starts it on a driver that supports
+    its CUDA, or on a forward-compatibility branch with a data-center or professional GPU (the matrix's
+    [forward_compat], as NVIDIA's base images do), and refuses it elsewhere. matrix: default the
+    repository's."""
+    from dynamo.doctor.requirement import image_requirement, repository_matrix
+
+    return image_requirement(matrix or repository_matrix(), target.cuda)
 
 
 def build_args(target: Target) -> dict[str, str]:
@@ -134,3 +144,14 @@ def tags(matrix: Matrix, target: Target, repository: str = REPOSITORY) -> list[s
     if target.release == matrix.latest and (target.cuda or CPU) == default_device(matrix, target.release, target.framework):
         found.append(f"{repository}:latest-{target.framework}")
     return found
+
+
+# Docker's reference grammar (github.com/distribution/reference): [HOST[:PORT]/]PATH[:TAG][@DIGEST]
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REFERENCE = re.compile(rf"(?:[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
+                        r"(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?")
+
+
+def is_reference(text: str) -> bool:
+    """Whether an engine would accept this as an image reference (lowercase path, optional tag and digest)."""
+    return bool(_REFERENCE.fullmatch(text)) and len(text) <= 255

@@ -16,7 +16,7 @@ import jinja2
 
 from dynamo import images
 from dynamo.matrix import InvalidCombination, Matrix, Target, resolve, targets
-from dynamo.matrix.query import arch_name, release_artifacts, release_label
+from dynamo.matrix.query import arch_name, engine_nixl, release_artifacts, release_label
 from dynamo.matrix.report import cuda_cell
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -38,7 +38,9 @@ def header(comment: str, sources: Sequence[str]) -> str:
 def environment(templates: Path) -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
-                             autoescape=False)
+                             autoescape=False,
+                             # compiled templates kept in the temp dir, keyed by their source's checksum
+                             bytecode_cache=jinja2.FileSystemBytecodeCache())
     env.globals["md_table"] = md_table
     return env
 
@@ -67,18 +69,18 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 # -- Dockerfiles and constraints ----------------------------------------------------------------
 
-def default_target(matrix: Matrix, framework: str) -> Target | None:
+def default_target(matrix: Matrix, framework: str, found: list[Target]) -> Target | None:
     """The cell a Dockerfile's defaults describe: the latest release's default, else the newest."""
     try:
         return resolve(matrix, framework, arch="x86_64")
     except InvalidCombination:
-        return next(iter(targets(matrix, framework=framework)), None)
+        return next((t for t in found if t.framework == framework), None)
 
 
-def dockerfiles(env: jinja2.Environment, matrix: Matrix) -> dict[str, str]:
+def dockerfiles(env: jinja2.Environment, matrix: Matrix, found: list[Target]) -> dict[str, str]:
     outputs = {}
     for name, fw in matrix.framework.items():
-        default = default_target(matrix, name)
+        default = default_target(matrix, name, found)
         if default is None:
             continue
         outputs[f"container/Dockerfile.{name}"] = render_template(
@@ -94,9 +96,9 @@ def _install_text(fw) -> str:
     return f"{fw.name}{' and NIXL' if fw.nixl else ''} at the matrix's pins"
 
 
-def constraint_files(env: jinja2.Environment, matrix: Matrix) -> dict[str, str]:
+def constraint_files(env: jinja2.Environment, matrix: Matrix, found: list[Target]) -> dict[str, str]:
     outputs = {}
-    for target in targets(matrix):
+    for target in found:
         path = images.constraints_path(target)
         if target.engine_requirement and path not in outputs:
             outputs[path] = render_template(
@@ -117,10 +119,10 @@ def bake_name(target: Target) -> str:
     return f"{target.release}-{target.framework}-{target.device}".replace(".", "_")
 
 
-def bake(env: jinja2.Environment, matrix: Matrix) -> dict[str, str]:
+def bake(env: jinja2.Environment, matrix: Matrix, found: list[Target]) -> dict[str, str]:
     """One bake target per matrix cell (release, framework, device), both platforms in one."""
     plan = [{"name": bake_name(cell[0]), "target": cell[0], "platforms": [t.platform for t in cell],
-             "tags": images.tags(matrix, cell[0]), "args": images.build_args(cell[0])} for cell in cells(targets(matrix))]
+             "tags": images.tags(matrix, cell[0]), "args": images.build_args(cell[0])} for cell in cells(found)]
     groups = {"default": [c["name"] for c in plan if c["target"].release == matrix.latest]}
     for framework in matrix.framework:
         groups[framework] = [c["name"] for c in plan if c["target"].framework == framework]
@@ -134,11 +136,15 @@ def bake(env: jinja2.Environment, matrix: Matrix) -> dict[str, str]:
 
 def _support_rows(matrix: Matrix) -> dict[str, object]:
     releases = list(matrix.release)
-    engines = [fw for fw, info in matrix.framework.items() if info.package]
-    deps = [[matrix.framework[fw].name] + [
-        f"`{matrix.release[r].engines[fw].version}`" if fw in matrix.release[r].engines else "—"
-        for r in releases] for fw in engines if any(fw in matrix.release[r].engines for r in releases)]
-    deps.append(["NIXL"] + [f"`{matrix.release[r].nixl}`" if matrix.release[r].nixl else "—" for r in releases])
+    engines = [fw for fw, info in matrix.framework.items() if info.package
+               and any(fw in matrix.release[r].engines for r in releases)]
+    nixl_engines = [fw for fw in engines if matrix.framework[fw].nixl]
+    deps = [_dependency_row(matrix, r, engines, nixl_engines) for r in releases]
+    dep_headers = (["Release", "Published"] + [matrix.framework[fw].name for fw in engines]
+                   + [f"NIXL ({matrix.framework[fw].name})" for fw in nixl_engines])
+    upstream = [f"{release_label(matrix, r)}, {matrix.framework[fw].name}: `{e.version}` (the seeds' value);"
+                f" upstream's release data says `{e.upstream_version}`"
+                for r in releases for fw, e in matrix.release[r].engines.items() if e.upstream_version]
     cuda_releases = [r for r, rel in matrix.release.items()
                      if not rel.patch_of and any(e.cuda for e in rel.engines.values())]
     cuda_engines = [fw for fw in engines if any(matrix.release[r].engines.get(fw) and
@@ -157,8 +163,18 @@ def _support_rows(matrix: Matrix) -> dict[str, object]:
                                 version, info.published_linux or f"{info.driver_linux}+", info.published_windows or "—",
                                 info.driver_linux, "Experimental" if engine.cuda[version] == "experimental" else ""])
                 first_row = False
-    return {"release_headers": [release_label(matrix, r) for r in releases], "deps": deps,
+    return {"dep_headers": dep_headers, "deps": deps, "upstream": upstream,
             "cuda_headers": [matrix.framework[fw].name for fw in cuda_engines], "cuda": cuda, "drivers": drivers}
+
+
+def _dependency_row(matrix: Matrix, name: str, engines: list[str], nixl_engines: list[str]) -> list[str]:
+    """A release's row: label (and wheel version where it is not the tag), date, engine pins, NIXL per engine."""
+    release = matrix.release[name]
+    label = release_label(matrix, name) + (f" (wheel {release.wheel})" if release.wheel else "")
+    pins = [f"`{release.engines[fw].version}`" if fw in release.engines else "—" for fw in engines]
+    nixl = [("unknown" if (v := engine_nixl(release, release.engines[fw])) is None else f"`{v}`")
+            if fw in release.engines else "—" for fw in nixl_engines]
+    return [f"**{label}**", release.published or "—", *pins, *nixl]
 
 
 def _overrides(matrix: Matrix) -> list[str]:
@@ -183,7 +199,7 @@ def _overrides(matrix: Matrix) -> list[str]:
     return notes
 
 
-def docs(env: jinja2.Environment, matrix: Matrix) -> dict[str, str]:
+def docs(env: jinja2.Environment, matrix: Matrix, found: list[Target]) -> dict[str, str]:
     d = matrix.defaults
     platforms = [p for p in d.platforms if not matrix.os[p.os].cloud]
     clouds = [p for p in d.platforms if matrix.os[p.os].cloud]
@@ -215,7 +231,8 @@ def _artifact_rows(matrix: Matrix, release: str) -> dict[str, list[list[str]]]:
         if artifact.kind == "image":
             row = [f"[{artifact.title or name}]({artifact.url})", f"`{artifact.image}:{release}`"]
         elif artifact.kind == "wheel":
-            row = [f"[{name}]({artifact.url})", f"`pip install {name}=={release}`"]
+            version = matrix.release[release].wheel or release
+            row = [f"[{name}]({artifact.url})", f"`pip install {name}=={version}`"]
         else:
             row = [f"[{artifact.title or name}]({artifact.url})", f"`{name}` {release}"]
         rows.setdefault(artifact.kind, []).append(row)
@@ -224,7 +241,7 @@ def _artifact_rows(matrix: Matrix, release: str) -> dict[str, list[list[str]]]:
 
 # -- our package ---------------------------------------------------------------------------------
 
-def package(env: jinja2.Environment, matrix: Matrix) -> dict[str, str]:
+def package(env: jinja2.Environment, matrix: Matrix, found: list[Target]) -> dict[str, str]:
     """pyproject.toml: version, Python requirement, classifiers and engine extras of the latest release."""
     from dynamo import wheel
 
@@ -236,30 +253,32 @@ def package(env: jinja2.Environment, matrix: Matrix) -> dict[str, str]:
 
 # -- the release pipeline -------------------------------------------------------------------------
 
-def release_cells(matrix: Matrix) -> list[dict[str, str]]:
+def release_cells(matrix: Matrix, found: list[Target]) -> list[dict[str, str]]:
     """The latest release's matrix cells (framework, device), each with all of its platforms."""
     return [{"release": cell[0].release, "framework": cell[0].framework, "device": cell[0].device,
              "cuda": cell[0].cuda or "cpu", "platforms": ",".join(t.platform for t in cell),
              "latest": str(f"{images.REPOSITORY}:latest-{cell[0].framework}" in images.tags(matrix, cell[0])).lower()}
-            for cell in cells(targets(matrix, release=matrix.latest))]
+            for cell in cells([t for t in found if t.release == matrix.latest])]
 
 
-def workflows(env: jinja2.Environment, matrix: Matrix) -> dict[str, str]:
+def workflows(env: jinja2.Environment, matrix: Matrix, found: list[Target]) -> dict[str, str]:
     return {".github/workflows/release.yml": render_template(
-        env, "release.yml.j2", "hash", release=matrix.latest, cells=release_cells(matrix))}
+        env, "release.yml.j2", "hash", release=matrix.latest, cells=release_cells(matrix, found))}
 
 
 # -- all of it, and the files on disk -------------------------------------------------------------------
 
-RENDERERS: tuple[Callable[[jinja2.Environment, Matrix], dict[str, str]], ...] = (
+# Each renderer gets the environment, the matrix and every build target (enumerated once).
+RENDERERS: tuple[Callable[[jinja2.Environment, Matrix, list[Target]], dict[str, str]], ...] = (
     dockerfiles, constraint_files, bake, docs, package, workflows)
 
 
 def render_all(matrix: Matrix, templates: Path = CHECKOUT / "templates") -> dict[str, str]:
     env = environment(templates)
     outputs: dict[str, str] = {}
+    found = targets(matrix)
     for renderer in RENDERERS:
-        outputs |= renderer(env, matrix)
+        outputs |= renderer(env, matrix, found)
     return dict(sorted(outputs.items()))
 
 

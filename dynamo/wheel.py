@@ -5,7 +5,7 @@ from __future__ import annotations
 from packaging.version import Version
 
 from dynamo.matrix import Matrix
-from dynamo.matrix.query import engine_requirements, matching_caveats
+from dynamo.matrix.query import engine_nixl, engine_requirements, matching_caveats, releases_offering
 
 
 def requires_python(matrix: Matrix, release: str) -> str:
@@ -34,16 +34,22 @@ def _marker(matrix: Matrix, release: str, framework: str) -> str:
 
 
 def extras(matrix: Matrix, release: str) -> dict[str, list[str]]:
-    """One extra per engine of the release: the engine and NIXL at the release's pins."""
+    """One extra per engine: the engine and its NIXL at the release's pins. For the latest release,
+    an engine it does not ship comes from the newest release that does (llama.cpp: our own pin)."""
     rel = matrix.release[release]
+    shipped = [(framework, release) for framework in rel.engines]
+    if release == matrix.latest:
+        shipped += [(framework, found[0]) for framework in matrix.framework if framework not in rel.engines
+                    and (found := [r for r in releases_offering(matrix, framework) if r != "main"])]
     found: dict[str, list[str]] = {}
-    for framework, engine in rel.engines.items():
-        fw = matrix.framework[framework]
+    for framework, source in shipped:
+        fw, engine = matrix.framework[framework], matrix.release[source].engines[framework]
         pins = engine_requirements(fw, engine)
         if not pins:
             continue  # no engine: no extra
-        if fw.nixl and rel.nixl:
-            pins.append(f"nixl=={rel.nixl}")
-        marker = _marker(matrix, release, framework)
+        nixl = engine_nixl(matrix.release[source], engine)
+        if fw.nixl and nixl:
+            pins.append(f"nixl=={nixl}")
+        marker = _marker(matrix, source, framework)
         found[framework] = [f"{pin}; {marker}" if marker else pin for pin in pins]
     return found

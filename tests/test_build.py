@@ -71,10 +71,13 @@ def test_dry_run_prints_pins_tags_labels_and_command():
                      "--engine", "buildah", "--dry-run")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for expected in ("engine package        vllm==0.12.0", "nixl                  nixl==0.8.0",
+    # the latest release (1.6.1) has no CUDA 12.9: the newest release that has it, said on stderr
+    assert "warning: the latest release 1.6.1 has no vLLM on CUDA 12.9; using 1.2.1" in result.stderr
+    assert "dynamo:latest-vllm" not in out
+    for expected in ("engine package        vllm==0.20.1", "nixl                  nixl==0.10.1",
                      "12.9 (Linux driver >= 575.51.03; published 575.xx+ / 576.xx+)",
-                     "platforms             linux/amd64, linux/arm64", "  dynamo:0.8.1-vllm-cuda12.9",
-                     "  dynamo:latest-vllm", "  dev.dynamo.cuda.min-driver=575.51.03",
+                     "platforms             linux/amd64, linux/arm64", "  dynamo:1.2.1-vllm-cuda12.9",
+                     "  dev.dynamo.cuda.min-driver=575.51.03",
                      "buildah build --isolation chroot --layers --format oci --timestamp ",
                      "--platform linux/amd64,linux/arm64", "--build-arg BASE_IMAGE=nvcr.io/nvidia/cuda-dl-base:"
                      "25.06-cuda12.9-devel-ubuntu24.04", "--manifest localhost/dynamo-build-tmp:ID"):
@@ -83,7 +86,7 @@ def test_dry_run_prints_pins_tags_labels_and_command():
 
 @pytest.mark.parametrize("args, message", [
     (["--framework", "tensorrt"], "error: unknown framework 'tensorrt'; valid frameworks: frontend, vllm,"),
-    (["--framework", "trtllm", "--cuda", "12.9"], "error: TensorRT-LLM in 0.8.1 ships CUDA 13.0 only; you asked for 12.9"),
+    (["--framework", "trtllm", "--cuda", "12.9"], "error: TensorRT-LLM in 1.6.1 ships CUDA 13.1 only; you asked for 12.9"),
     (["--framework", "vllm", "--release", "0.1.0", "--platform", "linux/arm64"],
      "error: 0.1.0 builds container images for x86_64 only; you asked for ARM64"),
     (["--framework", "vllm", "--platform", "linux/ppc64le"], "error: unknown CPU architecture 'linux/ppc64le'"),
@@ -118,10 +121,10 @@ def test_buildah_build_verify_and_mismatch():
 
     mismatched = f"localhost/dynamo-test:{RUN_ID}-mismatch"
     result = build("--engine", "buildah", "--release", "0.8.0", "--tag", mismatched)
-    assert result.returncode == 0 and "warning: this checkout is dynamo 0.8.1 but the image is for release 0.8.0" in result.stderr
+    assert result.returncode == 0 and "warning: this checkout is dynamo 1.6.1 but the image is for release 0.8.0" in result.stderr
     verified = run_cli("verify", mismatched, "--engine", "buildah")
     assert verified.returncode == 1
-    assert any(line.startswith("✗  dynamo package") and line.split()[-2:] == ["0.8.0", "0.8.1"]
+    assert any(line.startswith("✗  dynamo package") and line.split()[-2:] == ["0.8.0", "1.6.1"]
                for line in verified.stdout.splitlines()), verified.stdout
     assert verified.stdout.splitlines()[-1] == f"{mismatched}: 1 of 11 checks fail"
 
@@ -156,7 +159,7 @@ def test_podman_build():
     result = build("--engine", "podman", "--tag", tag)
     assert result.returncode == 0, result.stderr
     labels = json.loads(subprocess.run(["podman", "image", "inspect", tag], capture_output=True, text=True).stdout)[0]["Labels"]
-    assert labels["dev.dynamo.framework"] == "frontend" and labels["dev.dynamo.release"] == "0.8.1"
+    assert labels["dev.dynamo.framework"] == "frontend" and labels["dev.dynamo.release"] == "1.6.1"
 
 
 def test_docker_classic_build_and_verify():
@@ -221,7 +224,7 @@ def test_multi_arch_manifest_list_pushed_and_inspected(registry):
             capture_output=True, text=True, check=True).stdout)
         assert config["Architecture"] == arch
         assert config["Labels"]["dev.dynamo.framework"] == "frontend"
-        assert config["Labels"]["dev.dynamo.release"] == "0.8.1"
+        assert config["Labels"]["dev.dynamo.release"] == "1.6.1"
 
 
 def test_no_engine_is_one_line_with_the_fix(tmp_path):

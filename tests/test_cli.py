@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from conftest import MATRIX_FILE, run_cli
 
 
 def test_check_passes_on_the_shipped_matrix():
     result = run_cli("matrix", "check")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("matrix/support_matrix.toml: ok (9 releases, 5 frameworks,")
+    assert result.stdout.startswith("matrix/support_matrix.toml: ok (29 releases, 5 frameworks,")
 
 
 def test_list_table_and_json():
@@ -27,7 +28,7 @@ def test_list_table_and_json():
 
 def test_show_defaults_to_latest():
     result = run_cli("matrix", "show")
-    assert result.returncode == 0 and result.stdout.startswith("Dynamo v0.8.1 (latest) -- released")
+    assert result.returncode == 0 and result.stdout.startswith("Dynamo v1.6.1 (latest) -- released")
 
 
 def test_unknown_values_list_the_valid_ones():
@@ -35,16 +36,16 @@ def test_unknown_values_list_the_valid_ones():
     assert result.returncode == 2
     assert result.stderr == "error: unknown framework 'tensorrt'; valid frameworks: frontend, vllm, sglang, trtllm or llama_cpp\n"
     result = run_cli("matrix", "lst")
-    assert result.returncode == 2 and "invalid choice: 'lst' (choose from 'list', 'show', 'check')" in result.stderr
+    assert result.returncode == 2 and "invalid choice: 'lst' (choose from 'list', 'show', 'check', 'import', 'bump')" in result.stderr
 
 
 def test_broken_matrix_lists_every_problem_without_traceback(tmp_path):
     text = MATRIX_FILE.read_text()
-    text = text.replace('latest = "0.8.1"', 'latest = "0.8.2"')
+    text = text.replace('latest = "1.6.1"', 'latest = "0.8.2"')
     text = text.replace('vllm = { version = "0.11.0", cuda = { "12.9" = "supported" } }',
                         'vllm = { version = "0.11.x", cuda = { "12.9" = "supported" } }')
-    text = text.replace('sglang = { version = "0.5.3.post4", cuda = { "12.8" = "supported" } }',
-                        'sglang = { version = "0.5.3.post4", cuda = { "12.7" = "supported" } }')
+    text = text.replace('sglang = { version = "0.5.3.post4", upstream_version = "0.5.4.post3", cuda = { "12.8" = "supported" } }',
+                        'sglang = { version = "0.5.3.post4", upstream_version = "0.5.4.post3", cuda = { "12.7" = "supported" } }')
     broken = tmp_path / "broken.toml"
     broken.write_text(text)
     result = run_cli("matrix", "check", "--matrix", str(broken))
@@ -79,3 +80,79 @@ def test_matrix_from_environment(tmp_path):
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 2
     assert "cannot read the matrix (No such file or directory); pass --matrix PATH or set DYNAMO_MATRIX" in result.stderr
+
+
+def test_matrix_option_before_the_command(tmp_path):
+    """The README's `python build.py --matrix F matrix check` and `dynamo --matrix F doctor`."""
+    copy = tmp_path / "copy.toml"
+    copy.write_text(MATRIX_FILE.read_text())
+    check = run_cli("--matrix", str(copy), "matrix", "check")
+    assert check.returncode == 0 and check.stdout.startswith(f"{copy}: ok ("), check.stderr
+    doctor = run_cli(f"--matrix={copy}", "doctor", "--scope", "host", "--framework", "frontend")
+    assert doctor.returncode == 0 and doctor.stdout.startswith("dynamo doctor: "), doctor.stderr
+    missing = run_cli("--matrix", str(tmp_path / "none.toml"), "matrix", "check")
+    assert missing.returncode == 2 and "cannot read the matrix" in missing.stderr
+    build = run_cli("--matrix", str(copy), "--framework", "frontend", "--dry-run")
+    assert build.returncode == 0 and " frontend cpu (" in build.stdout, build.stderr
+
+
+def test_usage_names_the_command_the_user_typed():
+    assert run_cli("--help").stdout.startswith("usage: python build.py ")
+    assert run_cli("--framework").stderr.startswith("usage: python build.py [-h]")
+    assert "dynamo build" not in run_cli("--framework").stderr
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--cuda", "", "error: --cuda needs a value: a CUDA version of the matrix such as 12.9, or cpu"),
+    ("--platform", "", "error: --platform needs OS/ARCH[,OS/ARCH...]"),
+    ("--platform", "linux/amd64,", "error: --platform needs OS/ARCH[,OS/ARCH...]"),
+    ("--tag", "BAD TAG!", "error: --tag 'BAD TAG!' is not an image reference: [REGISTRY/]NAME[:TAG]"),
+    ("--tag", "Dynamo:x", "error: --tag 'Dynamo:x' is not an image reference"),
+    ("--base-image", "not a ref!!", "error: --base-image 'not a ref!!' is not an image reference"),
+])
+def test_empty_or_malformed_flags_are_one_line(flag, value, message):
+    result = run_cli("--framework", "frontend", flag, value, "--dry-run")
+    assert result.returncode == 2
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.mark.parametrize("ref", ["dynamo:x", "localhost:5000/dynamo/frontend:0.8.1-cpu", "registry.example.com/a_b/c-d",
+                                 "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04@sha256:" + "a" * 64])
+def test_valid_references_are_accepted(ref):
+    from dynamo.images import is_reference
+    assert is_reference(ref)
+
+
+def test_list_shows_a_dash_for_the_frontend_engine():
+    out = run_cli("matrix", "list", "--release", "0.8.1", "--framework", "frontend").stdout
+    assert out.splitlines()[1].split()[:4] == ["0.8.1", "frontend", "-", "cpu"]
+    assert "None" not in out
+
+
+def test_doctor_release_main_says_what_is_missing():
+    from conftest import REPO
+
+    result = run_cli("doctor", "--facts", str(REPO / "tests" / "data" / "hosts" / "h100x2-r535"),
+                     "--release", "main", "--framework", "vllm")
+    assert "✗ matrix  vLLM in main has no CUDA toolkit in the matrix, so nothing can be built;" in result.stdout
+    assert "is not in release" not in result.stdout
+
+
+def test_doctor_without_release_takes_the_newest_release_with_the_cuda():
+    from conftest import REPO
+
+    result = run_cli("doctor", "--facts", str(REPO / "tests" / "data" / "hosts" / "h100x2-r535"),
+                     "--framework", "vllm", "--cuda", "12.9")
+    assert result.stdout.startswith("dynamo doctor: release 1.2.1, vllm, CUDA 12.9 on x86_64")
+
+
+def test_build_without_release_says_which_release_it_took():
+    result = run_cli("--framework", "vllm", "--cuda", "12.9", "--platform", "linux/amd64", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert ("warning: the latest release 1.6.1 has no vLLM on CUDA 12.9; using 1.2.1, the newest release that"
+            " has it (pass --release to choose another)") in result.stderr
+    assert "1.2.1 vllm cuda12.9 (supported)" in result.stdout
+    refused = run_cli("--framework", "vllm", "--cuda", "12.9", "--release", "1.6.1", "--dry-run")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: vLLM in 1.6.1 ships CUDA 13.0 only; you asked for 12.9;"
+                                     " releases with vLLM on CUDA 12.9: 1.2.1, 1.2.0,")

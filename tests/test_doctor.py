@@ -18,11 +18,17 @@ CASES = [(host, i, subject) for host in HOSTS
 
 @pytest.mark.parametrize("host, index, case", CASES, ids=[f"{h.name}-{i}" for h, i, _ in CASES])
 def test_recorded_host_gives_its_verdicts(matrix, host, index, case):
-    findings = judge(matrix, from_recording(host), Subject(case["release"], case["framework"], case["device"]))
+    findings = judge(matrix, from_recording(host), Subject(case["release"], case["framework"], case["device"]),
+                     case.get("scope", "all"))
     for status, check, text in case["expect"]:
         assert any(f.status == status and f.check == check and (text in f.message or text in (f.fix or ""))
                    for f in findings), (status, check, text, findings)
+    for status, check, text in case.get("absent", []):
+        assert not any(f.status == status and f.check == check and (text in f.message or text in (f.fix or ""))
+                       for f in findings), (status, check, text, findings)
     assert any(f.status == "fail" for f in findings) == (case["exit"] == 1)
+    for finding in findings:  # each host verdict that fails names its fix
+        assert finding.status != "fail" or finding.check not in ("toolkit", "driver", "gpu") or finding.fix, finding
 
 
 @pytest.mark.parametrize("host", HOSTS, ids=[h.name for h in HOSTS])
@@ -31,6 +37,7 @@ def test_doctor_cli_on_recorded_host(host):
     args = ["doctor", "--facts", str(host), "--release", case["release"], "--json"]
     args += ["--framework", case["framework"]] if case["framework"] else []
     args += ["--cuda", case["device"]] if case["device"] else []
+    args += ["--scope", case["scope"]] if "scope" in case else []
     result = run_cli(*args)
     assert "Traceback" not in result.stderr
     assert result.returncode == case["exit"], result.stdout + result.stderr

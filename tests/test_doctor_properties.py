@@ -14,6 +14,7 @@ from dynamo.doctor.facts import (
     parse_os_release,
     parse_proc_version,
     parse_smi_csv,
+    parse_smi_query,
     parse_smi_table,
     parse_smi_xml,
 )
@@ -41,6 +42,7 @@ def test_parsers_never_raise(text):
     parse_smi_csv(text)
     parse_smi_table(text)
     parse_smi_xml(text)
+    parse_smi_query(text)
     parse_proc_version(text)
     parse_os_release(text)
     assert parse_cuda_version_json(text) is None or parse_cuda_version_json(text).count(".") == 1
@@ -58,3 +60,15 @@ def test_judging_any_recording_never_raises(tmp_path, matrix, table, csv, proc, 
     for subject in (Subject("0.8.1", "vllm", "12.9"), Subject("0.8.1", "trtllm", None), Subject("0.8.1", None, None)):
         for finding in judge(matrix, facts, subject):
             assert finding.status in ("ok", "warn", "fail") and finding.message
+
+
+@SETTINGS
+@given(text=st.one_of(st.text(alphabet="cudrivebranh<>=!,. 0123456789", max_size=60), st.text(max_size=60)),
+       cuda=st.sampled_from([None, "12.8", "13.0"]), brand=st.sampled_from([None, "tesla", "geforce"]))
+def test_requirement_evaluation_answers_or_says_invalid(text, cuda, brand):
+    from dynamo.doctor.requirement import Device, InvalidRequirement, satisfied
+
+    try:
+        assert satisfied(text, Device(cuda, "570.86.15", True, "9.0", brand)) in (True, False)
+    except InvalidRequirement as exc:
+        assert "invalid expression" in str(exc)

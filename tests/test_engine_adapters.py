@@ -92,6 +92,7 @@ def test_trtllm_arguments(tmp_path):
     args, _ = parse(["nvidia/Llama-3.1-8B-Instruct-FP8", "--context-length", "8192", "--tensor-parallel-size", "2",
                      "--max-batch-size", "16", "--extra-engine-args", str(extra)], trtllm.add_arguments)
     assert trtllm.llm_kwargs(args) == {"model": "nvidia/Llama-3.1-8B-Instruct-FP8", "tensor_parallel_size": 2,
+                                       "guided_decoding_backend": "xgrammar",
                                        "max_seq_len": 8192, "max_batch_size": 64,  # the YAML wins
                                        "kv_cache_config": {"free_gpu_memory_fraction": 0.5}}
     extra.write_text("- not a mapping\n")
@@ -108,6 +109,109 @@ def test_trtllm_streamed_outputs():
     last = trtllm.chunk(output("b", [2, 3], True, "stop"))
     assert (last.text, last.tokens, last.finish, last.prompt_tokens) == ("b", 2, "stop", 4)
     assert trtllm.chunk(output("", [], True, "length")).finish == "length"
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+CLOCK = {"type": "function", "function": {"name": "get_time"}}
+CHAT = [{"role": "user", "content": "weather?"}]
+
+
+def test_output_schema_and_features():
+    free = GenerateRequest(model="m", messages=CHAT, tools=[WEATHER], tool_choice="auto")
+    assert free.output_schema() is None and free.features() == ["tools"]
+    named = GenerateRequest(model="m", messages=CHAT, tools=[WEATHER, CLOCK],
+                            tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    assert named.output_schema() == {"type": "object", "required": ["name", "arguments"], "properties": {
+        "name": {"const": "get_weather"}, "arguments": WEATHER["function"]["parameters"]}}
+    required = GenerateRequest(model="m", messages=CHAT, tools=[WEATHER, CLOCK], tool_choice="required")
+    assert [option["properties"]["name"]["const"] for option in required.output_schema()["anyOf"]] == \
+        ["get_weather", "get_time"]
+    assert required.output_schema()["anyOf"][1]["properties"]["arguments"] == {"type": "object"}
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}}
+    shaped = GenerateRequest(model="m", prompt="x", response_format={"type": "json_schema", "schema": schema},
+                             logprobs=0)
+    assert shaped.output_schema() == schema and shaped.features() == ["logprobs", "response_format"]
+    assert GenerateRequest(model="m", prompt="x", response_format={"type": "json_object"}).output_schema() == \
+        {"type": "object"}
+
+
+class RecordingTokenizer:
+    """Hugging Face's tokenizer API as the adapters call it (transformers is not installed here)."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def apply_chat_template(self, messages, tools=None, tokenize=False, add_generation_prompt=True):
+        self.calls.append({"messages": messages, "tools": tools})
+        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+
+    def encode(self, text, add_special_tokens=True):
+        return [ord(c) for c in text]
+
+
+def test_engine_prompt_carries_tools_token_ids_and_the_answer_so_far():
+    tokenizer = RecordingTokenizer()
+    chat = GenerateRequest(model="m", messages=CHAT, tools=[WEATHER], resumed_text=" it is")
+    assert worker.engine_prompt(tokenizer, chat) == "<user>weather?<assistant> it is"
+    assert tokenizer.calls == [{"messages": CHAT, "tools": [WEATHER]}]
+    ids = GenerateRequest(model="m", prompt_token_ids=[5, 6], resumed_text="ab")
+    assert worker.engine_prompt(tokenizer, ids) == [5, 6, 97, 98]
+    assert worker.engine_prompt(tokenizer, GenerateRequest(model="m", prompt="hi")) == "hi"
+
+
+def test_vllm_logprobs_and_resumed_prompt():
+    assert vllm.sampling_kwargs(GenerateRequest(model="m", prompt="hi", logprobs=2)) == {"logprobs": 2}
+    assert vllm.structured_output(None) == {}
+
+    def logprob(value, rank, text):
+        return SimpleNamespace(logprob=value, rank=rank, decoded_token=text)
+    tracker = vllm.DeltaTracker(GenerateRequest(model="m", prompt="hi", logprobs=1, resumed_tokens=2))
+    # vLLM returns the top alternatives plus the sampled token, which may not be among them.
+    completion = SimpleNamespace(text="ab", token_ids=[7, 8], finish_reason="length", logprobs=[
+        {7: logprob(-0.1, 1, "a"), 9: logprob(-2.5, 2, "z")},
+        {3: logprob(-0.5, 1, "c"), 8: logprob(-1.5, 2, "b")}])
+    chunk = tracker.chunk(SimpleNamespace(outputs=[completion], finished=True, prompt_token_ids=[1, 2, 3, 4, 5]))
+    assert chunk.logprobs == [{"token": "a", "logprob": -0.1, "top": [{"token": "a", "logprob": -0.1}]},
+                              {"token": "b", "logprob": -1.5, "top": [{"token": "c", "logprob": -0.5}]}]
+    assert chunk.prompt_tokens == 3  # the 2 tokens carried over from a dead worker are not prompt
+
+
+def test_sglang_structured_output_and_logprobs():
+    schema = {"type": "object"}
+    request = GenerateRequest(model="m", prompt="x", max_tokens=3, logprobs=1,
+                              response_format={"type": "json_schema", "schema": schema})
+    assert sglang.sampling_params(request) == {"max_new_tokens": 3, "json_schema": '{"type": "object"}'}
+    assert sglang.generate_kwargs(request, [1, 2]) == {
+        "input_ids": [1, 2], "sampling_params": {"max_new_tokens": 3, "json_schema": '{"type": "object"}'},
+        "return_logprob": True, "top_logprobs_num": 1, "return_text_in_logprobs": True}
+    assert "prompt" in sglang.generate_kwargs(GenerateRequest(model="m", prompt="x"), "x")
+    tracker = sglang.TextTracker(request)
+    first = tracker.chunk({"text": "a", "meta_info": {"completion_tokens": 1, "output_token_logprobs": [
+        (-0.1, 7, "a")], "output_top_logprobs": [[(-0.1, 7, "a")]]}})
+    second = tracker.chunk({"text": "ab", "meta_info": {"completion_tokens": 2, "output_token_logprobs": [
+        (-0.1, 7, "a"), (-0.2, 8, "b")], "output_top_logprobs": [[(-0.1, 7, "a")], [(-0.05, 9, "c")]]}})
+    assert first.logprobs == [{"token": "a", "logprob": -0.1, "top": [{"token": "a", "logprob": -0.1}]}]
+    assert second.logprobs == [{"token": "b", "logprob": -0.2, "top": [{"token": "c", "logprob": -0.05}]}]
+
+
+def test_trtllm_logprobs():
+    class Tokenizer:
+        def decode(self, ids):
+            return "".join(chr(96 + i) for i in ids)
+    request = GenerateRequest(model="m", prompt="x", logprobs=1, resumed_tokens=1)
+    floats = SimpleNamespace(outputs=[SimpleNamespace(text_diff="ab", token_ids_diff=[1, 2], logprobs_diff=[-0.1, -0.2],
+                                                      finish_reason="length")], finished=True, prompt_token_ids=[1] * 4)
+    chunk = trtllm.chunk(floats, request, Tokenizer())
+    assert chunk.logprobs == [{"token": "a", "logprob": -0.1, "top": []}, {"token": "b", "logprob": -0.2, "top": []}]
+    assert chunk.prompt_tokens == 3
+    ranked = SimpleNamespace(outputs=[SimpleNamespace(text_diff="a", token_ids_diff=[1], finish_reason=None,
+                                                      logprobs_diff=[{1: SimpleNamespace(logprob=-0.3),
+                                                                      3: SimpleNamespace(logprob=-0.2)}])],
+                             finished=False, prompt_token_ids=[1])
+    assert trtllm.chunk(ranked, request, Tokenizer()).logprobs == [
+        {"token": "a", "logprob": -0.3, "top": [{"token": "c", "logprob": -0.2}]}]
+    assert trtllm.sampling_kwargs(request) == {"logprobs": 1}
 
 
 @pytest.mark.parametrize("module, package", [("dynamo.vllm", "vLLM"), ("dynamo.sglang.worker", "SGLang"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -123,7 +124,7 @@ def test_completions_stop_sequence_and_max_tokens(served):
     ({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "temperature": 3}, 400, "temperature"),
     ({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "max_tokens": -1}, 400, "max_tokens"),
     ({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "top_p": 0}, 400, "top_p"),
-    ({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "n": 2}, 400, "n"),
+    ({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "n": 0}, 400, "n"),
     ({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "stream": "perhaps"}, 400, "stream"),
     ({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}, 400, None),
     ({"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}, 404, "model"),
@@ -269,3 +270,56 @@ def test_bad_flags_are_one_line(deployment, tmp_path):
         assert process.popen.wait(60) != 0
         output = process.output()
         assert message in output and "Traceback" not in output, output
+
+
+def test_operator_metrics(deployment):
+    url = deployment.frontend()
+    deployment.mocker("mock", "--itl-ms", "30")
+    wait_for_models(url, {"mock"})
+    api = client(url)
+    api.completions.create(model="mock", prompt="one two three", max_tokens=5)
+    api.chat.completions.create(model="mock", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    stream = api.completions.create(model="mock", prompt="hi", max_tokens=1000, stream=True)
+    next(iter(stream))
+    worker = http(url + "/health")[1]["instances"][0]["id"]
+    during = metrics_text(url)
+    stream.close()  # the client leaves mid-answer
+    body = json.dumps({"model": "mock", "prompt": "hi", "max_tokens": 20}).encode()
+    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as impatient:  # and one not streaming
+        impatient.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        time.sleep(0.2)
+    http(url + "/v1/completions", {"model": "mock", "prompt": "word " * 9000, "max_tokens": 1})  # the worker refuses
+    deadline = time.monotonic() + 10
+    while 'dynamo_frontend_client_disconnects_total{model="mock"} 2.0' not in (after := metrics_text(url)):
+        assert time.monotonic() < deadline, after
+        time.sleep(0.1)
+    assert f'dynamo_frontend_worker_inflight_requests{{model="mock",worker="{worker}"}} 1.0' in during
+    assert f'dynamo_frontend_worker_inflight_requests{{model="mock",worker="{worker}"}} 0.0' in after
+    assert 'dynamo_frontend_queued_requests{model="mock"} 0.0' in after
+    # Lengths of the three finished answers: prompts of 3, 3 (1 word + 2 for the role) and 1 tokens,
+    # answers of 5, 2 and 20 (the one whose client left without reading it).
+    assert 'dynamo_frontend_input_sequence_tokens_bucket{le="4.0",model="mock"} 3.0' in after
+    assert 'dynamo_frontend_input_sequence_tokens_sum{model="mock"} 7.0' in after
+    assert 'dynamo_frontend_output_sequence_tokens_bucket{le="1.0",model="mock"} 0.0' in after
+    assert 'dynamo_frontend_output_sequence_tokens_bucket{le="16.0",model="mock"} 2.0' in after
+    assert 'dynamo_frontend_output_sequence_tokens_sum{model="mock"} 27.0' in after
+    assert f'dynamo_frontend_worker_errors_total{{kind="400",model="mock",worker="{worker}"}} 1.0' in after
+
+
+def metrics_text(url: str) -> str:
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+        return response.read().decode()
+
+
+def test_queued_requests_wait_for_their_first_token(deployment):
+    url = deployment.frontend()
+    deployment.mocker("mock", "--ttft-ms", "1500")
+    wait_for_models(url, {"mock"})
+    waiting = threading.Thread(target=lambda: client(url).completions.create(model="mock", prompt="hi", max_tokens=1))
+    waiting.start()
+    time.sleep(0.5)
+    during = metrics_text(url)
+    waiting.join()
+    assert 'dynamo_frontend_queued_requests{model="mock"} 1.0' in during
+    assert 'dynamo_frontend_queued_requests{model="mock"} 0.0' in metrics_text(url)

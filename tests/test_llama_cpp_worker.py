@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 
+import openai
 import pytest
 import tiny_gguf
 from conftest import require
@@ -55,3 +57,116 @@ def test_context_overflow_is_a_400(served):
     assert code == 400 and "exceed the context length (256)" in answer["error"]["message"]
     # The worker is still there for the next request.
     assert http(served + "/v1/completions", {"model": "tiny-llama", "prompt": "hi", "max_tokens": 2})[0] == 200
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "the weather now",
+    "parameters": {"type": "object", "properties": {"unit": {"enum": ["c", "f"]}}, "required": ["unit"],
+                   "additionalProperties": False}}}
+CLOCK = {"type": "function", "function": {"name": "get_time", "parameters": {
+    "type": "object", "properties": {"zone": {"enum": ["utc"]}}, "required": ["zone"], "additionalProperties": False}}}
+ASK = [{"role": "user", "content": "weather?"}]
+
+
+@pytest.fixture
+def featured(tmp_path, model_file):
+    """A llama.cpp worker that keeps all logits (for logprobs), and one that does not."""
+    deployment = Deployment(tmp_path)
+    url = deployment.frontend()
+    deployment.start("dynamo.llama_cpp", "--model-path", str(model_file), "--context-length", "512",
+                     "--model-name", "full", "--logits-all")
+    deployment.start("dynamo.llama_cpp", "--model-path", str(model_file), "--context-length", "512",
+                     "--model-name", "lean")
+    wait_for_models(url, {"full", "lean"})
+    yield url
+    deployment.stop()
+
+
+def test_forced_tool_calls(featured):
+    api = client(featured)
+    named = api.chat.completions.create(model="full", messages=ASK, tools=[WEATHER, CLOCK], max_tokens=200, seed=1,
+                                        tool_choice={"type": "function", "function": {"name": "get_time"}})
+    call = named.choices[0].message.tool_calls[0]
+    assert named.choices[0].finish_reason == "tool_calls" and named.choices[0].message.content is None
+    assert call.type == "function" and call.id.startswith("call_") and call.function.name == "get_time"
+    assert json.loads(call.function.arguments) == {"zone": "utc"}  # llama.cpp's grammar held it to the schema
+    required = api.chat.completions.create(model="full", messages=ASK, tools=[WEATHER], tool_choice="required",
+                                           max_tokens=200, seed=2)
+    arguments = json.loads(required.choices[0].message.tool_calls[0].function.arguments)
+    assert arguments["unit"] in ("c", "f")
+
+    # The call and its result go back as turns of the history; streamed, the call comes in one delta.
+    history = ASK + [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": call.id, "type": "function", "function": {"name": "get_time", "arguments": call.function.arguments}}]},
+        {"role": "tool", "tool_call_id": call.id, "content": "12:00"}]
+    chunks = list(api.chat.completions.create(model="full", messages=history, tools=[WEATHER], max_tokens=200,
+                                              tool_choice="required", seed=3, stream=True))
+    calls = [tool for chunk in chunks if chunk.choices for tool in chunk.choices[0].delta.tool_calls or []]
+    assert len(calls) == 1 and calls[0].function.name == "get_weather" and calls[0].index == 0
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    # The Responses API: a function_call output item, and its output as the next turn's input.
+    turn = api.responses.create(model="full", input="weather?", max_output_tokens=200, tool_choice="required",
+                                tools=[{"type": "function", "name": "get_weather",
+                                        "parameters": WEATHER["function"]["parameters"]}])
+    item = turn.output[0]
+    assert item.type == "function_call" and item.name == "get_weather" and json.loads(item.arguments)["unit"]
+    events = list(api.responses.create(model="full", input="weather?", max_output_tokens=200, tool_choice="required",
+                                       stream=True, tools=[{"type": "function", "name": "get_weather",
+                                                            "parameters": WEATHER["function"]["parameters"]}]))
+    assert [event.type for event in events] == ["response.created", "response.in_progress",
+                                                "response.output_item.added", "response.output_item.done",
+                                                "response.completed"]
+    assert events[-1].response.output[0].type == "function_call" and events[3].item.name == "get_weather"
+    follow = api.responses.create(model="full", max_output_tokens=3, input=[
+        {"role": "user", "content": "weather?"}, {"type": "function_call", "call_id": item.call_id,
+                                                  "name": item.name, "arguments": item.arguments},
+        {"type": "function_call_output", "call_id": item.call_id, "output": "sunny"}])
+    assert follow.output[0].type == "message" and follow.usage.output_tokens == 3
+    # The GGUF's chat template renders the tool-call turns ("[call get_time]", "[result of call_...]").
+    plain = [{"role": turn["role"], "content": turn["content"] or ""} for turn in history]
+    with_turns = api.chat.completions.create(model="full", messages=history, max_tokens=1)
+    without = api.chat.completions.create(model="full", messages=plain, max_tokens=1)
+    assert with_turns.usage.prompt_tokens - without.usage.prompt_tokens >= len(f"[call get_time][result of {call.id}]")
+    # Tools a worker is not asked to call leave the answer as text.
+    free = api.chat.completions.create(model="full", messages=ASK, tools=[WEATHER], tool_choice="none", max_tokens=4)
+    assert free.choices[0].message.tool_calls is None and free.choices[0].finish_reason == "length"
+    # The tools reached the GGUF's chat template, which lists their names ("<|tools|>get_weather \n").
+    bare = api.chat.completions.create(model="full", messages=ASK, max_tokens=1)
+    assert free.usage.prompt_tokens - bare.usage.prompt_tokens >= len("<|tools|>get_weather")  # a token a byte
+
+
+def test_response_format(featured):
+    api = client(featured)
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+              "additionalProperties": False}
+    answer = api.chat.completions.create(model="lean", messages=ASK, max_tokens=100, seed=2, response_format={
+        "type": "json_schema", "json_schema": {"name": "verdict", "schema": schema, "strict": True}})
+    assert answer.choices[0].finish_reason == "stop"
+    assert isinstance(json.loads(answer.choices[0].message.content)["ok"], bool)
+    # A random model under a grammar for any object may write strings for ever; this seed closes it.
+    anything = api.chat.completions.create(model="lean", messages=ASK, max_tokens=200, seed=1,
+                                           response_format={"type": "json_object"})
+    assert anything.choices[0].finish_reason == "stop"
+    assert isinstance(json.loads(anything.choices[0].message.content), dict)
+    output = api.responses.create(model="lean", input="weather?", max_output_tokens=100, text={"format": {
+        "type": "json_schema", "name": "verdict", "schema": schema}})
+    assert isinstance(json.loads(output.output_text)["ok"], bool)
+
+
+def test_logprobs(featured):
+    api = client(featured)
+    chat = api.chat.completions.create(model="full", messages=ASK, max_tokens=4, seed=5, logprobs=True,
+                                       top_logprobs=2)
+    entries = chat.choices[0].logprobs.content
+    assert entries and all(entry.logprob <= 0 and 1 <= len(entry.top_logprobs) <= 2 for entry in entries)
+    assert "".join(entry.token for entry in entries) == chat.choices[0].message.content
+    text = api.completions.create(model="full", prompt="hello", max_tokens=3, seed=5, logprobs=1)
+    assert text.choices[0].logprobs.tokens and all(lp <= 0 for lp in text.choices[0].logprobs.token_logprobs)
+    streamed = list(api.chat.completions.create(model="full", messages=ASK, max_tokens=4, seed=5, logprobs=True,
+                                                stream=True))
+    assert [e.token for c in streamed if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content] \
+        == [entry.token for entry in entries]
+    # Without --logits-all llama.cpp has no logprobs to give: a 400 says so, never a silent 200.
+    with pytest.raises(openai.BadRequestError, match="logprobs: the llama_cpp engine serving 'lean'") as refused:
+        api.chat.completions.create(model="lean", messages=ASK, max_tokens=4, logprobs=True)
+    assert refused.value.body["param"] == "logprobs"

@@ -15,8 +15,8 @@ def problems(raw: dict) -> list[str]:
 
 
 def test_shipped_matrix_loads_with_defaults_merged(matrix):
-    assert matrix.latest == "0.8.1"
-    assert list(matrix.release)[:3] == ["main", "0.8.1.post1", "0.8.1"]
+    assert matrix.latest == "1.6.1"
+    assert list(matrix.release)[:3] == ["main", "1.6.1", "1.6.0"]
     patch = matrix.release["0.8.1.post1"]
     assert patch.python == ("3.10", "3.11", "3.12")  # from [defaults]
     assert patch.engines["trtllm"].cuda == {"13.0": "supported"}  # inherited from 0.8.1
@@ -100,11 +100,11 @@ def test_bad_release_name(raw):
 
 
 def test_v_prefixed_release_is_a_version_and_latest_must_exist(raw):
-    raw["release"]["v0.9"] = raw["release"].pop("0.8.0")  # "v0.9" is a valid PEP 440 spelling
+    raw["release"]["v0.9.5"] = raw["release"].pop("0.8.0")  # "v0.9.5" is a valid PEP 440 spelling
     raw["latest"] = "0.9.9"
     (line,) = problems(raw)
     assert line.startswith("m.toml: latest: release '0.9.9' is not defined; expected one of: 0.1.0,")
-    assert "v0.9" in line
+    assert "v0.9.5" in line
 
 
 def test_published_floor_must_match_precise_floor(raw):
@@ -161,3 +161,93 @@ def test_non_ascii_digits_are_not_versions(raw):
     lines = problems(raw)
     assert 'm.toml: cuda."١٢.٩": invalid key \'١٢.٩\': expected a CUDA toolkit version MAJOR.MINOR such as "12.9"' in lines
     assert any(line.startswith('m.toml: compute_capability."9.0".first_cuda: expected a CUDA toolkit version') for line in lines)
+
+
+def _set(raw: dict, path: tuple, value) -> None:
+    *parents, last = path
+    for key in parents:
+        raw = raw[key]
+    raw[last] = value
+
+
+# Each impossible fact is one line naming its key path and the fix (issue 14).
+IMPOSSIBLE = [
+    (("compute_capability", "9.0", "arch"), "turing",
+     'compute_capability."9.0".arch: compute capability 9.0 is not NVIDIA Turing Architecture (7.5 to 7.5);'
+     " expected arch = hopper"),
+    (("cuda_major", "12", "minor_compat_driver"), "599.99.99",
+     "cuda_major.12.minor_compat_driver: '599.99.99' is above CUDA 12.0's own floor '525.60.13'; the"
+     " minor-version floor of 12.x is at most the floor of every 12.x toolkit"),
+    (("cuda_major", "13", "minor_compat_driver"), "400.00",
+     "cuda_major.13.minor_compat_driver: '400.00' is not above CUDA 12.9's floor '575.51.03'; a 13.x toolkit"
+     " needs a newer driver than every older major's"),
+    (("cuda", "12.6", "driver_linux"), "575.00.00",
+     "cuda.\"12.8\".driver_linux: '570.26' is below CUDA 12.6's '575.00.00'; a newer toolkit never needs an older"
+     " driver: correct one of them"),
+    (("release", "0.1.0", "min_host", "ram_gib"), -32,
+     'release."0.1.0".min_host.ram_gib: expected a whole number above 0, got -32'),
+    (("release", "0.1.0", "min_host", "cpu_cores"), 10**24,
+     'release."0.1.0".min_host.cpu_cores: an integer 1000000000000000000000000 is outside TOML\'s 64-bit'
+     " integers; use a real value"),
+    (("framework", "vllm", "name"), "vL\x00LM", "framework.vllm.name: the text contains the control character"
+                                               " U+0000; remove it"),
+    (("release", "0.8.1", "engines", "vllm", "cuda"), {},
+     'release."0.8.1".engines.vllm.cuda: vllm ships no CUDA toolkit, so nothing of it can be built; add one,'
+     ' such as cuda = { "13.0" = "supported" }'),
+    (("compute_capability", "10.0", "dropped_in"), "12.0",
+     'compute_capability."10.0".dropped_in: CUDA 12.0 is not after first_cuda 12.8; a toolkit drops what an'
+     " older one added"),
+    (("release", "0.8.1", "engines", "vllm", "cuda"), {"13.0": "supported"},
+     'release."0.8.1".engines.vllm.cuda_archs: compute capability 7.0 (in framework.vllm.cuda_archs) cannot be'
+     " built with CUDA 13.0; set cuda_archs for this engine without 7.0"),
+    (("defaults", "gpu_arch"), {},
+     "defaults.gpu_arch: lists no GPU architecture, so no release runs on a GPU; name at least one"),
+]
+
+
+@pytest.mark.parametrize("path, value, expected", IMPOSSIBLE, ids=[format(i) for i in range(len(IMPOSSIBLE))])
+def test_impossible_facts_are_one_line_each(raw, path, value, expected):
+    _set(raw, path, value)
+    assert problems(raw) == [f"m.toml: {expected}"]
+
+
+def test_a_toolkit_floor_below_an_older_toolkits(raw):
+    """13.1 at 500: its own line, and its forward-compatibility branches, all above that floor, each named."""
+    raw["cuda"]["13.1"]["driver_linux"] = "500.00.00"
+    lines = problems(raw)
+    assert lines[0] == ("m.toml: cuda.\"13.1\".driver_linux: '500.00.00' is below CUDA 13.0's '580.65.06'; a newer"
+                        " toolkit never needs an older driver: correct one of them")
+    assert lines[1:] == [f'm.toml: forward_compat.branches."13.1"[{i}]: branch {b} is not a driver branch below'
+                         f" CUDA 13.1's floor R500" for i, b in enumerate(raw["forward_compat"]["branches"]["13.1"])]
+
+
+def test_ports_out_of_range(raw):
+    index = next(i for i, c in enumerate(raw["caveat"]) if "ports" in c)
+    raw["caveat"][index]["ports"] = [99999, -5]
+    assert problems(raw) == [
+        f"m.toml: caveat[{index}].ports[0]: expected a TCP port from 1 to 65535, got 99999",
+        f"m.toml: caveat[{index}].ports[1]: expected a TCP port from 1 to 65535, got -5"]
+
+
+def test_one_gpu_under_two_capabilities(raw):
+    raw["compute_capability"]["8.6"]["gpus"].append("H100")
+    assert problems(raw) == ['m.toml: compute_capability."9.0".gpus[0]: \'H100\' is already listed under compute'
+                             " capability 8.6; keep one"]
+
+
+def test_a_nul_byte_in_a_key(raw):
+    raw["release"]["0.8.1"]["engines"]["vl\x00lm"] = {"version": "1.0"}
+    assert problems(raw) == ['m.toml: release."0.8.1".engines."vl\\u0000lm": the key contains the control'
+                             " character U+0000; remove it"]
+
+
+def test_a_matrix_nested_5000_levels_deep_is_one_line():
+    text = MATRIX_FILE.read_text() + "\nx = " + "[" * 5000 + "]" * 5000 + "\n"
+    with pytest.raises(MatrixInvalid) as caught:
+        loads(text, "m.toml")
+    line = len(MATRIX_FILE.read_text().splitlines()) + 2
+    assert caught.value.lines() == [f"m.toml: line {line}: arrays or inline tables nested too deep to read (the"
+                                    " schema needs only a few levels); flatten them"]
+    deep_tables = MATRIX_FILE.read_text() + "\nx = " + "{a = " * 5000 + "1" + "}" * 5000 + "\n"
+    with pytest.raises(MatrixInvalid):
+        loads(deep_tables, "m.toml")

@@ -16,12 +16,32 @@ def refusal(matrix, **kwargs) -> str:
 
 def test_resolve_fills_defaults_and_pins_everything(matrix):
     target = resolve(matrix, "vllm", arch="amd64")
-    assert (target.release, target.cuda, target.arch, target.python) == ("0.8.1", "12.9", "x86_64", "3.12")
-    assert target.engine_requirement == "vllm==0.12.0"
-    assert target.nixl_requirement == "nixl==0.8.0"
-    assert target.base_image == "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
-    assert (target.driver_linux, target.published_linux, target.published_windows) == ("575.51.03", "575.xx+", "576.xx+")
+    assert (target.release, target.cuda, target.arch, target.python) == ("1.6.1", "13.0", "x86_64", "3.12")
+    assert target.engine_requirement == "vllm[flashinfer,otel,runai]==0.31.0"
+    assert target.nixl_requirement == "nixl==1.4.1"  # vLLM's own NIXL in 1.6.1 (SGLang's is 1.5.0)
+    assert target.base_image == "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
+    assert (target.driver_linux, target.published_linux, target.published_windows) == ("580.65.06", "580.xx+", "581.xx+")
     assert target.platform == "linux/amd64" and target.status == "supported" and target.notes == ()
+    old = resolve(matrix, "vllm", release="0.8.1", arch="amd64")
+    assert (old.cuda, old.engine_requirement, old.nixl_requirement) == ("12.9", "vllm==0.12.0", "nixl==0.8.0")
+    assert old.base_image == "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
+
+
+def test_without_a_release_a_cuda_the_latest_lacks_takes_the_newest_release_that_has_it(matrix):
+    target = resolve(matrix, "vllm", cuda="12.9", arch="x86_64")
+    assert (target.release, target.cuda) == ("1.2.1", "12.9")  # 1.3.0 discontinued CUDA 12 images
+    assert target.notes[0] == ("the latest release 1.6.1 has no vLLM on CUDA 12.9; using 1.2.1, the newest"
+                               " release that has it (pass --release to choose another)")
+    llama = resolve(matrix, "llama_cpp", cuda="cpu", arch="x86_64")
+    assert llama.release == "0.8.1" and "has no llama.cpp on the CPU; using 0.8.1" in llama.notes[0]
+    assert resolve(matrix, "trtllm", arch="x86_64").cuda == "13.1"
+
+
+def test_an_explicit_release_lacking_the_cell_is_refused_with_the_releases_that_have_it(matrix):
+    assert refusal(matrix, framework="vllm", release="1.6.1", cuda="12.9") == (
+        "vLLM in 1.6.1 ships CUDA 13.0 only; you asked for 12.9; releases with vLLM on CUDA 12.9:"
+        " 1.2.1, 1.2.0, 1.1.1, 1.1.0, 1.0.2, 1.0.1, 1.0.0, 0.9.1, 0.9.0, 0.8.1.post3, 0.8.1.post2, 0.8.1.post1,"
+        " 0.8.1, 0.8.0 and 0.7.1")
 
 
 def test_the_issue_example_sentence(matrix):
@@ -30,13 +50,13 @@ def test_the_issue_example_sentence(matrix):
 
 
 def test_refusal_names_releases_that_have_it(matrix):
-    assert refusal(matrix, framework="vllm", cuda="12.8") == (
+    assert refusal(matrix, framework="vllm", release="0.8.1", cuda="12.8") == (
         "vLLM in 0.8.1 ships CUDA 12.9 and 13.0 (experimental); you asked for 12.8;"
         " releases with vLLM on CUDA 12.8: 0.7.0.post1, 0.7.0, 0.6.1 and 0.1.0")
 
 
 def test_experimental_resolves_with_a_warning(matrix):
-    target = resolve(matrix, "sglang", cuda="13.0", arch="arm64")
+    target = resolve(matrix, "sglang", release="0.8.1", cuda="13.0", arch="arm64")
     assert target.status == "experimental"
     assert target.notes == ("CUDA 13.0 for SGLang in 0.8.1 is experimental",)
     arm = resolve(matrix, "vllm", release="0.1.0", arch="x86_64")
@@ -46,7 +66,7 @@ def test_experimental_resolves_with_a_warning(matrix):
 
 
 def test_image_python_is_the_os_python_unless_the_base_is_replaced(matrix):
-    assert refusal(matrix, framework="vllm", python="3.11", arch="x86_64") == (
+    assert refusal(matrix, framework="vllm", release="0.8.1", python="3.11", arch="x86_64") == (
         "0.8.1 images are built on Ubuntu 24.04, whose Python is 3.12; you asked for 3.11"
         " (give a base image with Python 3.11 to build it anyway)")
     target = resolve(matrix, "llama_cpp", cuda="cpu", python="3.11", arch="x86_64", base_image="stand-in:bookworm")
@@ -54,7 +74,7 @@ def test_image_python_is_the_os_python_unless_the_base_is_replaced(matrix):
 
 
 def test_caveats_refuse_with_alternatives(matrix):
-    assert refusal(matrix, framework="trtllm", python="3.11", arch="x86_64", base_image="custom:1") == (
+    assert refusal(matrix, framework="trtllm", release="0.8.1", python="3.11", arch="x86_64", base_image="custom:1") == (
         "TensorRT-LLM does not support Python 3.11, so installation of the ai-dynamo[trtllm] Python wheel will"
         " fail; you asked for Python 3.11 in 0.8.1; use Python 3.10 or 3.12")
     assert refusal(matrix, framework="vllm", release="0.1.0", python="3.10", arch="x86_64",
@@ -66,11 +86,13 @@ def test_caveats_refuse_with_alternatives(matrix):
     (dict(framework="vllm", release="0.1.0", arch="arm64"), "0.1.0 builds container images for x86_64 only; you asked for ARM64"),
     (dict(framework="sglang", release="0.1.0"), "SGLang is not part of release 0.1.0, which ships vLLM and TensorRT-LLM;"),
     (dict(framework="mlc"), "unknown framework 'mlc'; valid frameworks: frontend, vllm, sglang, trtllm or llama_cpp"),
-    (dict(framework="vllm", release="0.9"), "release '0.9' is not in the matrix; known releases: main, 0.8.1.post1,"),
+    (dict(framework="vllm", release="0.9"), "release '0.9' is not in the matrix; known releases: main, 1.6.1, 1.6.0,"),
     (dict(framework="vllm", arch="riscv64"), "unknown CPU architecture 'riscv64'; valid: arm64 or x86_64"),
-    (dict(framework="vllm", python="3.13", arch="x86_64"), "0.8.1 supports Python 3.10, 3.11 and 3.12; you asked for 3.13"),
+    (dict(framework="vllm", python="3.13", arch="x86_64"), "1.6.1 supports Python 3.10, 3.11 and 3.12; you asked for 3.13"),
     (dict(framework="vllm", release="main"), "vLLM in main has no CUDA toolkit in the matrix, so nothing can be built;"),
-    (dict(framework="vllm", cuda="cpu", arch="x86_64"), "vLLM in 0.8.1 ships CUDA 12.9 and 13.0 (experimental); you asked for the CPU"),
+    (dict(framework="vllm", cuda="cpu", arch="x86_64"), "vLLM in 1.6.1 ships CUDA 13.0 only; you asked for the CPU"),
+    (dict(framework="frontend", release="0.8.1", cuda="12.9", arch="x86_64"),
+     "Dynamo Frontend in 0.8.1 ships only a CPU build; you asked for 12.9"),
 ])
 def test_one_sentence_refusals(matrix, kwargs, expected):
     message = refusal(matrix, **kwargs)

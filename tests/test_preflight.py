@@ -20,7 +20,8 @@ def test_refuses_with_the_doctors_message_and_fix(monkeypatch):
         preflight("trtllm", ["--model", "x"], facts=from_recording(HOSTS / "h100-csv-r580"), out=out)
     assert caught.value.code == 1
     text = out.getvalue()
-    assert text.startswith("preflight: this host cannot run trtllm 0.8.1:")
+    # no dynamo installed, an image of CUDA 13.0: the newest release with TensorRT-LLM on CUDA 13.0
+    assert text.startswith("preflight: this host cannot run trtllm 0.9.1:")
     assert "✗ memlock: memlock is 8192 KiB; MPI needs unlimited\n  fix: docker run --ulimit memlock=-1" in text
     assert "--skip-preflight or DYN_SKIP_PREFLIGHT=1 starts anyway" in text
 
@@ -46,6 +47,48 @@ def test_skip_warns(monkeypatch, argv, env):
     out = io.StringIO()
     assert preflight("trtllm", argv, facts=from_recording(HOSTS / "h100-csv-r580"), out=out) == ["--x"]
     assert out.getvalue().startswith("warning: preflight skipped")
+
+
+def _mutations(raw: dict) -> list[tuple[str, dict]]:
+    """Broken matrices of the kinds that killed every entry point with a traceback."""
+    import copy
+
+    out = []
+
+    def mutate(name, change):
+        broken = copy.deepcopy(raw)
+        change(broken)
+        out.append((name, broken))
+
+    mutate("wrong type", lambda m: m["cuda"]["12.9"].update(driver_linux=575))
+    mutate("patch_of nowhere", lambda m: m["release"]["0.8.1.post1"].update(patch_of="0.0.9"))
+    mutate("framework missing from the base release",
+           lambda m: m["release"]["0.8.1"]["engines"].pop("vllm"))
+    mutate("latest nowhere", lambda m: m.update(latest="9.9.9"))
+    mutate("gpu arch nowhere", lambda m: m["compute_capability"]["9.0"].update(arch="hoppr"))
+    mutate("cuda table gone", lambda m: m.pop("cuda"))
+    mutate("bad forward-compat branch", lambda m: m["forward_compat"]["branches"].update({"12.9": [999]}))
+    mutate("bad gpu brand", lambda m: m["gpu"]["9.0"].update(gaming=["H100 Gamer"]))
+    mutate("engine cuda nowhere", lambda m: m["release"]["0.8.1"]["engines"]["vllm"]["cuda"].update({"11.1": "supported"}))
+    return out
+
+
+def test_a_broken_matrix_stops_the_preflight_with_one_line_per_problem(raw, monkeypatch):
+    import dynamo.matrix
+    from dynamo.matrix import from_dict
+
+    monkeypatch.delenv("DYN_SKIP_PREFLIGHT", raising=False)
+    for name, broken in _mutations(raw):
+        monkeypatch.setattr(dynamo.matrix, "load",
+                            lambda path=None, trusted=False, b=broken: from_dict(b, "m.toml", trusted))
+        out = io.StringIO()
+        with pytest.raises(SystemExit) as caught:
+            preflight("vllm", [], facts=from_recording(HOSTS / "b200x2-r610"), out=out)
+        lines = out.getvalue().splitlines()
+        assert caught.value.code == 1, name
+        assert lines[0] == "preflight: cannot check this host:", (name, lines)
+        assert lines[1].startswith("m.toml: ") and "problem(s)" not in lines[1], (name, lines)
+        assert lines[-1].endswith("--skip-preflight or DYN_SKIP_PREFLIGHT=1 starts anyway)"), (name, lines)
 
 
 def test_trusted_load_skips_value_and_reference_checks(raw):

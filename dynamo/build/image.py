@@ -64,13 +64,20 @@ class Summary:
     steps: int
     cached: int
     pushed: bool
+    engine: str
+    store: str
+    manifest_list: bool
 
     def text(self) -> str:
         size = f"{self.size / 2**20:.1f} MiB" if self.size else "size unknown"
-        return "\n".join([
-            f"built {self.image_id.removeprefix('sha256:')[:12]} ({size}) in {self.seconds:.1f}s;"
-            f" {self.cached} of {self.steps} steps from cache",
-            *(f"  {'pushed' if self.pushed else 'tagged'} {tag}" for tag in self.tags)])
+        where = (f"a manifest list in {self.store}" if self.manifest_list else self.store)
+        lines = [f"built {self.image_id.removeprefix('sha256:')[:12]} ({size}) with {self.engine} in {self.seconds:.1f}s;"
+                 f" {self.cached} of {self.steps} steps from cache",
+                 f"  in {where}",
+                 *(f"  {'pushed' if self.pushed else 'tagged'} {tag}" for tag in self.tags)]
+        if not self.manifest_list:
+            lines.append(f"run it: container/run.sh --image {self.tags[0]}")
+        return "\n".join(lines)
 
 
 def build_image(plan: BuildPlan, engine: ContainerEngine, progress: Progress) -> Summary:
@@ -95,7 +102,8 @@ def build_image(plan: BuildPlan, engine: ContainerEngine, progress: Progress) ->
     # A manifest list has no single size; a single-platform image is in the local store.
     size = engine.inspect(plan.tags[0]).get("size", 0) if len(plan.platforms) == 1 else 0
     return Summary(image_id=image_id, size=size, tags=plan.tags, seconds=progress.elapsed(), steps=progress.steps,
-                   cached=progress.cached, pushed=plan.push)
+                   cached=progress.cached, pushed=plan.push, engine=engine.name, store=engine.store,
+                   manifest_list=len(plan.platforms) > 1)
 
 
 def _check_labels(plan: BuildPlan, labels: dict[str, str]) -> None:

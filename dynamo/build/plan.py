@@ -66,6 +66,22 @@ def parse_build_args(values: list[str]) -> dict[str, str]:
     return parsed
 
 
+def _check_flags(*, cuda: str | None, platforms: list[str] | None, tags: list[str] | None,
+                 base_image: str | None) -> None:
+    """Flags given but empty or malformed: one line naming the flag and the valid form."""
+    if cuda is not None and not cuda.strip():
+        raise PlanError("--cuda needs a value: a CUDA version of the matrix such as 12.9, or cpu")
+    if platforms is not None and not all(p.strip() for p in platforms):
+        raise PlanError("--platform needs OS/ARCH[,OS/ARCH...], e.g. linux/amd64 or linux/amd64,linux/arm64")
+    for tag in tags or ():
+        if not images.is_reference(tag):
+            raise PlanError(f"--tag {tag!r} is not an image reference: [REGISTRY/]NAME[:TAG] with a lowercase name,"
+                            " e.g. registry.example.com/dynamo:vllm")
+    if base_image is not None and not images.is_reference(base_image):
+        raise PlanError(f"--base-image {base_image!r} is not an image reference: [REGISTRY/]NAME[:TAG][@sha256:DIGEST],"
+                        " e.g. nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04")
+
+
 def make_plan(matrix: Matrix, *, framework: str, cuda: str | None = None, release: str | None = None,
               platforms: list[str] | None = None, python: str | None = None, stage: str = "runtime",
               tags: list[str] | None = None, build_args: list[str] | None = None,
@@ -75,6 +91,7 @@ def make_plan(matrix: Matrix, *, framework: str, cuda: str | None = None, releas
     """Resolve the matrix cell for every requested platform and gather what the engine needs.
 
     The source (commit, time, URL) is the checkout's unless given (a context exported from a commit)."""
+    _check_flags(cuda=cuda, platforms=platforms, tags=tags, base_image=base_image)
     if stage not in STAGES:
         raise PlanError(f"--target {stage!r} is not a stage; choose {' or '.join(STAGES)}")
     arches = [normalize_arch(matrix, p) for p in platforms] if platforms else [host_arch(matrix)]

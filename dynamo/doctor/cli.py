@@ -7,10 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from dynamo.doctor.facts import HostFacts, from_recording, gather
-from dynamo.doctor.judge import FAIL, MARKS, SCOPES, Finding, Subject, judge
+from dynamo.doctor.facts import HostFacts, RecordingInvalid, from_recording, interpret, record
+from dynamo.doctor.judge import FAIL, MARKS, SCOPES, Finding, Subject, host_device, judge
 from dynamo.matrix import InvalidCombination, Matrix
-from dynamo.matrix.query import check_framework, find_release
+from dynamo.matrix.query import check_framework, default_release, find_release
 
 FRAMEWORK_PACKAGES = {"vllm": "vllm", "sglang": "sglang", "trtllm": "tensorrt-llm", "llama_cpp": "llama-cpp-python"}
 
@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", help="judge this host for an image: read the release, framework and CUDA"
                                         " from its labels")
     parser.add_argument("--facts", metavar="DIR", help="judge facts recorded on another machine instead of this one")
+    parser.add_argument("--record", metavar="DIR", help="also write what this host's sources printed to DIR, the"
+                                                        " recording that --facts reads")
     parser.add_argument("--scope", choices=SCOPES, default="all",
                         help="host: only the checks a host decides for a container (CPU, driver, GPUs), as"
                              " container/run.sh runs them before `docker run`")
@@ -44,13 +46,22 @@ def subject_for(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> S
         return Subject(find_release(matrix, label("release")), label("framework"),
                        (label("cuda.version") or "cpu") if label("device") else None)
     installed = facts.packages.get("dynamo")
-    release = args.release or (installed if installed in matrix.release else matrix.latest)
-    release = find_release(matrix, release)
+    if args.framework:
+        check_framework(matrix, args.framework)
+    device = args.cuda.lower().removeprefix("cuda") if args.cuda else None
+    if device is None and args.framework:
+        device = host_device(matrix, facts, args.framework)
+    if args.release or installed in matrix.release:
+        release = find_release(matrix, args.release or installed)
+    elif args.framework:  # the latest release, else the newest that ships this framework (and CUDA)
+        release = default_release(matrix, args.framework, device)[0]
+    else:
+        release = matrix.latest
     framework = args.framework or next((fw for fw, pkg in FRAMEWORK_PACKAGES.items()
                                         if facts.packages.get(pkg) and fw in matrix.release[release].engines), None)
-    if framework is not None:
-        check_framework(matrix, framework)
-    return Subject(release, framework, args.cuda.lower().removeprefix("cuda") if args.cuda else None)
+    if device is None and framework:
+        device = host_device(matrix, facts, framework)
+    return Subject(release, framework, device)
 
 
 def text_report(subject: Subject, facts: HostFacts, findings: list[Finding]) -> str:
@@ -75,9 +86,20 @@ def run(matrix: Matrix, args: argparse.Namespace) -> int:
         if not directory.is_dir():
             print(f"error: --facts {args.facts}: no such directory of recorded host facts", file=sys.stderr)
             return 2
-        facts = from_recording(directory)
+        try:
+            facts = from_recording(directory)
+        except RecordingInvalid as exc:
+            for problem in exc.problems:
+                print(f"error: {problem}", file=sys.stderr)
+            return 2
     else:
-        facts = gather()
+        recording = record()
+        facts = interpret(recording, "this host")
+        if args.record:
+            directory = Path(args.record)
+            directory.mkdir(parents=True, exist_ok=True)
+            for name, text in recording.items():
+                (directory / name).write_text(text)
     subject = subject_for(matrix, facts, args)
     findings = judge(matrix, facts, subject, args.scope)
     if args.json:

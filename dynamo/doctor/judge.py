@@ -7,16 +7,14 @@ from dataclasses import asdict, dataclass
 
 from packaging.version import InvalidVersion, Version
 
-from dynamo.doctor.facts import HostFacts, cuda_suffix_mismatches
+from dynamo.doctor import requirement
+from dynamo.doctor.facts import Gpu, HostFacts, cuda_suffix_mismatches
 from dynamo.matrix import InvalidCombination, Matrix, Target, targets
 from dynamo.matrix.query import arch_name, matching_caveats, normalize_arch
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 MARKS = {OK: "✓", WARN: "!", FAIL: "✗"}
 GIB = 2**30
-# GPUs that take the cuda-compat forward-compatibility package (data-center parts).
-DATA_CENTER = ("A100", "A30", "A10", "A40", "A16", "A2", "L4", "L40", "H100", "H200", "H800", "H20", "GH200",
-               "B200", "B300", "GB200", "GB300", "V100", "T4")
 
 
 @dataclass(frozen=True)
@@ -46,16 +44,27 @@ def _version(text: str | None) -> Version | None:
         return None
 
 
-def compute_capability_of(matrix: Matrix, gpu_name: str) -> str | None:
-    """A GPU's compute capability from the matrix's GPU lists (when the source did not say)."""
-    name = gpu_name.upper().replace("NVIDIA ", "")
-    best = None
-    for cc, info in matrix.compute_capability.items():
-        for gpu in info.gpus:
-            token = gpu.upper().split(" (")[0]
-            if token and token in name and (best is None or len(token) > best[1]):
-                best = (cc, len(token))
-    return best[0] if best else None
+_SUFFIX = re.compile(r"(?:[\s-]+(?:\d+\s?GB|PCIe|PCIE|SXM\d*|HBM\d\w*|NVL|Laptop GPU))+$", re.IGNORECASE)
+
+
+def model_name(gpu_name: str) -> str:
+    """The name NVIDIA's list gives a GPU: "NVIDIA H100 80GB HBM3" -> "h100", "Tesla V100-SXM2-16GB" ->
+    "tesla v100" (case-folded; the matrix's [gpu] keys are compared the same way)."""
+    name = re.sub(r"^NVIDIA\s+", "", gpu_name.strip(), flags=re.IGNORECASE)
+    return _SUFFIX.sub("", name).strip().casefold()
+
+
+@dataclass(frozen=True)
+class Identity:
+    compute_capability: str | None
+    brand: str | None
+
+
+def identify(matrix: Matrix, gpu: Gpu) -> Identity:
+    """Brand and compute capability from the source (NVML, nvidia-smi), else the matrix's exact GPU table."""
+    cc, brand = next(((cc, brand) for cc, brands in matrix.gpu.items() for brand, names in brands.items()
+                      if any(model_name(name) == model_name(gpu.name) for name in names)), (None, None))
+    return Identity(gpu.compute_capability or cc, gpu.brand or brand)
 
 
 def covered(cc: str, archs: tuple[str, ...]) -> bool:
@@ -68,7 +77,6 @@ SCOPES = ("all", "host")  # host: only what the host decides for a container (CP
 
 
 def judge(matrix: Matrix, facts: HostFacts, subject: Subject, scope: str = "all") -> list[Finding]:
-    release = matrix.release[subject.release]
     inside = scope == "all"  # the Python, packages and limits of this environment
     findings = [*_platform(matrix, facts, subject)[:1 if not inside else None]]
     if inside:
@@ -76,25 +84,45 @@ def judge(matrix: Matrix, facts: HostFacts, subject: Subject, scope: str = "all"
     else:
         findings += _run_flag_caveats(matrix, facts, subject)
     if subject.framework:
-        target = _target(matrix, facts, subject)
+        target, refusal = _target(matrix, facts, subject)
         if target is None:
-            findings.append(Finding(FAIL, "matrix", f"{subject.framework} {subject.device or ''} is not in release"
-                                    f" {subject.release}", "run `dynamo matrix show` for what it offers"))
+            findings.append(Finding(FAIL, "matrix", refusal,
+                                    f"run `dynamo matrix show --release {subject.release}` for what it offers"))
         else:
             if target.status == "experimental":
                 findings.append(Finding(WARN, "experimental", "; ".join(target.notes)))
+            if _for_an_image(matrix, facts, target, scope):
+                findings += _toolkit(matrix, facts, target)
             findings += _driver(matrix, facts, target)
-            findings += _gpus(matrix, facts, target, release.gpu_arch)
+            findings += _gpus(matrix, facts, target)
             if inside:
                 findings += _packages(matrix, facts, target)
                 findings += _limits(matrix, facts, target)
     else:
         findings += _driver_presence(facts)
-    findings += _kernel_module(facts)
     return findings
 
 
-def _target(matrix: Matrix, facts: HostFacts, subject: Subject) -> Target | None:
+def _for_an_image(matrix: Matrix, facts: HostFacts, target: Target, scope: str) -> bool:
+    """Whether the NVIDIA container toolkit stands between this host and the engine: judging a host for
+    a container (scope host), or for an engine not installed here. Inside a container, or for an engine
+    installed on this host (the preflight of a pip install), it does not."""
+    package = matrix.framework[target.framework].package
+    return not facts.in_container and (scope == "host" or not (package and facts.packages.get(package)))
+
+
+def host_device(matrix: Matrix, facts: HostFacts, framework: str | None) -> str | None:
+    """The device to judge when none was asked for: the container's CUDA; "cpu" for a framework that
+    runs on the CPU on a host with no GPU; else None (the release's default)."""
+    if facts.container_cuda:
+        return facts.container_cuda
+    if framework and matrix.framework[framework].cpu and not facts.gpus and not facts.wsl:
+        return "cpu"
+    return None
+
+
+def _target(matrix: Matrix, facts: HostFacts, subject: Subject) -> tuple[Target | None, str]:
+    """The subject's build target, or None and the matrix's reason why there is none."""
     from dynamo.matrix.query import default_device, evaluate
 
     try:
@@ -102,9 +130,9 @@ def _target(matrix: Matrix, facts: HostFacts, subject: Subject) -> Target | None
         # The cell as the matrix builds it (its image's Python): the host's own Python is judged apart.
         release = matrix.release[subject.release]
         python = matrix.os[release.image_os].python or release.python_default
-        return evaluate(matrix, subject.release, subject.framework, device, _arch(matrix, facts) or "x86_64", python)
-    except InvalidCombination:
-        return None
+        return evaluate(matrix, subject.release, subject.framework, device, _arch(matrix, facts) or "x86_64", python), ""
+    except InvalidCombination as exc:
+        return None, str(exc)
 
 
 def _arch(matrix: Matrix, facts: HostFacts) -> str | None:
@@ -172,81 +200,214 @@ def _run_flag_caveats(matrix: Matrix, facts: HostFacts, subject: Subject) -> lis
 
 
 def _driver_presence(facts: HostFacts) -> list[Finding]:
+    if (mismatch := _mismatch(facts)) is not None:
+        return [mismatch]
     if facts.driver:
         cuda = f", supports CUDA up to {facts.driver_cuda}" if facts.driver_cuda else ""
-        return [Finding(OK, "driver", f"NVIDIA driver {facts.driver}{cuda} (from {facts.gpu_source})")]
+        windows = " (the Windows driver, under WSL2)" if facts.wsl else ""
+        return [Finding(OK, "driver", f"NVIDIA driver {facts.driver}{windows}{cuda} (from {facts.gpu_source})")]
     return [Finding(WARN, "driver", "no NVIDIA driver found" + (f" ({facts.gpu_error})" if facts.gpu_error else ""),
                     "CPU-only images (llama_cpp --cuda cpu, frontend) still run here")]
 
 
-def _driver(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]:
-    if target.cuda is None:
-        return [Finding(OK, "driver", "the CPU build needs no GPU driver")]
-    floor, floor_text = Version(target.driver_linux), target.driver_linux  # shown as recorded: 575.51.03
-    host = _version(facts.driver)
-    if host is None:
-        said = f" ({facts.gpu_error})" if facts.gpu_error else ""
-        return [Finding(FAIL, "driver", f"no NVIDIA driver found{said}; CUDA {target.cuda} needs >= {floor_text}",
-                        f"install NVIDIA driver >= {floor_text} (branch R{floor.major})")]
-    if host >= floor:
-        return [Finding(OK, "driver", f"driver {facts.driver} >= {floor_text}, the floor of CUDA {target.cuda}")]
-    major = target.cuda.split(".")[0]
-    compat = matrix.cuda_major.get(major)
-    runnable = _runnable_elsewhere(matrix, target, host)
-    fix = f"install NVIDIA driver >= {floor_text} (branch R{floor.major})" + (
-        f"; or use an image that runs on driver {facts.driver}: {', '.join(runnable)}" if runnable else "")
-    below = f"driver {facts.driver} is below {floor_text} (CUDA {target.cuda})"
-    driver_cuda = facts.driver_cuda or _newest_cuda_for(matrix, host)
-    if compat and host >= Version(compat.minor_compat_driver) and (driver_cuda or "").split(".")[0] == major:
-        return [Finding(WARN, "driver", f"{below}; it runs through CUDA {major}.x minor-version compatibility with a"
-                        f" limited feature set: code that JIT-compiles newer PTX fails (cudaErrorUnsupportedPtxVersion,"
-                        f" 222)", fix)]
-    insufficient = f"{below}: \"CUDA driver version is insufficient\" (error 35)"
-    if facts.gpus and all(any(tag in g.name.upper() for tag in DATA_CENTER) for g in facts.gpus):
-        return [Finding(FAIL, "driver", insufficient, fix + f"; or, on these data-center GPUs, install"
-                        f" cuda-compat-{target.cuda.replace('.', '-')} (forward compatibility)")]
-    return [Finding(FAIL, "driver", f"{insufficient}; forward compatibility needs a data-center GPU (error 804"
-                    f" elsewhere)", fix)]
-
-
-def _newest_cuda_for(matrix: Matrix, driver: Version) -> str | None:
-    """The newest CUDA this driver runs by its floor, where no source said (nvidia-smi's CSV does not)."""
+def driver_cuda(matrix: Matrix, facts: HostFacts) -> str | None:
+    """The newest CUDA the host driver supports: as the driver said, else by the matrix's floors."""
+    if facts.driver_cuda:
+        return facts.driver_cuda
+    driver = _version(facts.driver)
+    if driver is None or facts.wsl:
+        return None
     fits = [name for name, cuda in matrix.cuda.items() if Version(cuda.driver_linux) <= driver]
     return max(fits, key=Version, default=None)
 
 
-def _runnable_elsewhere(matrix: Matrix, target: Target, driver: Version) -> list[str]:
-    from dynamo import images  # only when the driver is too old
+def _cuda_candidates(matrix: Matrix, facts: HostFacts) -> list[str]:
+    """The CUDA versions the toolkit may read from this driver: the one it reports; below the first
+    toolkit of the matrix when the driver is below that one's floor; else any (unknown: "ERR!")."""
+    if cuda := driver_cuda(matrix, facts):
+        return [cuda]
+    driver = _version(facts.driver)
+    lowest = min(matrix.cuda.values(), key=lambda cuda: Version(cuda.driver_linux))
+    if driver is not None and not facts.wsl and driver < Version(lowest.driver_linux):
+        return ["0"]
+    return ["0", "99"]
 
+
+@dataclass(frozen=True)
+class Start:
+    """The toolkit's answer to an image's NVIDIA_REQUIRE_CUDA on this host."""
+
+    verdict: str  # "start", "refuse" or "unknown" (a GPU whose brand the doctor does not know)
+    through_floor: bool  # started by the cuda>= clause, not a forward-compatibility one
+    gpu: str | None = None  # the GPU it refuses or cannot be sure of
+
+
+def predict_start(matrix: Matrix, facts: HostFacts, requirement_text: str) -> Start:
+    """Evaluate the image's requirement per visible GPU, as `nvidia-container-cli configure --require` does."""
+    floor = requirement_text.split(" ")[0]
+    cudas = _cuda_candidates(matrix, facts)
+    devices: list[tuple[str | None, list[requirement.Device]]] = []
+    for index, gpu in enumerate(facts.gpus):
+        identity = identify(matrix, gpu)
+        brands = [identity.brand] if identity.brand else list(requirement.NVML_BRANDS)
+        devices.append((f"GPU {index} {gpu.name}", [requirement.Device(cuda, facts.driver, True,
+                                                                       identity.compute_capability, brand)
+                                                     for brand in brands for cuda in cudas]))
+    if not devices:
+        devices.append((None, [requirement.Device(cuda, facts.driver) for cuda in cudas]))
+    through_floor, unsure = True, None
+    for label, candidates in devices:
+        answers = {requirement.satisfied(requirement_text, device) for device in candidates}
+        if answers == {False}:
+            return Start("refuse", False, label)
+        if answers != {True}:
+            unsure = unsure or label
+        through_floor = through_floor and all(requirement.satisfied(floor, device) for device in candidates)
+    return Start("unknown", through_floor, unsure) if unsure else Start("start", through_floor)
+
+
+def _fixes(matrix: Matrix, facts: HostFacts, target: Target) -> str:
+    """What makes this framework run here: a driver branch, an image of the matrix that runs, --cuda cpu."""
+    floor = Version(target.driver_linux)
+    if facts.wsl:
+        fixes = [f"update the NVIDIA driver on Windows to {target.published_windows or floor.major} or newer"
+                 f" (WSL2 uses the Windows driver: never install a Linux driver inside WSL2)"]
+    else:
+        fixes = [f"install NVIDIA driver >= {target.driver_linux} (branch R{floor.major})"]
+    runnable = _runnable_elsewhere(matrix, facts, target)
+    if runnable:
+        fixes.append(f"or use an image that runs on this host: {', '.join(runnable)}")
+    if matrix.framework[target.framework].cpu:
+        fixes.append("or run on the CPU: --cuda cpu")
+    return "; ".join(fixes)
+
+
+def _driver_ok(matrix: Matrix, facts: HostFacts, target: Target) -> bool:
+    return all(f.status != FAIL for f in _driver(matrix, facts, target, fixes=False))
+
+
+def _runnable_elsewhere(matrix: Matrix, facts: HostFacts, target: Target) -> list[str]:
     found = []
     for other in targets(matrix, framework=target.framework):
-        if other.arch == target.arch and other.driver_linux and Version(other.driver_linux) <= driver:
+        if other.arch != target.arch or other.cuda is None or other.cuda == target.cuda:
+            continue
+        start = predict_start(matrix, facts, requirement.image_requirement(matrix, other.cuda))
+        gpus_ok = all(f.status != FAIL for f in _gpus(matrix, facts, other))
+        if (facts.in_container or start.verdict == "start") and gpus_ok and _driver_ok(matrix, facts, other):
+            from dynamo import images  # only to name a tag
+
             tag = images.tags(matrix, other)[0]
             if tag not in found:
                 found.append(tag)
-    return found[:6]
+    return found[:4]
 
 
-def _gpus(matrix: Matrix, facts: HostFacts, target: Target, gpu_arch: dict[str, str]) -> list[Finding]:
+def _toolkit(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]:
+    """Will `docker run --gpus` start the image? The NVIDIA container toolkit decides, from its
+    NVIDIA_REQUIRE_CUDA. Inside a started container that question has been answered."""
+    if not facts.driver or _mismatch(facts) is not None:
+        return []  # no driver to start with: the driver finding says so
+    text = requirement.image_requirement(matrix, target.cuda)  # what dynamo.images renders
+    start = predict_start(matrix, facts, text)
+    floor = text.split(" ")[0]
+    if start.verdict == "refuse":
+        on = f" on {start.gpu}" if start.gpu else ""
+        return [Finding(FAIL, "toolkit", f"the NVIDIA container toolkit refuses this image{on} (driver {facts.driver},"
+                        f" CUDA {driver_cuda(matrix, facts) or 'unknown'}): \"{requirement.refusal(text)}\"",
+                        _fixes(matrix, facts, target))]
+    if start.verdict == "unknown":
+        return [Finding(WARN, "toolkit", f"the NVIDIA container toolkit starts this image on {start.gpu} only if it is a"
+                        f" data-center or professional GPU (its brand is unknown here; {floor} is not met)",
+                        _fixes(matrix, facts, target))]
+    how = f"its driver meets {floor}" if start.through_floor else "through a forward-compatibility clause of its" \
+        " NVIDIA_REQUIRE_CUDA"
+    return [Finding(OK, "toolkit", f"the NVIDIA container toolkit starts this image: {how}")]
+
+
+def _driver(matrix: Matrix, facts: HostFacts, target: Target, fixes: bool = True) -> list[Finding]:
+    """What happens inside a started container: the floor, forward compatibility (data-center and
+    professional GPUs on the matrix's branches), minor-version compatibility, or error 35."""
+    if target.cuda is None:
+        return [Finding(OK, "driver", "the CPU build needs no GPU driver")]
+    if (mismatch := _mismatch(facts)) is not None:
+        return [mismatch]
+    fix = _fixes(matrix, facts, target) if fixes else None
+    floor, floor_text = Version(target.driver_linux), target.driver_linux  # shown as recorded: 575.51.03
+    host = _version(facts.driver)
+    if host is None and "no devices were found" in (facts.gpu_error or "").lower():
+        return [Finding(FAIL, "driver", f"the NVIDIA driver is loaded but sees no GPU ({facts.gpu_error})",
+                        "check that the GPU is seated, powered and supported by this driver (`dmesg | grep -i NVRM`)"
+                        + ("; or run on the CPU: --cuda cpu" if matrix.framework[target.framework].cpu else ""))]
+    if host is None:
+        said = f" ({facts.gpu_error})" if facts.gpu_error else ""
+        where = "in WSL2 (no GPU through /dev/dxg)" if facts.wsl else "found"
+        return [Finding(FAIL, "driver", f"no NVIDIA driver {where}{said}; CUDA {target.cuda} needs >= {floor_text}", fix)]
+    if facts.wsl:
+        windows = int((target.published_windows or str(floor.major)).split(".")[0])
+        if host.major >= windows:
+            return [Finding(OK, "driver", f"Windows driver {facts.driver} >= {windows}.xx, the floor of CUDA"
+                            f" {target.cuda} under WSL2")]
+        return [Finding(FAIL, "driver", f"Windows driver {facts.driver} is below {windows}.xx, the floor of CUDA"
+                        f" {target.cuda} under WSL2 (forward compatibility does not apply there)", fix)]
+    if host >= floor:
+        return [Finding(OK, "driver", f"driver {facts.driver} >= {floor_text}, the floor of CUDA {target.cuda}")]
+    below = f"driver {facts.driver} is below {floor_text} (CUDA {target.cuda})"
+    compat = matrix.forward_compat
+    branches = compat.branches.get(target.cuda, ()) if compat else ()
+    brands = [identify(matrix, gpu).brand for gpu in facts.gpus]
+    if host.major in branches and brands:
+        capable = [b in compat.brands for b in brands if b]
+        if all(capable) and len(capable) == len(brands):
+            return [Finding(WARN, "driver", f"{below}; it runs through forward compatibility (the image's cuda-compat"
+                            f" libraries on R{host.major}, data-center and professional GPUs only)", fix)]
+        if None in brands and all(capable):
+            return [Finding(WARN, "driver", f"{below}; forward compatibility works only if every GPU is a data-center"
+                            f" or professional one (a GPU here is unknown)", fix)]
+    major = target.cuda.split(".")[0]
+    minor = matrix.cuda_major.get(major)
+    if minor and host >= Version(minor.minor_compat_driver) and (driver_cuda(matrix, facts) or "").split(".")[0] == major:
+        return [Finding(WARN, "driver", f"{below}; it runs through CUDA {major}.x minor-version compatibility with a"
+                        f" limited feature set: code that JIT-compiles newer PTX fails (cudaErrorUnsupportedPtxVersion,"
+                        f" 222)", fix)]
+    insufficient = f"{below}: \"CUDA driver version is insufficient\" (error 35)"
+    if brands and not all(b in (compat.brands if compat else ()) for b in brands):
+        insufficient += "; forward compatibility needs a data-center or professional GPU (error 804 elsewhere)"
+    return [Finding(FAIL, "driver", insufficient, fix)]
+
+
+def _gpus(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]:
+    """Kernels for each GPU's compute capability; a CUDA build needs a GPU at all, and not a Jetson."""
     if target.cuda is None:
         return []
+    cpu = "; or run on the CPU: --cuda cpu" if matrix.framework[target.framework].cpu else ""
+    if facts.jetson:
+        return [Finding(FAIL, "gpu", f"{facts.gpus[0].name} is a Jetson (L4T) integrated GPU: server ARM64 (SBSA) images"
+                        f" do not run on Jetson", "use NVIDIA's Jetson (L4T) containers" + cpu)]
+    if not facts.gpus:
+        if not facts.driver:
+            return []  # the driver finding says it
+        return [Finding(FAIL, "gpu", f"no GPU is visible, though driver {facts.driver} is"
+                        + (f" ({facts.gpu_error})" if facts.gpu_error else ""),
+                        "check `nvidia-smi -L`; in a container, pass the GPUs (--gpus all)" + cpu)]
+    release = matrix.release[target.release]
     out = []
     for index, gpu in enumerate(facts.gpus):
-        cc = gpu.compute_capability or compute_capability_of(matrix, gpu.name)
+        cc = identify(matrix, gpu).compute_capability
         label = f"GPU {index} {gpu.name}"
         if cc is None:
-            out.append(Finding(WARN, "gpu", f"{label}: compute capability unknown",
-                               "check it with `nvidia-smi --query-gpu=compute_cap --format=csv`"))
+            out.append(Finding(WARN, "gpu", f"{label}: unknown GPU (not in the matrix's GPU table); its compute"
+                               f" capability is unknown", "check it with `nvidia-smi --query-gpu=compute_cap"
+                               " --format=csv` and add the GPU to [gpu] in the matrix"))
             continue
         info = matrix.compute_capability.get(cc)
         if info and info.dropped_in and Version(target.cuda) >= Version(info.dropped_in):
             out.append(Finding(FAIL, "gpu", f"{label} (compute capability {cc}) is not supported by CUDA {target.cuda}",
-                               f"use an image with CUDA below {info.dropped_in}, or a newer GPU"))
+                               f"use an image with CUDA below {info.dropped_in}, or a newer GPU" + cpu))
         elif not covered(cc, target.cuda_archs):
             out.append(Finding(FAIL, "gpu", f"{label} (compute capability {cc}): {target.framework}'s kernels are"
                                f" built for {' '.join(target.cuda_archs)}: \"no kernel image is available for"
-                               f" execution on the device\"", "use a GPU the engine is built for, or another engine"))
-        elif info is None or info.arch not in gpu_arch:
+                               f" execution on the device\"", "use a GPU the engine is built for, or another engine" + cpu))
+        elif info is None or info.arch not in release.gpu_arch:
             out.append(Finding(WARN, "gpu", f"{label} (compute capability {cc}) is not in the support matrix's GPU"
                                f" architectures"))
         else:
@@ -302,12 +463,17 @@ def _limits(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]:
     return out
 
 
-def _kernel_module(facts: HostFacts) -> list[Finding]:
-    fix = "reboot, or unload and reload the nvidia kernel modules, so that they match the user-space driver"
+MISMATCH_FIX = "reboot, or unload and reload the nvidia kernel modules, so that they match the user-space driver"
+
+
+def _mismatch(facts: HostFacts) -> Finding | None:
+    """The kernel module and the user-space driver differ: every CUDA call fails with error 803."""
     if "version mismatch" in (facts.gpu_error or "").lower():
         module = f" (kernel module {facts.kernel_module})" if facts.kernel_module else ""
-        return [Finding(FAIL, "driver", f"Driver/library version mismatch{module}: CUDA fails with error 803", fix)]
-    if facts.kernel_module and facts.driver and facts.gpu_source != "proc" and facts.kernel_module != facts.driver:
-        return [Finding(FAIL, "driver", f"kernel module {facts.kernel_module} differs from the user-space driver"
-                        f" {facts.driver}: \"Driver/library version mismatch\" (error 803)", fix)]
-    return []
+        return Finding(FAIL, "driver", f"Driver/library version mismatch{module}: CUDA fails with error 803"
+                       f" ({facts.gpu_error})", MISMATCH_FIX)
+    if facts.kernel_module and facts.driver and facts.gpu_source != "proc" and facts.kernel_module != facts.driver \
+            and not facts.wsl:
+        return Finding(FAIL, "driver", f"kernel module {facts.kernel_module} differs from the user-space driver"
+                       f" {facts.driver}: \"Driver/library version mismatch\" (error 803)", MISMATCH_FIX)
+    return None

@@ -30,18 +30,27 @@ def preflight(framework: str | None, argv: list[str], facts: HostFacts | None = 
               f" was not checked against the support matrix", file=out)
         return rest
     # Imported here, so that a skipped preflight costs nothing.
-    from dynamo.doctor.facts import gather
-    from dynamo.doctor.judge import FAIL, MARKS, Subject, judge
-    from dynamo.matrix import load
+    from dynamo.doctor.facts import RecordingInvalid, gather
+    from dynamo.doctor.judge import FAIL, MARKS, Subject, host_device, judge
+    from dynamo.matrix import MatrixInvalid, load
+    from dynamo.matrix.query import default_release
 
-    matrix = load(trusted=True)
-    facts = facts or gather()
+    try:
+        matrix = load()
+        facts = facts or gather()
+    except (MatrixInvalid, RecordingInvalid) as exc:
+        lines = exc.lines() if isinstance(exc, MatrixInvalid) else exc.problems
+        print("preflight: cannot check this host:", *lines, sep="\n", file=out)
+        print(f"(fix the above; {SKIP_FLAG} or {SKIP_ENV}=1 starts anyway)", file=out)
+        raise SystemExit(1) from None
     installed = facts.packages.get("dynamo")
-    release = installed if installed in matrix.release else matrix.latest
+    known = framework in matrix.framework
+    device = host_device(matrix, facts, framework if known else None)
+    if installed in matrix.release:
+        release = installed
+    else:  # the latest release, else the newest that ships this framework on this device
+        release = default_release(matrix, framework, device)[0] if known else matrix.latest
     framework = framework if framework in matrix.release[release].engines else None
-    device = facts.container_cuda
-    if device is None and framework and not facts.driver and matrix.framework[framework].cpu:
-        device = "cpu"  # no GPU here and none in the image: the CPU build of a framework that has one
     failures = [f for f in judge(matrix, facts, Subject(release, framework, device)) if f.status == FAIL]
     if failures:
         print(f"preflight: this host cannot run {framework or 'dynamo'} {release}:", file=out)

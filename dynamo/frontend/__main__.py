@@ -1,12 +1,14 @@
-"""python -m dynamo.frontend [--http-port 8000] [--interactive]"""
+"""python -m dynamo.frontend [--http-port 8000] [--processes N] [--migration-limit N] [--interactive]"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import sys
+import tempfile
 
 from dynamo.doctor.preflight import preflight
 
@@ -21,8 +23,14 @@ def parser() -> argparse.ArgumentParser:
                        help="address to listen on (default: %(default)s)")
     flags.add_argument("--http-port", type=int, default=int(os.environ.get("DYN_HTTP_PORT", "8000")),
                        help="port to listen on (default: %(default)s, or DYN_HTTP_PORT)")
+    flags.add_argument("--processes", type=int, default=int(os.environ.get("DYN_FRONTEND_PROCESSES", "1")),
+                       help="HTTP processes sharing the port, each with every worker in view; 0: one per core "
+                            "(default: %(default)s, or DYN_FRONTEND_PROCESSES)")
     flags.add_argument("--router-mode", choices=ROUTER_MODES, default="round-robin",
                        help="how a request picks among the workers of its model (default: %(default)s)")
+    flags.add_argument("--migration-limit", type=int, default=int(os.environ.get("DYN_MIGRATION_LIMIT", "0")),
+                       help="times an answer moves to another worker when its worker dies mid-answer "
+                            "(default: %(default)s, or DYN_MIGRATION_LIMIT)")
     flags.add_argument("--interactive", "-i", action="store_true", help="chat in this terminal instead of serving HTTP")
     flags.add_argument("--model", help="--interactive: the model to chat with (default: the first one served)")
     flags.add_argument("--max-tokens", type=int, help="--interactive: longest answer in tokens")
@@ -31,15 +39,16 @@ def parser() -> argparse.ArgumentParser:
     return flags
 
 
-async def serve(args: argparse.Namespace) -> None:
+async def serve(args: argparse.Namespace, reuse_port: bool = False) -> None:
     from aiohttp import web
 
     from dynamo.frontend.interactive import chat
+    from dynamo.frontend.metrics import Metrics
     from dynamo.frontend.router import Router
     from dynamo.frontend.server import Frontend
     from dynamo.runtime import discovery
 
-    router = Router(args.router_mode)
+    router = Router(args.router_mode, args.migration_limit, Metrics())
     watcher = asyncio.create_task(discovery.from_arguments(args).watch(router.update))
     try:
         if args.interactive:
@@ -51,12 +60,13 @@ async def serve(args: argparse.Namespace) -> None:
         runner = web.AppRunner(Frontend(router).app(), access_log=None, handle_signals=False)
         await runner.setup()
         try:
-            await web.TCPSite(runner, args.http_host, args.http_port, backlog=1024).start()
+            await web.TCPSite(runner, args.http_host, args.http_port, backlog=1024, reuse_port=reuse_port).start()
         except OSError as error:
             raise OSError(f"cannot listen on {args.http_host}:{args.http_port} ({error.strerror}); "
                           f"pass another --http-port") from None
         print(f"frontend ready on http://{args.http_host}:{args.http_port} ({args.router_mode} routing, "
-              f"{args.discovery} discovery, namespace {args.namespace})", file=sys.stderr, flush=True)
+              f"{args.discovery} discovery, namespace {args.namespace}, process {os.getpid()})",
+              file=sys.stderr, flush=True)
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(signum, stop.set)
@@ -68,25 +78,112 @@ async def serve(args: argparse.Namespace) -> None:
         watcher.cancel()
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = preflight("frontend", sys.argv[1:] if argv is None else argv)
-    args = parser().parse_args(argv)
+def run_one(args: argparse.Namespace, reuse_port: bool = False) -> int:
+    """One frontend process's life; its exit status."""
     from dynamo import runtime
-
-    runtime.configure_logging()
     from dynamo.frontend.router import NoWorker
     from dynamo.runtime.discovery import DiscoveryError
 
     try:
-        runtime.run(serve(args))
+        runtime.run(serve(args, reuse_port))
     except (OSError, DiscoveryError) as error:
         print(f"frontend: error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
+        return 1
     except NoWorker as error:
         print(f"frontend: error: no worker served {error.model} within a minute; start one", file=sys.stderr)
-        raise SystemExit(1) from None
+        return 1
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail now, in one line, when something else holds the port: the processes share it with
+    SO_REUSEPORT, which would otherwise let them join another program's port."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp: closed connections may linger
+        try:
+            probe.bind((host, port))
+            probe.listen()
+        except OSError as error:
+            raise SystemExit(f"frontend: error: cannot listen on {host}:{port} ({error.strerror}); "
+                             f"pass another --http-port") from None
+
+
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGTERM when its parent dies, even by SIGKILL (prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: the processes outlive a killed parent
+
+
+def run_many(args: argparse.Namespace, count: int) -> int:
+    """`count` processes on one port (SO_REUSEPORT: the kernel spreads connections over them). Each
+    watches discovery itself; their metrics are summed through PROMETHEUS_MULTIPROC_DIR. SIGTERM or
+    SIGINT stops them all; one that fails stops the others."""
+    check_port(args.http_host, args.http_port)
+    metrics_dir = tempfile.mkdtemp(prefix="dynamo-frontend-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # read when prometheus_client is first imported
+    children: list[int] = []
+    try:
+        for _ in range(count):
+            pid = os.fork()
+            if pid == 0:
+                _die_with_parent()
+                os._exit(run_one(args, reuse_port=True))
+            children.append(pid)
+
+        def forward(signum: int, _frame) -> None:
+            for child in children:
+                try:
+                    os.kill(child, signum)
+                except ProcessLookupError:
+                    pass
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        status = 0
+        while children:
+            pid, code = os.wait()
+            if pid not in children:
+                continue
+            children.remove(pid)
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(pid, metrics_dir)  # its requests in flight count no more
+            code = os.waitstatus_to_exitcode(code)
+            if code != 0 and status == 0:
+                status = code if code > 0 else 1
+                forward(signal.SIGTERM, None)  # a process failed: the port must not half-serve
+        return status
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = preflight("frontend", sys.argv[1:] if argv is None else argv)
+    flags = parser()
+    args = flags.parse_args(argv)
+    if args.migration_limit < 0:
+        flags.error(f"--migration-limit {args.migration_limit}: must not be negative")
+    if args.processes < 0:
+        flags.error(f"--processes {args.processes}: must be 0 (one per core) or more")
+    from dynamo import runtime
+
+    runtime.configure_logging()
+    count = args.processes or len(os.sched_getaffinity(0))
+    if count == 1 or args.interactive:
+        status = run_one(args)
+    else:
+        status = run_many(args, count)
+    if status:
+        raise SystemExit(status)
 
 
 if __name__ == "__main__":

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
+import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dynamo.runtime.discovery import Instance, Snapshot
 from dynamo.runtime.protocol import MAX_FRAME, GenerateRequest, decode, encode, generate_frame
 
+if TYPE_CHECKING:  # prometheus_client must not be imported before the frontend's processes start
+    from dynamo.frontend.metrics import Metrics
+
 ROUTER_MODES = ("round-robin", "least-loaded")
 _GONE = {"error": "the worker went away", "status": 503, "gone": True}
+log = logging.getLogger("dynamo.frontend")
 
 
 class WorkerGone(Exception):
@@ -38,8 +44,10 @@ class NoWorker(Exception):
 class WorkerClient:
     """One connection to one worker, shared by all requests routed there."""
 
-    def __init__(self, instance: Instance) -> None:
+    def __init__(self, instance: Instance, metrics: Metrics | None = None) -> None:
         self.instance = instance
+        self.metrics = metrics
+        self._inflight_gauge = metrics.worker_inflight.labels(instance.id, instance.model) if metrics else None
         self.inflight = 0
         self.broken = False
         self.retired = False
@@ -94,6 +102,8 @@ class WorkerClient:
         queue: asyncio.Queue = asyncio.Queue()
         self._streams[request_id] = queue
         self.inflight += 1
+        if self._inflight_gauge:
+            self._inflight_gauge.inc()
         finished = False
         try:
             writer.write(generate_frame(request_id, request))
@@ -101,6 +111,9 @@ class WorkerClient:
                 frame = await queue.get()
                 if "error" in frame:
                     finished = True
+                    if self.metrics:
+                        self.metrics.worker_errors.labels(self.instance.id, self.instance.model,
+                                                          "gone" if frame.get("gone") else str(frame.get("status"))).inc()
                     if frame.get("gone"):
                         raise WorkerGone(f"worker {self.instance.id} at {self.instance.address} went away")
                     raise WorkerFailed(frame["error"], frame.get("status", 500))
@@ -110,6 +123,8 @@ class WorkerClient:
                     return
         finally:
             self.inflight -= 1
+            if self._inflight_gauge:
+                self._inflight_gauge.dec()
             del self._streams[request_id]
             if not finished and not self.broken:
                 writer.write(encode({"id": request_id, "cancel": True}))  # the client left: stop the engine
@@ -118,12 +133,15 @@ class WorkerClient:
 
 
 class Router:
-    """Keeps a WorkerClient per registered instance and picks one per request."""
+    """Keeps a WorkerClient per registered instance and picks one per request. A request whose
+    worker dies mid-answer moves to another worker up to `migration_limit` times."""
 
-    def __init__(self, mode: str = "round-robin") -> None:
+    def __init__(self, mode: str = "round-robin", migration_limit: int = 0, metrics: Metrics | None = None) -> None:
         if mode not in ROUTER_MODES:
             raise ValueError(f"router mode {mode!r}: choose one of {', '.join(ROUTER_MODES)}")
         self.mode = mode
+        self.migration_limit = migration_limit
+        self.metrics = metrics
         self.clients: dict[str, WorkerClient] = {}
         self.known_models: set[str] = set()
         self._turn = itertools.count()
@@ -136,7 +154,7 @@ class Router:
                 self.clients.pop(instance_id).retire()
         for instance_id, instance in snapshot.items():
             if instance_id not in self.clients:
-                self.clients[instance_id] = WorkerClient(instance)
+                self.clients[instance_id] = WorkerClient(instance, self.metrics)
                 self.known_models.add(instance.model)
         self.changed.set()
         self.changed = asyncio.Event()
@@ -158,20 +176,45 @@ class Router:
         return choices[turn % len(choices)]
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[dict[str, Any]]:
-        """Route the request; a worker that cannot be reached before answering is skipped."""
+        """Route the request; a worker that cannot be reached before answering is skipped, and one
+        that dies while answering is replaced (migration): the next worker gets the request with
+        the answer so far, and goes on from there. The frames read as one answer."""
         tried: set[str] = set()
+        texts: list[str] = []
+        tokens = 0
+        started = False
+        migrations = 0
+        current = request
         while True:
-            client = self.pick(request.model, tried)
-            started = False
             try:
-                async with aclosing(client.generate(request)) as frames:
+                client = self.pick(request.model, tried)
+            except NoWorker:
+                if started:
+                    raise WorkerGone(f"no other worker serves {request.model!r} to finish the answer") from None
+                raise
+            try:
+                async with aclosing(client.generate(current)) as frames:
                     async for frame in frames:
                         if not started:
                             frame["worker"] = client.instance.id  # for the response's x-dynamo-worker
                             started = True
+                        if self.migration_limit:
+                            texts.append(frame["text"])
+                            tokens += frame["tokens"]
                         yield frame
                 return
             except WorkerGone:
-                if started:
-                    raise
                 tried.add(client.instance.id)
+                if not started:
+                    continue  # nothing was said yet: another worker simply answers
+                if migrations >= self.migration_limit:
+                    raise
+                migrations += 1
+                log.warning("worker %s died answering a request for %s; migrating it (%d of %d) after %d tokens",
+                            client.instance.id, request.model, migrations, self.migration_limit, tokens)
+                if self.metrics:
+                    self.metrics.migrations.labels(request.model).inc()
+                current = dataclasses.replace(
+                    request, resumed_text=request.resumed_text + "".join(texts),
+                    resumed_tokens=request.resumed_tokens + tokens,
+                    max_tokens=None if request.max_tokens is None else max(request.max_tokens - tokens, 0))

@@ -1,11 +1,13 @@
-"""The HTTP server: OpenAI's completion endpoints, the model list, health and metrics."""
+"""The HTTP server: OpenAI's completion and Responses endpoints, the models, health and metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import time
-from contextlib import aclosing
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -16,11 +18,15 @@ from dynamo.frontend.openai import (
     CompletionRequest,
     InvalidRequest,
     Response,
+    ResponsesRequest,
+    ResponsesResponse,
     error_body,
     parse,
+    tool_calls,
     usage,
 )
 from dynamo.frontend.router import NoWorker, Router, WorkerFailed, WorkerGone
+from dynamo.runtime.protocol import OPTIONAL_FEATURES, GenerateRequest
 
 log = logging.getLogger("dynamo.frontend")
 MAX_BODY = 16 * 1024 * 1024
@@ -37,6 +43,10 @@ def _sse(body: Any) -> bytes:
     return b"data: " + json.dumps(body, ensure_ascii=False).encode() + b"\n\n"
 
 
+def _event(body: dict[str, Any]) -> bytes:
+    return f"event: {body['type']}\n".encode() + _sse(body)
+
+
 def no_worker_error(error: NoWorker) -> InvalidRequest:
     if error.known or not error.available:
         return InvalidRequest(f"no worker serves model {error.model!r} right now; start one, for example "
@@ -49,7 +59,9 @@ def no_worker_error(error: NoWorker) -> InvalidRequest:
 def failure(error: WorkerFailed | WorkerGone, model: str) -> InvalidRequest:
     if isinstance(error, WorkerFailed):
         kind = "invalid_request_error" if error.status < 500 else "server_error"
-        return InvalidRequest(str(error), status=error.status, kind=kind)
+        named = str(error).split(":", 1)[0]
+        param = named if named in OPTIONAL_FEATURES else None  # the worker refused an optional feature
+        return InvalidRequest(str(error), param=param, status=error.status, kind=kind)
     return InvalidRequest(f"the worker serving {model!r} stopped while answering ({error}); retry", status=503,
                           kind="service_unavailable", code="worker_gone")
 
@@ -73,37 +85,90 @@ async def openai_errors(request: web.Request, handler) -> web.StreamResponse:
         return _json(error_body("internal error in the frontend; see its log", "server_error"), 500)
 
 
+class Answer:
+    """One choice's frames, gathered: its text, tokens, logprobs and how it ended."""
+    __slots__ = ("texts", "characters", "tokens", "logprobs", "finish", "prompt_tokens")
+
+    def __init__(self, logprobs: bool) -> None:
+        self.texts: list[str] = []
+        self.characters = 0  # the text's length so far: where the next piece starts
+        self.tokens = 0
+        self.logprobs: list[dict[str, Any]] | None = [] if logprobs else None
+        self.finish: str | None = None
+        self.prompt_tokens = 0
+
+    def add(self, frame: dict[str, Any]) -> None:
+        self.texts.append(frame["text"])
+        self.characters += len(frame["text"])
+        self.tokens += frame["tokens"]
+        if self.logprobs is not None:
+            self.logprobs.extend(frame.get("logprobs") or [])
+        if "finish" in frame:
+            self.finish, self.prompt_tokens = frame["finish"], frame["prompt_tokens"]
+
+    def text(self) -> str:
+        return "".join(self.texts)
+
+
+def _uses_tools(request: GenerateRequest) -> bool:
+    return bool(request.tools) and request.tool_choice != "none"
+
+
+def _ending(answer: Answer, request: GenerateRequest) -> tuple[str | None, list[dict[str, Any]], str]:
+    """(content, tool calls, finish reason) of a finished answer."""
+    text = answer.text()
+    if not _uses_tools(request):
+        return text, [], answer.finish
+    content, calls = tool_calls(text, request.forced_tool_call())
+    return content, calls, "tool_calls" if calls else answer.finish
+
+
 class Frontend:
     def __init__(self, router: Router, metrics: Metrics | None = None) -> None:
         self.router = router
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or router.metrics or Metrics()
         self.first_seen: dict[str, int] = {}
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[openai_errors], client_max_size=MAX_BODY)
         app.add_routes([
             web.get("/v1/models", self.models),
+            web.get("/v1/models/{model:.+}", self.model),
             web.post("/v1/chat/completions", self.chat),
             web.post("/v1/completions", self.completions),
+            web.post("/v1/responses", self.responses),
             web.get("/health", self.health),
             web.get("/live", self.live),
             web.get("/metrics", self.exposition),
         ])
         return app
 
+    def _model_object(self, name: str, now: int) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": self.first_seen.setdefault(name, now), "owned_by": "dynamo"}
+
     async def models(self, _request: web.Request) -> web.Response:
         now = int(time.time())
-        data = [{"id": name, "object": "model", "created": self.first_seen.setdefault(name, now), "owned_by": "dynamo"}
-                for name in self.router.models()]
-        return _json({"object": "list", "data": data})
+        return _json({"object": "list", "data": [self._model_object(name, now) for name in self.router.models()]})
+
+    async def model(self, request: web.Request) -> web.Response:
+        name = request.match_info["model"]
+        served = self.router.models()
+        if name not in served:
+            raise InvalidRequest(f"the model {name!r} does not exist; models served now: "
+                                 f"{', '.join(served) or 'none'}", param="model", status=404,
+                                 code="model_not_found")
+        return _json(self._model_object(name, int(time.time())))
 
     async def health(self, _request: web.Request) -> web.Response:
+        totals = self.metrics.worker_inflight_totals()  # all processes' requests, when there are several
         instances = [{"id": c.instance.id, "model": c.instance.model, "framework": c.instance.framework,
-                      "address": c.instance.address, "inflight": c.inflight}
+                      "address": c.instance.address,
+                      "inflight": c.inflight if totals is None else totals.get(c.instance.id, 0)}
                      for c in self.router.clients.values() if not c.broken]
         if not instances:
-            return _json({"status": "unhealthy", "message": "no worker is registered", "instances": []}, 503)
-        return _json({"status": "healthy", "instances": instances})
+            return _json({"status": "unhealthy", "message": "no worker is registered", "instances": [],
+                          "process": os.getpid()}, 503)
+        return _json({"status": "healthy", "instances": instances, "process": os.getpid()})
 
     async def live(self, _request: web.Request) -> web.Response:
         return _json({"status": "live"})
@@ -112,94 +177,259 @@ class Frontend:
         return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        return await self._complete(request, ChatRequest, "chat_completions")
+        return await self._serve(request, ChatRequest, "chat_completions")
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
-        return await self._complete(request, CompletionRequest, "completions")
+        return await self._serve(request, CompletionRequest, "completions")
 
-    async def _complete(self, http: web.Request, kind: type, endpoint: str) -> web.StreamResponse:
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, ResponsesRequest, "responses")
+
+    async def _serve(self, http: web.Request, kind: type, endpoint: str) -> web.StreamResponse:
+        """Parse, route every choice, answer; counts the request whatever happens."""
         start = time.perf_counter()
         parsed = parse(kind, await http.read())
-        request = parsed.to_generate()
-        request_type = "stream" if parsed.stream else "unary"
+        requests = parsed.to_generate()
+        model = parsed.model
+        label = model if model in self.router.known_models else "unknown"
         status = "error"
-        inflight = None
+        inflight = frames = None
+        generators = [self.router.generate(request) for request in requests]
         try:
-            async with aclosing(self.router.generate(request)) as frames:
-                try:
-                    first = await anext(frames)
-                except NoWorker as error:
-                    raise no_worker_error(error) from None
-                except (WorkerFailed, WorkerGone) as error:
-                    raise failure(error, request.model) from None
-                inflight = self.metrics.inflight.labels(request.model)
-                inflight.inc()
-                self.metrics.ttft.labels(request.model).observe(time.perf_counter() - start)
-                response = Response(chat=kind is ChatRequest, model=request.model)
-                if parsed.stream:
-                    result, completed = await self._stream(http, response, first, frames, parsed.include_usage())
-                else:
-                    result, completed = await self._collect(response, first, frames), True
-                if completed:
-                    status = "success"
-                    self.metrics.duration.labels(request.model).observe(time.perf_counter() - start)
-                return result
+            firsts = await self._first_frames(generators, model, label)
+            inflight = self.metrics.inflight.labels(model)
+            inflight.inc()
+            self.metrics.ttft.labels(model).observe(time.perf_counter() - start)
+            frames = _merged(generators, firsts)
+            answers = [Answer(request.logprobs is not None) for request in requests]
+            if kind is ResponsesRequest:
+                result, completed = await self._respond(http, parsed, requests[0], answers[0], frames, firsts[0])
+            elif parsed.stream:
+                result, completed = await self._stream(http, Response(kind is ChatRequest, model), requests, answers,
+                                                       frames, firsts[0]["worker"], parsed.n, parsed.include_usage())
+            else:
+                result, completed = await self._collect(Response(kind is ChatRequest, model), requests, answers,
+                                                        frames, firsts[0]["worker"], parsed.n), True
+                if http.transport is None or http.transport.is_closing():  # the client left while we waited
+                    self.metrics.disconnects.labels(model).inc()
+            if completed:
+                status = "success"
+                self.metrics.duration.labels(model).observe(time.perf_counter() - start)
+            return result
         finally:
             if inflight is not None:
                 inflight.dec()
-            model = request.model if request.model in self.router.known_models else "unknown"
-            self.metrics.requests.labels(model, endpoint, request_type, status).inc()
+            if frames is not None:
+                await frames.aclose()
+            for generator in generators:
+                await generator.aclose()  # a request cut short: its worker is told to stop
+            self.metrics.requests.labels(label, endpoint, "stream" if parsed.stream else "unary", status).inc()
 
-    async def _collect(self, response: Response, first: dict, frames) -> web.Response:
-        itl = self.metrics.itl.labels(response.model)
-        texts, tokens = [first["text"]], first["tokens"]
-        frame, last = first, time.perf_counter()
+    async def _first_frames(self, generators: list[AsyncIterator[dict]], model: str, label: str) -> list[dict]:
+        """Each choice's first frame, once its worker answers; errors before it are the HTTP status."""
+        queued = self.metrics.queued.labels(label)
+        queued.inc()
         try:
-            while "finish" not in frame:
-                frame = await anext(frames)
-                now = time.perf_counter()
-                itl.observe(now - last)
-                last = now
-                texts.append(frame["text"])
-                tokens += frame["tokens"]
-        except (WorkerFailed, WorkerGone) as error:
-            raise failure(error, response.model) from None
-        self.metrics.output_tokens.labels(response.model).inc(tokens)
-        answer = _json(response.complete("".join(texts), frame["finish"], usage(frame["prompt_tokens"], tokens)))
-        answer.headers[WORKER_HEADER] = first["worker"]
-        return answer
+            if len(generators) == 1:
+                results: list[Any] = [await _first(generators[0])]
+            else:
+                results = await asyncio.gather(*(_first(generator) for generator in generators))
+        finally:
+            queued.dec()
+        for result in results:
+            if isinstance(result, NoWorker):
+                raise no_worker_error(result)
+            if isinstance(result, WorkerFailed | WorkerGone):
+                raise failure(result, model)
+        return results
 
-    async def _stream(self, http: web.Request, response: Response, first: dict, frames,
-                      include_usage: bool) -> tuple[web.StreamResponse, bool]:
-        """The answer as server-sent events; says whether it ended as the engine meant it to."""
-        itl = self.metrics.itl.labels(response.model)
-        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                             WORKER_HEADER: first["worker"]})
-        await stream.prepare(http)
-        frame, tokens, last, started, completed = first, 0, time.perf_counter(), False, False
+    def _finished(self, answer: Answer, model: str) -> None:
+        self.metrics.input_length.labels(model).observe(answer.prompt_tokens)
+        self.metrics.output_length.labels(model).observe(answer.tokens)
+        self.metrics.output_tokens.labels(model).inc(answer.tokens)
+
+    async def _frames(self, frames: AsyncIterator[tuple[int, dict]], model: str
+                      ) -> AsyncIterator[tuple[int, dict]]:
+        """The frames, timed for the inter-token latency; a worker's failure as InvalidRequest."""
+        itl = self.metrics.itl.labels(model)
+        last = time.perf_counter()
         try:
-            try:
-                while True:
-                    tokens += frame["tokens"]
-                    if frame["text"] or not started:  # the first chunk names the role, even when empty
-                        await stream.write(_sse(response.chunk(frame["text"], first=not started)))
-                        started = True
-                    if "finish" in frame:
-                        await stream.write(_sse(response.chunk("", frame["finish"])))
-                        if include_usage:
-                            await stream.write(_sse(response.usage_chunk(usage(frame["prompt_tokens"], tokens))))
-                        completed = True
-                        break
-                    frame = await anext(frames)
+            first = True
+            async for index, frame in frames:
+                if not first:
                     now = time.perf_counter()
                     itl.observe(now - last)
                     last = now
-            except (WorkerFailed, WorkerGone) as error:
-                problem = failure(error, response.model)
+                first = False
+                yield index, frame
+        except (WorkerFailed, WorkerGone) as error:
+            raise failure(error, model) from None
+
+    async def _collect(self, response: Response, requests: list[GenerateRequest], answers: list[Answer],
+                       frames: AsyncIterator[tuple[int, dict]], worker: str, n: int) -> web.Response:
+        """The whole answer as one object; a prompt's tokens count once in the usage, whatever n."""
+        async for index, frame in self._frames(frames, response.model):
+            answers[index].add(frame)
+        choices = []
+        for index, (request, answer) in enumerate(zip(requests, answers)):
+            self._finished(answer, response.model)
+            content, calls, finish = _ending(answer, request)
+            choices.append(response.choice(index, content, finish, answer.logprobs, calls))
+        body = response.complete(choices, usage(sum(a.prompt_tokens for a in answers[::n]),
+                                                sum(a.tokens for a in answers)))
+        answer = _json(body)
+        answer.headers[WORKER_HEADER] = worker
+        return answer
+
+    async def _stream(self, http: web.Request, response: Response, requests: list[GenerateRequest],
+                      answers: list[Answer], frames: AsyncIterator[tuple[int, dict]], worker: str, n: int,
+                      include_usage: bool) -> tuple[web.StreamResponse, bool]:
+        """The answer as server-sent events; says whether it ended as the engine meant it to."""
+        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                             WORKER_HEADER: worker})
+        await stream.prepare(http)
+        started = [False] * len(requests)
+        buffered = [_uses_tools(request) for request in requests]  # tool calls are known at the end only
+        completed = False
+        try:
+            try:
+                async for index, frame in self._frames(frames, response.model):
+                    answer = answers[index]
+                    offset = answer.characters
+                    answer.add(frame)
+                    if (frame["text"] or not started[index] or frame.get("logprobs")) and not buffered[index]:
+                        await stream.write(_sse(response.chunk(frame["text"], first=not started[index], index=index,
+                                                               logprobs=frame.get("logprobs") if answer.logprobs
+                                                               is not None else None, offset=offset)))
+                        started[index] = True
+                    if "finish" in frame:
+                        self._finished(answer, response.model)
+                        content, calls, finish = _ending(answer, requests[index])
+                        if buffered[index]:
+                            await stream.write(_sse(response.chunk(content, first=True, index=index, calls=calls,
+                                                                   logprobs=answer.logprobs)))
+                        await stream.write(_sse(response.chunk("", finish, index=index)))
+                completed = True
+                if include_usage:
+                    await stream.write(_sse(response.usage_chunk(usage(
+                        sum(a.prompt_tokens for a in answers[::n]),
+                        sum(a.tokens for a in answers)))))
+            except InvalidRequest as problem:
                 await stream.write(_sse(error_body(str(problem), problem.kind, code=problem.code)))
             await stream.write(SSE_DONE)
             await stream.write_eof()
         except ConnectionResetError:
-            pass  # the client left; closing the frames tells the worker to stop
-        self.metrics.output_tokens.labels(response.model).inc(tokens)
+            self.metrics.disconnects.labels(response.model).inc()  # closing the frames tells the worker to stop
         return stream, completed
+
+    async def _respond(self, http: web.Request, parsed: ResponsesRequest, request: GenerateRequest, answer: Answer,
+                       frames: AsyncIterator[tuple[int, dict]], first: dict) -> tuple[web.StreamResponse, bool]:
+        """A Responses API answer: one object, or its events when streaming."""
+        response = ResponsesResponse(parsed)
+        if not parsed.stream:
+            async for _, frame in self._frames(frames, parsed.model):
+                answer.add(frame)
+            self._finished(answer, parsed.model)
+            content, calls, finish = _ending(answer, request)
+            body = response.body("incomplete" if finish == "length" else "completed", response.output(content, calls),
+                                 (answer.prompt_tokens, answer.tokens), finish)
+            result = _json(body)
+            result.headers[WORKER_HEADER] = first["worker"]
+            return result, True
+        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                             WORKER_HEADER: first["worker"]})
+        await stream.prepare(http)
+        buffered = _uses_tools(request)
+        item = {"item_id": response.message_id, "output_index": 0, "content_index": 0}
+        completed = False
+        try:
+            await stream.write(_event(response.event("response.created", response=response.body("in_progress", []))))
+            await stream.write(_event(response.event("response.in_progress",
+                                                     response=response.body("in_progress", []))))
+            if not buffered:
+                await stream.write(_event(response.event("response.output_item.added", output_index=0,
+                                                         item=response.message("", "in_progress"))))
+                await stream.write(_event(response.event("response.content_part.added", **item, part={
+                    "type": "output_text", "text": "", "annotations": []})))
+            try:
+                async for _, frame in self._frames(frames, parsed.model):
+                    answer.add(frame)
+                    if frame["text"] and not buffered:
+                        await stream.write(_event(response.event("response.output_text.delta", **item,
+                                                                 delta=frame["text"], logprobs=[])))
+            except InvalidRequest as problem:
+                await stream.write(_event(response.event("error", code=problem.code, message=str(problem),
+                                                         param=None)))
+                await stream.write_eof()
+                return stream, False
+            self._finished(answer, parsed.model)
+            content, calls, finish = _ending(answer, request)
+            output = response.output(content, calls)
+            if not buffered:
+                text = answer.text()
+                await stream.write(_event(response.event("response.output_text.done", **item, text=text,
+                                                         logprobs=[])))
+                await stream.write(_event(response.event("response.content_part.done", **item, part={
+                    "type": "output_text", "text": text, "annotations": []})))
+                await stream.write(_event(response.event("response.output_item.done", output_index=0,
+                                                         item=output[0])))
+            else:
+                for index, done in enumerate(output):
+                    await stream.write(_event(response.event("response.output_item.added", output_index=index,
+                                                             item=done)))
+                    await stream.write(_event(response.event("response.output_item.done", output_index=index,
+                                                             item=done)))
+            status = "incomplete" if finish == "length" else "completed"
+            await stream.write(_event(response.event(f"response.{status}", response=response.body(
+                status, output, (answer.prompt_tokens, answer.tokens), finish))))
+            await stream.write_eof()
+            completed = True
+        except ConnectionResetError:
+            self.metrics.disconnects.labels(parsed.model).inc()
+        return stream, completed
+
+
+async def _first(generator: AsyncIterator[dict]) -> Any:
+    """The generator's first frame, or the routing error that came instead."""
+    try:
+        return await anext(generator)
+    except (NoWorker, WorkerFailed, WorkerGone) as error:
+        return error
+
+
+async def _merged(generators: list[AsyncIterator[dict]], firsts: list[dict]) -> AsyncIterator[tuple[int, dict]]:
+    """The choices' frames as (choice index, frame), in the order they come; the first frames first."""
+    for index, first in enumerate(firsts):
+        yield index, first
+    running = [generator for generator, first in zip(generators, firsts) if "finish" not in first]
+    if len(generators) == 1:
+        if running:
+            async for frame in generators[0]:
+                yield 0, frame
+        return
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump(index: int, generator: AsyncIterator[dict]) -> None:
+        try:
+            async for frame in generator:
+                queue.put_nowait((index, frame))
+        except Exception as error:  # handed to the reader, raised there
+            queue.put_nowait((index, error))
+        queue.put_nowait((index, None))
+
+    tasks = [asyncio.create_task(pump(index, generator)) for index, (generator, first)
+             in enumerate(zip(generators, firsts)) if "finish" not in first]
+    try:
+        left = len(tasks)
+        while left:
+            index, frame = await queue.get()
+            if frame is None:
+                left -= 1
+            elif isinstance(frame, Exception):
+                raise frame
+            else:
+                yield index, frame
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +22,8 @@ def completion_kwargs(request: GenerateRequest, context_length: int, prompt_toke
     """Our request as `Llama.create_completion` arguments (its defaults where we have none).
     RequestError when the prompt and the answer do not fit in the context."""
     kwargs = request.sampling()
+    if request.logprobs is not None:
+        kwargs["logprobs"] = request.logprobs
     room = context_length - prompt_tokens
     kwargs.setdefault("max_tokens", room)  # as OpenAI: up to the context's end
     if room <= 0 or kwargs["max_tokens"] > room:
@@ -30,35 +33,74 @@ def completion_kwargs(request: GenerateRequest, context_length: int, prompt_toke
     return kwargs
 
 
+def grammar(request: GenerateRequest) -> Any:
+    """The llama.cpp grammar that holds the answer to the request's JSON schema (a forced tool call,
+    response_format), or None."""
+    schema = request.output_schema()
+    if schema is None:
+        return None
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    try:
+        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    except (ValueError, RuntimeError, KeyError, TypeError) as error:
+        raise RequestError(f"response_format: llama.cpp cannot turn this JSON schema into a grammar ({error})") \
+            from None
+
+
+def logprobs(piece: dict[str, Any] | None, wanted: int) -> list[dict[str, Any]] | None:
+    """llama.cpp's logprobs of one streamed piece, as ours: the token, its logprob, the top `wanted`."""
+    if piece is None:
+        return None
+    entries = []
+    for token, logprob, top in zip(piece["tokens"], piece["token_logprobs"], piece["top_logprobs"]):
+        best = sorted((top or {}).items(), key=lambda item: item[1], reverse=True)[:wanted]
+        entries.append({"token": token, "logprob": logprob,
+                        "top": [{"token": text, "logprob": value} for text, value in best]})
+    return entries
+
+
 class LlamaCppEngine:
-    def __init__(self, llm: Any) -> None:
+    """`logits_all`: the model was loaded keeping every position's logits, which logprobs need."""
+
+    def __init__(self, llm: Any, logits_all: bool = False) -> None:
         self.llm = llm
         self.turn = asyncio.Lock()
         self.formatter = _chat_formatter(llm)
+        self.features = frozenset({"tools", "response_format"} | ({"logprobs"} if logits_all else set()))
 
     def prompt_tokens(self, request: GenerateRequest) -> list[int]:
-        """The prompt as the model's tokens; chats go through the GGUF's chat template."""
+        """The prompt as the model's tokens; chats go through the GGUF's chat template, with the tools."""
+        if request.prompt_token_ids is not None:
+            return list(request.prompt_token_ids)
         if request.messages is None:
             return self.llm.tokenize((request.prompt or "").encode(), add_bos=True, special=True)
         if self.formatter is None:
             raise RequestError("this GGUF model has no chat template (tokenizer.chat_template); "
                                "use /v1/completions with a prompt")
-        formatted = self.formatter(messages=request.messages)
+        formatted = self.formatter(messages=request.messages, tools=request.tools, tool_choice=request.tool_choice)
         return self.llm.tokenize(formatted.prompt.encode(), add_bos=not formatted.added_special, special=True)
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
         async with self.turn:
             prompt = self.prompt_tokens(request)
-            kwargs = completion_kwargs(request, self.llm.n_ctx(), len(prompt))
+            # A migrated request goes on after the answer so far, which is not part of the prompt's count.
+            resumed = self.llm.tokenize(request.resumed_text.encode(), add_bos=False, special=False) \
+                if request.resumed_text else []
+            kwargs = completion_kwargs(request, self.llm.n_ctx(), len(prompt) + len(resumed))
             counted = 0
-            async for piece in _threaded(self.llm.create_completion(prompt=prompt, stream=True, **kwargs)):
+            pieces = self.llm.create_completion(prompt=prompt + resumed, stream=True, grammar=grammar(request),
+                                                **kwargs)
+            async for piece in _threaded(pieces):
                 choice = piece["choices"][0]
                 text, finish = choice.get("text") or "", choice.get("finish_reason")
                 # A piece is a token, except where llama.cpp held back a partial character and joined
                 # pieces; at the length limit the count is exact.
                 tokens = max(kwargs["max_tokens"] - counted, 0) if finish == "length" else int(bool(text))
                 counted += tokens
-                yield Chunk(text=text, tokens=tokens, finish=finish, prompt_tokens=len(prompt) if finish else None)
+                yield Chunk(text=text, tokens=tokens, finish=finish, prompt_tokens=len(prompt) if finish else None,
+                            logprobs=logprobs(choice.get("logprobs"), request.logprobs or 0)
+                            if request.logprobs is not None else None)
                 if finish:
                     return
             yield Chunk(finish="stop", prompt_tokens=len(prompt))
@@ -114,6 +156,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--n-gpu-layers", type=int, default=-1,
                        help="layers to put on the GPU when llama.cpp was built for one (default: all)")
     group.add_argument("--threads", type=int, help="CPU threads (default: llama.cpp's choice)")
+    group.add_argument("--logits-all", action="store_true",
+                       help="keep every position's logits so that requests may ask for logprobs "
+                            "(memory: context length × vocabulary × 4 bytes)")
 
 
 def create(args: argparse.Namespace, _engine_flags: list[str]) -> LlamaCppEngine:
@@ -127,7 +172,7 @@ def create(args: argparse.Namespace, _engine_flags: list[str]) -> LlamaCppEngine
         raise EngineError("llama-cpp-python is not installed; pip install 'dynamo[llama_cpp]'") from None
     try:
         llm = Llama(model_path=path, n_ctx=args.context_length or DEFAULT_CONTEXT, n_gpu_layers=args.n_gpu_layers,
-                    n_threads=args.threads, verbose=False)
+                    n_threads=args.threads, logits_all=args.logits_all, verbose=False)
     except ValueError as error:
         raise EngineError(f"{path}: llama.cpp cannot load it ({error})") from None
-    return LlamaCppEngine(llm)
+    return LlamaCppEngine(llm, args.logits_all)

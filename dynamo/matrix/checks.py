@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Callable
+from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-Check = Callable[[str], "str | None"]
+Check = Callable[[Any], "str | None"]
 CAVEAT_DIMENSIONS = ("framework", "python", "os", "arch", "cuda", "feature")
 
 # registry/path:tag or @digest, lower-case path components (the Docker reference grammar, simplified)
@@ -45,6 +47,23 @@ image_repository = _matching(_REPOSITORY, 'an image repository without a tag suc
                              ' "nvcr.io/nvidia/ai-dynamo/vllm-runtime"')
 caveat_dimension = _matching("|".join(CAVEAT_DIMENSIONS), "one of " + ", ".join(CAVEAT_DIMENSIONS))
 version = _parses(Version, InvalidVersion, 'a PEP 440 version such as "0.12.0" or "1.2.0rc6.post1"')
+
+
+def date(value: str) -> str | None:
+    expected = 'a date YYYY-MM-DD such as "2026-02-11", or a month YYYY-MM'
+    try:
+        datetime.date.fromisoformat(value if len(value) == 10 else value + "-01")
+    except ValueError:
+        return expected
+    return None if re.fullmatch(r"\d{4}-\d{2}(-\d{2})?", value, re.ASCII) else expected
+
+
+def port(value: int) -> str | None:
+    return None if 1 <= value <= 65535 else "a TCP port from 1 to 65535"
+
+
+def positive(value: int) -> str | None:
+    return None if value > 0 else "a whole number above 0"
 
 
 def specifier(value: str) -> str | None:

@@ -18,6 +18,7 @@ from typing import Any, Literal, NamedTuple, Union
 
 Path = tuple[typing.Union[str, int], ...]
 INVALID: Any = object()
+INT64 = (-(2**63), 2**63 - 1)
 
 
 class Problem(NamedTuple):
@@ -94,6 +95,10 @@ def convert(tp: Any, raw: Any, path: Path, problems: list[Problem],
             return _problem(problems, path, f"expected {expectation(tp)}, got {describe(raw)}")
         result, ok = {}, True
         for key, value in raw.items():
+            if (bad := _control_character(key)) is not None:
+                _problem(problems, path + (key,), f"the key contains the control character {bad}; remove it")
+                ok = False
+                continue
             if keys is not None and (expected := keys(key)) is not None:
                 _problem(problems, path + (key,), f"invalid key {key!r}: expected {expected}")
                 ok = False
@@ -104,10 +109,20 @@ def convert(tp: Any, raw: Any, path: Path, problems: list[Problem],
     if tp in (str, int, bool):
         if type(raw) is not tp:
             return _problem(problems, path, f"expected {expectation(tp)}, got {describe(raw)}")
-        if check is not None and tp is str and (expected := check(raw)) is not None:
+        if tp is str and (bad := _control_character(raw)) is not None:
+            return _problem(problems, path, f"the text contains the control character {bad}; remove it")
+        if tp is int and not INT64[0] <= raw <= INT64[1]:
+            return _problem(problems, path, f"{describe(raw)} is outside TOML's 64-bit integers; use a real value")
+        if check is not None and tp is not bool and (expected := check(raw)) is not None:
             return _problem(problems, path, f"expected {expected}, got {raw!r}")
         return raw
     raise TypeError(f"the matrix model uses an unsupported type: {tp!r}")  # a bug in model.py
+
+
+def _control_character(text: str) -> str | None:
+    """The first control character in text (written on into Dockerfiles and docs), as U+XXXX."""
+    found = next((ch for ch in text if ord(ch) < 0x20 or ord(ch) == 0x7F), None)
+    return None if found is None else f"U+{ord(found):04X}"
 
 
 def _is_union(origin: Any) -> bool:

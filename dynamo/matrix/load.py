@@ -77,6 +77,11 @@ def loads(text: str, source: str = "<matrix>", trusted: bool = False) -> Matrix:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise MatrixInvalid(source, [Problem((), f"invalid TOML: {exc}")]) from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        line = next((i for i, text in enumerate(text.splitlines(), 1) if text.count("[") + text.count("{") > 64), None)
+        where = f"line {line}: " if line else ""
+        raise MatrixInvalid(source, [Problem((), f"{where}arrays or inline tables nested too deep to read (the"
+                                             f" schema needs only a few levels); flatten them")]) from None
     return from_dict(raw, source, trusted)
 
 

@@ -60,6 +60,8 @@ class CpuArch:
 @dataclass(frozen=True, kw_only=True)
 class GpuArch:
     name: str
+    # the lowest and highest compute capability of the architecture (NVIDIA's numbering)
+    capabilities: tuple[str, ...] = checked(checks.compute_capability, default=())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,8 +103,8 @@ class Platform:
 
 @dataclass(frozen=True, kw_only=True)
 class MinHost:
-    ram_gib: int
-    cpu_cores: int
+    ram_gib: int = required(checks.positive)
+    cpu_cores: int = required(checks.positive)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,8 +117,11 @@ class Engine:
     pins: dict[str, str] = checked(checks.version, keys=checks.distribution, factory=dict)
     cuda: dict[str, Support] = checked(keys=checks.cuda_version, factory=dict)
     base_image: str | dict[str, str] | None = checked(checks.image_ref)
+    nixl: str | None = checked(checks.version)  # this engine's NIXL; absent: the release's nixl
+    cuda_archs: tuple[str, ...] | None = checked(checks.compute_capability)  # absent: the framework's
     planned: bool = False
     note: str | None = None
+    upstream_version: str | None = checked(checks.version)  # upstream's differing value; ours is kept
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,7 +146,9 @@ class Release(ReleaseFields):
     label: str | None = None
     patch_of: str | None = None
     github_release: bool = True
-    nixl: str | None = checked(checks.version)
+    published: str | None = checked(checks.date)  # YYYY-MM-DD, or YYYY-MM where only the month is known
+    wheel: str | None = checked(checks.version)  # the ai-dynamo wheel's version where it is not the tag
+    nixl: str | None = checked(checks.version)  # every engine's NIXL unless the engine sets its own
     base_container: str | None = None
     note: str | None = None
     artifacts: tuple[str, ...] | None = None
@@ -159,7 +166,7 @@ class Caveat:
     since: str | None = checked(checks.version)
     fix: str | None = None
     avoid_flags: tuple[str, ...] = ()
-    ports: tuple[int, ...] = ()
+    ports: tuple[int, ...] = checked(checks.port, default=())
     link: str | None = None
 
 
@@ -170,9 +177,18 @@ class Artifact:
     title: str | None = None
     image: str | None = checked(checks.image_repository)
     framework: str | None = None
-    cuda_major: int | None = None
+    cuda_major: int | None = checked(checks.positive)
     since: str | None = checked(checks.version)
+    dropped_in: str | None = checked(checks.version)  # the first release that no longer publishes it
     note: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForwardCompat:
+    """The forward-compatibility clauses of our images' NVIDIA_REQUIRE_CUDA (NVIDIA's base images' own)."""
+
+    brands: tuple[str, ...] = checked(checks.identifier, default=())
+    branches: dict[str, tuple[int, ...]] = checked(keys=checks.cuda_version, factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -193,3 +209,6 @@ class Matrix:
     release: dict[str, Release] = required(keys=checks.release_name)
     caveat: tuple[Caveat, ...] = ()
     artifact: dict[str, Artifact] = checked(factory=dict)
+    forward_compat: ForwardCompat | None = None
+    # NVIDIA's published GPUs: compute capability -> NVML brand -> names
+    gpu: dict[str, dict[str, tuple[str, ...]]] = checked(keys=checks.compute_capability, factory=dict)

@@ -6,6 +6,8 @@ Python) is a valid build target; `resolve` fills in defaults and `targets` enume
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import platform as _platform
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -63,6 +65,12 @@ class Target:
 
 # -- small helpers ----------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=4096)
+def version(text: str) -> Version:
+    """A parsed version, cached: every target compares the same few release and CUDA versions."""
+    return Version(text)
+
+
 def human_list(items: Iterable[str], conjunction: str = "and") -> str:
     items = list(items)
     if not items:
@@ -106,15 +114,31 @@ def engine_devices(matrix: Matrix, framework: str, engine: Engine) -> list[str]:
 
 
 def cuda_offer(matrix: Matrix, framework: str, engine: Engine) -> str:
-    """E.g. "CUDA 12.9 and 13.0 (experimental)" or "CUDA 13.0 only"."""
+    """E.g. "CUDA 12.9 and 13.0 (experimental)", "CUDA 13.0 only" or "only a CPU build"."""
     parts = [f"{cuda} (experimental)" if engine.cuda[cuda] == "experimental" else cuda
              for cuda in sorted(engine.cuda, key=Version)]
-    text = f"CUDA {human_list(parts)}" if parts else "no CUDA toolkit in the matrix"
-    if len(parts) == 1:
-        text += " only"
-    if matrix.framework[framework].cpu:
-        text += " and a CPU build" if parts else "; a CPU build"
-    return text
+    cpu = matrix.framework[framework].cpu
+    if not parts:
+        return "only a CPU build" if cpu else "no build (no CUDA toolkit in the matrix)"
+    text = f"CUDA {human_list(parts)}" + (" only" if len(parts) == 1 and not cpu else "")
+    return text + (" and a CPU build" if cpu else "")
+
+
+def buildable(matrix: Matrix, cc: str, cuda: str) -> bool:
+    """Whether a toolkit can target a compute capability (first_cuda <= cuda < dropped_in)."""
+    info = matrix.compute_capability[cc]
+    return ((info.first_cuda is None or version(info.first_cuda) <= version(cuda))
+            and (info.dropped_in is None or version(cuda) < version(info.dropped_in)))
+
+
+def engine_archs(matrix: Matrix, framework: str, engine: Engine) -> tuple[str, ...]:
+    """The compute capabilities an engine's kernels are built for: its own list, else its framework's."""
+    return engine.cuda_archs if engine.cuda_archs is not None else matrix.framework[framework].cuda_archs
+
+
+def engine_nixl(release: Release, engine: Engine) -> str | None:
+    """The NIXL an engine's images carry: its own pin, else the release's; None where unknown."""
+    return engine.nixl or release.nixl
 
 
 def releases_offering(matrix: Matrix, framework: str, device: str | None = None) -> list[str]:
@@ -141,7 +165,7 @@ def caveat_applies(caveat: Caveat, release: str, context: dict[str, object]) -> 
 
 def reaches(release: str, since: str | None) -> bool:
     """Whether a release is at or after `since` (main is after everything)."""
-    return since is None or release == "main" or Version(release) >= Version(since)
+    return since is None or release == "main" or version(release) >= version(since)
 
 
 def caveat_in_release(caveat: Caveat, release: str) -> bool:
@@ -231,7 +255,7 @@ def evaluate(matrix: Matrix, release_name: str, framework: str, device: str, arc
         raise InvalidCombination(
             f"{os_info.name} {os_info.version} on {arch_name(arch)} is not a supported platform in {release_name}")
 
-    nixl = release.nixl if fw.nixl else None
+    nixl = engine_nixl(release, engine) if fw.nixl else None
     features = {"nixl"} if nixl else set()
     context = {"framework": framework, "python": python, "os": release.image_os, "arch": arch,
                "cuda": None if device == CPU else device, "feature": features}
@@ -275,7 +299,8 @@ def evaluate(matrix: Matrix, release_name: str, framework: str, device: str, arc
         driver_linux=cuda.driver_linux if cuda else None,
         published_linux=cuda.published_linux if cuda else None,
         published_windows=cuda.published_windows if cuda else None,
-        cuda_archs=fw.cuda_archs if cuda else (), notes=tuple(experimental + warnings))
+        cuda_archs=tuple(cc for cc in engine_archs(matrix, framework, engine) if buildable(matrix, cc, device))
+        if cuda else (), notes=tuple(experimental + warnings))
 
 
 def engine_requirements(fw: Framework, engine: Engine) -> list[str]:
@@ -311,15 +336,48 @@ def default_device(matrix: Matrix, release: str, framework: str) -> str:
 
 def resolve(matrix: Matrix, framework: str, release: str | None = None, cuda: str | None = None,
             arch: str | None = None, python: str | None = None, base_image: str | None = None) -> Target:
-    """Fill in the defaults (latest release, newest supported CUDA, this host's CPU, the release's
-    default Python) and evaluate."""
-    release = find_release(matrix, release or matrix.latest)
-    rel = matrix.release[release]
-    device = cuda.lower().removeprefix("cuda") if cuda else default_device(matrix, release, framework)
-    if device in ("none", "cpu"):
-        device = CPU
-    return evaluate(matrix, release, framework, device, arch or host_arch(matrix),
-                    python or rel.python_default, base_image)
+    """Fill in the defaults (the latest release that ships the framework on the asked device, newest
+    supported CUDA, this host's CPU, the release's default Python) and evaluate. When the latest
+    release lacks the cell, the target's notes say which release was taken instead."""
+    device = _device(cuda)
+    chosen, note = (find_release(matrix, release), None) if release else default_release(matrix, framework, device)
+    if device is None:
+        device = default_device(matrix, chosen, framework)
+    target = evaluate(matrix, chosen, framework, device, arch or host_arch(matrix),
+                      python or matrix.release[chosen].python_default, base_image)
+    return dataclasses.replace(target, notes=(note, *target.notes)) if note else target
+
+
+def _device(cuda: str | None) -> str | None:
+    if not cuda:
+        return None
+    device = cuda.lower().removeprefix("cuda")
+    return CPU if device in ("none", "cpu") else device
+
+
+def default_release(matrix: Matrix, framework: str, device: str | None = None) -> tuple[str, str | None]:
+    """The latest release, else (when it does not ship the framework on the device) the newest
+    published release that does, with a sentence saying so; the latest when none does (so that
+    `evaluate` explains the refusal)."""
+    check_framework(matrix, framework)
+    latest = matrix.latest
+    if _offers(matrix, latest, framework, device):
+        return latest, None
+    offering = [name for name in releases_offering(matrix, framework, device) if name != "main"]
+    if not offering:
+        return latest, None
+    name = matrix.framework[framework].name
+    asked = name if device is None else f"{name} on {'the CPU' if device == CPU else 'CUDA ' + device}"
+    return offering[0], (f"the latest release {latest} has no {asked}; using {offering[0]},"
+                         f" the newest release that has it (pass --release to choose another)")
+
+
+def _offers(matrix: Matrix, release: str, framework: str, device: str | None) -> bool:
+    engine = matrix.release[release].engines.get(framework)
+    if engine is None:
+        return False
+    devices = engine_devices(matrix, framework, engine)
+    return bool(devices) if device is None else device in devices
 
 
 def targets(matrix: Matrix, release: str | None = None, framework: str | None = None) -> list[Target]:
@@ -340,11 +398,17 @@ def _iter_targets(matrix: Matrix, only_release: str | None, only_framework: str 
                 continue
             for device in engine_devices(matrix, framework, engine):
                 for arch in release.image_arch:
-                    for python in release.python:
+                    for python in image_pythons(matrix, release):
                         try:
                             yield evaluate(matrix, name, framework, device, arch, python)
                         except InvalidCombination:
                             continue
+
+
+def image_pythons(matrix: Matrix, release: Release) -> list[str]:
+    """The Pythons a release's images can have on its own base image: the image OS's Python."""
+    os_python = matrix.os[release.image_os].python
+    return [p for p in release.python if os_python is None or p == os_python]
 
 
 def release_artifacts(matrix: Matrix, name: str) -> list[str]:
@@ -357,7 +421,7 @@ def release_artifacts(matrix: Matrix, name: str) -> list[str]:
         return []
     published = []
     for artifact_name, artifact in matrix.artifact.items():
-        if not reaches(name, artifact.since):
+        if not reaches(name, artifact.since) or (artifact.dropped_in and reaches(name, artifact.dropped_in)):
             continue
         if artifact.framework is not None:
             engine = release.engines.get(artifact.framework)

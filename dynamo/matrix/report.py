@@ -12,6 +12,7 @@ from dynamo.matrix.query import (
     Target,
     arch_name,
     engine_devices,
+    engine_nixl,
     engine_requirements,
     release_artifacts,
     release_caveats,
@@ -30,7 +31,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "
 
 
 def targets_table(targets: Sequence[Target]) -> str:
-    rows = [(t.release, t.framework, t.engine_version, t.device, t.arch, t.python, t.nixl or "-",
+    rows = [(t.release, t.framework, t.engine_version or "-", t.device, t.arch, t.python, t.nixl or "-",
              t.driver_linux or "-", t.status) for t in targets]
     headers = ("RELEASE", "FRAMEWORK", "ENGINE", "DEVICE", "ARCH", "PYTHON", "NIXL", "MIN DRIVER", "STATUS")
     return table(headers, rows)
@@ -52,13 +53,38 @@ def cuda_cell(matrix: Matrix, framework: str, engine) -> str:
     return ", ".join(parts) or "-"
 
 
+def upstream_notes(matrix: Matrix, name: str, engines: dict) -> list[str]:
+    """Where upstream's published value differs from ours (the seeds win for their own rows)."""
+    return [f"{matrix.framework[fw].name} {engine.version} here (the seeds' value);"
+            f" upstream's release data says {engine.upstream_version}"
+            for fw, engine in engines.items() if engine.upstream_version]
+
+
+def nixl_rows(matrix: Matrix, name: str, engines: dict) -> list[tuple[str, str, str, str]]:
+    """One NIXL row when every engine carries the same NIXL, else one per engine ("unknown" where
+    the matrix does not know it)."""
+    release = matrix.release[name]
+    pins = {fw: engine_nixl(release, engine) for fw, engine in engines.items() if matrix.framework[fw].nixl}
+    if not pins:
+        return []
+    if len(set(pins.values())) == 1 and None not in pins.values():
+        version = next(iter(pins.values()))
+        return [("NIXL", version, "", f"nixl=={version}")]
+    return [(f"NIXL ({matrix.framework[fw].name})", version or "unknown", "", f"nixl=={version}" if version else "")
+            for fw, version in pins.items()]
+
+
 def release_report(matrix: Matrix, name: str, framework: str | None = None) -> str:
     release = matrix.release[name]
     engines = {fw: e for fw, e in release.engines.items() if framework in (None, fw)}
     out = [f"Dynamo {release_label(matrix, name)} -- {release.status}"
            + ("" if release.github_release else " (no GitHub release)")]
+    if release.published or release.wheel:
+        out.append("; ".join(filter(None, [release.published and f"Published {release.published}",
+                                           release.wheel and f"wheel ai-dynamo=={release.wheel}"])) + ".")
     if release.note:
         out.append(release.note)
+    out += [f"Upstream disagrees: {line}" for line in upstream_notes(matrix, name, engines)]
     if release.patch_of:
         out.append(f"Patch of {release.patch_of}: same CUDA support as its base version.")
 
@@ -71,8 +97,7 @@ def release_report(matrix: Matrix, name: str, framework: str | None = None) -> s
         version = engine.version + (" (planned)" if engine.planned else "")
         install = " ".join(engine_requirements(framework_info, engine))
         rows.append((framework_info.name, version, cuda_cell(matrix, fw, engine), install))
-    if release.nixl:
-        rows.append(("NIXL", release.nixl, "", f"nixl=={release.nixl}"))
+    rows += nixl_rows(matrix, name, engines)
     if release.base_container:
         rows.append(("Base Container", release.base_container, "", ""))
     out += ["", "Backend dependencies", table(("Dependency", "Version", "CUDA", "Install"), rows, "  ")]

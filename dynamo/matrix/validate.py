@@ -10,7 +10,7 @@ from packaging.version import Version
 from dynamo.matrix import checks
 from dynamo.matrix.convert import Path, Problem
 from dynamo.matrix.model import Engine, Matrix, Release, ReleaseFields
-from dynamo.matrix.query import FEATURES, condition_values
+from dynamo.matrix.query import FEATURES, condition_values, engine_archs, human_list
 
 
 def validate(matrix: Matrix) -> list[Problem]:
@@ -20,13 +20,17 @@ def validate(matrix: Matrix) -> list[Problem]:
 def _all(m: Matrix) -> Iterator[tuple[Path, str]]:
     yield from _check_latest(m)
     yield from _check_cuda(m)
+    yield from _check_driver_order(m)
     yield from _check_hardware(m)
+    yield from _check_gpus(m)
     yield from _check_defaults(m)
     yield from _check_release_names(m)
     for name, release in m.release.items():
         yield from _check_release(m, name, release)
     yield from _check_caveats(m)
     yield from _check_artifacts(m)
+    yield from _check_forward_compat(m)
+    yield from _check_gpu_table(m)
 
 
 def _undefined(path: Path, what: str, value: str, defined) -> tuple[Path, str]:
@@ -57,10 +61,68 @@ def _check_cuda(m: Matrix) -> Iterator[tuple[Path, str]]:
                 yield path + ("driver_updates", update), f"expected an update of CUDA {version} such as \"{version}.1\""
             elif Version(driver) < Version(cuda.driver_linux):
                 yield path + ("driver_updates", update), f"driver {driver} is below the GA floor {cuda.driver_linux}"
-        if cuda.published_linux and cuda.published_linux.split(".")[0] != cuda.driver_linux.split(".")[0]:
-            yield (path + ("published_linux",),
-                   f"{cuda.published_linux!r} disagrees with driver_linux {cuda.driver_linux!r}: "
-                   f"expected \"{cuda.driver_linux.split('.')[0]}.xx+\"")
+        if cuda.published_linux:
+            # the published floor is the toolkit's own branch, or its major's first toolkit's (by
+            # minor-version compatibility, as upstream publishes 13.1 at "580.xx+")
+            first = min((v for v in m.cuda if v.split(".")[0] == major), key=Version)
+            branches = {cuda.driver_linux.split(".")[0], m.cuda[first].driver_linux.split(".")[0]}
+            if cuda.published_linux.split(".")[0] not in branches:
+                yield (path + ("published_linux",),
+                       f"{cuda.published_linux!r} disagrees with driver_linux {cuda.driver_linux!r}: "
+                       f"expected \"{cuda.driver_linux.split('.')[0]}.xx+\"")
+
+
+def _check_driver_order(m: Matrix) -> Iterator[tuple[Path, str]]:
+    """A newer toolkit never needs an older driver; a major's minor-version floor is at most the
+    floor of each of its toolkits and above every floor of the majors before it. (The floors of
+    the majors are judged only once the toolkits' own floors are in order.)"""
+    toolkits = sorted(m.cuda, key=Version)
+    out_of_order = False
+    for older, newer in zip(toolkits, toolkits[1:]):
+        if Version(m.cuda[newer].driver_linux) < Version(m.cuda[older].driver_linux):
+            out_of_order = True
+            yield (("cuda", newer, "driver_linux"),
+                   f"{m.cuda[newer].driver_linux!r} is below CUDA {older}'s {m.cuda[older].driver_linux!r}; a newer"
+                   f" toolkit never needs an older driver: correct one of them")
+    if out_of_order:
+        return
+    for major, info in m.cuda_major.items():
+        floor = Version(info.minor_compat_driver)
+        own = [v for v in toolkits if v.split(".")[0] == major]
+        below = [v for v in toolkits if int(v.split(".")[0]) < int(major)]
+        if own and floor > Version(m.cuda[own[0]].driver_linux):
+            yield (("cuda_major", major, "minor_compat_driver"),
+                   f"{info.minor_compat_driver!r} is above CUDA {own[0]}'s own floor {m.cuda[own[0]].driver_linux!r};"
+                   f" the minor-version floor of {major}.x is at most the floor of every {major}.x toolkit")
+        elif below and floor <= Version(m.cuda[below[-1]].driver_linux):
+            yield (("cuda_major", major, "minor_compat_driver"),
+                   f"{info.minor_compat_driver!r} is not above CUDA {below[-1]}'s floor {m.cuda[below[-1]].driver_linux!r};"
+                   f" a {major}.x toolkit needs a newer driver than every older major's")
+
+
+def _check_gpus(m: Matrix) -> Iterator[tuple[Path, str]]:
+    """Each capability within its architecture's range, first_cuda before dropped_in, each GPU once."""
+    owner: dict[str, str] = {}
+    for cc, info in m.compute_capability.items():
+        path: Path = ("compute_capability", cc)
+        arch = m.gpu_arch.get(info.arch)
+        if arch is not None and len(arch.capabilities) == 2:
+            low, high = (Version(c) for c in arch.capabilities)
+            if not low <= Version(cc) <= high:
+                fitting = [name for name, a in m.gpu_arch.items() if len(a.capabilities) == 2
+                           and Version(a.capabilities[0]) <= Version(cc) <= Version(a.capabilities[1])]
+                yield (path + ("arch",), f"compute capability {cc} is not {arch.name} ({arch.capabilities[0]} to"
+                                         f" {arch.capabilities[1]}); expected arch = {human_list(fitting, 'or')}")
+        if info.first_cuda and info.dropped_in and Version(info.dropped_in) <= Version(info.first_cuda):
+            yield (path + ("dropped_in",),
+                   f"CUDA {info.dropped_in} is not after first_cuda {info.first_cuda}; a toolkit drops what an older one added")
+        for i, gpu in enumerate(info.gpus):
+            if gpu in owner:
+                yield path + ("gpus", i), f"{gpu!r} is already listed under compute capability {owner[gpu]}; keep one"
+            owner.setdefault(gpu, cc)
+    for name, arch in m.gpu_arch.items():
+        if arch.capabilities and (len(arch.capabilities) != 2 or Version(arch.capabilities[0]) > Version(arch.capabilities[1])):
+            yield ("gpu_arch", name, "capabilities"), "expected [lowest, highest], such as [\"8.0\", \"8.7\"]"
 
 
 def _check_hardware(m: Matrix) -> Iterator[tuple[Path, str]]:
@@ -90,6 +152,8 @@ def _check_defaults(m: Matrix) -> Iterator[tuple[Path, str]]:
                   "cpu_arch", "gpu_arch", "platforms"):
         if getattr(m.defaults, field) is None:
             yield ("defaults", field), "missing required key; every release falls back to it"
+    if m.defaults.gpu_arch is not None and not m.defaults.gpu_arch:
+        yield ("defaults", "gpu_arch"), "lists no GPU architecture, so no release runs on a GPU; name at least one"
     python, default = m.defaults.python, m.defaults.python_default
     if python is not None and default is not None and default not in python:
         yield ("defaults", "python_default"), f"{default!r} is not among python = {list(python)}"
@@ -183,6 +247,7 @@ def _check_engine(m: Matrix, path: Path, release: Release, framework: str,
             yield path + ("base_image",), f"no base image for {', '.join(missing)}; add it to this table"
     if release.patch_of is None:
         yield from _check_engine_cuda(m, path, engine.cuda, engine.base_image)
+        yield from _check_engine_archs(m, path, release, framework, engine)
     else:
         yield from _check_patch_engine(m, path, release.patch_of, framework, engine)
 
@@ -194,6 +259,29 @@ def _check_engine_cuda(m: Matrix, path: Path, cuda_versions: dict, base_image) -
         elif base_image is None and m.cuda[cuda].base_image is None:
             yield (path + ("cuda", cuda),
                    f"no base image for CUDA {cuda}: set base_image in [cuda.\"{cuda}\"] or in this engine")
+        elif m.cuda[cuda].runtime_image is None and m.cuda[cuda].base_image is None:
+            yield (path + ("cuda", cuda), f"no runtime image for CUDA {cuda}: set runtime_image in [cuda.\"{cuda}\"]")
+
+
+def _check_engine_archs(m: Matrix, path: Path, release: Release, framework: str,
+                        engine: Engine) -> Iterator[tuple[Path, str]]:
+    """A released engine ships some CUDA (or runs on the CPU), and no capability it is built for was
+    dropped by all of its toolkits (a target leaves out what its own toolkit cannot build)."""
+    if not engine.cuda:
+        if _effective(m, release, "status") == "released" and not m.framework[framework].cpu:
+            yield path + ("cuda",), (f"{framework} ships no CUDA toolkit, so nothing of it can be built; add one,"
+                                     f" such as cuda = {{ \"13.0\" = \"supported\" }}")
+        return
+    source = "its cuda_archs" if engine.cuda_archs is not None else f"framework.{framework}.cuda_archs"
+    for cc in engine_archs(m, framework, engine):
+        info = m.compute_capability.get(cc)
+        dropped_in = info.dropped_in if info else None
+        if info and info.first_cuda and dropped_in and Version(dropped_in) <= Version(info.first_cuda):
+            continue  # reported at compute_capability
+        if dropped_in and all(Version(cuda) >= Version(dropped_in) for cuda in engine.cuda):
+            yield path + ("cuda_archs",), (
+                f"compute capability {cc} (in {source}) cannot be built with CUDA"
+                f" {human_list(sorted(engine.cuda, key=Version))}; set cuda_archs for this engine without {cc}")
 
 
 def _check_patch_engine(m: Matrix, path: Path, base_name: str, framework: str,
@@ -248,3 +336,37 @@ def _check_artifacts(m: Matrix) -> Iterator[tuple[Path, str]]:
             yield path + ("image",), "an image artifact needs its image repository, such as \"nvcr.io/nvidia/ai-dynamo/vllm-runtime\""
         if artifact.kind != "image" and (artifact.framework or artifact.cuda_major or artifact.image):
             yield path, "framework, cuda_major and image belong to image artifacts only"
+
+
+def _check_forward_compat(m: Matrix) -> Iterator[tuple[Path, str]]:
+    from dynamo.doctor.requirement import NVML_BRANDS
+
+    if m.forward_compat is None:
+        return
+    for i, brand in enumerate(m.forward_compat.brands):
+        if brand not in NVML_BRANDS:
+            yield _undefined(("forward_compat", "brands", i), "brand", brand, NVML_BRANDS)
+    for cuda, branches in m.forward_compat.branches.items():
+        if cuda not in m.cuda:
+            yield _undefined(("forward_compat", "branches", cuda), "CUDA", cuda, m.cuda)
+            continue
+        floor = Version(m.cuda[cuda].driver_linux).major
+        for i, branch in enumerate(branches):
+            if not 100 <= branch < floor:
+                yield (("forward_compat", "branches", cuda, i),
+                       f"branch {branch} is not a driver branch below CUDA {cuda}'s floor R{floor}")
+
+
+def _check_gpu_table(m: Matrix) -> Iterator[tuple[Path, str]]:
+    """[gpu]: NVML's brands only, each name once."""
+    from dynamo.doctor.requirement import NVML_BRANDS
+
+    seen: dict[str, str] = {}
+    for cc, brands in m.gpu.items():
+        for brand, names in brands.items():
+            if brand not in NVML_BRANDS:
+                yield _undefined(("gpu", cc, brand), "brand", brand, NVML_BRANDS)
+            for i, name in enumerate(names):
+                if name.casefold() in seen:
+                    yield ("gpu", cc, brand, i), f"{name!r} is listed twice (also under {seen[name.casefold()]})"
+                seen[name.casefold()] = cc

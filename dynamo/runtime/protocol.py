@@ -5,6 +5,8 @@ JSON frames, each tagged with the request's id.
 
 frontend → worker   {"id": 7, "generate": {...GenerateRequest...}}   {"id": 7, "cancel": true}
 worker → frontend   {"id": 7, "text": "Hello", "tokens": 1}          a piece of the answer
+                    {"id": 7, "text": " you", "tokens": 1, "logprobs": [...]}
+                                                                      with logprobs when asked for
                     {"id": 7, "text": "", "tokens": 0, "finish": "stop", "prompt_tokens": 12}
                                                                       the last frame of a request
                     {"id": 7, "error": "message", "status": 400}      the request failed
@@ -13,24 +15,40 @@ worker → frontend   {"id": 7, "text": "Hello", "tokens": 1}          a piece o
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 # A frame is one line; a long prompt fits easily, a runaway peer does not.
 MAX_FRAME = 64 * 1024 * 1024
+# The request fields an engine may not support, each named as the OpenAI parameter it comes from.
+OPTIONAL_FEATURES = ("tools", "logprobs", "response_format")
 
 
 @dataclass
 class GenerateRequest:
-    """One completion for a worker: a chat (messages) or a plain prompt, and the sampling controls."""
+    """One completion for a worker: a chat (messages), a plain prompt or prompt token ids, and the
+    sampling and output controls.
+
+    `tools` and `tool_choice` are OpenAI's chat format; `logprobs` is the number of alternatives
+    per token (0: only the chosen token's; None: no logprobs); `response_format` is
+    {"type": "json_object"} or {"type": "json_schema", "schema": {...}}. `resumed_text` and
+    `resumed_tokens` are the answer a worker that died had already produced: the engine goes on
+    from there (migration), and `max_tokens` already counts them out."""
     model: str
     messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
+    prompt_token_ids: list[int] | None = None
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    logprobs: int | None = None
+    response_format: dict[str, Any] | None = None
+    resumed_text: str = ""
+    resumed_tokens: int = 0
 
     def sampling(self) -> dict[str, Any]:
         """The sampling controls that were given (None means: the engine's default)."""
@@ -38,15 +56,41 @@ class GenerateRequest:
                   "seed": self.seed, "stop": self.stop or None}
         return {key: value for key, value in values.items() if value is not None}
 
+    def features(self) -> list[str]:
+        """The optional features (OPTIONAL_FEATURES) this request uses."""
+        used = {"tools": bool(self.tools), "logprobs": self.logprobs is not None,
+                "response_format": self.response_format is not None}
+        return [name for name in OPTIONAL_FEATURES if used[name]]
+
+    def forced_tool_call(self) -> bool:
+        """Whether the answer must be a call of one of the tools (tool_choice "required" or named)."""
+        return bool(self.tools) and (self.tool_choice == "required" or isinstance(self.tool_choice, dict))
+
+    def output_schema(self) -> dict[str, Any] | None:
+        """The JSON schema the answer must match, for an engine's structured output: a forced tool
+        call ({"name": ..., "arguments": {...}}), or the response_format's JSON; None when free."""
+        if self.forced_tool_call():
+            wanted = self.tool_choice["function"]["name"] if isinstance(self.tool_choice, dict) else None
+            calls = [{"type": "object", "required": ["name", "arguments"],
+                      "properties": {"name": {"const": tool["function"]["name"]},
+                                     "arguments": tool["function"].get("parameters") or {"type": "object"}}}
+                     for tool in self.tools if wanted in (None, tool["function"]["name"])]
+            return calls[0] if len(calls) == 1 else {"anyOf": calls}
+        if self.response_format is None:
+            return None
+        return self.response_format.get("schema") or {"type": "object"}
+
 
 @dataclass
 class Chunk:
     """A piece of an engine's answer. The last chunk of a request carries `finish` ("stop" or
-    "length") and the token counts."""
+    "length") and the token counts. `logprobs`, when asked for: one entry per token of `text`,
+    {"token": str, "logprob": float, "top": [{"token": str, "logprob": float}, ...]}."""
     text: str = ""
     tokens: int = 0
     finish: str | None = None
     prompt_tokens: int | None = None
+    logprobs: list[dict[str, Any]] | None = None
 
 
 class RequestError(ValueError):
@@ -56,6 +100,8 @@ class RequestError(ValueError):
 
 def chunk_frame(request_id: int, chunk: Chunk) -> bytes:
     frame: dict[str, Any] = {"id": request_id, "text": chunk.text, "tokens": chunk.tokens}
+    if chunk.logprobs is not None:
+        frame["logprobs"] = chunk.logprobs
     if chunk.finish:
         frame["finish"] = chunk.finish
         frame["prompt_tokens"] = chunk.prompt_tokens or 0
@@ -74,8 +120,13 @@ def decode(line: bytes) -> dict[str, Any]:
     return json.loads(line)
 
 
+_LEFT_OUT = {"stop": [], "resumed_text": "", "resumed_tokens": 0}  # defaults a frame need not carry
+
+
 def generate_frame(request_id: int, request: GenerateRequest) -> bytes:
-    return encode({"id": request_id, "generate": asdict(request)})
+    body = {key: value for key, value in vars(request).items()
+            if value is not None and _LEFT_OUT.get(key) != value}
+    return encode({"id": request_id, "generate": body})
 
 
 def request_from_frame(body: dict[str, Any]) -> GenerateRequest:

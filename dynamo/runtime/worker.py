@@ -35,6 +35,9 @@ log = logging.getLogger("dynamo.worker")
 
 
 class Engine(Protocol):
+    """`features`: the optional request features (protocol.OPTIONAL_FEATURES) the engine can serve."""
+    features: frozenset[str]
+
     def generate(self, request: GenerateRequest) -> AsyncIterator[Chunk]: ...
 
 
@@ -101,8 +104,9 @@ def served_name(args: argparse.Namespace) -> str:
 class WorkerServer:
     """Serves the frames of protocol.py: many requests at once on each connection."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, framework: str) -> None:
         self.engine = engine
+        self.framework = framework
         self.active: set[asyncio.Task] = set()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -133,6 +137,11 @@ class WorkerServer:
         except TypeError as error:  # a frontend of another version
             writer.write(error_frame(request_id, f"the worker cannot read this request: {error}", 400))
             return
+        unsupported = [name for name in request.features() if name not in self.engine.features]
+        if unsupported:
+            writer.write(error_frame(request_id, f"{unsupported[0]}: the {self.framework} engine serving "
+                                                 f"{request.model!r} does not support it; leave it out", 400))
+            return
         try:
             async for chunk in self.engine.generate(request):
                 writer.write(chunk_frame(request_id, chunk))
@@ -157,7 +166,7 @@ def _advertised(args: argparse.Namespace, port: int) -> str:
 async def serve(engine: Engine, args: argparse.Namespace, framework: str) -> None:
     """Serve until SIGTERM or SIGINT, registered with discovery the whole time."""
     backend = discovery.from_arguments(args)
-    worker = WorkerServer(engine)
+    worker = WorkerServer(engine, framework)
     server = await asyncio.start_server(worker.handle, args.host, args.port, limit=MAX_FRAME)
     port = server.sockets[0].getsockname()[1]
     instance = discovery.Instance(id=uuid.uuid4().hex[:12], model=served_name(args), framework=framework,
@@ -211,13 +220,24 @@ def main(framework: str, prog: str, description: str,
         pass
 
 
-def chat_prompt(tokenizer, messages: list[dict]) -> str:
-    """A chat as the model's prompt text, through the Hugging Face tokenizer's own chat template."""
+def chat_prompt(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> str:
+    """A chat as the model's prompt text, through the Hugging Face tokenizer's own chat template
+    (which also lays out the tools, where the model knows them)."""
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
     except ValueError as error:  # transformers: the model has no chat template
         raise RequestError(f"the model cannot format a chat ({error}); use /v1/completions with a prompt") from None
 
 
 def missing_engine(package: str, extra: str) -> EngineError:
     return EngineError(f"{package} is not installed here; use the dynamo {extra} image, or pip install 'dynamo[{extra}]'")
+
+
+def engine_prompt(tokenizer, request: GenerateRequest) -> str | list[int]:
+    """What a Hugging Face-tokenized engine is given: the prompt text (a chat through its template) or
+    the prompt's token ids, followed by the answer so far when the request was migrated."""
+    if request.prompt_token_ids is not None:
+        resumed = tokenizer.encode(request.resumed_text, add_special_tokens=False) if request.resumed_text else []
+        return list(request.prompt_token_ids) + resumed
+    text = request.prompt if request.messages is None else chat_prompt(tokenizer, request.messages, request.tools)
+    return (text or "") + request.resumed_text

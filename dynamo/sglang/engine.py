@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from dynamo.runtime import worker
-from dynamo.runtime.protocol import Chunk, GenerateRequest
-from dynamo.runtime.worker import chat_prompt, missing_engine
+from dynamo.runtime.protocol import OPTIONAL_FEATURES, Chunk, GenerateRequest
+from dynamo.runtime.worker import engine_prompt, missing_engine
 
 # Our names for SGLang's sampling parameters.
 SAMPLING_NAMES = {"max_tokens": "max_new_tokens", "temperature": "temperature", "top_p": "top_p",
@@ -21,15 +22,32 @@ def engine_argv(args: argparse.Namespace, engine_flags: list[str]) -> list[str]:
 
 
 def sampling_params(request: GenerateRequest) -> dict[str, Any]:
-    return {SAMPLING_NAMES[key]: value for key, value in request.sampling().items()}
+    """SGLang's sampling parameters; the JSON schema of a forced tool call or a response_format
+    constrains the answer (json_schema, a JSON string)."""
+    params = {SAMPLING_NAMES[key]: value for key, value in request.sampling().items()}
+    schema = request.output_schema()
+    if schema is not None:
+        params["json_schema"] = json.dumps(schema)
+    return params
+
+
+def generate_kwargs(request: GenerateRequest, prompt: str | list[int]) -> dict[str, Any]:
+    """Engine.async_generate's arguments: the prompt (text or input_ids), sampling, logprobs."""
+    kwargs: dict[str, Any] = {"prompt": prompt} if isinstance(prompt, str) else {"input_ids": prompt}
+    kwargs["sampling_params"] = sampling_params(request)
+    if request.logprobs is not None:
+        kwargs.update(return_logprob=True, top_logprobs_num=request.logprobs, return_text_in_logprobs=True)
+    return kwargs
 
 
 class TextTracker:
     """SGLang streams the whole text so far (unless --incremental-streaming-output); we send the new part."""
 
-    def __init__(self) -> None:
+    def __init__(self, request: GenerateRequest | None = None) -> None:
         self.text = ""
         self.tokens = 0
+        self.logprobs_sent = 0
+        self.resumed_tokens = request.resumed_tokens if request else 0
 
     def chunk(self, output: dict[str, Any]) -> Chunk:
         meta = output.get("meta_info", {})
@@ -44,19 +62,36 @@ class TextTracker:
         reason = None
         if finish:
             reason = "length" if finish.get("type") == "length" else "stop"
-        return Chunk(text=delta, tokens=tokens, finish=reason,
-                     prompt_tokens=meta.get("prompt_tokens") if reason else None)
+        prompt_tokens = max(meta.get("prompt_tokens", 0) - self.resumed_tokens, 0) if reason else None
+        return Chunk(text=delta, tokens=tokens, finish=reason, prompt_tokens=prompt_tokens,
+                     logprobs=self._logprobs(meta, tokens))
+
+    def _logprobs(self, meta: dict[str, Any], tokens: int) -> list[dict[str, Any]] | None:
+        """output_token_logprobs [(logprob, id, text)] and output_top_logprobs [[(logprob, id, text)]]:
+        the whole answer's so far (or only the new ones, with incremental output)."""
+        chosen = meta.get("output_token_logprobs")
+        if chosen is None:
+            return None
+        tops = meta.get("output_top_logprobs") or [[] for _ in chosen]
+        if len(chosen) == self.tokens:  # cumulative: the new ones are at the end
+            chosen, tops = chosen[self.logprobs_sent:], tops[self.logprobs_sent:]
+        self.logprobs_sent += len(chosen)
+        return [{"token": text, "logprob": logprob,
+                 "top": [{"token": top_text, "logprob": top_logprob} for top_logprob, _, top_text in top or []]}
+                for (logprob, _, text), top in zip(chosen, tops)]
 
 
 class SglangEngine:
+    features = frozenset(OPTIONAL_FEATURES)
+
     def __init__(self, engine: Any) -> None:
         self.engine = engine
         self.tokenizer = engine.tokenizer_manager.tokenizer
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
-        prompt = request.prompt if request.messages is None else chat_prompt(self.tokenizer, request.messages)
-        tracker = TextTracker()
-        stream = await self.engine.async_generate(prompt=prompt, sampling_params=sampling_params(request), stream=True)
+        tracker = TextTracker(request)
+        stream = await self.engine.async_generate(**generate_kwargs(request, engine_prompt(self.tokenizer, request)),
+                                                  stream=True)
         async for output in stream:
             yield tracker.chunk(output)
 

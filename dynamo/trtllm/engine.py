@@ -7,14 +7,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from dynamo.runtime.protocol import Chunk, GenerateRequest
-from dynamo.runtime.worker import EngineError, chat_prompt, missing_engine, model_source
+from dynamo.runtime.protocol import OPTIONAL_FEATURES, Chunk, GenerateRequest
+from dynamo.runtime.worker import EngineError, engine_prompt, missing_engine, model_source
 
 
 def llm_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of tensorrt_llm.LLM: ours, then --extra-engine-args (a YAML mapping of
     LLM arguments, as trtllm-serve's --extra_llm_api_options), which wins."""
-    kwargs: dict[str, Any] = {"model": model_source(args), "tensor_parallel_size": args.tensor_parallel_size}
+    kwargs: dict[str, Any] = {"model": model_source(args), "tensor_parallel_size": args.tensor_parallel_size,
+                              "guided_decoding_backend": "xgrammar"}  # for tool calls and response_format
     if args.context_length:
         kwargs["max_seq_len"] = args.context_length
     if args.max_batch_size:
@@ -35,29 +36,58 @@ def llm_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def sampling_kwargs(request: GenerateRequest) -> dict[str, Any]:
-    return request.sampling()
+    kwargs = request.sampling()
+    if request.logprobs is not None:
+        kwargs["logprobs"] = request.logprobs
+    return kwargs
+
+
+def guided_decoding(schema: dict[str, Any] | None) -> dict[str, Any]:
+    """The SamplingParams argument that holds the answer to a JSON schema (a forced tool call, a
+    response_format); the LLM is built with a guided_decoding_backend for it (llm_kwargs)."""
+    if schema is None:
+        return {}
+    from tensorrt_llm.sampling_params import GuidedDecodingParams
+
+    return {"guided_decoding": GuidedDecodingParams(json=schema)}
 
 
 class TrtllmEngine:
+    features = frozenset(OPTIONAL_FEATURES)
+
     def __init__(self, llm: Any) -> None:
         self.llm = llm
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
         from tensorrt_llm import SamplingParams
 
-        prompt = request.prompt if request.messages is None else chat_prompt(self.llm.tokenizer, request.messages)
-        params = SamplingParams(**sampling_kwargs(request))
+        prompt = engine_prompt(self.llm.tokenizer, request)
+        params = SamplingParams(**sampling_kwargs(request), **guided_decoding(request.output_schema()))
         async for output in self.llm.generate_async(prompt, sampling_params=params, streaming=True):
-            yield chunk(output)
+            yield chunk(output, request, self.llm.tokenizer)
 
 
-def chunk(output: Any) -> Chunk:
-    """One streamed RequestOutput: its newest text and tokens (text_diff, token_ids_diff)."""
+def chunk(output: Any, request: GenerateRequest | None = None, tokenizer: Any = None) -> Chunk:
+    """One streamed RequestOutput: its newest text and tokens (text_diff, token_ids_diff) and their
+    logprobs (logprobs_diff: a float per token, or {token id: Logprob} with the alternatives)."""
     completion = output.outputs[0]
     finish = completion.finish_reason if output.finished else None
+    resumed = request.resumed_tokens if request else 0
+    logprobs = None
+    if request is not None and request.logprobs is not None:
+        logprobs = []
+        for token_id, value in zip(completion.token_ids_diff, getattr(completion, "logprobs_diff", None) or []):
+            if isinstance(value, dict):
+                best = sorted(value.items(), key=lambda item: item[1].logprob, reverse=True)[:request.logprobs]
+                logprobs.append({"token": tokenizer.decode([token_id]), "logprob": value[token_id].logprob,
+                                 "top": [{"token": tokenizer.decode([option]), "logprob": entry.logprob}
+                                         for option, entry in best]})
+            else:
+                logprobs.append({"token": tokenizer.decode([token_id]), "logprob": value, "top": []})
     return Chunk(text=completion.text_diff, tokens=len(completion.token_ids_diff),
                  finish=None if finish is None else ("length" if finish == "length" else "stop"),
-                 prompt_tokens=len(output.prompt_token_ids) if finish else None)
+                 prompt_tokens=max(len(output.prompt_token_ids) - resumed, 0) if finish else None,
+                 logprobs=logprobs)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

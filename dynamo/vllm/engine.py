@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from dynamo.runtime import worker
-from dynamo.runtime.protocol import Chunk, GenerateRequest
-from dynamo.runtime.worker import chat_prompt, missing_engine
+from dynamo.runtime.protocol import OPTIONAL_FEATURES, Chunk, GenerateRequest
+from dynamo.runtime.worker import engine_prompt, missing_engine
 
 
 def engine_argv(args: argparse.Namespace, engine_flags: list[str]) -> list[str]:
@@ -19,21 +19,61 @@ def engine_argv(args: argparse.Namespace, engine_flags: list[str]) -> list[str]:
 
 def sampling_kwargs(request: GenerateRequest) -> dict[str, Any]:
     """SamplingParams arguments; vLLM's defaults stand where the request gives nothing."""
-    return request.sampling()
+    kwargs = request.sampling()
+    if request.logprobs is not None:
+        kwargs["logprobs"] = request.logprobs
+    return kwargs
+
+
+def structured_output(schema: dict[str, Any] | None) -> dict[str, Any]:
+    """The SamplingParams argument that holds the answer to a JSON schema (a forced tool call, a
+    response_format)."""
+    if schema is None:
+        return {}
+    try:
+        from vllm.sampling_params import StructuredOutputsParams
+    except ImportError:  # vLLM before 0.11 named it guided decoding
+        from vllm.sampling_params import GuidedDecodingParams
+
+        return {"guided_decoding": GuidedDecodingParams(json=schema)}
+    return {"structured_outputs": StructuredOutputsParams(json=schema)}
+
+
+def logprob_entries(token_ids: list[int], logprobs: list[dict[int, Any]] | None, wanted: int
+                    ) -> list[dict[str, Any]] | None:
+    """vLLM's per-token {token id: Logprob(logprob, rank, decoded_token)} as our entries."""
+    if logprobs is None:
+        return None
+    entries = []
+    for token_id, alternatives in zip(token_ids, logprobs):
+        chosen = alternatives[token_id]
+        best = sorted(alternatives.values(), key=lambda option: option.logprob, reverse=True)[:wanted]
+        entries.append({"token": chosen.decoded_token, "logprob": chosen.logprob,
+                        "top": [{"token": option.decoded_token, "logprob": option.logprob} for option in best]})
+    return entries
 
 
 class DeltaTracker:
     """vLLM's outputs, asked for as deltas, turned into our chunks."""
 
+    def __init__(self, request: GenerateRequest | None = None) -> None:
+        self.wanted = request.logprobs or 0 if request else 0
+        self.resumed_tokens = request.resumed_tokens if request else 0
+
     def chunk(self, output: Any) -> Chunk:
         completion = output.outputs[0]
         finish = completion.finish_reason
+        prompt_tokens = len(output.prompt_token_ids or []) - self.resumed_tokens  # the answer so far is no prompt
         return Chunk(text=completion.text, tokens=len(completion.token_ids),
                      finish=("stop" if finish == "abort" else finish) if output.finished else None,
-                     prompt_tokens=len(output.prompt_token_ids or []) if output.finished else None)
+                     prompt_tokens=max(prompt_tokens, 0) if output.finished else None,
+                     logprobs=logprob_entries(completion.token_ids, getattr(completion, "logprobs", None),
+                                              self.wanted))
 
 
 class VllmEngine:
+    features = frozenset(OPTIONAL_FEATURES)
+
     def __init__(self, engine: Any, tokenizer: Any) -> None:
         self.engine, self.tokenizer = engine, tokenizer
 
@@ -41,10 +81,12 @@ class VllmEngine:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        prompt = request.prompt if request.messages is None else chat_prompt(self.tokenizer, request.messages)
-        params = SamplingParams(**sampling_kwargs(request), output_kind=RequestOutputKind.DELTA)
-        tracker = DeltaTracker()
-        async for output in self.engine.generate(prompt, params, uuid.uuid4().hex):
+        prompt = engine_prompt(self.tokenizer, request)
+        params = SamplingParams(**sampling_kwargs(request), **structured_output(request.output_schema()),
+                                output_kind=RequestOutputKind.DELTA)
+        tracker = DeltaTracker(request)
+        async for output in self.engine.generate(prompt if isinstance(prompt, str) else {"prompt_token_ids": prompt},
+                                                 params, uuid.uuid4().hex):
             yield tracker.chunk(output)
 
 

@@ -1,0 +1,209 @@
+"""Keep the matrix current: `matrix import` writes a new release from a released ai-dynamo wheel's
+metadata; `matrix bump` edits the pins of an existing release. Both edit the file with tomlkit,
+keeping every comment and the layout, and refuse a result that does not validate.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import zipfile
+from email.message import Message
+from email.parser import Parser
+from pathlib import Path
+
+import tomlkit
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from dynamo.matrix.load import loads
+from dynamo.matrix.model import Matrix
+
+DISTRIBUTION = "ai-dynamo"
+
+
+class UpdateError(Exception):
+    """The matrix cannot be updated as asked; str() is one line naming the fix."""
+
+
+# -- reading a released wheel ------------------------------------------------------------------------
+
+def fetch_metadata(version: str, index_url: str | None = None, find_links: str | None = None) -> Message:
+    """METADATA of ai-dynamo==version, downloaded by pip from the index (or a folder of wheels)."""
+    source = ["--index-url", index_url] if index_url else []
+    if find_links:
+        source += ["--find-links", find_links] + ([] if index_url else ["--no-index"])
+    with tempfile.TemporaryDirectory() as folder:
+        # a source given on the command line is the only one pip reads (--isolated: no pip.conf, no PIP_*)
+        isolated = ["--isolated"] if source else []
+        command = [sys.executable, "-m", "pip", *isolated, "download", "--quiet", "--no-deps",
+                   "--only-binary=:all:", "--dest", folder, *source, f"{DISTRIBUTION}=={version}"]
+        result = subprocess.run(command, capture_output=True, text=True)
+        wheels = list(Path(folder).glob("*.whl"))
+        if result.returncode != 0 or not wheels:
+            reason = (result.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
+            raise UpdateError(f"cannot download {DISTRIBUTION}=={version} ({reason.removeprefix('ERROR: ')});"
+                              f" check the version, or pass --index-url / --find-links")
+        with zipfile.ZipFile(wheels[0]) as archive:
+            name = next((n for n in archive.namelist() if n.endswith(".dist-info/METADATA")), None)
+            if name is None:
+                raise UpdateError(f"{wheels[0].name} has no .dist-info/METADATA; it is not a wheel")
+            return Parser().parsestr(archive.read(name).decode("utf-8", errors="replace"))
+
+
+def extra_pins(metadata: Message) -> dict[str, list[Requirement]]:
+    """Requires-Dist grouped by the extra that asks for them."""
+    found: dict[str, list[Requirement]] = {}
+    for line in metadata.get_all("Requires-Dist") or []:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if requirement.marker is None:
+            continue
+        for extra in metadata.get_all("Provides-Extra") or []:
+            if requirement.marker.evaluate({"extra": extra}) and not requirement.marker.evaluate({"extra": ""}):
+                found.setdefault(canonicalize_name(extra), []).append(requirement)
+    return found
+
+
+def _exact(requirement: Requirement) -> str | None:
+    specs = list(requirement.specifier)
+    return specs[0].version if len(specs) == 1 and specs[0].operator == "==" else None
+
+
+# -- a new release -------------------------------------------------------------------------------------
+
+def release_from_metadata(matrix: Matrix, metadata: Message, *, name: str | None = None,
+                          cuda: dict[str, list[str]] | None = None, nixl: dict[str, str] | None = None,
+                          published: str | None = None) -> dict:
+    """The new release's table: each engine's pin and extras and its NIXL from the wheel's extras;
+    its CUDA from --cuda, else the newest release's for that engine when the NIXL pin's cuNN
+    extra agrees with it (nixl[cu13] means CUDA 13); the rest carried over from that release."""
+    version = metadata["Version"]
+    name = name or version
+    cuda, nixl = cuda or {}, nixl or {}
+    pins = extra_pins(metadata)
+    newest = next(r for r in matrix.release if r != "main")
+    previous = matrix.release[newest]
+    release: dict = {}
+    if published:
+        release["published"] = published
+    if version != name:
+        release["wheel"] = version
+    engines: dict = {}
+    for framework, fw in matrix.framework.items():
+        before = previous.engines.get(framework)
+        if fw.package is None:
+            if before is not None:
+                engines[framework] = {}
+            continue
+        requirements = pins.get(canonicalize_name(framework), [])
+        engine_pin = next((r for r in requirements if canonicalize_name(r.name) == canonicalize_name(fw.package)), None)
+        if engine_pin is None or _exact(engine_pin) is None:
+            continue  # the wheel does not pin this engine: the release does not ship it
+        engine: dict = {"version": _exact(engine_pin)}
+        if engine_pin.extras:
+            engine["extras"] = sorted(engine_pin.extras)
+        nixl_pin = next((r for r in requirements if canonicalize_name(r.name) == "nixl"), None)
+        nixl_version = nixl.get(framework) or (_exact(nixl_pin) if nixl_pin else None)
+        if nixl_version:
+            engine["nixl"] = nixl_version
+        engine["cuda"] = {v: "supported" for v in cuda.get(framework) or _inferred_cuda(framework, nixl_pin, before, name)}
+        if before is not None:
+            engine.update({key: getattr(before, key) for key in ("cuda_archs", "base_image")
+                           if getattr(before, key) and framework not in cuda})
+        engines[framework] = engine
+    release["engines"] = engines
+    return release
+
+
+def _inferred_cuda(framework: str, nixl_pin: Requirement | None, before, name: str) -> list[str]:
+    majors = {extra.removeprefix("cu") for extra in (nixl_pin.extras if nixl_pin else ()) if extra.startswith("cu")}
+    known = sorted(before.cuda) if before is not None else []
+    if known and (not majors or {v.split(".")[0] for v in known} <= majors):
+        return known
+    hint = f"CUDA {'/'.join(sorted(majors))}" if majors else "its CUDA"
+    raise UpdateError(f"cannot tell which toolkit {framework} in {name} ships ({hint}); pass"
+                      f" --cuda {framework}=X.Y[,X.Y]")
+
+
+def import_release(text: str, release: dict, name: str) -> str:
+    """The matrix text with the new release's tables inserted above the newest release (and the
+    comments right above it) and `latest` moved to it when it is newer; everything else untouched."""
+    document = tomlkit.parse(text)
+    if name in document["release"]:
+        raise UpdateError(f"release {name!r} is already in the matrix; use `matrix bump` to change it")
+    new = tomlkit.document()
+    releases = tomlkit.table(is_super_table=True)
+    table = tomlkit.table()
+    for key, value in release.items():
+        if key != "engines":
+            table.add(key, value)
+    engines = tomlkit.table()
+    for framework, engine in release["engines"].items():
+        inline = tomlkit.inline_table()
+        inline.update(engine)
+        engines.add(framework, inline)
+    table.add("engines", engines)
+    releases.add(name, table)
+    new.add("release", releases)
+    snippet = tomlkit.dumps(new).strip() + "\n\n"
+    lines = text.splitlines(keepends=True)
+    newest = next((i for i, line in enumerate(lines) if line.startswith("[release.") and not
+                   line.startswith("[release.main")), len(lines))
+    start = newest
+    while start > 0 and lines[start - 1].startswith("#"):
+        start -= 1
+    document = tomlkit.parse("".join(lines[:start]) + snippet + "".join(lines[start:]))
+    if Version(name) > Version(str(document["latest"])):
+        document["latest"] = name  # the newest release is the latest
+    return tomlkit.dumps(document)
+
+
+# -- changing a release ------------------------------------------------------------------------------
+
+def bump(text: str, release: str, engines: dict[str, str], nixl: dict[str, str] | None = None,
+         cuda: dict[str, list[str]] | None = None) -> str:
+    """Set engine versions (and NIXL or CUDA) of an existing release, in place."""
+    document = tomlkit.parse(text)
+    if release not in document["release"]:
+        raise UpdateError(f"release {release!r} is not in the matrix; `matrix import {release}` adds it")
+    table = document["release"][release].get("engines", {})
+    for framework, changes in _per_engine(engines, nixl or {}, cuda or {}).items():
+        if framework not in table:
+            raise UpdateError(f"release {release} does not ship {framework!r}; it ships {', '.join(table)}")
+        for key, value in changes.items():
+            table[framework][key] = value
+    return tomlkit.dumps(document)
+
+
+def _per_engine(engines: dict[str, str], nixl: dict[str, str], cuda: dict[str, list[str]]) -> dict[str, dict]:
+    changes: dict[str, dict] = {}
+    for framework, version in engines.items():
+        changes.setdefault(framework, {})["version"] = version
+    for framework, version in nixl.items():
+        changes.setdefault(framework, {})["nixl"] = version
+    for framework, versions in cuda.items():
+        changes.setdefault(framework, {})["cuda"] = {v: "supported" for v in versions}
+    return changes
+
+
+def validated(text: str, source: str) -> str:
+    """The text, if it is a valid matrix; else MatrixInvalid naming every problem (nothing is written)."""
+    loads(text, source)
+    return text
+
+
+def pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    """["vllm=0.31.0", ...] -> {"vllm": "0.31.0"}; UpdateError on a malformed one."""
+    found = {}
+    for value in values or []:
+        key, sep, rest = value.partition("=")
+        if not sep or not key or not rest:
+            raise UpdateError(f"{flag} expects ENGINE=VALUE such as vllm=0.31.0, got {value!r}")
+        found[key.strip()] = rest.strip()
+    return found
+

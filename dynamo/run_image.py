@@ -1,0 +1,371 @@
+"""`container/run.sh`: run a Dynamo image the way the field expects (GPU, shm, ulimits, IPC, network),
+after checking this host against the image's labels.
+
+The image is run by the engine whose image store holds it: Docker, or podman (which shares its
+store with buildah, so an image that `build.py` built with buildah runs without a copy). Before
+starting anything it settles what the daemon would refuse with a raw error: GPU flags only for an
+image that needs a GPU, and ulimits no higher than the engine can grant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ENGINES = ("docker", "podman")
+DEFAULT_ULIMITS = {"memlock": "-1", "nofile": "65536:65536", "stack": "67108864"}
+# Limits an engine sets on its own when not told: rootful podman gives containers nproc 4194304
+# (containers/podman pkg/specgen/generate/oci.go, addRlimits), which fails where it cannot raise
+# its limit ("error setting rlimit type 6"): these are lowered silently to what it can grant.
+IMPLICIT_ULIMITS = {"podman": {"nproc": "4194304:4194304"}}
+# /proc/PID/limits rows of each ulimit we set.
+LIMIT_ROWS = {"memlock": "Max locked memory", "nofile": "Max open files", "stack": "Max stack size",
+              "nproc": "Max processes"}
+CAP_SYS_RESOURCE = 24  # a process with it may raise hard limits (capabilities(7))
+UNLIMITED = -1
+# dynamo:<release>-<framework>-<device> and dynamo:latest-<framework>, as dynamo.images.tags makes them
+OUR_TAG = re.compile(r"(?:^|/)dynamo:(?:(?P<release>\d[^-]*)-(?P<framework>[a-z_]+)-(?P<device>cpu|cuda[\d.]+)"
+                     r"|latest-(?P<latest>[a-z_]+))$")
+USAGE = """\
+usage: container/run.sh [options] [-- COMMAND...]
+
+Run a Dynamo image with the GPU, shm, ulimit, IPC and network flags it needs, after checking this
+host against the image's labels (driver floor, compute capabilities) instead of the NVIDIA container
+toolkit's "unsatisfied condition: cuda>=12.9".
+
+  --image IMAGE         default: dynamo:latest-<framework>
+  --framework NAME      default: vllm (only picks the default image)
+  --engine docker|podman  default: the one whose image store holds the image (Docker first)
+  --gpus auto|all|none|SPEC  default: auto: all GPUs for a CUDA image, none for a CPU image
+  --shm-size SIZE       default: 10G
+  --ulimit NAME=VALUE   replaces that default (memlock=-1, nofile=65536:65536, stack=67108864); repeatable.
+                        A default the engine cannot grant is lowered to its hard limit, with a warning.
+  --network NAME        default: host; -p mappings switch it to the default bridge
+  -p HOST:CONTAINER     publish a port (repeatable)
+  -v SRC:DST, -e NAME[=VALUE]   repeatable
+  -it                   interactive terminal
+  --mount-workspace     this repository at /workspace, HF_TOKEN passed, a persistent Hugging Face cache
+  --hf-cache DIR        the Hugging Face cache to mount (default: ${HF_HOME:-~/.cache/huggingface})
+  --name NAME, --entrypoint CMD, --user USER, --workdir DIR
+  --skip-preflight      do not check this host against the image's labels
+  --dry-run             print the exact command and run nothing (writes nothing either)
+"""
+
+
+class UsageError(Exception):
+    """Bad flags: exit 2."""
+
+
+class RunError(Exception):
+    """The image cannot be run here as asked: exit 1, nothing started."""
+
+
+@dataclass
+class Options:
+    image: str = ""
+    framework: str = "vllm"
+    engine: str | None = None
+    gpus: str = "auto"
+    shm_size: str = "10G"
+    ulimits: dict[str, str] = field(default_factory=dict)  # the user's own --ulimit values
+    network: str = "host"
+    ports: list[str] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)
+    envs: list[str] = field(default_factory=list)
+    interactive: bool = False
+    workspace: bool = False
+    hf_cache: str = os.environ.get("HF_HOME") or str(Path.home() / ".cache" / "huggingface")
+    name: str = ""
+    entrypoint: str = ""
+    user: str = ""
+    workdir: str = ""
+    preflight: bool = True
+    dry_run: bool = False
+    command: list[str] = field(default_factory=list)
+
+
+_VALUED = {"--image": "image", "--framework": "framework", "--engine": "engine", "--gpus": "gpus",
+           "--shm-size": "shm_size", "--network": "network", "--hf-cache": "hf_cache", "--name": "name",
+           "--entrypoint": "entrypoint", "--user": "user", "--workdir": "workdir"}
+_REPEATED = {"-p": "ports", "--publish": "ports", "-v": "volumes", "--volume": "volumes", "-e": "envs", "--env": "envs"}
+_FLAGS = {"-it": "interactive", "-ti": "interactive", "--mount-workspace": "workspace", "--dry-run": "dry_run"}
+
+
+def parse(argv: list[str]) -> Options:
+    """run.sh's flags, docker-style (`-it`, repeatable `-p`), the container's command after `--`."""
+    options = Options()
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg == "--":
+            options.command = args
+            break
+        if arg in _FLAGS:
+            setattr(options, _FLAGS[arg], True)
+        elif arg == "--skip-preflight":
+            options.preflight = False
+        elif arg in _VALUED or arg in _REPEATED or arg == "--ulimit":
+            if not args or not args[0]:
+                raise UsageError(f"{arg} needs a value")
+            value = args.pop(0)
+            if arg == "--ulimit":
+                name, sep, limit = value.partition("=")
+                if not sep or not name or not limit:
+                    raise UsageError(f"--ulimit expects NAME=VALUE, got '{value}'")
+                if not re.fullmatch(r"-?\d+(:-?\d+)?", limit):
+                    raise UsageError(f"--ulimit {value}: the value is a number, -1 (unlimited) or SOFT:HARD")
+                options.ulimits[name] = limit
+            elif arg in _REPEATED:
+                getattr(options, _REPEATED[arg]).append(value)
+            else:
+                setattr(options, _VALUED[arg], value)
+        else:
+            raise UsageError(f"unknown option '{arg}' (see --help); put the container's command after --")
+    if options.engine not in (None, *ENGINES):
+        raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got '{options.engine}'")
+    options.image = options.image or f"dynamo:latest-{options.framework}"
+    return options
+
+
+# ---------------------------------------------------------------- where the image is
+
+def image_labels(engine: str, image: str) -> dict[str, str] | None:
+    """The image's labels in that engine's store, {} when it has none, None when it is not there."""
+    if not shutil.which(engine):
+        return None
+    result = subprocess.run([engine, "image", "inspect", "--format", "{{json .Config.Labels}}", image],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        return None
+    return json.loads(result.stdout.strip() or "null") or {}
+
+
+def locate(image: str, engine: str | None) -> tuple[str, dict[str, str] | None]:
+    """(engine, labels): the first engine whose store holds the image; labels None when none does."""
+    for candidate in (engine,) if engine else ENGINES:
+        labels = image_labels(candidate, image)
+        if labels is not None:
+            return candidate, labels
+    return engine or ENGINES[0], None
+
+
+def build_hint(options: Options) -> str:
+    """The build.py command that makes this image, read from our tag scheme."""
+    match = OUR_TAG.search(options.image)
+    if match and match["latest"]:
+        return f"python build.py --framework {match['latest']}"
+    if match:
+        device = "cpu" if match["device"] == "cpu" else match["device"].removeprefix("cuda")
+        return f"python build.py --framework {match['framework']} --release {match['release']} --cuda {device}"
+    return f"python build.py --framework {options.framework} --tag {options.image}"
+
+
+# ---------------------------------------------------------------- what the engine can grant
+
+def _limit_value(text: str) -> int:
+    return UNLIMITED if text in ("unlimited", "-1") else int(text)
+
+
+def process_limits(pid: int | str) -> tuple[dict[str, int], bool] | None:
+    """(hard limit per ulimit name, may raise them) of a process, from /proc; None when unreadable."""
+    try:
+        limits = Path(f"/proc/{pid}/limits").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    hard = {}
+    for name, row in LIMIT_ROWS.items():
+        line = next((line for line in limits.splitlines() if line.startswith(row)), None)
+        if line:
+            hard[name] = _limit_value(line[len(row):].split()[1])
+    caps = next((line.split()[1] for line in status.splitlines() if line.startswith("CapEff:")), "0")
+    return hard, bool(int(caps, 16) >> CAP_SYS_RESOURCE & 1)
+
+
+def engine_limits(engine: str) -> tuple[dict[str, int], bool, str] | None:
+    """(hard limits, may raise them, whose) of the process that sets the container's limits: the
+    Docker daemon (when it runs on this machine), or podman, which runs as this process's user."""
+    if engine == "podman":
+        found = process_limits("self")
+        if not found:
+            return None
+        hard, may_raise = found
+        # podman lowers its own nproc to the kernel's pid_max at start when it cannot raise it
+        pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+        hard["nproc"] = pid_max if hard.get("nproc", UNLIMITED) == UNLIMITED else min(hard["nproc"], pid_max)
+        return hard, may_raise, "podman's"
+    found = next((process_limits(pid) for pid in _pids("dockerd")), None)
+    return (*found, "the Docker daemon's") if found else None
+
+
+def _pids(name: str) -> list[str]:
+    """Process ids of the processes with this command name (pgrep -x, without procps)."""
+    found = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == name:
+                found.append(comm.parent.name)
+        except OSError:
+            continue
+    return found
+
+
+def _requested(value: str) -> int:
+    """The hard limit a docker-style ulimit value asks for (SOFT[:HARD]; -1 is unlimited)."""
+    return _limit_value(value.split(":")[-1])
+
+
+def settle_ulimits(options: Options, engine: str, warn) -> dict[str, str]:
+    """The ulimits to pass: defaults above what the engine can grant are lowered to its hard limit
+    (with a warning); a value the user asked for that it cannot grant is refused with the one to pass."""
+    implicit = IMPLICIT_ULIMITS.get(engine, {})
+    wanted = implicit | DEFAULT_ULIMITS | options.ulimits
+    limits = engine_limits(engine)
+    if limits is None or limits[1]:
+        return {name: value for name, value in wanted.items() if name not in implicit or name in options.ulimits}
+    hard, _, whose = limits
+    settled = {}
+    for name, value in wanted.items():
+        ceiling, asked = hard.get(name), _requested(value)
+        if ceiling is None or ceiling == UNLIMITED or (asked != UNLIMITED and asked <= ceiling):
+            settled[name] = value
+            continue
+        fits = f"{ceiling}:{ceiling}" if ":" in value else str(ceiling)
+        if name in options.ulimits:
+            raise RunError(f"--ulimit {name}={value} is above {whose} hard limit ({ceiling}); pass --ulimit {name}={fits}"
+                           f" or raise the engine's limit")
+        if name not in implicit:
+            warn(f"{name} lowered from {value} to {fits}, {whose} hard limit (pass --ulimit {name}=VALUE to choose)")
+        settled[name] = fits
+    return settled
+
+
+# ---------------------------------------------------------------- the command
+
+def wants_gpus(options: Options, labels: dict[str, str] | None) -> bool:
+    """`--gpus auto`: GPUs for an image whose labels (or, unbuilt, whose tag) say CUDA."""
+    if options.gpus != "auto":
+        return options.gpus != "none"
+    if labels and labels.get("dev.dynamo.release"):
+        return bool(labels.get("dev.dynamo.cuda.version"))
+    match = OUR_TAG.search(options.image)
+    if match and match["device"]:
+        return match["device"] != "cpu"
+    framework = match["latest"] if match and match["latest"] else options.framework
+    return framework not in ("frontend",)
+
+
+def command(options: Options, engine: str, gpus: bool, ulimits: dict[str, str]) -> list[str]:
+    args = [engine, "run", "--rm"]
+    if options.interactive:
+        args.append("-it")
+    if gpus:
+        spec = "all" if options.gpus == "auto" else options.gpus
+        args += ["--gpus", spec] if engine == "docker" else ["--device", f"nvidia.com/gpu={spec}"]
+    if engine == "docker":  # podman refuses --shm-size beside --ipc host, which shares the host's /dev/shm
+        args.append(f"--shm-size={options.shm_size}")
+    for name in sorted(ulimits):
+        args += ["--ulimit", f"{name}={ulimits[name]}"]
+    args += ["--ipc", "host"]
+    if options.ports:
+        for port in options.ports:
+            args += ["-p", port]
+    else:
+        args += ["--network", options.network]
+    if options.workspace:
+        args += ["-v", f"{REPO}:/workspace", "-w", "/workspace", "-e", "HF_TOKEN",
+                 "-v", f"{options.hf_cache}:/home/dynamo/.cache/huggingface"]
+    for volume in options.volumes:
+        args += ["-v", volume]
+    for env in options.envs:
+        args += ["-e", env]
+    for flag, value in (("--name", options.name), ("--entrypoint", options.entrypoint), ("--user", options.user),
+                        ("-w", options.workdir)):
+        if value:
+            args += [flag, value]
+    return [*args, options.image, *options.command]
+
+
+def preflight(options: Options, labels: dict[str, str], gpus: bool) -> list[str]:
+    """Check this host against the image's labels with `dynamo doctor --scope host`; the caveat
+    warnings to show. Raises RunError when the host cannot run the image."""
+    release, framework = labels.get("dev.dynamo.release"), labels.get("dev.dynamo.framework")
+    if not release or not framework:
+        return [f"{options.image} has no dev.dynamo labels (not built by build.py); the host was not checked"]
+    image_cuda = labels.get("dev.dynamo.cuda.version", "")
+    if image_cuda and not gpus:
+        raise RunError(f"{options.image} is a CUDA {image_cuda} image and needs GPUs; drop --gpus none"
+                       " (or pass --skip-preflight)")
+    result = subprocess.run([sys.executable, str(REPO / "build.py"), "doctor", "--scope", "host", "--release", release,
+                             "--framework", framework, "--cuda", image_cuda or "cpu"],
+                            capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(REPO)})
+    report = result.stdout.splitlines()
+    if result.returncode == 1:
+        problems = [line for line in report if line.startswith("✗") or re.match(r"^ +fix:", line)] or report
+        raise RunError("\n".join([f"this host cannot run {options.image}:", *problems,
+                                  "nothing was started; fix the above, or pass --skip-preflight to try anyway"]))
+    if result.returncode != 0:
+        last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        return [f"the host check could not run ({last[0]}); continuing"]
+    # the matrix's caveats about how to start the container here, with their fixes
+    warnings = []
+    for index, line in enumerate(report):
+        if line.startswith("! caveat"):
+            warnings.append(line)
+            if index + 1 < len(report) and re.match(r"^ +fix:", report[index + 1]):
+                warnings.append(report[index + 1])
+    return warnings
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(arg in ("-h", "--help") for arg in argv[:argv.index("--") if "--" in argv else len(argv)]):
+        print(USAGE, end="")
+        return 0
+
+    def warn(message: str) -> None:
+        print(f"run.sh: warning: {message}", file=sys.stderr)
+
+    try:
+        options = parse(argv)
+        engine, labels = locate(options.image, options.engine)
+        gpus = wants_gpus(options, labels)
+        if options.dry_run:
+            print(shlex.join(command(options, engine, gpus, settle_ulimits(options, engine, warn))))
+            return 0
+        if not shutil.which(engine):
+            raise RunError(f"{engine} is not installed (apt-get install {'docker.io' if engine == 'docker' else engine})")
+        if labels is None:
+            where = f"{engine}'s image store" if options.engine else "neither Docker's nor podman's image store"
+            raise RunError(f"image {options.image} is in {where}; build it: {build_hint(options)}")
+        if options.preflight:
+            for line in preflight(options, labels, gpus):
+                warn(line)
+        args = command(options, engine, gpus, settle_ulimits(options, engine, warn))
+        if options.workspace:
+            Path(options.hf_cache).mkdir(parents=True, exist_ok=True)
+    except UsageError as exc:
+        print(f"run.sh: error: {exc}", file=sys.stderr)
+        return 2
+    except RunError as exc:
+        first, *rest = str(exc).splitlines()
+        print(f"run.sh: error: {first}" if not rest else f"run.sh: {first}", file=sys.stderr)
+        for line in rest[:-1]:
+            print(line, file=sys.stderr)
+        if rest:
+            print(f"run.sh: {rest[-1]}", file=sys.stderr)
+        return 1
+    sys.stdout.flush()
+    os.execvp(args[0], args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
