@@ -18,7 +18,7 @@ from dynamo.matrix.query import engine_for, find_release
 from dynamo.matrix.report import release_report, targets_table
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-ENGINE_CHOICES = ("docker", "buildah", "podman")  # dynamo.build.engines.CHOICES, without importing it
+ENGINE_CHOICES = ("docker", "buildah", "podman")  # dynamo.containers.CHOICES, without importing it
 
 
 def _error(message: object, code: int = EXIT_USAGE) -> int:
@@ -78,9 +78,9 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from dynamo.build.engines import EngineError, get_engine
     from dynamo.build.image import Progress, build_image
     from dynamo.build.plan import PlanError, make_plan
+    from dynamo.containers import EngineError, get_engine
 
     matrix = load(args.matrix)
     try:
@@ -98,7 +98,7 @@ def _build(args: argparse.Namespace) -> int:
     except EngineError as exc:
         if not args.dry_run:
             return _error(exc, EXIT_FAILED)
-        from dynamo.build.engines import Buildah
+        from dynamo.containers import Buildah
         print(f"note: {exc}; showing the buildah command", file=sys.stderr)
         engine = Buildah()
     if args.dry_run:
@@ -141,8 +141,8 @@ def describe_plan(plan, engine_name: str, command: str) -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from dynamo.build.engines import EngineError, engine_with_image
     from dynamo.build.verify import report, verify
+    from dynamo.containers import EngineError, engine_with_image
 
     matrix = load(args.matrix)
     if args.reproduce:
@@ -156,10 +156,10 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _reproduce(matrix, args: argparse.Namespace) -> int:
-    from dynamo.build.engines import EngineError
     from dynamo.build.image import Progress
     from dynamo.build.plan import PlanError
     from dynamo.build.reproduce import reproduce
+    from dynamo.containers import EngineError
 
     if args.engine not in (None, "buildah"):
         return _error(f"--reproduce rebuilds with buildah (the engine that stamps every file with the commit's time);"

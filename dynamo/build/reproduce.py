@@ -19,10 +19,10 @@ from datetime import datetime
 from pathlib import Path
 
 from dynamo import images
-from dynamo.build.engines import Buildah, EngineError
 from dynamo.build.image import Progress, build_image
 from dynamo.build.plan import CHECKOUT, BuildPlan, PlanError, make_plan
 from dynamo.build.source import Source, export
+from dynamo.containers import Buildah, EngineError
 from dynamo.matrix import Matrix
 
 OCI = "org.opencontainers.image."
@@ -82,7 +82,7 @@ def reproduce(matrix: Matrix, image: str, *, ca_cert: str | None = None, checkou
     if not engine.has_image(image):
         raise EngineError(f"image {image} is not in buildah's image store; build it with --engine buildah, or pull it")
     info = engine.inspect(image)
-    labels = info["labels"]
+    labels = info.labels
     revision = labels.get(OCI + "revision", "")
     if not revision:
         raise EngineError(f"{image} records no commit ({OCI}revision): it was built outside a git checkout or by an"
@@ -97,15 +97,15 @@ def reproduce(matrix: Matrix, image: str, *, ca_cert: str | None = None, checkou
             export(checkout, revision, context)
         except ValueError as exc:
             raise EngineError(str(exc)) from None
-        plan = recorded_plan(matrix, labels, info["architecture"], context, ca_cert=ca_cert, tag=rebuilt)
+        plan = recorded_plan(matrix, labels, info.architecture, context, ca_cert=ca_cert, tag=rebuilt)
         cache_dir = Path(tmp) / "caches"  # buildah's TMPDIR: its RUN --mount=type=cache caches start empty
         cache_dir.mkdir()
         try:
             summary = build_image(plan, Buildah(cache_dir=cache_dir), progress or Progress())
-            differences = () if _same(summary.image_id, info["id"]) else tuple(compare(image, rebuilt, Path(tmp)))
+            differences = () if _same(summary.image_id, info.id) else tuple(compare(image, rebuilt, Path(tmp)))
         finally:
             engine.remove(rebuilt)
-    return Reproduction(image_id=_id(info["id"]), rebuilt_id=_id(summary.image_id), differences=differences)
+    return Reproduction(image_id=_id(info.id), rebuilt_id=_id(summary.image_id), differences=differences)
 
 
 def _id(image_id: str) -> str:
