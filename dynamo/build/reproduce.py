@@ -90,7 +90,7 @@ def reproduce(matrix: Matrix, image: str, *, ca_cert: str | None = None, checkou
     if revision.endswith("-dirty"):
         raise EngineError(f"{image} was built from uncommitted changes to {revision.removesuffix('-dirty')}: it cannot"
                           " be reproduced; build it from a clean checkout")
-    rebuilt = f"localhost/dynamo-reproduce:{info['id'].removeprefix('sha256:')[:12]}"
+    rebuilt = f"localhost/dynamo-reproduce:{info.id.removeprefix('sha256:')[:12]}"
     with tempfile.TemporaryDirectory(prefix="dynamo-reproduce-") as tmp:
         context = Path(tmp) / "context"
         try:
