@@ -114,7 +114,7 @@ def test_buildah_build_verify_and_mismatch():
     assert "[stage 6/6 step" in result.stderr  # progress: where it is and the elapsed time
     summary = result.stdout.splitlines()
     assert summary[0].startswith("built ") and "steps from cache" in summary[0]
-    assert summary[1] == f"  tagged {tag}"
+    assert summary[1].startswith("  in containers-storage") and summary[2] == f"  tagged {tag}"
     verified = run_cli("verify", tag, "--engine", "buildah")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert verified.stdout.splitlines()[-1] == f"{tag}: all 11 checks pass"
