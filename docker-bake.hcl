@@ -174,6 +174,9 @@ target "main-frontend-cpu" {
     LOCK = "main/frontend-cpu-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "docker.io/library/ubuntu:24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:main-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:main-frontend-cpu,mode=max"]
@@ -202,6 +205,9 @@ target "1_6_1-frontend-cpu" {
     LOCK = "1.6.1/frontend-cpu-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "docker.io/library/ubuntu:24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_6_1-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_6_1-frontend-cpu,mode=max"]
@@ -230,6 +236,9 @@ target "1_6_1-vllm-cuda13_0" {
     LOCK = "1.6.1/vllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_6_1-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_6_1-vllm-cuda13_0,mode=max"]
@@ -258,6 +267,9 @@ target "1_6_1-sglang-cuda13_0" {
     LOCK = "1.6.1/sglang-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_6_1-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_6_1-sglang-cuda13_0,mode=max"]
@@ -286,6 +298,9 @@ target "1_6_1-trtllm-cuda13_1" {
     LOCK = "1.6.1/trtllm-cuda13.1-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_6_1-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_6_1-trtllm-cuda13_1,mode=max"]
@@ -314,6 +329,9 @@ target "1_6_0-frontend-cpu" {
     LOCK = "1.6.0/frontend-cpu-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "docker.io/library/ubuntu:24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_6_0-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_6_0-frontend-cpu,mode=max"]
@@ -342,6 +360,9 @@ target "1_6_0-vllm-cuda13_0" {
     LOCK = "1.6.0/vllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_6_0-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_6_0-vllm-cuda13_0,mode=max"]
@@ -370,6 +391,9 @@ target "1_6_0-sglang-cuda13_0" {
     LOCK = "1.6.0/sglang-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_6_0-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_6_0-sglang-cuda13_0,mode=max"]
@@ -398,6 +422,9 @@ target "1_6_0-trtllm-cuda13_1" {
     LOCK = "1.6.0/trtllm-cuda13.1-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_6_0-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_6_0-trtllm-cuda13_1,mode=max"]
@@ -426,6 +453,9 @@ target "1_5_1-frontend-cpu" {
     LOCK = "1.5.1/frontend-cpu-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "docker.io/library/ubuntu:24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_5_1-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_5_1-frontend-cpu,mode=max"]
@@ -454,6 +484,9 @@ target "1_5_1-vllm-cuda13_0" {
     LOCK = "1.5.1/vllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_5_1-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_5_1-vllm-cuda13_0,mode=max"]
@@ -482,6 +515,9 @@ target "1_5_1-sglang-cuda13_0" {
     LOCK = "1.5.1/sglang-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_5_1-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_5_1-sglang-cuda13_0,mode=max"]
@@ -510,6 +546,9 @@ target "1_5_1-trtllm-cuda13_1" {
     LOCK = "1.5.1/trtllm-cuda13.1-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_5_1-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_5_1-trtllm-cuda13_1,mode=max"]
@@ -538,6 +577,9 @@ target "1_5_0-frontend-cpu" {
     LOCK = "1.5.0/frontend-cpu-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "docker.io/library/ubuntu:24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_5_0-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_5_0-frontend-cpu,mode=max"]
@@ -566,6 +608,9 @@ target "1_5_0-vllm-cuda13_0" {
     LOCK = "1.5.0/vllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_5_0-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_5_0-vllm-cuda13_0,mode=max"]
@@ -594,6 +639,9 @@ target "1_5_0-sglang-cuda13_0" {
     LOCK = "1.5.0/sglang-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_5_0-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_5_0-sglang-cuda13_0,mode=max"]
@@ -622,6 +670,9 @@ target "1_5_0-trtllm-cuda13_1" {
     LOCK = "1.5.0/trtllm-cuda13.1-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_5_0-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_5_0-trtllm-cuda13_1,mode=max"]
@@ -650,6 +701,9 @@ target "1_4_2-frontend-cpu" {
     LOCK = "1.4.2/frontend-cpu-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "docker.io/library/ubuntu:24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_2-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_2-frontend-cpu,mode=max"]
@@ -678,6 +732,9 @@ target "1_4_2-vllm-cuda13_0" {
     LOCK = "1.4.2/vllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_2-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_2-vllm-cuda13_0,mode=max"]
@@ -706,6 +763,9 @@ target "1_4_2-sglang-cuda13_0" {
     LOCK = "1.4.2/sglang-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_2-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_2-sglang-cuda13_0,mode=max"]
@@ -734,6 +794,9 @@ target "1_4_2-trtllm-cuda13_1" {
     LOCK = "1.4.2/trtllm-cuda13.1-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_2-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_2-trtllm-cuda13_1,mode=max"]
@@ -762,6 +825,9 @@ target "1_4_1-frontend-cpu" {
     LOCK = "1.4.1/frontend-cpu-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "docker.io/library/ubuntu:24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_1-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_1-frontend-cpu,mode=max"]
@@ -790,6 +856,9 @@ target "1_4_1-vllm-cuda13_0" {
     LOCK = "1.4.1/vllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_1-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_1-vllm-cuda13_0,mode=max"]
@@ -818,6 +887,9 @@ target "1_4_1-sglang-cuda13_0" {
     LOCK = "1.4.1/sglang-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_1-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_1-sglang-cuda13_0,mode=max"]
@@ -846,6 +918,9 @@ target "1_4_1-trtllm-cuda13_1" {
     LOCK = "1.4.1/trtllm-cuda13.1-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_1-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_1-trtllm-cuda13_1,mode=max"]
@@ -874,6 +949,9 @@ target "1_4_0-frontend-cpu" {
     LOCK = "1.4.0/frontend-cpu-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "docker.io/library/ubuntu:24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_0-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_0-frontend-cpu,mode=max"]
@@ -902,6 +980,9 @@ target "1_4_0-vllm-cuda13_0" {
     LOCK = "1.4.0/vllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_0-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_0-vllm-cuda13_0,mode=max"]
@@ -930,6 +1011,9 @@ target "1_4_0-sglang-cuda13_0" {
     LOCK = "1.4.0/sglang-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_0-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_0-sglang-cuda13_0,mode=max"]
@@ -958,6 +1042,9 @@ target "1_4_0-trtllm-cuda13_1" {
     LOCK = "1.4.0/trtllm-cuda13.1-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_4_0-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_4_0-trtllm-cuda13_1,mode=max"]
@@ -986,6 +1073,9 @@ target "1_3_1-frontend-cpu" {
     LOCK = "1.3.1/frontend-cpu-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "docker.io/library/ubuntu:24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_3_1-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_3_1-frontend-cpu,mode=max"]
@@ -1014,6 +1104,9 @@ target "1_3_1-vllm-cuda13_0" {
     LOCK = "1.3.1/vllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_3_1-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_3_1-vllm-cuda13_0,mode=max"]
@@ -1042,6 +1135,9 @@ target "1_3_1-sglang-cuda13_0" {
     LOCK = "1.3.1/sglang-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_3_1-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_3_1-sglang-cuda13_0,mode=max"]
@@ -1070,6 +1166,9 @@ target "1_3_1-trtllm-cuda13_1" {
     LOCK = "1.3.1/trtllm-cuda13.1-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_3_1-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_3_1-trtllm-cuda13_1,mode=max"]
@@ -1098,6 +1197,9 @@ target "1_3_0-frontend-cpu" {
     LOCK = "1.3.0/frontend-cpu-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "docker.io/library/ubuntu:24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_3_0-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_3_0-frontend-cpu,mode=max"]
@@ -1126,6 +1228,9 @@ target "1_3_0-vllm-cuda13_0" {
     LOCK = "1.3.0/vllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_3_0-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_3_0-vllm-cuda13_0,mode=max"]
@@ -1154,6 +1259,9 @@ target "1_3_0-sglang-cuda13_0" {
     LOCK = "1.3.0/sglang-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_3_0-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_3_0-sglang-cuda13_0,mode=max"]
@@ -1182,6 +1290,9 @@ target "1_3_0-trtllm-cuda13_1" {
     LOCK = "1.3.0/trtllm-cuda13.1-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_3_0-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_3_0-trtllm-cuda13_1,mode=max"]
@@ -1210,6 +1321,9 @@ target "1_2_1-frontend-cpu" {
     LOCK = "1.2.1/frontend-cpu-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "docker.io/library/ubuntu:24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_1-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_1-frontend-cpu,mode=max"]
@@ -1238,6 +1352,9 @@ target "1_2_1-vllm-cuda13_0" {
     LOCK = "1.2.1/vllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_1-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_1-vllm-cuda13_0,mode=max"]
@@ -1266,6 +1383,9 @@ target "1_2_1-vllm-cuda12_9" {
     LOCK = "1.2.1/vllm-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_1-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_1-vllm-cuda12_9,mode=max"]
@@ -1294,6 +1414,9 @@ target "1_2_1-sglang-cuda13_0" {
     LOCK = "1.2.1/sglang-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_1-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_1-sglang-cuda13_0,mode=max"]
@@ -1322,6 +1445,9 @@ target "1_2_1-sglang-cuda12_9" {
     LOCK = "1.2.1/sglang-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_1-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_1-sglang-cuda12_9,mode=max"]
@@ -1350,6 +1476,9 @@ target "1_2_1-trtllm-cuda13_1" {
     LOCK = "1.2.1/trtllm-cuda13.1-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_1-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_1-trtllm-cuda13_1,mode=max"]
@@ -1378,6 +1507,9 @@ target "1_2_0-frontend-cpu" {
     LOCK = "1.2.0/frontend-cpu-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "docker.io/library/ubuntu:24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_0-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_0-frontend-cpu,mode=max"]
@@ -1406,6 +1538,9 @@ target "1_2_0-vllm-cuda13_0" {
     LOCK = "1.2.0/vllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_0-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_0-vllm-cuda13_0,mode=max"]
@@ -1434,6 +1569,9 @@ target "1_2_0-vllm-cuda12_9" {
     LOCK = "1.2.0/vllm-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_0-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_0-vllm-cuda12_9,mode=max"]
@@ -1462,6 +1600,9 @@ target "1_2_0-sglang-cuda13_0" {
     LOCK = "1.2.0/sglang-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_0-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_0-sglang-cuda13_0,mode=max"]
@@ -1490,6 +1631,9 @@ target "1_2_0-sglang-cuda12_9" {
     LOCK = "1.2.0/sglang-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_0-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_0-sglang-cuda12_9,mode=max"]
@@ -1518,6 +1662,9 @@ target "1_2_0-trtllm-cuda13_1" {
     LOCK = "1.2.0/trtllm-cuda13.1-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_2_0-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_2_0-trtllm-cuda13_1,mode=max"]
@@ -1546,6 +1693,9 @@ target "1_1_1-frontend-cpu" {
     LOCK = "1.1.1/frontend-cpu-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "docker.io/library/ubuntu:24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_1-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_1-frontend-cpu,mode=max"]
@@ -1574,6 +1724,9 @@ target "1_1_1-vllm-cuda13_0" {
     LOCK = "1.1.1/vllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_1-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_1-vllm-cuda13_0,mode=max"]
@@ -1602,6 +1755,9 @@ target "1_1_1-vllm-cuda12_9" {
     LOCK = "1.1.1/vllm-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_1-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_1-vllm-cuda12_9,mode=max"]
@@ -1630,6 +1786,9 @@ target "1_1_1-sglang-cuda13_0" {
     LOCK = "1.1.1/sglang-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_1-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_1-sglang-cuda13_0,mode=max"]
@@ -1658,6 +1817,9 @@ target "1_1_1-sglang-cuda12_9" {
     LOCK = "1.1.1/sglang-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_1-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_1-sglang-cuda12_9,mode=max"]
@@ -1686,6 +1848,9 @@ target "1_1_1-trtllm-cuda13_1" {
     LOCK = "1.1.1/trtllm-cuda13.1-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_1-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_1-trtllm-cuda13_1,mode=max"]
@@ -1714,6 +1879,9 @@ target "1_1_0-frontend-cpu" {
     LOCK = "1.1.0/frontend-cpu-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "docker.io/library/ubuntu:24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_0-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_0-frontend-cpu,mode=max"]
@@ -1742,6 +1910,9 @@ target "1_1_0-vllm-cuda13_0" {
     LOCK = "1.1.0/vllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_0-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_0-vllm-cuda13_0,mode=max"]
@@ -1770,6 +1941,9 @@ target "1_1_0-vllm-cuda12_9" {
     LOCK = "1.1.0/vllm-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_0-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_0-vllm-cuda12_9,mode=max"]
@@ -1798,6 +1972,9 @@ target "1_1_0-sglang-cuda13_0" {
     LOCK = "1.1.0/sglang-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_0-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_0-sglang-cuda13_0,mode=max"]
@@ -1826,6 +2003,9 @@ target "1_1_0-sglang-cuda12_9" {
     LOCK = "1.1.0/sglang-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_0-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_0-sglang-cuda12_9,mode=max"]
@@ -1854,6 +2034,9 @@ target "1_1_0-trtllm-cuda13_1" {
     LOCK = "1.1.0/trtllm-cuda13.1-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_1_0-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_1_0-trtllm-cuda13_1,mode=max"]
@@ -1882,6 +2065,9 @@ target "1_0_2-frontend-cpu" {
     LOCK = "1.0.2/frontend-cpu-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "docker.io/library/ubuntu:24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_2-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_2-frontend-cpu,mode=max"]
@@ -1910,6 +2096,9 @@ target "1_0_2-vllm-cuda13_0" {
     LOCK = "1.0.2/vllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_2-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_2-vllm-cuda13_0,mode=max"]
@@ -1938,6 +2127,9 @@ target "1_0_2-vllm-cuda12_9" {
     LOCK = "1.0.2/vllm-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_2-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_2-vllm-cuda12_9,mode=max"]
@@ -1966,6 +2158,9 @@ target "1_0_2-sglang-cuda13_0" {
     LOCK = "1.0.2/sglang-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_2-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_2-sglang-cuda13_0,mode=max"]
@@ -1994,6 +2189,9 @@ target "1_0_2-sglang-cuda12_9" {
     LOCK = "1.0.2/sglang-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_2-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_2-sglang-cuda12_9,mode=max"]
@@ -2022,6 +2220,9 @@ target "1_0_2-trtllm-cuda13_1" {
     LOCK = "1.0.2/trtllm-cuda13.1-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_2-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_2-trtllm-cuda13_1,mode=max"]
@@ -2050,6 +2251,9 @@ target "1_0_1-frontend-cpu" {
     LOCK = "1.0.1/frontend-cpu-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "docker.io/library/ubuntu:24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_1-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_1-frontend-cpu,mode=max"]
@@ -2078,6 +2282,9 @@ target "1_0_1-vllm-cuda13_0" {
     LOCK = "1.0.1/vllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_1-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_1-vllm-cuda13_0,mode=max"]
@@ -2106,6 +2313,9 @@ target "1_0_1-vllm-cuda12_9" {
     LOCK = "1.0.1/vllm-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_1-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_1-vllm-cuda12_9,mode=max"]
@@ -2134,6 +2344,9 @@ target "1_0_1-sglang-cuda13_0" {
     LOCK = "1.0.1/sglang-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_1-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_1-sglang-cuda13_0,mode=max"]
@@ -2162,6 +2375,9 @@ target "1_0_1-sglang-cuda12_9" {
     LOCK = "1.0.1/sglang-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_1-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_1-sglang-cuda12_9,mode=max"]
@@ -2190,6 +2406,9 @@ target "1_0_1-trtllm-cuda13_1" {
     LOCK = "1.0.1/trtllm-cuda13.1-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_1-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_1-trtllm-cuda13_1,mode=max"]
@@ -2218,6 +2437,9 @@ target "1_0_0-frontend-cpu" {
     LOCK = "1.0.0/frontend-cpu-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "docker.io/library/ubuntu:24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_0-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_0-frontend-cpu,mode=max"]
@@ -2246,6 +2468,9 @@ target "1_0_0-vllm-cuda13_0" {
     LOCK = "1.0.0/vllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_0-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_0-vllm-cuda13_0,mode=max"]
@@ -2274,6 +2499,9 @@ target "1_0_0-vllm-cuda12_9" {
     LOCK = "1.0.0/vllm-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_0-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_0-vllm-cuda12_9,mode=max"]
@@ -2302,6 +2530,9 @@ target "1_0_0-sglang-cuda13_0" {
     LOCK = "1.0.0/sglang-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_0-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_0-sglang-cuda13_0,mode=max"]
@@ -2330,6 +2561,9 @@ target "1_0_0-sglang-cuda12_9" {
     LOCK = "1.0.0/sglang-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_0-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_0-sglang-cuda12_9,mode=max"]
@@ -2358,6 +2592,9 @@ target "1_0_0-trtllm-cuda13_1" {
     LOCK = "1.0.0/trtllm-cuda13.1-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.12-py3 nvcr.io/nvidia/cuda:13.1.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:1_0_0-trtllm-cuda13_1"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:1_0_0-trtllm-cuda13_1,mode=max"]
@@ -2386,6 +2623,9 @@ target "0_9_1-frontend-cpu" {
     LOCK = "0.9.1/frontend-cpu-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "docker.io/library/ubuntu:24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_9_1-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_9_1-frontend-cpu,mode=max"]
@@ -2414,6 +2654,9 @@ target "0_9_1-vllm-cuda12_9" {
     LOCK = "0.9.1/vllm-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_9_1-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_9_1-vllm-cuda12_9,mode=max"]
@@ -2442,6 +2685,9 @@ target "0_9_1-sglang-cuda12_9" {
     LOCK = "0.9.1/sglang-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_9_1-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_9_1-sglang-cuda12_9,mode=max"]
@@ -2470,6 +2716,9 @@ target "0_9_1-trtllm-cuda13_0" {
     LOCK = "0.9.1/trtllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.10-py3 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_9_1-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_9_1-trtllm-cuda13_0,mode=max"]
@@ -2498,6 +2747,9 @@ target "0_9_0-frontend-cpu" {
     LOCK = "0.9.0/frontend-cpu-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "docker.io/library/ubuntu:24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_9_0-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_9_0-frontend-cpu,mode=max"]
@@ -2526,6 +2778,9 @@ target "0_9_0-vllm-cuda12_9" {
     LOCK = "0.9.0/vllm-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_9_0-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_9_0-vllm-cuda12_9,mode=max"]
@@ -2554,6 +2809,9 @@ target "0_9_0-sglang-cuda12_9" {
     LOCK = "0.9.0/sglang-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_9_0-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_9_0-sglang-cuda12_9,mode=max"]
@@ -2582,6 +2840,9 @@ target "0_9_0-trtllm-cuda13_0" {
     LOCK = "0.9.0/trtllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.10-py3 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_9_0-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_9_0-trtllm-cuda13_0,mode=max"]
@@ -2610,6 +2871,9 @@ target "0_8_1_post3-vllm-cuda13_0" {
     LOCK = "0.8.1.post3/vllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-vllm-cuda13_0,mode=max"]
@@ -2638,6 +2902,9 @@ target "0_8_1_post3-vllm-cuda12_9" {
     LOCK = "0.8.1.post3/vllm-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-vllm-cuda12_9,mode=max"]
@@ -2666,6 +2933,9 @@ target "0_8_1_post3-sglang-cuda13_0" {
     LOCK = "0.8.1.post3/sglang-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-sglang-cuda13_0,mode=max"]
@@ -2694,6 +2964,9 @@ target "0_8_1_post3-sglang-cuda12_9" {
     LOCK = "0.8.1.post3/sglang-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-sglang-cuda12_9,mode=max"]
@@ -2722,6 +2995,9 @@ target "0_8_1_post3-trtllm-cuda13_0" {
     LOCK = "0.8.1.post3/trtllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.10-py3 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post3-trtllm-cuda13_0,mode=max"]
@@ -2750,6 +3026,9 @@ target "0_8_1_post2-vllm-cuda13_0" {
     LOCK = "0.8.1.post2/vllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-vllm-cuda13_0,mode=max"]
@@ -2778,6 +3057,9 @@ target "0_8_1_post2-vllm-cuda12_9" {
     LOCK = "0.8.1.post2/vllm-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-vllm-cuda12_9,mode=max"]
@@ -2806,6 +3088,9 @@ target "0_8_1_post2-sglang-cuda13_0" {
     LOCK = "0.8.1.post2/sglang-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-sglang-cuda13_0,mode=max"]
@@ -2834,6 +3119,9 @@ target "0_8_1_post2-sglang-cuda12_9" {
     LOCK = "0.8.1.post2/sglang-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-sglang-cuda12_9,mode=max"]
@@ -2862,6 +3150,9 @@ target "0_8_1_post2-trtllm-cuda13_0" {
     LOCK = "0.8.1.post2/trtllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.10-py3 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post2-trtllm-cuda13_0,mode=max"]
@@ -2890,6 +3181,9 @@ target "0_8_1_post1-vllm-cuda13_0" {
     LOCK = "0.8.1.post1/vllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-vllm-cuda13_0,mode=max"]
@@ -2918,6 +3212,9 @@ target "0_8_1_post1-vllm-cuda12_9" {
     LOCK = "0.8.1.post1/vllm-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-vllm-cuda12_9,mode=max"]
@@ -2946,6 +3243,9 @@ target "0_8_1_post1-sglang-cuda13_0" {
     LOCK = "0.8.1.post1/sglang-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-sglang-cuda13_0,mode=max"]
@@ -2974,6 +3274,9 @@ target "0_8_1_post1-sglang-cuda12_9" {
     LOCK = "0.8.1.post1/sglang-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-sglang-cuda12_9,mode=max"]
@@ -3002,6 +3305,9 @@ target "0_8_1_post1-trtllm-cuda13_0" {
     LOCK = "0.8.1.post1/trtllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.10-py3 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1_post1-trtllm-cuda13_0,mode=max"]
@@ -3030,6 +3336,9 @@ target "0_8_1-frontend-cpu" {
     LOCK = "0.8.1/frontend-cpu-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "docker.io/library/ubuntu:24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1-frontend-cpu,mode=max"]
@@ -3058,6 +3367,9 @@ target "0_8_1-vllm-cuda13_0" {
     LOCK = "0.8.1/vllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1-vllm-cuda13_0,mode=max"]
@@ -3086,6 +3398,9 @@ target "0_8_1-vllm-cuda12_9" {
     LOCK = "0.8.1/vllm-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1-vllm-cuda12_9,mode=max"]
@@ -3114,6 +3429,9 @@ target "0_8_1-sglang-cuda13_0" {
     LOCK = "0.8.1/sglang-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1-sglang-cuda13_0,mode=max"]
@@ -3142,6 +3460,9 @@ target "0_8_1-sglang-cuda12_9" {
     LOCK = "0.8.1/sglang-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1-sglang-cuda12_9,mode=max"]
@@ -3170,6 +3491,9 @@ target "0_8_1-trtllm-cuda13_0" {
     LOCK = "0.8.1/trtllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.10-py3 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1-trtllm-cuda13_0,mode=max"]
@@ -3198,6 +3522,9 @@ target "0_8_1-llama_cpp-cuda12_9" {
     LOCK = "0.8.1/llama_cpp-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1-llama_cpp-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1-llama_cpp-cuda12_9,mode=max"]
@@ -3226,6 +3553,9 @@ target "0_8_1-llama_cpp-cpu" {
     LOCK = "0.8.1/llama_cpp-cpu-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "docker.io/library/ubuntu:24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_1-llama_cpp-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_1-llama_cpp-cpu,mode=max"]
@@ -3254,6 +3584,9 @@ target "0_8_0-frontend-cpu" {
     LOCK = "0.8.0/frontend-cpu-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "docker.io/library/ubuntu:24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_0-frontend-cpu"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_0-frontend-cpu,mode=max"]
@@ -3282,6 +3615,9 @@ target "0_8_0-vllm-cuda13_0" {
     LOCK = "0.8.0/vllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_0-vllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_0-vllm-cuda13_0,mode=max"]
@@ -3310,6 +3646,9 @@ target "0_8_0-vllm-cuda12_9" {
     LOCK = "0.8.0/vllm-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_0-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_0-vllm-cuda12_9,mode=max"]
@@ -3338,6 +3677,9 @@ target "0_8_0-sglang-cuda13_0" {
     LOCK = "0.8.0/sglang-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_0-sglang-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_0-sglang-cuda13_0,mode=max"]
@@ -3366,6 +3708,9 @@ target "0_8_0-sglang-cuda12_9" {
     LOCK = "0.8.0/sglang-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_0-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_0-sglang-cuda12_9,mode=max"]
@@ -3394,6 +3739,9 @@ target "0_8_0-trtllm-cuda13_0" {
     LOCK = "0.8.0/trtllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.10-py3 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_8_0-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_8_0-trtllm-cuda13_0,mode=max"]
@@ -3422,6 +3770,9 @@ target "0_7_1-vllm-cuda12_9" {
     LOCK = "0.7.1/vllm-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_1-vllm-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_1-vllm-cuda12_9,mode=max"]
@@ -3450,6 +3801,9 @@ target "0_7_1-sglang-cuda12_8" {
     LOCK = "0.7.1/sglang-cuda12.8-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.01-cuda12.8-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.8.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_1-sglang-cuda12_8"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_1-sglang-cuda12_8,mode=max"]
@@ -3478,6 +3832,9 @@ target "0_7_1-trtllm-cuda13_0" {
     LOCK = "0.7.1/trtllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.10-py3 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_1-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_1-trtllm-cuda13_0,mode=max"]
@@ -3506,6 +3863,9 @@ target "0_7_0_post1-vllm-cuda12_8" {
     LOCK = "0.7.0.post1/vllm-cuda12.8-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.01-cuda12.8-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.8.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_0_post1-vllm-cuda12_8"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_0_post1-vllm-cuda12_8,mode=max"]
@@ -3534,6 +3894,9 @@ target "0_7_0_post1-sglang-cuda12_9" {
     LOCK = "0.7.0.post1/sglang-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_0_post1-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_0_post1-sglang-cuda12_9,mode=max"]
@@ -3562,6 +3925,9 @@ target "0_7_0_post1-trtllm-cuda13_0" {
     LOCK = "0.7.0.post1/trtllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.10-py3 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_0_post1-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_0_post1-trtllm-cuda13_0,mode=max"]
@@ -3590,6 +3956,9 @@ target "0_7_0-vllm-cuda12_8" {
     LOCK = "0.7.0/vllm-cuda12.8-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.01-cuda12.8-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.8.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_0-vllm-cuda12_8"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_0-vllm-cuda12_8,mode=max"]
@@ -3618,6 +3987,9 @@ target "0_7_0-sglang-cuda12_9" {
     LOCK = "0.7.0/sglang-cuda12.9-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_0-sglang-cuda12_9"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_0-sglang-cuda12_9,mode=max"]
@@ -3646,6 +4018,9 @@ target "0_7_0-trtllm-cuda13_0" {
     LOCK = "0.7.0/trtllm-cuda13.0-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.10-py3 nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_7_0-trtllm-cuda13_0"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_7_0-trtllm-cuda13_0,mode=max"]
@@ -3674,6 +4049,9 @@ target "0_6_1-vllm-cuda12_8" {
     LOCK = "0.6.1/vllm-cuda12.8-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.01-cuda12.8-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.8.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_6_1-vllm-cuda12_8"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_6_1-vllm-cuda12_8,mode=max"]
@@ -3702,6 +4080,9 @@ target "0_6_1-trtllm-cuda12_8" {
     LOCK = "0.6.1/trtllm-cuda12.8-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/pytorch:25.06-py3 nvcr.io/nvidia/cuda:12.8.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_6_1-trtllm-cuda12_8"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_6_1-trtllm-cuda12_8,mode=max"]
@@ -3730,6 +4111,9 @@ target "0_1_0-vllm-cuda12_8" {
     LOCK = "0.1.0/vllm-cuda12.8-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.01-cuda12.8-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.8.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_1_0-vllm-cuda12_8"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_1_0-vllm-cuda12_8,mode=max"]
@@ -3758,6 +4142,9 @@ target "0_1_0-trtllm-cuda12_8" {
     LOCK = "0.1.0/trtllm-cuda12.8-py3.12"
     BASE_DIGEST = ""
     UNPINNED = "nvcr.io/nvidia/cuda-dl-base:25.01-cuda12.8-devel-ubuntu24.04 nvcr.io/nvidia/cuda:12.8.1-runtime-ubuntu24.04"
+    CPU_BASELINE = "amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16"
+    GGML_CPU_AMD64 = "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"
+    GGML_CPU_ARM64 = "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"
   }
   cache-from = ["type=registry,ref=${CACHE_REPO}:0_1_0-trtllm-cuda12_8"]
   cache-to   = ["type=registry,ref=${CACHE_REPO}:0_1_0-trtllm-cuda12_8,mode=max"]

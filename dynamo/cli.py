@@ -19,7 +19,7 @@ from dynamo.matrix.query import engine_for, find_release
 from dynamo.matrix.report import release_report, targets_table
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-ENGINE_CHOICES = ("docker", "buildah", "podman")  # dynamo.build.engines.CHOICES, without importing it
+ENGINE_CHOICES = ("docker", "buildah", "podman")  # dynamo.containers.CHOICES, without importing it
 
 
 def _error(message: object, code: int = EXIT_USAGE) -> int:
@@ -90,9 +90,9 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from dynamo.build.engines import EngineError, get_engine
     from dynamo.build.image import Progress, build_image
     from dynamo.build.plan import PlanError, make_plan
+    from dynamo.containers import EngineError, get_engine
 
     matrix = load(args.matrix)
     try:
@@ -111,7 +111,7 @@ def _build(args: argparse.Namespace) -> int:
     except EngineError as exc:
         if not args.dry_run:
             return _error(exc, EXIT_FAILED)
-        from dynamo.build.engines import Buildah
+        from dynamo.containers import Buildah
         print(f"note: {exc}; showing the buildah command", file=sys.stderr)
         engine = Buildah()
     if args.dry_run:
@@ -154,10 +154,12 @@ def describe_plan(plan, engine_name: str, command: str) -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from dynamo.build.engines import EngineError, engine_with_image
     from dynamo.build.verify import report, verify
+    from dynamo.containers import EngineError, engine_with_image
 
     matrix = load(args.matrix)
+    if args.reproduce:
+        return _reproduce(matrix, args)
     try:
         checks = verify(matrix, engine_with_image(args.image, args.engine), args.image)
     except EngineError as exc:
@@ -176,6 +178,25 @@ def _attest(args: argparse.Namespace) -> int:
     from dynamo import attest
 
     return attest.run(args)
+
+
+def _reproduce(matrix, args: argparse.Namespace) -> int:
+    from dynamo.build.image import Progress
+    from dynamo.build.plan import PlanError
+    from dynamo.build.reproduce import reproduce
+    from dynamo.containers import EngineError
+
+    if args.engine not in (None, "buildah"):
+        return _error(f"--reproduce rebuilds with buildah (the engine that stamps every file with the commit's time);"
+                      f" drop --engine {args.engine}")
+    try:
+        result = reproduce(matrix, args.image, ca_cert=args.ca_cert, progress=Progress(verbose=args.verbose))
+    except PlanError as exc:
+        return _error(exc)
+    except EngineError as exc:
+        return _error(exc, EXIT_FAILED)
+    print(result.text(args.image))
+    return EXIT_OK if result.identical else EXIT_FAILED
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -255,6 +276,10 @@ def build_parser(prog: str = "dynamo") -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", parents=[common], help="check an image's contents against its labels and the matrix")
     verify.add_argument("image")
     verify.add_argument("--engine", choices=ENGINE_CHOICES, help="default: detected")
+    verify.add_argument("--reproduce", action="store_true",
+                        help="rebuild the image from its recorded inputs (labels) with empty caches and compare")
+    verify.add_argument("--ca-cert", metavar="FILE", help="with --reproduce: CA bundle for TLS-intercepting proxies")
+    verify.add_argument("--verbose", action="store_true", help="with --reproduce: show the engine's full output")
     verify.set_defaults(run=_verify)
 
     lock = commands.add_parser("lock", parents=[common], help="pin and hash every Python package of each cell (uv)")

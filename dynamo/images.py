@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import re
+from datetime import datetime, timezone
 
 from packaging.requirements import Requirement
 
@@ -15,6 +16,17 @@ from dynamo.matrix.query import CPU, default_device
 
 REPOSITORY = "dynamo"
 LABEL_PREFIX = "dev.dynamo."
+
+# The oldest CPU that code compiled in our images (llama.cpp) runs on, per architecture (GCC -march
+# names), and llama.cpp's CMake options that compile for exactly it instead of -march=native, so that
+# an image never dies with "Illegal instruction" on a CPU older than the build machine's. Run-time
+# dispatch (GGML_CPU_ALL_VARIANTS with GGML_BACKEND_DL) is not usable yet: llama-cpp-python does not
+# load dynamic backends (abetlen/llama-cpp-python#2069).
+CPU_BASELINES = {
+    "amd64": ("x86-64-v3", "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_AVX2=ON"
+                           " -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_AVX512=OFF"),
+    "arm64": ("armv8.2-a+dotprod+fp16", "-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"),
+}
 
 
 _requirement = functools.lru_cache(maxsize=1024)(Requirement)  # the same few pins, for every target
@@ -85,12 +97,35 @@ def build_args(target: Target) -> dict[str, str]:
         "LOCK": lock_name(target),
         "BASE_DIGEST": target.runtime_image.partition("@")[2],
         "UNPINNED": " ".join(unpinned(target)),
+        "CPU_BASELINE": cpu_baseline(),
+        **{f"GGML_CPU_{arch.upper()}": options for arch, (_, options) in CPU_BASELINES.items()},
     }
 
 
 def unpinned(target: Target) -> list[str]:
     """The target's base and runtime images that are not pinned to a digest (`matrix pin`)."""
     return list(dict.fromkeys(ref for ref in (target.base_image, target.runtime_image) if "@" not in ref))
+
+
+def cpu_baseline() -> str:
+    """The label's statement of the CPU baseline of every architecture, e.g. `amd64=x86-64-v3 arm64=...`."""
+    return " ".join(f"{arch}={name}" for arch, (name, _) in CPU_BASELINES.items())
+
+
+def source_args(revision: str, source_date_epoch: int, source_url: str) -> dict[str, str]:
+    """The build args that tie an image to its source: the commit, its time (every timestamp in the
+    image is this one) and where the source lives."""
+    created = datetime.fromtimestamp(source_date_epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"SOURCE_DATE_EPOCH": str(source_date_epoch), "CREATED": created, "REVISION": revision,
+            "SOURCE_URL": source_url}
+
+
+# The OCI labels set from the source args (images.source_args), each from the build arg of the same meaning.
+SOURCE_LABELS = {
+    "org.opencontainers.image.created": "CREATED",
+    "org.opencontainers.image.revision": "REVISION",
+    "org.opencontainers.image.source": "SOURCE_URL",
+}
 
 
 # Our labels, each set from the build arg of the same meaning (plus the framework, fixed per Dockerfile).
@@ -105,6 +140,7 @@ LABEL_ARGS = {
     "nixl.version": "NIXL_VERSION",
     "lock": "LOCK",
     "unpinned": "UNPINNED",
+    "cpu.baseline": "CPU_BASELINE",
 }
 
 
@@ -114,8 +150,9 @@ def labels(target: Target) -> dict[str, str]:
 
 
 def labels_from_args(framework: str, args: dict[str, str]) -> dict[str, str]:
-    """The labels the Dockerfile sets from these build args."""
-    return {f"{LABEL_PREFIX}framework": framework} | {LABEL_PREFIX + key: args[arg] for key, arg in LABEL_ARGS.items()}
+    """The labels the Dockerfile sets from these build args (the source labels where the args have them)."""
+    return ({f"{LABEL_PREFIX}framework": framework} | {LABEL_PREFIX + key: args[arg] for key, arg in LABEL_ARGS.items()}
+            | {label: args[arg] for label, arg in SOURCE_LABELS.items() if arg in args})
 
 
 def tags(matrix: Matrix, target: Target, repository: str = REPOSITORY) -> list[str]:

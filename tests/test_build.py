@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from conftest import REPO, require, run_cli
@@ -53,8 +54,9 @@ def docker_ready() -> str | None:
     return None
 
 
-def build(*args: str, base: str = STANDIN_AMD64) -> subprocess.CompletedProcess:
-    return run_cli("--framework", "frontend", "--base-image", base, "--python", "3.11", "--ca-cert", CA, *args)
+def build(*args: str, base: str = STANDIN_AMD64, timeout: float = 600) -> subprocess.CompletedProcess:
+    return run_cli("--framework", "frontend", "--base-image", base, "--python", "3.11", "--ca-cert", CA, *args,
+                   timeout=timeout)
 
 
 def image_id(engine: str, ref: str) -> str | None:
@@ -76,7 +78,7 @@ def test_dry_run_prints_pins_tags_labels_and_command():
                      "12.9 (Linux driver >= 575.51.03; published 575.xx+ / 576.xx+)",
                      "platforms             linux/amd64, linux/arm64", "  dynamo:1.2.1-vllm-cuda12.9",
                      "  dev.dynamo.cuda.min-driver=575.51.03",
-                     "buildah build --isolation chroot --layers --format docker -f",
+                     "buildah build --isolation chroot --layers --format oci --timestamp ",
                      "--platform linux/amd64,linux/arm64", "--build-arg BASE_IMAGE=nvcr.io/nvidia/cuda-dl-base:"
                      "25.06-cuda12.9-devel-ubuntu24.04", "--manifest localhost/dynamo-build-tmp:ID"):
         assert expected in out, expected
@@ -112,10 +114,10 @@ def test_buildah_build_verify_and_mismatch():
     assert "[stage 6/6 step" in result.stderr  # progress: where it is and the elapsed time
     summary = result.stdout.splitlines()
     assert summary[0].startswith("built ") and "steps from cache" in summary[0]
-    assert summary[1] == f"  tagged {tag}"
+    assert summary[1].startswith("  in containers-storage") and summary[2] == f"  tagged {tag}"
     verified = run_cli("verify", tag, "--engine", "buildah")
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert verified.stdout.splitlines()[-1] == f"{tag}: all 10 checks pass"
+    assert verified.stdout.splitlines()[-1] == f"{tag}: all 11 checks pass"
 
     mismatched = f"localhost/dynamo-test:{RUN_ID}-mismatch"
     result = build("--engine", "buildah", "--release", "0.8.0", "--tag", mismatched)
@@ -124,7 +126,7 @@ def test_buildah_build_verify_and_mismatch():
     assert verified.returncode == 1
     assert any(line.startswith("✗  dynamo package") and line.split()[-2:] == ["0.8.0", "1.6.1"]
                for line in verified.stdout.splitlines()), verified.stdout
-    assert verified.stdout.splitlines()[-1] == f"{mismatched}: 1 of 10 checks fail"
+    assert verified.stdout.splitlines()[-1] == f"{mismatched}: 1 of 11 checks fail"
 
 
 def test_failed_build_moves_no_tag():
@@ -147,7 +149,9 @@ def test_missing_base_image_is_one_line():
     result = run_cli("--framework", "frontend", "--base-image", "localhost/no-such-image:1", "--engine", "buildah",
                      "--python", "3.11", "--tag", f"localhost/dynamo-test:{RUN_ID}-nobase")
     assert result.returncode == 1
-    assert result.stderr.startswith("error: base image localhost/no-such-image:1 is not here and could not be pulled")
+    # (the last line: an uncommitted checkout adds a warning before it)
+    assert result.stderr.splitlines()[-1].startswith("error: base image localhost/no-such-image:1 is not here and"
+                                                     " could not be pulled")
     assert image_id("buildah", f"localhost/dynamo-test:{RUN_ID}-nobase") is None
 
 
@@ -207,7 +211,9 @@ def test_multi_arch_manifest_list_pushed_and_inspected(registry):
     require(None if subprocess.run(["buildah", "manifest", "inspect", STANDIN], capture_output=True).returncode == 0
             else f"the amd64+arm64 stand-in {STANDIN} is missing")
     tag = f"{registry}/dynamo:{RUN_ID}-frontend"
-    result = build("--engine", "buildah", "--platform", "linux/amd64,linux/arm64", "--push", "--tag", tag, base=STANDIN)
+    # arm64 runs under qemu: from empty caches (as in CI) that takes well over 10 minutes on 2 cores.
+    result = build("--engine", "buildah", "--platform", "linux/amd64,linux/arm64", "--push", "--tag", tag, base=STANDIN,
+                   timeout=2400)
     assert result.returncode == 0, result.stderr
     assert f"  pushed {tag}" in result.stdout
     raw = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{tag}"],
@@ -234,3 +240,139 @@ def test_no_engine_is_one_line_with_the_fix(tmp_path):
                                     " buildah is not installed (apt-get install buildah);")
     assert result.stderr.rstrip().endswith("Install Docker (apt-get install docker.io, then start dockerd) or buildah")
     assert result.stderr.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Reproducible images: the same commit built twice from empty caches gives the same image id.
+# ---------------------------------------------------------------------------------------------
+
+def _git(*args: str, cwd=REPO) -> str:
+    return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def clean_checkout(tmp_path_factory):
+    """A clone of this checkout's HEAD: only committed files can be rebuilt from the commit an image records."""
+    clone = tmp_path_factory.mktemp("checkout") / "dynamo"
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
+    subprocess.run(["git", "-C", str(clone), "checkout", "--quiet", _git("rev-parse", "HEAD")], check=True)
+    return clone
+
+
+def _build_in(checkout, framework: str, tag: str, *args: str) -> subprocess.CompletedProcess:
+    device = ["--cuda", "cpu"] if framework == "llama_cpp" else []
+    return run_cli("--framework", framework, *device, "--base-image", STANDIN_AMD64, "--python", "3.11", "--ca-cert", CA,
+                   "--engine", "buildah", "--no-cache", "--tag", tag, *args, cwd=checkout, script=checkout / "build.py",
+                   timeout=3600)
+
+
+def _reproduce(checkout, tag: str) -> subprocess.CompletedProcess:
+    return run_cli("verify", "--reproduce", tag, "--ca-cert", CA, cwd=checkout, script=checkout / "build.py",
+                   timeout=3600)
+
+
+def _image_config(tag: str) -> dict:
+    return json.loads(subprocess.run(["buildah", "inspect", "--type", "image", tag], capture_output=True, text=True,
+                                     check=True).stdout)["OCIv1"]
+
+
+EPOCH = 1_000_000_000  # a SOURCE_DATE_EPOCH that is no commit's: 2001-09-09T01:46:40Z, day 11574
+
+
+@pytest.fixture(scope="module")
+def frontend_image(clean_checkout):
+    """The frontend image, built once for the tests below with every timestamp set to EPOCH."""
+    require(buildah_ready())
+    tag = f"localhost/dynamo-test:{RUN_ID}-reproducible"
+    result = _build_in(clean_checkout, "frontend", tag, "--build-arg", f"SOURCE_DATE_EPOCH={EPOCH}")
+    assert result.returncode == 0, result.stderr
+    return tag
+
+
+def test_labels_name_the_commit_and_its_time(clean_checkout):
+    result = run_cli("--framework", "frontend", "--engine", "buildah", "--dry-run", cwd=clean_checkout,
+                     script=clean_checkout / "build.py")
+    assert result.returncode == 0, result.stderr
+    commit_time = int(_git("log", "-1", "--format=%ct", cwd=clean_checkout))
+    assert f"  org.opencontainers.image.revision={_git('rev-parse', 'HEAD', cwd=clean_checkout)}" in result.stdout
+    assert f"  org.opencontainers.image.created={time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(commit_time))}" \
+        in result.stdout
+    assert "  dev.dynamo.cpu.baseline=amd64=x86-64-v3 arm64=armv8.2-a+dotprod+fp16" in result.stdout
+    assert f"--timestamp {commit_time} " in result.stdout
+
+
+def test_source_date_epoch_stamps_every_file_and_the_shadow_date(clean_checkout, frontend_image):
+    config = _image_config(frontend_image)
+    assert config["created"] == "2001-09-09T01:46:40Z"
+    labels = config["config"]["Labels"]
+    assert labels["org.opencontainers.image.created"] == "2001-09-09T01:46:40Z"
+    assert labels["org.opencontainers.image.revision"] == _git("rev-parse", "HEAD", cwd=clean_checkout)
+    assert labels["org.opencontainers.image.base.name"] == STANDIN_AMD64
+    container = subprocess.run(["buildah", "from", "--pull-never", frontend_image], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    try:
+        root = Path(subprocess.run(["buildah", "mount", container], capture_output=True, text=True,
+                                   check=True).stdout.strip())
+        shadow = dict(line.split(":", 1) for line in (root / "etc/shadow").read_text().splitlines())
+        assert shadow["dynamo"].split(":")[1] == str(EPOCH // 86400)  # the password-change day
+        ours = [path for top in ("opt/dynamo", "home/dynamo") for path in (root / top).rglob("*")]
+        assert len(ours) > 100
+        assert {path.lstat().st_mtime for path in ours} == {EPOCH}
+        pycs = [path for path in ours if path.suffix == ".pyc"]
+        # Hash-based .pyc (PEP 552: flags 0b11), never the source's mtime.
+        assert pycs and {int.from_bytes(path.read_bytes()[4:8], "little") for path in pycs} == {3}
+    finally:
+        subprocess.run(["buildah", "umount", container], capture_output=True)
+        subprocess.run(["buildah", "rm", container], capture_output=True)
+
+
+def test_frontend_image_is_reproduced_bit_for_bit(clean_checkout, frontend_image):
+    result = _reproduce(clean_checkout, frontend_image)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1].startswith(f"{frontend_image}: reproduced bit for bit: image id sha256:")
+    image_id = subprocess.run(["buildah", "inspect", "--type", "image", "--format", "{{.FromImageID}}", frontend_image],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    assert result.stdout.splitlines()[-1].endswith(image_id)
+
+
+def test_tampered_image_names_the_files_that_differ(clean_checkout, frontend_image):
+    tampered = f"localhost/dynamo-test:{RUN_ID}-tampered"
+    container = subprocess.run(["buildah", "from", "--pull-never", frontend_image], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    try:
+        subprocess.run(["buildah", "run", "--isolation", "chroot", "--user", "0:0", container, "--", "sh", "-c",
+                        "echo planted > /opt/dynamo/planted"], check=True, capture_output=True)
+        subprocess.run(["buildah", "commit", "--quiet", "--format", "oci", container, tampered], check=True,
+                       capture_output=True)
+    finally:
+        subprocess.run(["buildah", "rm", container], capture_output=True)
+    result = _reproduce(clean_checkout, tampered)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"{tampered}: NOT reproduced: image id sha256:")
+    assert any(line.endswith(": /opt/dynamo/planted: only in the image") for line in lines), result.stdout
+
+
+def test_llama_cpp_cpu_image_is_portable_and_reproduced_bit_for_bit(clean_checkout):
+    require(buildah_ready())
+    tag = f"localhost/dynamo-test:{RUN_ID}-llama-cpu"
+    result = _build_in(clean_checkout, "llama_cpp", tag)
+    assert result.returncode == 0, result.stderr
+    # Compiled for the stated baseline (x86-64-v3: AVX2, no AVX-512), not for the build machine's CPU.
+    info = buildah_run(tag, ["python3", "-c", "import llama_cpp; print(llama_cpp.llama_print_system_info().decode())"])
+    assert "AVX2 = 1" in info and "AVX512 = 1" not in info, info
+    result = _reproduce(clean_checkout, tag)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1].startswith(f"{tag}: reproduced bit for bit: image id sha256:")
+
+
+def buildah_run(tag: str, command: list[str]) -> str:
+    container = subprocess.run(["buildah", "from", "--pull-never", tag], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    try:
+        result = subprocess.run(["buildah", "run", "--isolation", "chroot", container, "--", *command],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+    finally:
+        subprocess.run(["buildah", "rm", container], capture_output=True)

@@ -145,7 +145,7 @@ def test_dockerfiles_pass_hadolint(outputs, tmp_path):
 # Docker's reference grammar (distribution/reference), without the digest: [host[:port]/]path[:tag]
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REFERENCE = re.compile(rf"^(?:[a-zA-Z0-9.-]+(?::\d+)?/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?$")
-_ARG = re.compile(r'^ARG ([A-Z_]+)=(?:"([^"]*)"|(\S*))(.*)$')
+_ARG = re.compile(r'^ARG ([A-Z][A-Z0-9_]*)=(?:"([^"]*)"|(\S*))(.*)$')
 
 
 def _default_args(text: str) -> list[tuple[str, str, str]]:

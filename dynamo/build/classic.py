@@ -69,7 +69,7 @@ def context_files(plan: BuildPlan) -> list[Path]:
 def context_tar(plan: BuildPlan) -> Iterator[io.BytesIO]:
     """A tar of the context, the same bytes for the same inputs (sorted, mtime 0, root-owned)."""
     if plan.ca_cert and plan.stage == "dev":
-        from dynamo.build.engines import EngineError
+        from dynamo.containers import EngineError
         raise EngineError("Docker's classic builder would leave the CA bundle in the dev image; build the dev"
                           " target with --engine buildah, or with docker buildx")
     buffer = io.BytesIO()

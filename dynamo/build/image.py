@@ -9,8 +9,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from dynamo.build.engines import ContainerEngine, EngineError
 from dynamo.build.plan import BuildPlan
+from dynamo.containers import ContainerEngine, EngineError
 
 # One pattern per engine's way of announcing a step: buildah/podman, Docker classic, buildx plain.
 _STEPS = (
@@ -88,9 +88,9 @@ def build_image(plan: BuildPlan, engine: ContainerEngine, progress: Progress) ->
     engine.ensure_base_image(plan.base_image)
     temp_ref = f"localhost/dynamo-build-tmp:{uuid.uuid4().hex[:12]}"
     try:
-        image_id = engine.build(plan, temp_ref, progress.line)
+        image_id = engine.build(plan, temp_ref, progress.line).image_id
         if len(plan.platforms) == 1:
-            _check_labels(plan, engine.inspect(temp_ref)["labels"])
+            _check_labels(plan, engine.inspect(temp_ref).labels)
         direct_push = plan.push and len(plan.platforms) > 1 and engine.name == "docker-buildx"
         if not direct_push:  # buildx pushes multi-platform images itself, under the final tags
             engine.tag(temp_ref, plan.tags)
@@ -100,7 +100,7 @@ def build_image(plan: BuildPlan, engine: ContainerEngine, progress: Progress) ->
     finally:
         engine.remove(temp_ref)
     # A manifest list has no single size; a single-platform image is in the local store.
-    size = engine.inspect(plan.tags[0]).get("size", 0) if len(plan.platforms) == 1 else 0
+    size = engine.inspect(plan.tags[0]).size if len(plan.platforms) == 1 else 0
     return Summary(image_id=image_id, size=size, tags=plan.tags, seconds=progress.elapsed(), steps=progress.steps,
                    cached=progress.cached, pushed=plan.push, engine=engine.name, store=engine.store,
                    manifest_list=len(plan.platforms) > 1)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dynamo import images
 from dynamo import lock as locks
+from dynamo.build.source import Source, source_of
 from dynamo.matrix import Matrix, Target, resolve
 from dynamo.matrix.query import host_arch, normalize_arch
 
@@ -26,6 +27,7 @@ class BuildPlan:
     stage: str
     tags: tuple[str, ...]
     build_args: dict[str, str]
+    source: Source
     ca_cert: Path | None = None
     push: bool = False
     no_cache: bool = False
@@ -40,6 +42,11 @@ class BuildPlan:
     @property
     def platforms(self) -> tuple[str, ...]:
         return tuple(t.platform for t in self.targets)
+
+    @property
+    def source_date_epoch(self) -> int:
+        """Every timestamp in the image: the commit's time (or a --build-arg SOURCE_DATE_EPOCH)."""
+        return int(self.build_args["SOURCE_DATE_EPOCH"])
 
     @property
     def base_image(self) -> str:
@@ -81,8 +88,10 @@ def make_plan(matrix: Matrix, *, framework: str, cuda: str | None = None, releas
               tags: list[str] | None = None, build_args: list[str] | None = None,
               base_image: str | None = None, ca_cert: str | None = None, push: bool = False,
               no_cache: bool = False, cache_from: list[str] | None = None, cache_to: list[str] | None = None,
-              unlocked: bool = False, checkout: Path = CHECKOUT) -> BuildPlan:
-    """Resolve the matrix cell for every requested platform and gather what the engine needs."""
+              unlocked: bool = False, checkout: Path = CHECKOUT, source: Source | None = None) -> BuildPlan:
+    """Resolve the matrix cell for every requested platform and gather what the engine needs.
+
+    The source (commit, time, URL) is the checkout's unless given (a context exported from a commit)."""
     _check_flags(cuda=cuda, platforms=platforms, tags=tags, base_image=base_image)
     if stage not in STAGES:
         raise PlanError(f"--target {stage!r} is not a stage; choose {' or '.join(STAGES)}")
@@ -101,7 +110,14 @@ def make_plan(matrix: Matrix, *, framework: str, cuda: str | None = None, releas
             raise PlanError(f"--ca-cert {ca_cert}: no such file; give the path of a PEM CA bundle")
         if "-----BEGIN CERTIFICATE-----" not in ca.read_text(errors="replace"):
             raise PlanError(f"--ca-cert {ca_cert}: not a PEM certificate bundle (no BEGIN CERTIFICATE line)")
-    args = images.build_args(targets[0]) | parse_build_args(build_args or [])
+    source = source or source_of(checkout)
+    overrides = parse_build_args(build_args or [])
+    if "SOURCE_DATE_EPOCH" in overrides:  # every timestamp in the image, the created label included
+        if not overrides["SOURCE_DATE_EPOCH"].isdigit():
+            raise PlanError(f"--build-arg SOURCE_DATE_EPOCH={overrides['SOURCE_DATE_EPOCH']}: not a number of seconds"
+                            " since 1970; give one, e.g. $(git log -1 --format=%ct)")
+        source = replace(source, epoch=int(overrides["SOURCE_DATE_EPOCH"]))
+    args = images.build_args(targets[0]) | images.source_args(source.revision, source.epoch, source.url) | overrides
     warnings = [note for note in targets[0].notes]
     if not_pinned := args.get("UNPINNED"):
         warnings.append(f"{not_pinned}: not pinned to a digest, so the build is not reproducible (run `python build.py"
@@ -115,6 +131,9 @@ def make_plan(matrix: Matrix, *, framework: str, cuda: str | None = None, releas
         for target in targets:
             if found := locks.problems(locks.spec(matrix, target, checkout), checkout):
                 raise PlanError(f"{found[0]}; or build with --unlocked (the image's labels record it)")
+    if source.dirty:
+        warnings.append("the build context has uncommitted changes: the image's revision label does not describe it,"
+                        " and `build.py verify --reproduce` cannot rebuild it; commit first for a reproducible image")
     version = matrix.latest  # this checkout's package version: pyproject.toml is rendered from it
     if targets[0].release not in (version, "main"):
         warnings.append(f"this checkout is dynamo {version} but the image is for release {targets[0].release}:"
@@ -122,5 +141,5 @@ def make_plan(matrix: Matrix, *, framework: str, cuda: str | None = None, releas
     return BuildPlan(
         targets=targets, dockerfile=dockerfile, context=checkout, stage=stage,
         tags=tuple(tags) if tags else tuple(images.tags(matrix, targets[0])),
-        build_args=args, ca_cert=ca, push=push, no_cache=no_cache,
+        build_args=args, source=source, ca_cert=ca, push=push, no_cache=no_cache,
         cache_from=tuple(cache_from or ()), cache_to=tuple(cache_to or ()), warnings=tuple(warnings))

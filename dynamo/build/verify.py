@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from packaging.version import InvalidVersion, Version
 
 from dynamo import images
-from dynamo.build.engines import ContainerEngine, EngineError
+from dynamo.containers import ContainerEngine, EngineError
 from dynamo.doctor.facts import PACKAGES, cuda_suffix_mismatches
 from dynamo.matrix import InvalidCombination, Matrix
 from dynamo.matrix.query import evaluate
@@ -66,7 +66,7 @@ def verify(matrix: Matrix, engine: ContainerEngine, image: str) -> list[Check]:
     """Every check, passing or not: the image's labels against the matrix, the image's contents
     against its labels."""
     info = engine.inspect(image)
-    labels = info["labels"]
+    labels = info.labels
     label = lambda key: labels.get(images.LABEL_PREFIX + key, "")  # noqa: E731
     if not label("release") or not label("framework"):
         raise EngineError(f"{image} has no {images.LABEL_PREFIX}release/framework labels: it was not built by build.py")
@@ -77,7 +77,7 @@ def verify(matrix: Matrix, engine: ContainerEngine, image: str) -> list[Check]:
     try:
         # The image records its base in a label; a replaced base may bring another Python.
         target = evaluate(matrix, label("release"), label("framework"), label("device").removeprefix("cuda"),
-                          info.get("architecture") or found["machine"], label("python.version"),
+                          info.architecture or found["machine"], label("python.version"),
                           base_image=labels.get("org.opencontainers.image.base.name") or None)
     except InvalidCombination as exc:
         checks.append(Check("matrix cell", f"{label('release')} {label('framework')} {label('device')}", str(exc), False))

@@ -34,10 +34,10 @@ def subject_for(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> S
     """From --image labels, else the flags, else what is installed here."""
     if args.image:
         from dynamo import images
-        from dynamo.build.engines import EngineError, engine_with_image  # only --image needs an engine
+        from dynamo.containers import EngineError, engine_with_image  # only --image needs an engine
 
         try:
-            labels = engine_with_image(args.image).inspect(args.image)["labels"]
+            labels = engine_with_image(args.image).inspect(args.image).labels
         except EngineError as exc:
             raise InvalidCombination(str(exc)) from None
         label = lambda key: labels.get(images.LABEL_PREFIX + key) or None  # noqa: E731

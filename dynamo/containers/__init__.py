@@ -1,0 +1,51 @@
+"""Container engines (docker, docker buildx, buildah, podman) behind one interface
+(`dynamo.containers.engine`), one module each, and how one is chosen.
+
+Every failure is an `EngineError` whose message is one line naming what to do.
+"""
+
+from __future__ import annotations
+
+from dynamo.containers.buildah import Buildah
+from dynamo.containers.docker_buildx import DockerBuildx
+from dynamo.containers.docker_classic import DockerClassic
+from dynamo.containers.engine import BuildResult, ContainerEngine, EngineError, ImageInfo
+from dynamo.containers.podman import Podman
+
+__all__ = ["BuildResult", "Buildah", "CHOICES", "ContainerEngine", "DockerBuildx", "DockerClassic", "ENGINES",
+           "EngineError", "ImageInfo", "Podman", "engine_with_image", "get_engine"]
+
+# Detection order of the issue: buildx, then buildah or podman, then the classic builder.
+ENGINES: dict[str, type[ContainerEngine]] = {
+    "docker-buildx": DockerBuildx, "buildah": Buildah, "podman": Podman, "docker": DockerClassic}
+CHOICES = ("docker", "buildah", "podman")
+
+
+def get_engine(choice: str | None = None) -> ContainerEngine:
+    """The engine asked for (docker means buildx when present, else the classic builder), or the
+    first one available here."""
+    if choice is not None and choice not in CHOICES:
+        raise EngineError(f"unknown engine {choice!r}; choose {', '.join(CHOICES)}")
+    candidates = list(ENGINES.values()) if choice is None else (
+        [DockerBuildx, DockerClassic] if choice == "docker" else [ENGINES[choice]])
+    reasons = []
+    for engine in candidates:
+        reason = engine.unavailable()
+        if reason is None:
+            return engine()
+        reasons.append(reason)
+    raise EngineError("no container engine can build here: " + "; ".join(dict.fromkeys(reasons))
+                      + ". Install Docker (apt-get install docker.io, then start dockerd) or buildah")
+
+
+def engine_with_image(ref: str, choice: str | None = None) -> ContainerEngine:
+    """The engine (the one asked for, or any available here) whose image store holds `ref`."""
+    candidates = [get_engine(choice)] if choice else [
+        engine() for engine in ENGINES.values() if engine.unavailable() is None]
+    for engine in candidates:
+        if engine.has_image(ref):
+            return engine
+    if not candidates:
+        get_engine(None)  # raises: no engine at all, with the fix
+    names = ", ".join(engine.name for engine in candidates)
+    raise EngineError(f"image {ref} is not in the image store of {names}; build it (python build.py ...) or pull it")

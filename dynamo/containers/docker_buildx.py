@@ -1,0 +1,67 @@
+"""Docker with the buildx plugin (BuildKit): multi-platform builds pushed straight to a registry."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from dynamo.containers.cli import CliEngine, build_flags
+from dynamo.containers.engine import EngineError, ImageInfo
+
+if TYPE_CHECKING:
+    from dynamo.build.plan import BuildPlan
+
+
+class DockerBuildx(CliEngine):
+    name = "docker-buildx"
+    store = "the Docker daemon's image store"
+    cli = "docker"
+    multi_platform = True
+    install_hint = "install the docker-buildx plugin"
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        if not shutil.which("docker"):
+            return "docker is not installed"
+        if subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode != 0:
+            return "docker has no buildx plugin (install docker-buildx)"
+        if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+            return "the Docker daemon is not running (start dockerd)"
+        return None
+
+    def build_command(self, plan: BuildPlan, temp_ref: str, iidfile: str = "IIDFILE") -> list[str]:
+        command = ["docker", "buildx", "build", "--progress", "plain", "--iidfile", iidfile, *build_flags(plan)]
+        if len(plan.platforms) > 1:
+            if not plan.push:
+                raise EngineError("docker buildx cannot load a multi-platform image into the classic image store;"
+                                  " add --push, or build with --engine buildah")
+            # Multi-platform images go straight to the registry under the final tags, after success only.
+            return command + [arg for tag in plan.tags for arg in ("-t", tag)] + [
+                "--output", "type=image,push=true,rewrite-timestamp=true", str(plan.context)]
+        # BuildKit takes the SOURCE_DATE_EPOCH build arg for the image's times; rewrite-timestamp
+        # clamps the files in the layers to it too.
+        return command + ["--output", "type=docker,rewrite-timestamp=true", "-t", temp_ref, str(plan.context)]
+
+    def has_image(self, ref: str) -> bool:
+        return self._run("image", "inspect", ref, check=False).returncode == 0
+
+    def pull(self, ref: str) -> None:
+        self._run("pull", ref)
+
+    def tag(self, source: str, tags: Iterable[str]) -> None:
+        for tag in tags:
+            self._run("tag", source, tag)
+
+    def push(self, ref: str) -> None:
+        self._run("push", ref)
+
+    def remove(self, ref: str) -> None:
+        self._run("rmi", ref, check=False)
+
+    def inspect(self, ref: str) -> ImageInfo:
+        data = json.loads(self._run("image", "inspect", ref).stdout)[0]
+        return ImageInfo(id=data["Id"], size=data.get("Size", 0), labels=data["Config"].get("Labels") or {},
+                         architecture=data.get("Architecture", ""))

@@ -1,0 +1,39 @@
+"""podman: builds with buildah's code and shares its image storage."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import TYPE_CHECKING
+
+from dynamo.containers.buildah import Buildah
+from dynamo.containers.cli import CliEngine
+from dynamo.containers.engine import ImageInfo
+
+if TYPE_CHECKING:
+    from dynamo.build.plan import BuildPlan
+
+
+class Podman(Buildah):
+    """Podman builds with buildah's code and shares its image storage."""
+
+    name = cli = "podman"
+    store = "containers-storage, which buildah and podman share (container/run.sh runs it with podman)"
+    install_hint = "apt-get install podman"
+
+    def build_command(self, plan: BuildPlan, temp_ref: str, iidfile: str = "IIDFILE") -> list[str]:
+        command = super().build_command(plan, temp_ref, iidfile)
+        command[0] = self.cli
+        return command
+
+    def has_image(self, ref: str) -> bool:
+        return self._run("image", "exists", ref, check=False).returncode == 0 or \
+            self._run("manifest", "exists", ref, check=False).returncode == 0
+
+    def inspect(self, ref: str) -> ImageInfo:
+        data = json.loads(self._run("image", "inspect", ref).stdout)[0]
+        return ImageInfo(id=data["Id"], size=data.get("Size", 0), labels=data.get("Labels") or {},
+                         architecture=data.get("Architecture", ""))
+
+    def run(self, ref: str, command: list[str]) -> subprocess.CompletedProcess:
+        return CliEngine.run(self, ref, command)

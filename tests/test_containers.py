@@ -1,0 +1,50 @@
+"""The container-engine interface (dynamo.containers): typed answers from real engines, and reading an
+image's labels without the build machinery."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import REPO, require
+from test_build import DOCKER_STANDIN, STANDIN_AMD64, buildah_ready, docker_ready
+
+
+def test_reading_labels_needs_no_build_machinery():
+    # What the doctor's --image and verify import to read labels: no build plan, matrix resolver or template.
+    code = ("import sys, dynamo.containers; "
+            "print(sorted(m for m in sys.modules if m.startswith(('dynamo.build', 'dynamo.render', 'jinja2'))))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_buildah_and_podman_describe_an_image_alike():
+    require(buildah_ready())
+    from dynamo.containers import Buildah, ImageInfo, Podman
+
+    info = Buildah().inspect(STANDIN_AMD64)
+    assert isinstance(info, ImageInfo)
+    assert info.architecture == "amd64" and info.size > 10**6 and len(info.id.removeprefix("sha256:")) == 64
+    assert Podman().inspect(STANDIN_AMD64).id.removeprefix("sha256:") == info.id.removeprefix("sha256:")
+
+
+def test_docker_describes_an_image():
+    require(docker_ready())
+    from dynamo.containers import DockerClassic, ImageInfo
+
+    info = DockerClassic().inspect(DOCKER_STANDIN)
+    assert isinstance(info, ImageInfo) and info.architecture == "amd64" and info.id.startswith("sha256:")
+
+
+def test_missing_image_is_one_line():
+    require(buildah_ready())
+    from dynamo.containers import EngineError, engine_with_image
+
+    try:
+        engine_with_image("localhost/no-such-image:1", "buildah")
+    except EngineError as exc:
+        assert str(exc) == ("image localhost/no-such-image:1 is not in the image store of buildah;"
+                            " build it (python build.py ...) or pull it")
+    else:
+        raise AssertionError("no error for a missing image")
