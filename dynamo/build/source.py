@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # What the build context holds (.dockerignore lets in only these): a change there changes the image.
-# What the image is built from: the `!` entries of .dockerignore.
 CONTEXT_PATHS = ("pyproject.toml", "README.md", "matrix", "dynamo", "container/constraints", "locks")
 
 
