@@ -60,12 +60,12 @@ class ImageFacts:
 
 
 def image_facts(ref: str, engine_name: str | None = None) -> ImageFacts:
-    from dynamo.build.engines import engine_with_image
+    from dynamo.containers import engine_with_image
 
     engine = engine_with_image(ref, engine_name)
     info = engine.inspect(ref)
-    image_id = info["id"] if info["id"].startswith("sha256:") else f"sha256:{info['id']}"
-    return ImageFacts(ref, image_id, info["labels"], info["architecture"], engine.name)
+    image_id = info.id if info.id.startswith("sha256:") else f"sha256:{info.id}"
+    return ImageFacts(ref, image_id, info.labels, info.architecture, engine.name)
 
 
 def _tool(name: str) -> str:
@@ -232,7 +232,7 @@ def check(facts: ImageFacts, output_root: Path = CHECKOUT, checkout: Path = CHEC
 
 def run(args) -> int:
     """`python build.py attest IMAGE [--check]`."""
-    from dynamo.build.engines import EngineError
+    from dynamo.containers import EngineError
 
     try:
         facts = image_facts(args.image, args.engine)

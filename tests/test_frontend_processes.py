@@ -31,6 +31,11 @@ def test_processes_share_the_port(deployment):  # noqa: F811
         time.sleep(0.05)
     deployment.mocker("mock", "--itl-ms", "20")
     wait_for_models(url, {"mock"})
+    # each process discovers the worker on its own: wait until 20 new connections in a row see it
+    seen, deadline = 0, time.monotonic() + 30
+    while seen < 20:
+        assert time.monotonic() < deadline, "not every process discovered the worker"
+        seen = seen + 1 if [m["id"] for m in http(url + "/v1/models")[1]["data"]] == ["mock"] else 0
     api = client(url)
     for _ in range(20):  # each on a new connection, spread over the processes by the kernel
         assert http(url + "/v1/completions", {"model": "mock", "prompt": "hi", "max_tokens": 2})[0] == 200
