@@ -117,16 +117,18 @@ def test_buildah_build_verify_and_mismatch():
     assert summary[1].startswith("  in containers-storage") and summary[2] == f"  tagged {tag}"
     verified = run_cli("verify", tag, "--engine", "buildah")
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert verified.stdout.splitlines()[-1] == f"{tag}: all 11 checks pass"
+    assert verified.stdout.splitlines()[-1] == f"{tag}: all 13 checks pass"
 
     mismatched = f"localhost/dynamo-test:{RUN_ID}-mismatch"
-    result = build("--engine", "buildah", "--release", "0.8.0", "--tag", mismatched)
+    result = build("--engine", "buildah", "--release", "0.8.0", "--unlocked", "--tag", mismatched)  # 0.8.0 has no locks
     assert result.returncode == 0 and "warning: this checkout is dynamo 1.6.1 but the image is for release 0.8.0" in result.stderr
     verified = run_cli("verify", mismatched, "--engine", "buildah")
     assert verified.returncode == 1
     assert any(line.startswith("✗  dynamo package") and line.split()[-2:] == ["0.8.0", "1.6.1"]
                for line in verified.stdout.splitlines()), verified.stdout
-    assert verified.stdout.splitlines()[-1] == f"{mismatched}: 1 of 11 checks fail"
+    assert any(line.startswith("✗  label dev.dynamo.lock") and line.split()[-2:] == ["0.8.0/frontend-cpu-py3.11", "none"]
+               for line in verified.stdout.splitlines()), verified.stdout  # built --unlocked
+    assert verified.stdout.splitlines()[-1] == f"{mismatched}: 2 of 13 checks fail"
 
 
 def test_failed_build_moves_no_tag():
