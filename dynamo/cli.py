@@ -67,13 +67,14 @@ def _matrix_pin(args: argparse.Namespace) -> int:
 def _render(args: argparse.Namespace) -> int:
     from dynamo import render  # jinja2 is needed here only
 
+    matrix = load(args.matrix)
     try:
-        outputs = render.render_all(load(args.matrix))
+        outputs = render.render_all(matrix)
     except render.RenderError as exc:
         return _error(exc)
     if args.check:
         from dynamo.lock import drift
-        problems, stale = render.check(outputs), drift(load(args.matrix))  # committed locks follow the matrix too
+        problems, stale = render.check(outputs), drift(matrix)  # committed locks follow the matrix too
         for problem in problems + stale:
             print(problem, file=sys.stderr)
         if problems:

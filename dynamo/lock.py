@@ -82,6 +82,12 @@ class LockSpec:
 
 
 @cache
+@cache
+def _name(requirement: str) -> str:
+    return canonicalize_name(Requirement(requirement).name)
+
+
+@cache
 def package_dependencies(pyproject: Path) -> tuple[str, ...]:
     """Our own package's dependencies: the image builds our wheel without them and takes them from the lock."""
     with pyproject.open("rb") as file:
@@ -93,9 +99,8 @@ def spec(matrix: Matrix, target: Target, checkout: Path = CHECKOUT) -> LockSpec:
     dependencies (those the matrix does not pin itself)."""
     framework = matrix.framework[target.framework]
     top = [r for r in (target.engine_requirement, *target.extra_requirements, target.nixl_requirement) if r]
-    pinned_names = {canonicalize_name(Requirement(r).name) for r in top}
-    ours = [dep for dep in package_dependencies(checkout / "pyproject.toml")
-            if canonicalize_name(Requirement(dep).name) not in pinned_names]
+    pinned_names = {_name(r) for r in top}
+    ours = [dep for dep in package_dependencies(checkout / "pyproject.toml") if _name(dep) not in pinned_names]
     indexes = [url for url in (framework.cuda_index_url.get(target.cuda or ""), framework.extra_index_url) if url]
     return LockSpec(target=target, requirements=tuple(top + ours), indexes=tuple(indexes))
 
@@ -286,9 +291,8 @@ def drift(matrix: Matrix, checkout: Path = CHECKOUT) -> list[str]:
     found = []
     for release in matrix.release:
         for target in lock_targets(matrix, release):
-            lock = spec(matrix, target, checkout)
-            if (checkout / lock.relative_path).is_file():
-                found += problems(lock, checkout)
+            if (checkout / images.lock_file(target)).is_file():
+                found += problems(spec(matrix, target, checkout), checkout)
     return found
 
 
