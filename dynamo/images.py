@@ -6,7 +6,6 @@ One function each, so the rendered Dockerfiles, the bake file and `build.py` can
 from __future__ import annotations
 
 import functools
-import re
 from datetime import datetime, timezone
 
 from packaging.requirements import Requirement
@@ -163,13 +162,3 @@ def tags(matrix: Matrix, target: Target, repository: str = REPOSITORY) -> list[s
         found.append(f"{repository}:latest-{target.framework}")
     return found
 
-
-# Docker's reference grammar (github.com/distribution/reference): [HOST[:PORT]/]PATH[:TAG][@DIGEST]
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REFERENCE = re.compile(rf"(?:[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
-                        r"(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?")
-
-
-def is_reference(text: str) -> bool:
-    """Whether an engine would accept this as an image reference (lowercase path, optional tag and digest)."""
-    return bool(_REFERENCE.fullmatch(text)) and len(text) <= 255

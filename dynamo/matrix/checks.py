@@ -14,7 +14,8 @@ CAVEAT_DIMENSIONS = ("framework", "python", "os", "arch", "cuda", "feature")
 
 # registry/path:tag or @digest, lower-case path components (the Docker reference grammar, simplified)
 _REPOSITORY = r"(?:[a-zA-Z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
-_TAG_OR_DIGEST = r"(?::[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})"
+_TAG = r":[\w][\w.-]{0,127}"
+_DIGEST = r"@sha256:[0-9a-f]{64}"
 
 
 def _matching(pattern: str, expected: str) -> Check:
@@ -41,8 +42,11 @@ identifier = _matching(r"[a-z][a-z0-9_]*", 'a lower-case identifier such as "lla
 module = _matching(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*", 'a Python module such as "tensorrt_llm"')
 platform = _matching(r"linux/[a-z0-9]+(/v\d)?", 'an OCI platform such as "linux/amd64"')
 integer = _matching(r"\d+", 'a whole number such as "12"')
-image_ref = _matching(_REPOSITORY + _TAG_OR_DIGEST, 'an image reference with a tag or digest such as'
+image_ref = _matching(rf"{_REPOSITORY}(?:{_TAG}|{_DIGEST})", 'an image reference with a tag or digest such as'
                       ' "nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04"')
+# what an engine accepts: a tag and a digest are both optional (build.py --tag, --base-image)
+any_image_ref = _matching(rf"{_REPOSITORY}(?:{_TAG})?(?:{_DIGEST})?", "[REGISTRY/]NAME[:TAG][@sha256:DIGEST] with"
+                          " a lower-case name")
 image_repository = _matching(_REPOSITORY, 'an image repository without a tag such as'
                              ' "nvcr.io/nvidia/ai-dynamo/vllm-runtime"')
 caveat_dimension = _matching("|".join(CAVEAT_DIMENSIONS), "one of " + ", ".join(CAVEAT_DIMENSIONS))
