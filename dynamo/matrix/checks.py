@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import re
 from collections.abc import Callable
 from typing import Any
@@ -19,8 +18,8 @@ _DIGEST = r"@sha256:[0-9a-f]{64}"
 
 
 def _matching(pattern: str, expected: str) -> Check:
-    compiled = re.compile(pattern, re.ASCII)
-    return lambda value: None if compiled.fullmatch(value) else expected
+    # compiled on first use (re keeps it): a start-up that reads a cached matrix checks nothing
+    return lambda value: None if re.fullmatch(pattern, value, re.ASCII) else expected
 
 
 def _parses(parse: Callable[[str], object], error: type[Exception], expected: str) -> Check:
@@ -54,6 +53,8 @@ version = _parses(Version, InvalidVersion, 'a PEP 440 version such as "0.12.0" o
 
 
 def date(value: str) -> str | None:
+    import datetime  # only validation needs it
+
     expected = 'a date YYYY-MM-DD such as "2026-02-11", or a month YYYY-MM'
     try:
         datetime.date.fromisoformat(value if len(value) == 10 else value + "-01")

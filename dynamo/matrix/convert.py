@@ -72,14 +72,12 @@ def expectation(tp: Any) -> str:
 
 def convert(tp: Any, raw: Any, path: Path, problems: list[Problem],
             check: Callable[[str], str | None] | None = None,
-            keys: Callable[[str], str | None] | None = None, values_checked: bool = True) -> Any:
-    """values_checked=False skips the field checks (types and keys are always checked)."""
+            keys: Callable[[str], str | None] | None = None) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
-        return _convert_dataclass(tp, raw, path, problems, values_checked)
+        return _convert_dataclass(tp, raw, path, problems)
     if _is_union(origin):
-        return _convert_union([a for a in args if a is not type(None)], raw, path, problems, check, keys,
-                              values_checked)
+        return _convert_union([a for a in args if a is not type(None)], raw, path, problems, check, keys)
     if origin is Literal:
         if isinstance(raw, (str, int)) and not isinstance(raw, bool) and raw in args:
             return raw
@@ -87,8 +85,7 @@ def convert(tp: Any, raw: Any, path: Path, problems: list[Problem],
     if origin is tuple:
         if not isinstance(raw, list):
             return _problem(problems, path, f"expected {expectation(tp)}, got {describe(raw)}")
-        items = [convert(args[0], item, path + (i,), problems, check, values_checked=values_checked)
-                 for i, item in enumerate(raw)]
+        items = [convert(args[0], item, path + (i,), problems, check) for i, item in enumerate(raw)]
         return INVALID if any(item is INVALID for item in items) else tuple(items)
     if origin is dict:
         if not isinstance(raw, dict):
@@ -103,7 +100,7 @@ def convert(tp: Any, raw: Any, path: Path, problems: list[Problem],
                 _problem(problems, path + (key,), f"invalid key {key!r}: expected {expected}")
                 ok = False
                 continue
-            result[key] = convert(args[1], value, path + (key,), problems, check, values_checked=values_checked)
+            result[key] = convert(args[1], value, path + (key,), problems, check)
             ok = ok and result[key] is not INVALID
         return result if ok else INVALID
     if tp in (str, int, bool):
@@ -135,11 +132,11 @@ def _problem(problems: list[Problem], path: Path, message: str) -> Any:
 
 
 def _convert_union(options: list[Any], raw: Any, path: Path, problems: list[Problem],
-                   check, keys, values_checked: bool) -> Any:
+                   check, keys) -> Any:
     """Convert with the one option whose shape (string, array, table...) fits the value."""
     fitting = [option for option in options if _shape_fits(option, raw)]
     if len(fitting) == 1 or len(options) == 1:
-        return convert((fitting or options)[0], raw, path, problems, check, keys, values_checked)
+        return convert((fitting or options)[0], raw, path, problems, check, keys)
     expected = " or ".join(expectation(option) for option in options)
     return _problem(problems, path, f"expected {expected}, got {describe(raw)}")
 
@@ -161,7 +158,7 @@ def _fields(cls: type) -> tuple[tuple[dataclasses.Field, Any], ...]:
     return tuple((f, hints[f.name]) for f in dataclasses.fields(cls))
 
 
-def _convert_dataclass(cls: type, raw: Any, path: Path, problems: list[Problem], values_checked: bool) -> Any:
+def _convert_dataclass(cls: type, raw: Any, path: Path, problems: list[Problem]) -> Any:
     if not isinstance(raw, dict):
         return _problem(problems, path, f"expected a table, got {describe(raw)}")
     known = _fields(cls)
@@ -179,8 +176,7 @@ def _convert_dataclass(cls: type, raw: Any, path: Path, problems: list[Problem],
                 ok = False
                 _problem(problems, path + (f.name,), f"missing required key; expected {expectation(tp)}")
             continue
-        value = convert(tp, raw[f.name], path + (f.name,), problems,
-                        f.metadata.get("check") if values_checked else None, f.metadata.get("keys"), values_checked)
+        value = convert(tp, raw[f.name], path + (f.name,), problems, f.metadata.get("check"), f.metadata.get("keys"))
         ok = ok and value is not INVALID
         values[f.name] = value
     return cls(**values) if ok else INVALID

@@ -9,13 +9,9 @@ from pathlib import Path
 
 from packaging.version import Version
 
+from dynamo.matrix import cache
 from dynamo.matrix.convert import INVALID, Problem, convert, format_path
 from dynamo.matrix.model import Matrix, Release, ReleaseFields
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 ENV_VAR = "DYNAMO_MATRIX"
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -54,9 +50,8 @@ def display_name(path: Path) -> str:
         return str(path)
 
 
-def load(path: str | os.PathLike | None = None, trusted: bool = False) -> Matrix:
-    """trusted: skip the value and cross-reference checks (types and keys are still checked), for
-    the runtime's start-up on the matrix its wheel carries: CI validated that very file."""
+def load(path: str | os.PathLike | None = None) -> Matrix:
+    """The matrix at `path` (default_path()), validated; from the cache when these very bytes were."""
     path = Path(path) if path is not None else default_path()
     source = display_name(path)
     try:
@@ -69,10 +64,17 @@ def load(path: str | os.PathLike | None = None, trusted: bool = False) -> Matrix
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MatrixInvalid(source, [Problem((), f"not UTF-8 text (byte {exc.start}); save the file as UTF-8")]) from None
-    return loads(text, source, trusted)
+    if (matrix := cache.read(path, data)) is None:
+        matrix = loads(text, source)
+        cache.write(path, data, matrix)
+    return matrix
 
 
-def loads(text: str, source: str = "<matrix>", trusted: bool = False) -> Matrix:
+def loads(text: str, source: str = "<matrix>") -> Matrix:
+    if sys.version_info >= (3, 11):  # imported here: a start-up that reads the cache parses nothing
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -82,19 +84,18 @@ def loads(text: str, source: str = "<matrix>", trusted: bool = False) -> Matrix:
         where = f"line {line}: " if line else ""
         raise MatrixInvalid(source, [Problem((), f"{where}arrays or inline tables nested too deep to read (the"
                                              f" schema needs only a few levels); flatten them")]) from None
-    return from_dict(raw, source, trusted)
+    return from_dict(raw, source)
 
 
-def from_dict(raw: dict, source: str = "<matrix>", trusted: bool = False) -> Matrix:
+def from_dict(raw: dict, source: str = "<matrix>") -> Matrix:
     """Convert and validate parsed TOML. Raises MatrixInvalid with every problem found."""
     problems: list[Problem] = []
-    matrix = convert(Matrix, raw, (), problems, values_checked=not trusted)
+    matrix = convert(Matrix, raw, (), problems)
     if matrix is INVALID:
         raise MatrixInvalid(source, problems)
-    if not trusted:
-        from dynamo.matrix.validate import validate  # cross-references: all of packaging, some time
+    from dynamo.matrix.validate import validate  # cross-references: all of packaging, some time
 
-        problems.extend(validate(matrix))
+    problems.extend(validate(matrix))
     if problems:
         raise MatrixInvalid(source, problems)
     return _complete(matrix)

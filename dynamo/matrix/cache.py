@@ -1,0 +1,74 @@
+"""The validated matrix, kept like Python's hash-checked bytecode: pickled in a `__pycache__` beside the
+matrix file (else in the user's cache) under the sha256 of the file's bytes and of the code that
+validates it. Start-up then reads a matrix it validated before in milliseconds; any other text, a
+broken matrix included, misses and is validated in full. The image build validates its packaged
+matrix once (`dynamo matrix check`), which leaves the entry in the image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import sys
+from pathlib import Path
+
+from dynamo.matrix.model import Matrix
+
+# The modules whose code decides what a validated matrix is: a change to any of them is a new key.
+_CODE = ("model.py", "convert.py", "checks.py", "validate.py", "load.py", "cache.py")
+_PACKAGE_DIR = Path(__file__).resolve().parent
+CACHE_ENV = "DYNAMO_CACHE_DIR"
+
+
+def _code_digest() -> bytes:
+    digest = hashlib.sha256(f"{sys.version_info[:2]} pickle {pickle.DEFAULT_PROTOCOL}".encode())
+    for name in _CODE:
+        digest.update((_PACKAGE_DIR / name).read_bytes())
+    return digest.digest()
+
+
+def user_dir() -> Path:
+    """$DYNAMO_CACHE_DIR, else $XDG_CACHE_HOME/dynamo, else ~/.cache/dynamo."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dynamo"
+
+
+def _entries(path: Path, data: bytes) -> list[Path]:
+    key = hashlib.sha256(_code_digest() + data).hexdigest()[:32]
+    name = f"{path.stem}.{key}.pickle"
+    return [path.resolve().parent / "__pycache__" / name, user_dir() / name]
+
+
+def read(path: Path, data: bytes) -> Matrix | None:
+    """The matrix validated from exactly these bytes, if an entry holds it."""
+    for entry in _entries(path, data):
+        try:
+            with entry.open("rb") as file:
+                matrix = pickle.load(file)
+        except Exception:  # absent, unreadable or stale: it only costs a validation, like a bad .pyc
+            continue
+        if isinstance(matrix, Matrix):
+            return matrix
+    return None
+
+
+def write(path: Path, data: bytes, matrix: Matrix) -> None:
+    """Keep `matrix`, validated from `data`, where this user may write; nowhere if nowhere."""
+    import tempfile  # only a miss writes
+
+    payload = pickle.dumps(matrix, protocol=pickle.DEFAULT_PROTOCOL)
+    for entry in _entries(path, data):
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=entry.parent, prefix=".tmp-", delete=False) as file:
+                file.write(payload)
+        except OSError:
+            continue
+        try:
+            os.chmod(file.name, 0o644)
+            os.replace(file.name, entry)  # atomic: a reader sees no entry or a whole one
+            return
+        except OSError:
+            Path(file.name).unlink(missing_ok=True)

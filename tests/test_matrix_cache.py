@@ -1,0 +1,71 @@
+"""The validated-matrix cache: a start-up reads a matrix it validated before without validating it
+again, and nothing but those very bytes (with the same validating code) ever comes from it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import MATRIX_FILE
+
+import dynamo.matrix.validate
+from dynamo.matrix import MatrixInvalid, cache, load
+
+
+@pytest.fixture
+def matrix_file(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "user-cache"))
+    path = tmp_path / "repo" / "support_matrix.toml"
+    path.parent.mkdir()
+    path.write_bytes(MATRIX_FILE.read_bytes())
+    return path
+
+
+def _entries(directory):
+    return sorted(p.name for p in directory.glob("support_matrix.*.pickle")) if directory.is_dir() else []
+
+
+def _no_validation(monkeypatch):
+    def fail(matrix):
+        raise AssertionError("validated again")
+    monkeypatch.setattr(dynamo.matrix.validate, "validate", fail)
+
+
+def test_a_validated_matrix_is_read_back_without_validating(matrix_file, monkeypatch):
+    first = load(matrix_file)
+    assert len(_entries(matrix_file.parent / "__pycache__")) == 1
+    _no_validation(monkeypatch)
+    assert load(matrix_file) == first
+
+
+def test_a_changed_byte_is_validated_in_full(matrix_file, monkeypatch):
+    load(matrix_file)
+    matrix_file.write_text(re.sub(r'(?m)^latest = ".*"$', 'latest = "9.9.9"', matrix_file.read_text()))
+    with pytest.raises(MatrixInvalid) as caught:
+        load(matrix_file)
+    assert any("latest" in line and "9.9.9" in line for line in caught.value.lines()), caught.value.lines()
+    assert len(_entries(matrix_file.parent / "__pycache__")) == 1  # a broken matrix is never kept
+
+
+def test_a_corrupt_entry_costs_a_validation_and_is_replaced(matrix_file):
+    expected = load(matrix_file)
+    [entry] = (matrix_file.parent / "__pycache__").glob("*.pickle")
+    entry.write_bytes(b"\x80\x04 not a pickle")
+    assert load(matrix_file) == expected
+    assert entry.read_bytes().startswith(b"\x80")
+    assert load(matrix_file) == expected
+
+
+def test_where_the_matrix_is_read_only_the_users_cache_keeps_it(matrix_file, monkeypatch):
+    (matrix_file.parent / "__pycache__").write_text("a file where the cache folder would be")
+    expected = load(matrix_file)
+    assert len(_entries(matrix_file.parent.parent / "user-cache")) == 1
+    _no_validation(monkeypatch)
+    assert load(matrix_file) == expected
+
+
+def test_other_validating_code_is_another_key(matrix_file, monkeypatch):
+    load(matrix_file)
+    monkeypatch.setattr(cache, "_code_digest", lambda: b"another version of the schema")
+    load(matrix_file)
+    assert len(_entries(matrix_file.parent / "__pycache__")) == 2
