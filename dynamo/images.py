@@ -133,6 +133,7 @@ LABEL_ARGS = {
     "device": "DEVICE",
     "cuda.version": "CUDA_VERSION",
     "cuda.min-driver": "MIN_DRIVER",
+    "cuda.require": "NVIDIA_REQUIRE_CUDA",  # also the image's ENV, which the NVIDIA container toolkit reads
     "cuda.archs": "CUDA_ARCHS",
     "python.version": "PYTHON_VERSION",
     "engine.version": "ENGINE_VERSION",

@@ -19,6 +19,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dynamo.containers.engine import env_dict
+from dynamo.doctor import requirement
+
 REPO = Path(__file__).resolve().parents[1]
 ENGINES = ("docker", "podman")
 DEFAULT_ULIMITS = {"memlock": "-1", "nofile": "65536:65536", "stack": "67108864"}
@@ -137,24 +140,44 @@ def parse(argv: list[str]) -> Options:
 
 # ---------------------------------------------------------------- where the image is
 
-def image_labels(engine: str, image: str) -> dict[str, str] | None:
-    """The image's labels in that engine's store, {} when it has none, None when it is not there."""
+@dataclass(frozen=True)
+class ImageConfig:
+    labels: dict[str, str]
+    env: dict[str, str]  # what the NVIDIA container toolkit reads its requirements from
+
+
+def image_config(engine: str, image: str) -> ImageConfig | None:
+    """The image's labels and environment in that engine's store; None when it is not there."""
     if not shutil.which(engine):
         return None
-    result = subprocess.run([engine, "image", "inspect", "--format", "{{json .Config.Labels}}", image],
+    result = subprocess.run([engine, "image", "inspect", "--format", "{{json .Config}}", image],
                             capture_output=True, text=True)
     if result.returncode != 0:
         return None
-    return json.loads(result.stdout.strip() or "null") or {}
+    config = json.loads(result.stdout.strip() or "null") or {}
+    return ImageConfig(config.get("Labels") or {}, env_dict(config.get("Env")))
 
 
-def locate(image: str, engine: str | None) -> tuple[str, dict[str, str] | None]:
-    """(engine, labels): the first engine whose store holds the image; labels None when none does."""
+def locate(image: str, engine: str | None) -> tuple[str, ImageConfig | None]:
+    """(engine, config): the first engine whose store holds the image; config None when none does."""
     for candidate in (engine,) if engine else ENGINES:
-        labels = image_labels(candidate, image)
-        if labels is not None:
-            return candidate, labels
+        config = image_config(candidate, image)
+        if config is not None:
+            return candidate, config
     return engine or ENGINES[0], None
+
+
+def container_env(options: Options, image_env: dict[str, str]) -> dict[str, str]:
+    """The container's environment as the engine makes it: the image's, then each -e (a bare NAME
+    takes this shell's value, and is left out when this shell has none)."""
+    env = dict(image_env)
+    for entry in options.envs:
+        name, sep, value = entry.partition("=")
+        if sep:
+            env[name] = value
+        elif name in os.environ:
+            env[name] = os.environ[name]
+    return env
 
 
 def build_hint(options: Options) -> str:
@@ -294,9 +317,11 @@ def command(options: Options, engine: str, gpus: bool, ulimits: dict[str, str]) 
     return [*args, options.image, *options.command]
 
 
-def preflight(options: Options, labels: dict[str, str], gpus: bool) -> list[str]:
-    """Check this host against the image's labels with `dynamo doctor --scope host`; the caveat
-    warnings to show. Raises RunError when the host cannot run the image."""
+def preflight(options: Options, config: ImageConfig, gpus: bool) -> list[str]:
+    """Check this host against the image's labels with `dynamo doctor --scope host`, and the NVIDIA
+    toolkit's requirements as the container's environment will hold them; the caveat warnings to
+    show. Raises RunError when the host cannot run the image."""
+    labels = config.labels
     release, framework = labels.get("dev.dynamo.release"), labels.get("dev.dynamo.framework")
     if not release or not framework:
         return [f"{options.image} has no dev.dynamo labels (not built by build.py); the host was not checked"]
@@ -304,8 +329,10 @@ def preflight(options: Options, labels: dict[str, str], gpus: bool) -> list[str]
     if image_cuda and not gpus:
         raise RunError(f"{options.image} is a CUDA {image_cuda} image and needs GPUs; drop --gpus none"
                        " (or pass --skip-preflight)")
+    requirements = requirement.from_env(container_env(options, config.env)) if image_cuda else ()
+    require = [arg for text in requirements or ("",) for arg in ("--require", text)] if image_cuda else []
     result = subprocess.run([sys.executable, str(REPO / "build.py"), "doctor", "--scope", "host", "--release", release,
-                             "--framework", framework, "--cuda", image_cuda or "cpu"],
+                             "--framework", framework, "--cuda", image_cuda or "cpu", *require],
                             capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(REPO)})
     report = result.stdout.splitlines()
     if result.returncode == 1:
@@ -337,18 +364,18 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         options = parse(argv)
-        engine, labels = locate(options.image, options.engine)
-        gpus = wants_gpus(options, labels)
+        engine, config = locate(options.image, options.engine)
+        gpus = wants_gpus(options, config.labels if config else None)
         if options.dry_run:
             print(shlex.join(command(options, engine, gpus, settle_ulimits(options, engine, warn))))
             return 0
         if not shutil.which(engine):
             raise RunError(f"{engine} is not installed (apt-get install {'docker.io' if engine == 'docker' else engine})")
-        if labels is None:
+        if config is None:
             where = f"{engine}'s image store" if options.engine else "neither Docker's nor podman's image store"
             raise RunError(f"image {options.image} is in {where}; build it: {build_hint(options)}")
         if options.preflight:
-            for line in preflight(options, labels, gpus):
+            for line in preflight(options, config, gpus):
                 warn(line)
         args = command(options, engine, gpus, settle_ulimits(options, engine, warn))
         if options.workspace:

@@ -275,3 +275,52 @@ def test_the_toolkit_is_judged_for_images_not_for_an_engine_installed_here(matri
     assert [f.status for f in for_run_sh if f.check == "toolkit"] == ["fail"]
     facts.packages = {}
     assert [f.status for f in judge(matrix, facts, Subject("0.8.1", "vllm", "12.9")) if f.check == "toolkit"] == ["fail"]
+
+
+# What the toolkit reads from a container's environment: its internal/config/image/cuda_image.go
+# (GetRequirements, HasDisableRequire with Go's strconv.ParseBool, IsLegacy).
+@pytest.mark.parametrize("env, expected", [
+    ({"NVIDIA_REQUIRE_CUDA": "cuda>=12.9"}, ("cuda>=12.9",)),
+    ({"NVIDIA_REQUIRE_CUDA": "cuda>=12.9", "NVIDIA_REQUIRE_ARCH": "arch>=8.0"}, ("arch>=8.0", "cuda>=12.9")),
+    ({"NVIDIA_REQUIRE_CUDA": "cuda>=12.9", "NVIDIA_REQUIRE_JETPACK": "csv-mounts=all"}, ("cuda>=12.9",)),
+    ({"NVIDIA_REQUIRE_CUDA": "cuda>=12.9", "NVIDIA_DISABLE_REQUIRE": "true"}, ()),
+    ({"NVIDIA_REQUIRE_CUDA": "cuda>=12.9", "NVIDIA_DISABLE_REQUIRE": "1"}, ()),
+    ({"NVIDIA_REQUIRE_CUDA": "cuda>=12.9", "NVIDIA_DISABLE_REQUIRE": "yes"}, ("cuda>=12.9",)),  # not a Go bool
+    ({"NVIDIA_REQUIRE_CUDA": "cuda>=12.9", "NVIDIA_DISABLE_REQUIRE": "false"}, ("cuda>=12.9",)),
+    ({"CUDA_VERSION": "12.9.1"}, ("cuda>=12.9",)),  # a legacy image
+    ({"CUDA_VERSION": "11.0"}, ("cuda>=11.0",)),
+    ({"CUDA_VERSION": "12.9.1", "NVIDIA_REQUIRE_CUDA": "cuda>=12.4"}, ("cuda>=12.4",)),
+    ({"CUDA_VERSION": "12.x"}, ("cuda>=12.x",)),  # unreadable: the toolkit stops, and so does the check
+    ({"PATH": "/usr/bin"}, ()),
+])
+def test_requirements_come_from_the_environment_as_the_toolkit_reads_it(env, expected):
+    from dynamo.doctor.requirement import from_env
+
+    assert from_env(env) == expected
+
+
+def test_an_image_without_forward_compatibility_clauses_is_refused_where_ours_starts():
+    """The H200 on R570 (CUDA 12.8) from tests/data/hosts: NVIDIA's 12.9 clauses start a data-center GPU on
+    R570; `cuda>=12.9` alone, as our images carried before, is refused; no requirement at all starts."""
+    host = str(REPO / "tests" / "data" / "hosts" / "h200-r570-ollama")
+    args = ["doctor", "--facts", host, "--release", "0.8.1", "--framework", "vllm", "--cuda", "12.9", "--scope", "host",
+            "--json"]
+
+    def toolkit(*extra: str) -> tuple[int, dict]:
+        result = run_cli(*args, *extra)
+        (finding,) = [f for f in json.loads(result.stdout)["findings"] if f["check"] == "toolkit"]
+        return result.returncode, finding
+
+    code, ours = toolkit()
+    assert (code, ours["status"]) == (0, "ok") and "forward-compatibility clause" in ours["message"]
+    code, old = toolkit("--require", "cuda>=12.9")
+    assert (code, old["status"]) == (1, "fail")
+    assert old["message"].endswith('"requirement error: unsatisfied condition: cuda>=12.9, please update your driver'
+                                   ' to a newer version, or use an earlier cuda container"')
+    code, none = toolkit("--require", "")
+    assert (code, none["status"]) == (0, "ok") and "requires nothing" in none["message"]
+    code, anded = toolkit("--require", CUDA_12_9, "--require", "arch>=10.0")  # the H200 is 9.0
+    assert (code, anded["status"]) == (1, "fail") and "unsatisfied condition: arch>=10.0" in anded["message"]
+    code, invalid = toolkit("--require", "cuda=>12.9")
+    assert (code, invalid["status"]) == (1, "fail")
+    assert "requirement error: invalid expression 'cuda=>12.9'" in invalid["message"]

@@ -53,8 +53,10 @@ def image():
 def cuda_image():
     require(docker_ready())
     tag = f"{TAG}-cuda"
+    # labels as build.py writes them, and the requirement our images carried before they had NVIDIA's clauses
     dockerfile = (f"FROM {DOCKER_STANDIN}\nLABEL dev.dynamo.release=0.8.1 dev.dynamo.framework=vllm"
-                  " dev.dynamo.device=cuda12.9 dev.dynamo.cuda.version=12.9 dev.dynamo.cuda.min-driver=575.51.03\n")
+                  " dev.dynamo.device=cuda12.9 dev.dynamo.cuda.version=12.9 dev.dynamo.cuda.min-driver=575.51.03\n"
+                  'ENV NVIDIA_REQUIRE_CUDA="cuda>=12.9"\n')
     subprocess.run(["docker", "build", "-q", "-t", tag, "-"], input=dockerfile, text=True, check=True,
                    capture_output=True)
     yield tag
@@ -109,11 +111,17 @@ def test_default_ulimits_are_lowered_to_what_the_daemon_grants():
         f" pass --ulimit memlock={hard['memlock']} or raise the engine's limit")
 
 
+CACHED = ("import dynamo.matrix.cache as c, dynamo.matrix.load as l; p = l.default_path();"
+          " print('cached' if c.read(p, p.read_bytes()) else 'not cached')")
+
+
 def test_runs_a_command_with_the_expected_limits(image):
     result = run_sh("--image", image, "--",
-                    "sh", "-c", "id -u; ulimit -s; echo $NVIDIA_REQUIRE_CUDA; dynamo matrix check >/dev/null && echo ok")
+                    "sh", "-c", f"id -u; ulimit -s; echo $NVIDIA_REQUIRE_CUDA; python3 -c \"{CACHED}\";"
+                    " dynamo matrix check >/dev/null && echo ok")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["1000", "65536", "ok"]  # non-root, stack 64 MiB, our package works
+    # non-root, stack 64 MiB, the preflight reads the matrix the build validated, our package works
+    assert result.stdout.split() == ["1000", "65536", "cached", "ok"]
 
 
 def test_refuses_a_cuda_image_on_a_host_without_the_driver(cuda_image):
@@ -156,6 +164,32 @@ def test_doctor_reads_an_images_labels(cuda_image, image):
     assert run_cli("doctor", "--image", image, "--scope", "host").returncode == 0  # a CPU image runs here
     missing = run_cli("doctor", "--image", "dynamo-test:absent")
     assert missing.returncode == 2 and missing.stderr.startswith("error: image dynamo-test:absent is not in the image store of")
+
+
+def test_doctor_judges_the_requirement_the_image_carries(cuda_image):
+    """An H200 on R570 (tests/data/hosts): the image's own `cuda>=12.9` is refused there, though the matrix's
+    image for the same cell (with NVIDIA's forward-compatibility clauses) would start."""
+    host = str(REPO / "tests" / "data" / "hosts" / "h200-r570-ollama")
+    result = run_cli("doctor", "--image", cuda_image, "--facts", host, "--scope", "host", "--json")
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["subject"]["requirements"] == ["cuda>=12.9"]
+    (toolkit,) = [f for f in report["findings"] if f["check"] == "toolkit"]
+    assert toolkit["status"] == "fail" and "unsatisfied condition: cuda>=12.9," in toolkit["message"]
+    matrix_image = run_cli("doctor", "--release", "0.8.1", "--framework", "vllm", "--cuda", "12.9", "--facts", host,
+                           "--scope", "host")
+    assert matrix_image.returncode == 0, matrix_image.stdout
+
+
+def test_the_containers_environment_is_the_images_with_each_e(monkeypatch):
+    from dynamo.run_image import container_env, parse
+
+    monkeypatch.setenv("NVIDIA_DISABLE_REQUIRE", "true")
+    monkeypatch.delenv("NOT_SET_HERE", raising=False)
+    options = parse(["-e", "NVIDIA_REQUIRE_CUDA=cuda>=12.4", "-e", "NVIDIA_DISABLE_REQUIRE", "-e", "NOT_SET_HERE"])
+    image = {"NVIDIA_REQUIRE_CUDA": "cuda>=12.9", "PATH": "/usr/bin"}
+    assert container_env(options, image) == {"NVIDIA_REQUIRE_CUDA": "cuda>=12.4", "PATH": "/usr/bin",
+                                             "NVIDIA_DISABLE_REQUIRE": "true"}
 
 
 def test_the_image_serves_the_frontend_by_default(image):

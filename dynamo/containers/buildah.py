@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from dynamo.containers.cli import CliEngine, build_flags, local_registry
-from dynamo.containers.engine import ImageInfo
+from dynamo.containers.engine import ImageInfo, env_dict
 
 if TYPE_CHECKING:
     from dynamo.build.plan import BuildPlan
@@ -59,7 +59,7 @@ class Buildah(CliEngine):
         images = json.loads(self._run("images", "--json", data["FromImageID"]).stdout or "[]")
         return ImageInfo(id=data["FromImageID"], size=_bytes(images[0].get("size", "0")) if images else 0,
                          labels=config.get("config", {}).get("Labels") or {},
-                         architecture=config.get("architecture", ""))
+                         architecture=config.get("architecture", ""), env=env_dict(config.get("config", {}).get("Env")))
 
     def run(self, ref: str, command: list[str]) -> subprocess.CompletedProcess:
         container = self._run("from", "--pull-never", ref).stdout.strip()

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from dynamo.containers.cli import CliEngine, build_flags
-from dynamo.containers.engine import EngineError, ImageInfo
+from dynamo.containers.engine import EngineError, ImageInfo, env_dict
 
 if TYPE_CHECKING:
     from dynamo.build.plan import BuildPlan
@@ -64,4 +64,4 @@ class DockerBuildx(CliEngine):
     def inspect(self, ref: str) -> ImageInfo:
         data = json.loads(self._run("image", "inspect", ref).stdout)[0]
         return ImageInfo(id=data["Id"], size=data.get("Size", 0), labels=data["Config"].get("Labels") or {},
-                         architecture=data.get("Architecture", ""))
+                         architecture=data.get("Architecture", ""), env=env_dict((data.get("Config") or {}).get("Env")))

@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from dynamo.containers.engine import BuildResult, ContainerEngine, EngineError, ImageInfo, Lines
+from dynamo.containers.engine import BuildResult, ContainerEngine, EngineError, ImageInfo, Lines, env_dict
 
 if TYPE_CHECKING:
     from dynamo.build.plan import BuildPlan
@@ -110,7 +110,7 @@ class DockerClassic(ContainerEngine):
     def inspect(self, ref: str) -> ImageInfo:
         data = self.client.api.inspect_image(ref)
         return ImageInfo(id=data["Id"], size=data.get("Size", 0), labels=data["Config"].get("Labels") or {},
-                         architecture=data.get("Architecture", ""))
+                         architecture=data.get("Architecture", ""), env=env_dict((data.get("Config") or {}).get("Env")))
 
     def run(self, ref: str, command: list[str]) -> subprocess.CompletedProcess:
         container = self.client.containers.create(ref, command)

@@ -29,6 +29,12 @@ class ImageInfo:
     size: int  # bytes; 0 when the engine does not say
     labels: dict[str, str] = field(default_factory=dict)
     architecture: str = ""
+    env: dict[str, str] = field(default_factory=dict)  # the config's Env, which the NVIDIA toolkit reads
+
+
+def env_dict(entries: list[str] | None) -> dict[str, str]:
+    """An image config's Env list ("KEY=VALUE") as a dict."""
+    return dict(entry.split("=", 1) for entry in entries or () if "=" in entry)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from dynamo.containers.buildah import Buildah
 from dynamo.containers.cli import CliEngine
-from dynamo.containers.engine import ImageInfo
+from dynamo.containers.engine import ImageInfo, env_dict
 
 if TYPE_CHECKING:
     from dynamo.build.plan import BuildPlan
@@ -33,7 +33,7 @@ class Podman(Buildah):
     def inspect(self, ref: str) -> ImageInfo:
         data = json.loads(self._run("image", "inspect", ref).stdout)[0]
         return ImageInfo(id=data["Id"], size=data.get("Size", 0), labels=data.get("Labels") or {},
-                         architecture=data.get("Architecture", ""))
+                         architecture=data.get("Architecture", ""), env=env_dict((data.get("Config") or {}).get("Env")))
 
     def run(self, ref: str, command: list[str]) -> subprocess.CompletedProcess:
         return CliEngine.run(self, ref, command)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
+from dynamo.doctor import requirement
 from dynamo.doctor.facts import HostFacts, RecordingInvalid, from_recording, interpret, record
 from dynamo.doctor.judge import FAIL, MARKS, SCOPES, Finding, Subject, host_device, judge
 from dynamo.matrix import InvalidCombination, Matrix
@@ -21,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cuda", help="the image's CUDA (default: the container's, else the release's default)")
     parser.add_argument("--image", help="judge this host for an image: read the release, framework and CUDA"
                                         " from its labels")
+    parser.add_argument("--require", metavar="TEXT", action="append",
+                        help="judge the NVIDIA container toolkit's answer to this NVIDIA_REQUIRE_* value (repeat: ANDed;"
+                             " \"\" requires nothing) instead of the image's own or the matrix's")
     parser.add_argument("--facts", metavar="DIR", help="judge facts recorded on another machine instead of this one")
     parser.add_argument("--record", metavar="DIR", help="also write what this host's sources printed to DIR, the"
                                                         " recording that --facts reads")
@@ -31,20 +36,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def subject_for(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> Subject:
-    """From --image labels, else the flags, else what is installed here."""
+    """From --image labels, else the flags, else what is installed here; --require replaces the requirements."""
+    subject = _subject(matrix, facts, args)
+    return dataclasses.replace(subject, requirements=tuple(args.require)) if args.require is not None else subject
+
+
+def _subject(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> Subject:
     if args.image:
         from dynamo import images
         from dynamo.containers import EngineError, engine_with_image  # only --image needs an engine
 
         try:
-            labels = engine_with_image(args.image).inspect(args.image).labels
+            info = engine_with_image(args.image).inspect(args.image)
         except EngineError as exc:
             raise InvalidCombination(str(exc)) from None
-        label = lambda key: labels.get(images.LABEL_PREFIX + key) or None  # noqa: E731
+        label = lambda key: info.labels.get(images.LABEL_PREFIX + key) or None  # noqa: E731
         if not label("release"):
             raise InvalidCombination(f"{args.image} has no {images.LABEL_PREFIX}release label: pass --release and --framework")
+        # the toolkit reads the image's environment, not our labels: an image built by an older
+        # build.py carries an older requirement than this matrix renders
         return Subject(find_release(matrix, label("release")), label("framework"),
-                       (label("cuda.version") or "cpu") if label("device") else None)
+                       (label("cuda.version") or "cpu") if label("device") else None,
+                       requirement.from_env(info.env))
     installed = facts.packages.get("dynamo")
     if args.framework:
         check_framework(matrix, args.framework)

@@ -35,6 +35,9 @@ class Subject:
     release: str
     framework: str | None = None
     device: str | None = None  # "12.9" or "cpu"
+    # What the toolkit reads from a built image's environment (requirement.from_env), ANDed;
+    # None: the image this matrix renders for the target.
+    requirements: tuple[str, ...] | None = None
 
 
 def _version(text: str | None) -> Version | None:
@@ -92,7 +95,7 @@ def judge(matrix: Matrix, facts: HostFacts, subject: Subject, scope: str = "all"
             if target.status == "experimental":
                 findings.append(Finding(WARN, "experimental", "; ".join(target.notes)))
             if _for_an_image(matrix, facts, target, scope):
-                findings += _toolkit(matrix, facts, target)
+                findings += _toolkit(matrix, facts, target, subject.requirements)
             findings += _driver(matrix, facts, target)
             findings += _gpus(matrix, facts, target)
             if inside:
@@ -242,9 +245,10 @@ class Start:
     gpu: str | None = None  # the GPU it refuses or cannot be sure of
 
 
-def predict_start(matrix: Matrix, facts: HostFacts, requirement_text: str) -> Start:
-    """Evaluate the image's requirement per visible GPU, as `nvidia-container-cli configure --require` does."""
-    floor = requirement_text.split(" ")[0]
+def predict_start(matrix: Matrix, facts: HostFacts, *requirements: str) -> Start:
+    """Evaluate the image's requirements (ANDed) per visible GPU, as `nvidia-container-cli configure
+    --require` does. Raises requirement.InvalidRequirement for one the toolkit cannot read."""
+    floor = requirements[0].split(" ")[0] if requirements else ""
     cudas = _cuda_candidates(matrix, facts)
     devices: list[tuple[str | None, list[requirement.Device]]] = []
     for index, gpu in enumerate(facts.gpus):
@@ -257,7 +261,7 @@ def predict_start(matrix: Matrix, facts: HostFacts, requirement_text: str) -> St
         devices.append((None, [requirement.Device(cuda, facts.driver) for cuda in cudas]))
     through_floor, unsure = True, None
     for label, candidates in devices:
-        answers = {requirement.satisfied(requirement_text, device) for device in candidates}
+        answers = {all(requirement.satisfied(text, device) for text in requirements) for device in candidates}
         if answers == {False}:
             return Start("refuse", False, label)
         if answers != {True}:
@@ -302,18 +306,27 @@ def _runnable_elsewhere(matrix: Matrix, facts: HostFacts, target: Target) -> lis
     return found[:4]
 
 
-def _toolkit(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]:
-    """Will `docker run --gpus` start the image? The NVIDIA container toolkit decides, from its
-    NVIDIA_REQUIRE_CUDA. Inside a started container that question has been answered."""
-    if not facts.driver or _mismatch(facts) is not None:
-        return []  # no driver to start with: the driver finding says so
-    text = target.require_cuda  # what dynamo.images renders
-    start = predict_start(matrix, facts, text)
-    floor = text.split(" ")[0]
+def _toolkit(matrix: Matrix, facts: HostFacts, target: Target, requirements: tuple[str, ...] | None) -> list[Finding]:
+    """Will `docker run --gpus` start the image? The NVIDIA container toolkit decides, from the
+    NVIDIA_REQUIRE_* of its environment: a built image's own, else what dynamo.images renders.
+    Inside a started container that question has been answered."""
+    if target.cuda is None or not facts.driver or _mismatch(facts) is not None:
+        return []  # a CPU image asks for no GPU; no driver to start with: the driver finding says so
+    texts = (target.require_cuda,) if requirements is None else tuple(t for t in requirements if t.strip())
+    if not texts:
+        return [Finding(OK, "toolkit", "the NVIDIA container toolkit starts this image: its environment requires"
+                        " nothing (no NVIDIA_REQUIRE_*, or NVIDIA_DISABLE_REQUIRE)")]
+    try:
+        start = predict_start(matrix, facts, *texts)
+    except requirement.InvalidRequirement as exc:
+        return [Finding(FAIL, "toolkit", f"the NVIDIA container toolkit refuses this image: requirement error: {exc}",
+                        "rebuild the image with build.py, or fix its NVIDIA_REQUIRE_* environment variable")]
+    floor = texts[0].split(" ")[0]
     if start.verdict == "refuse":
         on = f" on {start.gpu}" if start.gpu else ""
+        refused = next((t for t in texts if predict_start(matrix, facts, t).verdict == "refuse"), texts[0])
         return [Finding(FAIL, "toolkit", f"the NVIDIA container toolkit refuses this image{on} (driver {facts.driver},"
-                        f" CUDA {driver_cuda(matrix, facts) or 'unknown'}): \"{requirement.refusal(text)}\"",
+                        f" CUDA {driver_cuda(matrix, facts) or 'unknown'}): \"{requirement.refusal(refused)}\"",
                         _fixes(matrix, facts, target))]
     if start.verdict == "unknown":
         return [Finding(WARN, "toolkit", f"the NVIDIA container toolkit starts this image on {start.gpu} only if it is a"

@@ -14,11 +14,8 @@ condition after it is never seen.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    pass
 
 OPERATORS = ("=", "!=", "<", "<=", ">", ">=")
 KEYS = ("cuda", "driver", "arch", "brand")
@@ -125,3 +122,22 @@ def forward_compat_clauses(cuda: str, brands: tuple[str, ...], branches: tuple[i
     return " ".join(groups)
 
 
+
+
+_GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")  # Go's strconv.ParseBool
+
+
+def from_env(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The requirements the toolkit takes from a container's environment, ANDed (the toolkit's
+    internal/config/image/cuda_image.go, GetRequirements): none with NVIDIA_DISABLE_REQUIRE true;
+    else every NVIDIA_REQUIRE_* but NVIDIA_REQUIRE_JETPACK*, in name order; and for a legacy image
+    (CUDA_VERSION set, NVIDIA_REQUIRE_CUDA empty) cuda>=MAJOR.MINOR of its CUDA_VERSION."""
+    if env.get("NVIDIA_DISABLE_REQUIRE") in _GO_TRUE:
+        return ()
+    found = [env[name] for name in sorted(env)
+             if name.startswith("NVIDIA_REQUIRE_") and not name.startswith("NVIDIA_REQUIRE_JETPACK")]
+    if env.get("CUDA_VERSION") and not env.get("NVIDIA_REQUIRE_CUDA"):
+        match = re.fullmatch(r"v?(\d+)(?:\.(\d+)(?:\.\d+)?)?(?:[-+].*)?", env["CUDA_VERSION"])
+        # an unreadable CUDA_VERSION stops the toolkit too; as written it is an invalid condition
+        found.append(f"cuda>={match[1]}.{match[2] or 0}" if match else f"cuda>={env['CUDA_VERSION']}")
+    return tuple(found)
