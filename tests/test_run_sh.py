@@ -111,8 +111,8 @@ def test_default_ulimits_are_lowered_to_what_the_daemon_grants():
         f" pass --ulimit memlock={hard['memlock']} or raise the engine's limit")
 
 
-CACHED = ("import dynamo.matrix.cache as c, dynamo.matrix.load as l; p = l.default_path();"
-          " print('cached' if c.read(p, p.read_bytes()) else 'not cached')")
+CACHED = ("from dynamo.matrix import cache, default_path; p = default_path();"
+          " print('cached' if cache.read(p, p.read_bytes()) else 'not cached')")
 
 
 def test_runs_a_command_with_the_expected_limits(image):
@@ -121,7 +121,7 @@ def test_runs_a_command_with_the_expected_limits(image):
                     " dynamo matrix check >/dev/null && echo ok")
     assert result.returncode == 0, result.stderr
     # non-root, stack 64 MiB, the preflight reads the matrix the build validated, our package works
-    assert result.stdout.split() == ["1000", "65536", "cached", "ok"]
+    assert result.stdout.split() == ["1000", "65536", "cached", "ok"], result.stderr
 
 
 def test_refuses_a_cuda_image_on_a_host_without_the_driver(cuda_image):
