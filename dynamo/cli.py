@@ -91,9 +91,9 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from dynamo.build.image import Progress, build_image
-    from dynamo.build.plan import PlanError, make_plan
     from dynamo.containers import EngineError, get_engine
+    from dynamo.imagebuild.image import Progress, build_image
+    from dynamo.imagebuild.plan import PlanError, make_plan
 
     matrix = load(args.matrix)
     try:
@@ -155,8 +155,8 @@ def describe_plan(plan, engine_name: str, command: str) -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from dynamo.build.verify import report, verify
     from dynamo.containers import EngineError, engine_with_image
+    from dynamo.imagebuild.verify import report, verify
 
     matrix = load(args.matrix)
     if args.reproduce:
@@ -182,10 +182,10 @@ def _attest(args: argparse.Namespace) -> int:
 
 
 def _reproduce(matrix, args: argparse.Namespace) -> int:
-    from dynamo.build.image import Progress
-    from dynamo.build.plan import PlanError
-    from dynamo.build.reproduce import reproduce
     from dynamo.containers import EngineError
+    from dynamo.imagebuild.image import Progress
+    from dynamo.imagebuild.plan import PlanError
+    from dynamo.imagebuild.reproduce import reproduce
 
     if args.engine not in (None, "buildah"):
         return _error(f"--reproduce rebuilds with buildah (the engine that stamps every file with the commit's time);"

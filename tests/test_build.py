@@ -383,7 +383,7 @@ def buildah_run(tag: str, command: list[str]) -> str:
 
 def test_the_recorded_source_is_what_the_build_context_holds():
     """`verify --reproduce` rebuilds from these paths of the recorded commit: every path .dockerignore lets in."""
-    from dynamo.build.source import CONTEXT_PATHS
+    from dynamo.imagebuild.source import CONTEXT_PATHS
 
     allowed = [line[1:].rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")]
     assert sorted(CONTEXT_PATHS) == sorted(allowed)
