@@ -155,6 +155,7 @@ def describe_plan(plan, engine_name: str, command: str) -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from dynamo.attest import CHECKOUT
     from dynamo.containers import EngineError, engine_with_image
     from dynamo.imagebuild.verify import report, verify
 
@@ -162,7 +163,8 @@ def _verify(args: argparse.Namespace) -> int:
     if args.reproduce:
         return _reproduce(matrix, args)
     try:
-        checks = verify(matrix, engine_with_image(args.image, args.engine), args.image)
+        checks = verify(matrix, engine_with_image(args.image, args.engine), args.image,
+                        args.attestations or CHECKOUT)
     except EngineError as exc:
         return _error(exc, EXIT_FAILED)
     print(report(args.image, checks))
@@ -274,9 +276,12 @@ def build_parser(prog: str = "dynamo") -> argparse.ArgumentParser:
     build.add_argument("--verbose", action="store_true", help="show the engine's full output")
     build.set_defaults(run=_build)
 
-    verify = commands.add_parser("verify", parents=[common], help="check an image's contents against its labels and the matrix")
+    verify = commands.add_parser("verify", parents=[common], help="check an image's contents against its labels and the matrix, and the image against its SBOM and provenance")
     verify.add_argument("image")
     verify.add_argument("--engine", choices=ENGINE_CHOICES, help="default: detected")
+    verify.add_argument("--attestations", metavar="DIR", type=Path,
+                        help="the folder whose attestations/ has the image's SBOM and provenance (default: this"
+                             " checkout; what `attest --out` wrote to)")
     verify.add_argument("--reproduce", action="store_true",
                         help="rebuild the image from its recorded inputs (labels) with empty caches and compare")
     verify.add_argument("--ca-cert", metavar="FILE", help="with --reproduce: CA bundle for TLS-intercepting proxies")

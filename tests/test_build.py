@@ -106,7 +106,7 @@ def test_unknown_engine_lists_the_valid_ones():
     assert result.returncode == 2 and "invalid choice: 'kaniko' (choose from 'docker', 'buildah', 'podman')" in result.stderr
 
 
-def test_buildah_build_verify_and_mismatch():
+def test_buildah_build_verify_and_mismatch(tmp_path):
     require(buildah_ready())
     tag = f"localhost/dynamo-test:{RUN_ID}-frontend"
     result = build("--engine", "buildah", "--tag", tag)
@@ -115,20 +115,23 @@ def test_buildah_build_verify_and_mismatch():
     summary = result.stdout.splitlines()
     assert summary[0].startswith("built ") and "steps from cache" in summary[0]
     assert summary[1].startswith("  in containers-storage") and summary[2] == f"  tagged {tag}"
-    verified = run_cli("verify", tag, "--engine", "buildah")
-    assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert verified.stdout.splitlines()[-1] == f"{tag}: all 13 checks pass"
+    # Not attested yet (tests/test_attest.py attests): every check passes but the SBOM and provenance one.
+    verified = run_cli("verify", tag, "--engine", "buildah", "--attestations", str(tmp_path))
+    assert verified.returncode == 1
+    assert [line.split()[1:4] for line in verified.stdout.splitlines() if line.startswith("✗")] == \
+        [["SBOM", "and", "provenance"]], verified.stdout
+    assert verified.stdout.splitlines()[-1] == f"{tag}: 1 of 14 checks fail"
 
     mismatched = f"localhost/dynamo-test:{RUN_ID}-mismatch"
     result = build("--engine", "buildah", "--release", "0.8.0", "--unlocked", "--tag", mismatched)  # 0.8.0 has no locks
     assert result.returncode == 0 and "warning: this checkout is dynamo 1.6.1 but the image is for release 0.8.0" in result.stderr
-    verified = run_cli("verify", mismatched, "--engine", "buildah")
+    verified = run_cli("verify", mismatched, "--engine", "buildah", "--attestations", str(tmp_path))
     assert verified.returncode == 1
     assert any(line.startswith("✗  dynamo package") and line.split()[-2:] == ["0.8.0", "1.6.1"]
                for line in verified.stdout.splitlines()), verified.stdout
     assert any(line.startswith("✗  label dev.dynamo.lock") and line.split()[-2:] == ["0.8.0/frontend-cpu-py3.11", "none"]
                for line in verified.stdout.splitlines()), verified.stdout  # built --unlocked
-    assert verified.stdout.splitlines()[-1] == f"{mismatched}: 2 of 13 checks fail"
+    assert verified.stdout.splitlines()[-1] == f"{mismatched}: 3 of 14 checks fail"  # and no attestations
 
 
 def test_failed_build_moves_no_tag():
@@ -166,14 +169,14 @@ def test_podman_build():
     assert labels["dev.dynamo.framework"] == "frontend" and labels["dev.dynamo.release"] == "1.6.1"
 
 
-def test_docker_classic_build_and_verify():
+def test_docker_classic_build_and_verify(tmp_path):
     require(docker_ready())
     tag = f"dynamo-test:{RUN_ID}-classic"
     result = build("--engine", "docker", "--tag", tag, base=DOCKER_STANDIN)
     assert result.returncode == 0, result.stderr
     assert "[step " in result.stderr
-    verified = run_cli("verify", tag, "--engine", "docker")
-    assert verified.returncode == 0, verified.stdout + verified.stderr
+    verified = run_cli("verify", tag, "--engine", "docker", "--attestations", str(tmp_path))
+    assert verified.stdout.splitlines()[-1] == f"{tag}: 1 of 14 checks fail", verified.stdout + verified.stderr  # not attested
     listing = subprocess.run(["docker", "run", "--rm", tag, "sh", "-c", "ls /run/secrets 2>&1; id -u"],
                              capture_output=True, text=True).stdout
     assert "No such file" in listing and listing.strip().endswith("1000")  # no CA left, non-root
