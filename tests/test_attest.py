@@ -10,8 +10,7 @@ import subprocess
 import uuid
 
 import pytest
-from conftest import MATRIX_FILE, REPO, require, run_cli
-from test_build import CA, STANDIN_AMD64
+from conftest import CA, MATRIX_FILE, REPO, STANDIN_AMD64, buildah_ready, require, run_cli
 
 from dynamo import attest, lock
 from dynamo.matrix import load
@@ -29,9 +28,7 @@ def rows(report: str) -> list[list[str]]:
 
 @pytest.fixture(scope="module")
 def image():
-    require(None if shutil.which("buildah") and shutil.which("skopeo") else "buildah and skopeo are needed")
-    if subprocess.run(["buildah", "inspect", "--type", "image", STANDIN_AMD64], capture_output=True).returncode:
-        require(f"the stand-in base image {STANDIN_AMD64} is missing")
+    require(buildah_ready() or (None if shutil.which("skopeo") else "skopeo is not installed"))
     built = run_cli("--framework", "frontend", "--base-image", STANDIN_AMD64, "--python", "3.11", "--ca-cert", CA,
                     "--engine", "buildah", "--tag", TAG)
     assert built.returncode == 0, built.stderr[-2000:]

@@ -8,20 +8,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from conftest import REPO, require, run_cli
-from processes import free_port
+from conftest import CA, DOCKER_STANDIN, REPO, STANDIN, STANDIN_AMD64, buildah_ready, docker_ready, require, run_cli
 
-STANDIN = "localhost/standin:bookworm"  # amd64 + arm64 manifest list (buildah/podman storage)
-STANDIN_AMD64 = "localhost/standin:bookworm-amd64"
-DOCKER_STANDIN = "standin:bookworm-amd64"
-CA = "/etc/ssl/certs/ca-certificates.crt"  # this machine's bundle: its proxy intercepts TLS
 RUN_ID = uuid.uuid4().hex[:8]
 
 
@@ -37,21 +31,6 @@ def remove_test_images():
             if mine:
                 subprocess.run(command + mine, capture_output=True)
 
-
-def buildah_ready() -> str | None:
-    if not shutil.which("buildah"):
-        return "buildah is not installed"
-    if subprocess.run(["buildah", "inspect", "--type", "image", STANDIN_AMD64], capture_output=True).returncode:
-        return f"the stand-in base image {STANDIN_AMD64} is missing"
-    return None
-
-
-def docker_ready() -> str | None:
-    if not shutil.which("docker") or subprocess.run(["docker", "info"], capture_output=True).returncode:
-        return "no Docker daemon is running"
-    if subprocess.run(["docker", "image", "inspect", DOCKER_STANDIN], capture_output=True).returncode:
-        return f"the stand-in base image {DOCKER_STANDIN} is missing from Docker"
-    return None
 
 
 def build(*args: str, base: str = STANDIN_AMD64, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -188,26 +167,6 @@ def test_docker_classic_refuses_multi_arch():
     assert result.returncode == 1
     assert "error: docker cannot build linux/amd64, linux/arm64 together; install buildah" in result.stderr
 
-
-@pytest.fixture
-def registry(tmp_path):
-    binary = shutil.which("docker-registry")
-    require(None if binary else "docker-registry is not installed")
-    port = free_port()
-    config = tmp_path / "registry.yml"
-    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path}/data\n"
-                      f"http:\n  addr: 127.0.0.1:{port}\n")
-    server = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(50):
-            with socket.socket() as client:
-                if client.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        yield f"localhost:{port}"
-    finally:
-        server.terminate()
-        server.wait()
 
 
 def test_multi_arch_manifest_list_pushed_and_inspected(registry):

@@ -6,8 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import REPO, require
-from test_build import DOCKER_STANDIN, STANDIN_AMD64, buildah_ready, docker_ready
+from conftest import DOCKER_STANDIN, REPO, STANDIN_AMD64, buildah_ready, docker_ready, require
 
 
 def test_reading_labels_needs_no_build_machinery():
