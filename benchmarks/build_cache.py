@@ -28,9 +28,9 @@ def main() -> None:
     parser.add_argument("--ca-cert", default="/etc/ssl/certs/ca-certificates.crt")
     args = parser.parse_args()
 
-    from dynamo.build.image import Progress, build_image
-    from dynamo.build.plan import make_plan
     from dynamo.containers import get_engine
+    from dynamo.imagebuild.image import Progress, build_image
+    from dynamo.imagebuild.plan import make_plan
     from dynamo.matrix import load
 
     engine = get_engine(args.engine)

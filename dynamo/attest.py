@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dynamo import images
+from dynamo.containers import ImageInfo, engine_with_image
 from dynamo.tools import find_tool
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -60,12 +61,14 @@ class ImageFacts:
 
 
 def image_facts(ref: str, engine_name: str | None = None) -> ImageFacts:
-    from dynamo.containers import engine_with_image
-
     engine = engine_with_image(ref, engine_name)
-    info = engine.inspect(ref)
+    return facts_of(ref, engine.inspect(ref), engine.name)
+
+
+def facts_of(ref: str, info: ImageInfo, engine_name: str) -> ImageFacts:
+    """The facts of an image its engine has already described."""
     image_id = info.id if info.id.startswith("sha256:") else f"sha256:{info.id}"
-    return ImageFacts(ref, image_id, info.labels, info.architecture, engine.name)
+    return ImageFacts(ref, image_id, info.labels, info.architecture, engine_name)
 
 
 def _tool(name: str) -> str:

@@ -91,9 +91,9 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from dynamo.build.image import Progress, build_image
-    from dynamo.build.plan import PlanError, make_plan
     from dynamo.containers import EngineError, get_engine
+    from dynamo.imagebuild.image import Progress, build_image
+    from dynamo.imagebuild.plan import PlanError, make_plan
 
     matrix = load(args.matrix)
     try:
@@ -155,14 +155,16 @@ def describe_plan(plan, engine_name: str, command: str) -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from dynamo.build.verify import report, verify
+    from dynamo.attest import CHECKOUT
     from dynamo.containers import EngineError, engine_with_image
+    from dynamo.imagebuild.verify import report, verify
 
     matrix = load(args.matrix)
     if args.reproduce:
         return _reproduce(matrix, args)
     try:
-        checks = verify(matrix, engine_with_image(args.image, args.engine), args.image)
+        checks = verify(matrix, engine_with_image(args.image, args.engine), args.image,
+                        args.attestations or CHECKOUT)
     except EngineError as exc:
         return _error(exc, EXIT_FAILED)
     print(report(args.image, checks))
@@ -182,10 +184,10 @@ def _attest(args: argparse.Namespace) -> int:
 
 
 def _reproduce(matrix, args: argparse.Namespace) -> int:
-    from dynamo.build.image import Progress
-    from dynamo.build.plan import PlanError
-    from dynamo.build.reproduce import reproduce
     from dynamo.containers import EngineError
+    from dynamo.imagebuild.image import Progress
+    from dynamo.imagebuild.plan import PlanError
+    from dynamo.imagebuild.reproduce import reproduce
 
     if args.engine not in (None, "buildah"):
         return _error(f"--reproduce rebuilds with buildah (the engine that stamps every file with the commit's time);"
@@ -274,9 +276,12 @@ def build_parser(prog: str = "dynamo") -> argparse.ArgumentParser:
     build.add_argument("--verbose", action="store_true", help="show the engine's full output")
     build.set_defaults(run=_build)
 
-    verify = commands.add_parser("verify", parents=[common], help="check an image's contents against its labels and the matrix")
+    verify = commands.add_parser("verify", parents=[common], help="check an image's contents against its labels and the matrix, and the image against its SBOM and provenance")
     verify.add_argument("image")
     verify.add_argument("--engine", choices=ENGINE_CHOICES, help="default: detected")
+    verify.add_argument("--attestations", metavar="DIR", type=Path,
+                        help="the folder whose attestations/ has the image's SBOM and provenance (default: this"
+                             " checkout; what `attest --out` wrote to)")
     verify.add_argument("--reproduce", action="store_true",
                         help="rebuild the image from its recorded inputs (labels) with empty caches and compare")
     verify.add_argument("--ca-cert", metavar="FILE", help="with --reproduce: CA bundle for TLS-intercepting proxies")

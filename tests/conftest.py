@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import copy
+import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,3 +54,52 @@ def require(reason_missing: str | None) -> None:
     if os.environ.get(REQUIRE_ENGINES) == "1":
         pytest.fail(f"{reason_missing} (required: {REQUIRE_ENGINES}=1; run .ci/engines)")
     pytest.skip(f"{reason_missing}; run .ci/engines to install it")
+
+
+# The real container tooling from .ci/engines: stand-in base images (debootstrap; nothing can be pulled here).
+STANDIN = "localhost/standin:bookworm"  # amd64 + arm64 manifest list (buildah/podman storage)
+STANDIN_AMD64 = "localhost/standin:bookworm-amd64"
+DOCKER_STANDIN = "standin:bookworm-amd64"
+CA = "/etc/ssl/certs/ca-certificates.crt"  # this machine's bundle: its proxy intercepts TLS
+
+
+def buildah_ready() -> str | None:
+    """None when buildah and the stand-in base image are here, else what is missing."""
+    if not shutil.which("buildah"):
+        return "buildah is not installed"
+    if subprocess.run(["buildah", "inspect", "--type", "image", STANDIN_AMD64], capture_output=True).returncode:
+        return f"the stand-in base image {STANDIN_AMD64} is missing"
+    return None
+
+
+def docker_ready() -> str | None:
+    """None when a Docker daemon runs and has the stand-in base image, else what is missing."""
+    if not shutil.which("docker") or subprocess.run(["docker", "info"], capture_output=True).returncode:
+        return "no Docker daemon is running"
+    if subprocess.run(["docker", "image", "inspect", DOCKER_STANDIN], capture_output=True).returncode:
+        return f"the stand-in base image {DOCKER_STANDIN} is missing from Docker"
+    return None
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """A docker-registry on a free port, serving from tmp_path; yields its host:port."""
+    from processes import free_port
+
+    binary = shutil.which("docker-registry")
+    require(None if binary else "docker-registry is not installed")
+    port = free_port()
+    config = tmp_path / "registry.yml"
+    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path}/data\n"
+                      f"http:\n  addr: 127.0.0.1:{port}\n")
+    server = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            with socket.socket() as client:
+                if client.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        yield f"localhost:{port}"
+    finally:
+        server.terminate()
+        server.wait()

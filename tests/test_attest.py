@@ -4,13 +4,13 @@ stand-in base, attested with syft and cyclonedx-py, then checked, then checked a
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import uuid
 
 import pytest
-from conftest import MATRIX_FILE, REPO, require, run_cli
-from test_build import CA, STANDIN_AMD64
+from conftest import CA, MATRIX_FILE, REPO, STANDIN_AMD64, buildah_ready, require, run_cli
 
 from dynamo import attest, lock
 from dynamo.matrix import load
@@ -18,13 +18,17 @@ from dynamo.matrix import load
 TAG = f"localhost/dynamo-test:{uuid.uuid4().hex[:8]}-attest"
 RELEASE = load(MATRIX_FILE).latest  # what build.py builds by default
 LOCK = REPO / f"locks/{RELEASE}/frontend-cpu-py3.11-amd64.txt"
+DOCUMENTS = f"attestations/{RELEASE}/frontend-cpu-py3.11-amd64.{{intoto,spdx}}.json"  # what verify's check names
+
+
+def rows(report: str) -> list[list[str]]:
+    """The rows of `build.py verify`'s table: mark, check, expected, found."""
+    return [re.split(r" {2,}", line) for line in report.splitlines() if line.startswith(("✓", "✗"))]
 
 
 @pytest.fixture(scope="module")
 def image():
-    require(None if shutil.which("buildah") and shutil.which("skopeo") else "buildah and skopeo are needed")
-    if subprocess.run(["buildah", "inspect", "--type", "image", STANDIN_AMD64], capture_output=True).returncode:
-        require(f"the stand-in base image {STANDIN_AMD64} is missing")
+    require(buildah_ready() or (None if shutil.which("skopeo") else "skopeo is not installed"))
     built = run_cli("--framework", "frontend", "--base-image", STANDIN_AMD64, "--python", "3.11", "--ca-cert", CA,
                     "--engine", "buildah", "--tag", TAG)
     assert built.returncode == 0, built.stderr[-2000:]
@@ -77,6 +81,10 @@ def test_attest_writes_sboms_and_provenance_that_match_the_image(image, tmp_path
     checked = run_cli("attest", image, "--engine", "buildah", "--out", str(tmp_path), "--check")
     assert checked.returncode == 0, checked.stderr
     assert checked.stdout.startswith(f"ok: {image} matches its SBOM and provenance")
+    verified = run_cli("verify", image, "--engine", "buildah", "--attestations", str(tmp_path))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert ["✓", "SBOM and provenance", DOCUMENTS, "match the image"] in rows(verified.stdout)
+    assert verified.stdout.splitlines()[-1] == f"{image}: all 14 checks pass"
 
     # Tampering: a package dropped from the SBOM, and the provenance claiming another image.
     spdx_path = stem.with_name(stem.name + ".spdx.json")
@@ -93,9 +101,23 @@ def test_attest_writes_sboms_and_provenance_that_match_the_image(image, tmp_path
     assert any(line.startswith(f"{image}: frontend-cpu-py3.11-amd64.spdx.json lists 0 package(s) the image lacks (-) and misses 1 (aiohttp==")
                for line in lines)
 
+    # verify reports the same findings, one failing check each, beside its other checks.
+    verified = run_cli("verify", image, "--engine", "buildah", "--attestations", str(tmp_path))
+    assert verified.returncode == 1 and "Traceback" not in verified.stderr
+    failing = [row for row in rows(verified.stdout) if row[0] == "✗"]
+    assert sorted(failing) == sorted(["✗", "SBOM and provenance", DOCUMENTS, finding] for finding in lines), verified.stdout
+    assert verified.stdout.splitlines()[-1] == f"{image}: 3 of 16 checks fail"
+
 
 def test_an_image_without_attestations_is_one_line(image, tmp_path):
     result = run_cli("attest", image, "--engine", "buildah", "--out", str(tmp_path), "--check")
     assert result.returncode == 1
     assert result.stderr == (f"{image}: no frontend-cpu-py3.11-amd64.intoto.json or frontend-cpu-py3.11-amd64.spdx.json"
                              f" in {tmp_path}/attestations/{RELEASE}; run `python build.py attest {image}` for this image\n")
+
+    # verify: the other checks pass; the missing documents are one failing check naming them and the fix.
+    verified = run_cli("verify", image, "--engine", "buildah", "--attestations", str(tmp_path))
+    assert verified.returncode == 1
+    failing = [row for row in rows(verified.stdout) if row[0] == "✗"]
+    assert failing == [["✗", "SBOM and provenance", DOCUMENTS, result.stderr.strip()]], verified.stdout
+    assert verified.stdout.splitlines()[-1] == f"{image}: 1 of 14 checks fail"

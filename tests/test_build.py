@@ -8,20 +8,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from conftest import REPO, require, run_cli
-from processes import free_port
+from conftest import CA, DOCKER_STANDIN, REPO, STANDIN, STANDIN_AMD64, buildah_ready, docker_ready, require, run_cli
 
-STANDIN = "localhost/standin:bookworm"  # amd64 + arm64 manifest list (buildah/podman storage)
-STANDIN_AMD64 = "localhost/standin:bookworm-amd64"
-DOCKER_STANDIN = "standin:bookworm-amd64"
-CA = "/etc/ssl/certs/ca-certificates.crt"  # this machine's bundle: its proxy intercepts TLS
 RUN_ID = uuid.uuid4().hex[:8]
 
 
@@ -37,21 +31,6 @@ def remove_test_images():
             if mine:
                 subprocess.run(command + mine, capture_output=True)
 
-
-def buildah_ready() -> str | None:
-    if not shutil.which("buildah"):
-        return "buildah is not installed"
-    if subprocess.run(["buildah", "inspect", "--type", "image", STANDIN_AMD64], capture_output=True).returncode:
-        return f"the stand-in base image {STANDIN_AMD64} is missing"
-    return None
-
-
-def docker_ready() -> str | None:
-    if not shutil.which("docker") or subprocess.run(["docker", "info"], capture_output=True).returncode:
-        return "no Docker daemon is running"
-    if subprocess.run(["docker", "image", "inspect", DOCKER_STANDIN], capture_output=True).returncode:
-        return f"the stand-in base image {DOCKER_STANDIN} is missing from Docker"
-    return None
 
 
 def build(*args: str, base: str = STANDIN_AMD64, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -106,7 +85,7 @@ def test_unknown_engine_lists_the_valid_ones():
     assert result.returncode == 2 and "invalid choice: 'kaniko' (choose from 'docker', 'buildah', 'podman')" in result.stderr
 
 
-def test_buildah_build_verify_and_mismatch():
+def test_buildah_build_verify_and_mismatch(tmp_path):
     require(buildah_ready())
     tag = f"localhost/dynamo-test:{RUN_ID}-frontend"
     result = build("--engine", "buildah", "--tag", tag)
@@ -115,20 +94,23 @@ def test_buildah_build_verify_and_mismatch():
     summary = result.stdout.splitlines()
     assert summary[0].startswith("built ") and "steps from cache" in summary[0]
     assert summary[1].startswith("  in containers-storage") and summary[2] == f"  tagged {tag}"
-    verified = run_cli("verify", tag, "--engine", "buildah")
-    assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert verified.stdout.splitlines()[-1] == f"{tag}: all 13 checks pass"
+    # Not attested yet (tests/test_attest.py attests): every check passes but the SBOM and provenance one.
+    verified = run_cli("verify", tag, "--engine", "buildah", "--attestations", str(tmp_path))
+    assert verified.returncode == 1
+    assert [line.split()[1:4] for line in verified.stdout.splitlines() if line.startswith("✗")] == \
+        [["SBOM", "and", "provenance"]], verified.stdout
+    assert verified.stdout.splitlines()[-1] == f"{tag}: 1 of 14 checks fail"
 
     mismatched = f"localhost/dynamo-test:{RUN_ID}-mismatch"
     result = build("--engine", "buildah", "--release", "0.8.0", "--unlocked", "--tag", mismatched)  # 0.8.0 has no locks
     assert result.returncode == 0 and "warning: this checkout is dynamo 1.6.1 but the image is for release 0.8.0" in result.stderr
-    verified = run_cli("verify", mismatched, "--engine", "buildah")
+    verified = run_cli("verify", mismatched, "--engine", "buildah", "--attestations", str(tmp_path))
     assert verified.returncode == 1
     assert any(line.startswith("✗  dynamo package") and line.split()[-2:] == ["0.8.0", "1.6.1"]
                for line in verified.stdout.splitlines()), verified.stdout
     assert any(line.startswith("✗  label dev.dynamo.lock") and line.split()[-2:] == ["0.8.0/frontend-cpu-py3.11", "none"]
                for line in verified.stdout.splitlines()), verified.stdout  # built --unlocked
-    assert verified.stdout.splitlines()[-1] == f"{mismatched}: 2 of 13 checks fail"
+    assert verified.stdout.splitlines()[-1] == f"{mismatched}: 3 of 14 checks fail"  # and no attestations
 
 
 def test_failed_build_moves_no_tag():
@@ -166,14 +148,14 @@ def test_podman_build():
     assert labels["dev.dynamo.framework"] == "frontend" and labels["dev.dynamo.release"] == "1.6.1"
 
 
-def test_docker_classic_build_and_verify():
+def test_docker_classic_build_and_verify(tmp_path):
     require(docker_ready())
     tag = f"dynamo-test:{RUN_ID}-classic"
     result = build("--engine", "docker", "--tag", tag, base=DOCKER_STANDIN)
     assert result.returncode == 0, result.stderr
     assert "[step " in result.stderr
-    verified = run_cli("verify", tag, "--engine", "docker")
-    assert verified.returncode == 0, verified.stdout + verified.stderr
+    verified = run_cli("verify", tag, "--engine", "docker", "--attestations", str(tmp_path))
+    assert verified.stdout.splitlines()[-1] == f"{tag}: 1 of 14 checks fail", verified.stdout + verified.stderr  # not attested
     listing = subprocess.run(["docker", "run", "--rm", tag, "sh", "-c", "ls /run/secrets 2>&1; id -u"],
                              capture_output=True, text=True).stdout
     assert "No such file" in listing and listing.strip().endswith("1000")  # no CA left, non-root
@@ -185,26 +167,6 @@ def test_docker_classic_refuses_multi_arch():
     assert result.returncode == 1
     assert "error: docker cannot build linux/amd64, linux/arm64 together; install buildah" in result.stderr
 
-
-@pytest.fixture
-def registry(tmp_path):
-    binary = shutil.which("docker-registry")
-    require(None if binary else "docker-registry is not installed")
-    port = free_port()
-    config = tmp_path / "registry.yml"
-    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path}/data\n"
-                      f"http:\n  addr: 127.0.0.1:{port}\n")
-    server = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(50):
-            with socket.socket() as client:
-                if client.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        yield f"localhost:{port}"
-    finally:
-        server.terminate()
-        server.wait()
 
 
 def test_multi_arch_manifest_list_pushed_and_inspected(registry):
@@ -383,7 +345,7 @@ def buildah_run(tag: str, command: list[str]) -> str:
 
 def test_the_recorded_source_is_what_the_build_context_holds():
     """`verify --reproduce` rebuilds from these paths of the recorded commit: every path .dockerignore lets in."""
-    from dynamo.build.source import CONTEXT_PATHS
+    from dynamo.imagebuild.source import CONTEXT_PATHS
 
     allowed = [line[1:].rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")]
     assert sorted(CONTEXT_PATHS) == sorted(allowed)

@@ -6,14 +6,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import REPO, require
-from test_build import DOCKER_STANDIN, STANDIN_AMD64, buildah_ready, docker_ready
+from conftest import DOCKER_STANDIN, REPO, STANDIN_AMD64, buildah_ready, docker_ready, require
 
 
 def test_reading_labels_needs_no_build_machinery():
     # What the doctor's --image and verify import to read labels: no build plan, matrix resolver or template.
     code = ("import sys, dynamo.containers; "
-            "print(sorted(m for m in sys.modules if m.startswith(('dynamo.build', 'dynamo.render', 'jinja2'))))")
+            "print(sorted(m for m in sys.modules if m.startswith(('dynamo.imagebuild', 'dynamo.render', 'jinja2'))))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

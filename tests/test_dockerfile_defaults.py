@@ -11,8 +11,7 @@ import json
 import subprocess
 import uuid
 
-from conftest import REPO, require
-from test_build import CA, STANDIN_AMD64, buildah_ready
+from conftest import CA, REPO, STANDIN_AMD64, buildah_ready, require
 from test_render import _default_args
 
 STANDIN_PYTHON = "3.11"  # Debian bookworm's, which the stand-in carries instead of the default's

@@ -11,8 +11,7 @@ import urllib.request
 import uuid
 
 import pytest
-from conftest import MATRIX_FILE, require, run_cli
-from test_build import registry  # noqa: F401 -- the fixture: a docker-registry on a free port
+from conftest import CA, MATRIX_FILE, STANDIN_AMD64, buildah_ready, require, run_cli
 
 from dynamo import pin
 from dynamo.matrix import load
@@ -60,7 +59,7 @@ def test_the_shipped_matrix_lists_every_image_and_copies_no_digest():
     assert result.stderr.splitlines()[-1] == f"{len(matrix.image_digests)} image(s) not pinned or moved"
 
 
-def test_pin_check_and_build_against_a_local_registry(registry, tmp_path):  # noqa: F811
+def test_pin_check_and_build_against_a_local_registry(registry, tmp_path):
     ref = f"{registry}/nvidia/cuda:12.9.1-runtime-ubuntu24.04"
     push_standin(ref, "first")
     matrix_file = tmp_path / "support_matrix.toml"
@@ -136,13 +135,9 @@ def test_pin_adds_the_table_to_a_matrix_without_one_and_keeps_the_rest(tmp_path)
     assert matrix_file.read_text() == text  # the same table, comment and layout as the shipped matrix
 
 
-def test_a_build_from_a_pinned_base_pulls_tag_at_digest_and_labels_it(registry, tmp_path):  # noqa: F811
+def test_a_build_from_a_pinned_base_pulls_tag_at_digest_and_labels_it(registry, tmp_path):
     """The frontend image built with buildah on the stand-in base, served by the local registry and pinned."""
-    from test_build import CA, STANDIN_AMD64
-
-    require(None if shutil.which("buildah") and shutil.which("skopeo") else "buildah and skopeo are needed")
-    if subprocess.run(["buildah", "inspect", "--type", "image", STANDIN_AMD64], capture_output=True).returncode:
-        require(f"the stand-in base image {STANDIN_AMD64} is missing")
+    require(buildah_ready() or (None if shutil.which("skopeo") else "skopeo is not installed"))
     ref = f"{registry}/standin:bookworm"
     subprocess.run(["buildah", "push", "-q", "--tls-verify=false", STANDIN_AMD64, f"docker://{ref}"], check=True)
     # The stand-in is Debian bookworm, whose Python is 3.11: this copy of the matrix says so.

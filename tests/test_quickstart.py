@@ -13,9 +13,8 @@ import sys
 import time
 import urllib.request
 
-from conftest import REPO, require
+from conftest import REPO, buildah_ready, require
 from processes import free_port
-from test_build import buildah_ready
 
 README = (REPO / "README.md").read_text()
 

@@ -11,9 +11,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import REPO, require, run_cli
+from conftest import CA, DOCKER_STANDIN, REPO, docker_ready, require, run_cli
 from processes import free_port
-from test_build import CA, DOCKER_STANDIN, docker_ready
 
 RUN_SH = REPO / "container" / "run.sh"
 NO_DRIVER = re.compile(r"✗ driver  no NVIDIA driver found( \([^)]*\))?; CUDA 12\.9 needs >= 575\.51\.03")

@@ -11,7 +11,7 @@ from dynamo.containers.cli import CliEngine, build_flags, local_registry
 from dynamo.containers.engine import ImageInfo, env_dict
 
 if TYPE_CHECKING:
-    from dynamo.build.plan import BuildPlan
+    from dynamo.imagebuild.plan import BuildPlan
 
 
 class Buildah(CliEngine):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 from dynamo.containers.engine import BuildResult, ContainerEngine, EngineError, Lines
 
 if TYPE_CHECKING:
-    from dynamo.build.plan import BuildPlan
+    from dynamo.imagebuild.plan import BuildPlan
 
 _STEP_LINE = re.compile(r"^(\[\d+/\d+\] )?STEP \d+/\d+:|^Step \d+/\d+ :|^#\d+ \[")
 

@@ -12,7 +12,7 @@ from dynamo.containers.cli import CliEngine, build_flags
 from dynamo.containers.engine import EngineError, ImageInfo, env_dict
 
 if TYPE_CHECKING:
-    from dynamo.build.plan import BuildPlan
+    from dynamo.imagebuild.plan import BuildPlan
 
 
 class DockerBuildx(CliEngine):

@@ -1,5 +1,5 @@
 """Docker's classic builder, through the Docker SDK: one platform, no BuildKit (no `RUN --mount`:
-it gets the Dockerfile transformed by `dynamo.build.classic`)."""
+it gets the Dockerfile transformed by `dynamo.imagebuild.classic`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from dynamo.containers.engine import BuildResult, ContainerEngine, EngineError, ImageInfo, Lines, env_dict
 
 if TYPE_CHECKING:
-    from dynamo.build.plan import BuildPlan
+    from dynamo.imagebuild.plan import BuildPlan
 
 
 class DockerClassic(ContainerEngine):
@@ -43,7 +43,7 @@ class DockerClassic(ContainerEngine):
         return None
 
     def describe_build(self, plan: BuildPlan, temp_ref: str) -> str:
-        from dynamo.build.classic import context_files
+        from dynamo.imagebuild.classic import context_files
 
         args = ", ".join(f"{k}={v!r}" for k, v in plan.build_args.items())
         return (f"docker.APIClient.build(fileobj=<tar of {len(context_files(plan))} files, Dockerfile without"
@@ -52,7 +52,7 @@ class DockerClassic(ContainerEngine):
                 f" buildargs={{{args}}})")
 
     def build(self, plan: BuildPlan, temp_ref: str, on_line: Lines) -> BuildResult:
-        from dynamo.build.classic import context_tar
+        from dynamo.imagebuild.classic import context_tar
 
         if len(plan.platforms) > 1:
             raise EngineError("Docker's classic builder builds one platform at a time; use --engine buildah"

@@ -1,6 +1,6 @@
 """The container-engine interface: what build.py, `verify` and the doctor ask of an engine, the typed
 values it answers with, and its one error. Engines live one per module beside it; reading an image's
-labels needs nothing of the build machinery (`dynamo.build`), which a build plan comes from.
+labels needs nothing of the build machinery (`dynamo.imagebuild`), which a build plan comes from.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
-    from dynamo.build.plan import BuildPlan
+    from dynamo.imagebuild.plan import BuildPlan
 
 Lines = Callable[[str], None]
 

@@ -15,7 +15,7 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from dynamo.build.plan import BuildPlan
+from dynamo.imagebuild.plan import BuildPlan
 
 CA_IN_CONTEXT = ".dynamo-ca-cert.pem"
 _MOUNT = re.compile(r"--mount=\S+\s*")

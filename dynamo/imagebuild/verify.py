@@ -1,14 +1,16 @@
-"""`build.py verify IMAGE`: what is installed inside an image equals its labels and the matrix."""
+"""`build.py verify IMAGE`: what is installed inside an image equals its labels and the matrix, and the
+image matches the SBOM and provenance written beside it (`build.py attest`)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from dynamo import images
-from dynamo.containers import ContainerEngine, EngineError
+from dynamo import attest, images
+from dynamo.containers import ContainerEngine, EngineError, ImageInfo
 from dynamo.doctor.facts import PACKAGES, cuda_suffix_mismatches
 from dynamo.matrix import InvalidCombination, Matrix
 from dynamo.matrix.query import evaluate
@@ -62,9 +64,9 @@ def probe(engine: ContainerEngine, image: str) -> dict:
         raise EngineError(f"unexpected output from {image}: {result.stdout.strip()[-200:]!r}") from None
 
 
-def verify(matrix: Matrix, engine: ContainerEngine, image: str) -> list[Check]:
+def verify(matrix: Matrix, engine: ContainerEngine, image: str, attestations: Path = attest.CHECKOUT) -> list[Check]:
     """Every check, passing or not: the image's labels against the matrix, the image's contents
-    against its labels."""
+    against its labels, and the image against its SBOM and provenance under `attestations`."""
     info = engine.inspect(image)
     labels = info.labels
     label = lambda key: labels.get(images.LABEL_PREFIX + key, "")  # noqa: E731
@@ -109,7 +111,21 @@ def verify(matrix: Matrix, engine: ContainerEngine, image: str) -> list[Check]:
         checks.append(Check(name, f"a CUDA {label('cuda.version').split('.')[0]} build", packages[name], False))
     if packages.get("torch"):
         checks.append(Check("torch", "(not pinned by the matrix)", packages["torch"], True))
-    return checks
+    return checks + attestation_checks(image, info, engine.name, attestations)
+
+
+def attestation_checks(image: str, info: ImageInfo, engine_name: str, attestations: Path) -> list[Check]:
+    """One passing check when the image matches its SBOM and provenance, else one failing check per finding
+    (missing documents included)."""
+    facts = attest.facts_of(image, info, engine_name)
+    documents = f"{facts.stem}.{{intoto,spdx}}.json"
+    try:
+        findings = attest.check(facts, attestations)
+    except attest.AttestError as exc:
+        findings = [str(exc)]
+    if not findings:
+        return [Check("SBOM and provenance", documents, "match the image", True)]
+    return [Check("SBOM and provenance", documents, finding, False) for finding in findings]
 
 
 def report(image: str, checks: list[Check]) -> str:

@@ -19,10 +19,10 @@ from datetime import datetime
 from pathlib import Path
 
 from dynamo import images
-from dynamo.build.image import Progress, build_image
-from dynamo.build.plan import CHECKOUT, BuildPlan, PlanError, make_plan
-from dynamo.build.source import Source, export
 from dynamo.containers import Buildah, EngineError
+from dynamo.imagebuild.image import Progress, build_image
+from dynamo.imagebuild.plan import CHECKOUT, BuildPlan, PlanError, make_plan
+from dynamo.imagebuild.source import Source, export
 from dynamo.matrix import Matrix
 
 OCI = "org.opencontainers.image."

@@ -9,8 +9,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from dynamo.build.plan import BuildPlan
 from dynamo.containers import ContainerEngine, EngineError
+from dynamo.imagebuild.plan import BuildPlan
 
 # One pattern per engine's way of announcing a step: buildah/podman, Docker classic, buildx plain.
 _STEPS = (

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dynamo import images
 from dynamo import lock as locks
-from dynamo.build.source import Source, source_of
+from dynamo.imagebuild.source import Source, source_of
 from dynamo.matrix import Matrix, Target, checks, resolve
 from dynamo.matrix.query import host_arch, normalize_arch
 
