@@ -20,7 +20,6 @@ from functools import cache
 from pathlib import Path
 
 from packaging.markers import default_environment
-from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
@@ -83,14 +82,8 @@ class LockSpec:
             INDEXES + " ".join((PYPI, *self.indexes)), ""])
 
 
-@cache
-def _requirement(text: str) -> Requirement:
-    """Parsed once: every lock of a release asks for the same few requirements."""
-    return Requirement(text)
-
-
 def _name(requirement: str) -> str:
-    return canonicalize_name(_requirement(requirement).name)
+    return canonicalize_name(images.parse_requirement(requirement).name)
 
 
 @cache
@@ -209,7 +202,7 @@ def problems(lock: LockSpec, checkout: Path = CHECKOUT) -> list[str]:
                                            "python_full_version": f"{lock.target.python}.0",
                                            "sys_platform": "linux", "platform_system": "Linux"}
     for text_requirement in lock.requirements:
-        requirement = _requirement(text_requirement)
+        requirement = images.parse_requirement(text_requirement)
         if requirement.marker is not None and not requirement.marker.evaluate(environment):
             continue
         version = versions.get(canonicalize_name(requirement.name))
