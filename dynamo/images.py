@@ -28,14 +28,14 @@ CPU_BASELINES = {
 }
 
 
-_requirement = functools.lru_cache(maxsize=1024)(Requirement)  # the same few pins, for every target
+parse_requirement = functools.lru_cache(maxsize=1024)(Requirement)  # the same few pins, for every target and lock
 
 
 def install_names(target: Target) -> list[str]:
     """What pip is asked for; the versions come from the constraints file."""
     names = []
     if target.engine_requirement:
-        requirement = _requirement(target.engine_requirement)
+        requirement = parse_requirement(target.engine_requirement)
         extras = f"[{','.join(sorted(requirement.extras))}]" if requirement.extras else ""
         names.append(requirement.name + extras)
     if target.nixl:
@@ -47,7 +47,7 @@ def constraints(target: Target) -> list[str]:
     """Exact pins for the engine, its extra pins and NIXL (pip constraints take no extras)."""
     pins = []
     if target.engine_requirement:
-        requirement = _requirement(target.engine_requirement)
+        requirement = parse_requirement(target.engine_requirement)
         pins.append(f"{requirement.name}{requirement.specifier}")
     pins += list(target.extra_requirements)
     if target.nixl_requirement:

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from tomlkit.items import Table
+
     from dynamo.matrix.model import Matrix
 
 TABLE = "image_digests"
@@ -113,13 +115,31 @@ def pin(path: Path, matrix: Matrix) -> tuple[dict[str, str], list[str]]:
         except PinError as exc:
             failed.append(f"{exc}; its digest is left {'empty' if not table.get(ref) else 'as it was'}")
             if ref not in table:
-                table[ref] = ""
+                set_in_order(table, ref, "")
             continue
         if table.get(ref) != digest:
             changed[ref] = digest
-            table[ref] = digest
+            set_in_order(table, ref, digest)
     path.write_text(tomlkit.dumps(document))
     return changed, failed
+
+
+def set_in_order(table: Table, key: str, value: str) -> None:
+    """table[key] = value, where a new key goes after the greatest key that sorts before it (before the
+    first key when none does) instead of at the end. tomlkit has no public insert, so this uses its
+    Container's _insert_after/_insert_at (https://github.com/python-poetry/tomlkit/issues/7)."""
+    if key in table:
+        table[key] = value
+        return
+    before = [k for k in table if k < key]
+    if before:
+        table.value._insert_after(max(before), key, value)
+    elif len(table):
+        first = min(table)
+        index = next(i for i, (k, _) in enumerate(table.value.body) if k is not None and k.key == first)
+        table.value._insert_at(index, key, value)
+    else:
+        table[key] = value
 
 
 def run(matrix: Matrix, path: Path, args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ compares in memory and reports each file that differs, is missing, or is stale.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from itertools import groupby
 from pathlib import Path
 
@@ -282,15 +282,16 @@ def render_all(matrix: Matrix, templates: Path = CHECKOUT / "templates") -> dict
     return dict(sorted(outputs.items()))
 
 
-def generated_on_disk(root: Path) -> list[str]:
-    """The files under root that the renderer wrote (their first line carries MARK)."""
+def generated_on_disk(root: Path, skip: Container[str] = ()) -> list[str]:
+    """The files under root that the renderer wrote (their first line carries MARK), except those in skip."""
     found = set()
     for pattern in GENERATED:
         for path in root.glob(pattern):
-            if path.is_file():
+            relative = path.relative_to(root).as_posix()
+            if relative not in skip and path.is_file():
                 with path.open(encoding="utf-8", errors="replace") as handle:
                     if MARK in handle.readline():
-                        found.add(path.relative_to(root).as_posix())
+                        found.add(relative)
     return sorted(found)
 
 
@@ -322,7 +323,6 @@ def check(outputs: dict[str, str], root: Path = CHECKOUT, context_lines: int = 1
             shown = diff[:max_lines] + ([f"... {len(diff) - max_lines} more diff lines"] if len(diff) > max_lines else [])
             problems.append(f"{relative}: differs from its rendering; run `python build.py render`\n"
                             + "\n".join("    " + line for line in shown))
-    for relative in generated_on_disk(root):
-        if relative not in outputs:
-            problems.append(f"{relative}: stale (no longer rendered from the matrix); run `python build.py render`")
+    for relative in generated_on_disk(root, skip=outputs):  # the rendered ones were compared above
+        problems.append(f"{relative}: stale (no longer rendered from the matrix); run `python build.py render`")
     return problems

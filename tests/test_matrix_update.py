@@ -206,9 +206,10 @@ def test_importing_the_published_wheel_gives_the_matrix_row(tmp_path, matrix, ve
         archive.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
         archive.writestr(f"{info}/RECORD", "")
     newer = [r for r in matrix.release if r != "main" and Version(r) > Version(version)]
-    text = MATRIX_FILE.read_text()
-    for name in [version, *newer]:
-        text = without_release(text, name)
+    kept = MATRIX_FILE.read_text()
+    for name in newer:
+        kept = without_release(kept, name)
+    text = without_release(kept, version)
     previous = next(r for r in matrix.release if r != "main" and Version(r) < Version(version))
     path = tmp_path / "support_matrix.toml"
     path.write_text(text.replace(f'latest = "{matrix.latest}"', f'latest = "{previous}"'))
@@ -218,3 +219,32 @@ def test_importing_the_published_wheel_gives_the_matrix_row(tmp_path, matrix, ve
     imported = load(path)
     assert imported.latest == version
     assert imported.release[version] == matrix.release[version]
+    # written as the file writes its releases, byte for byte: the order of each engine's keys, the
+    # spacing of its inline tables (`{ version = "0.31.0", ... }`), the blank lines
+    assert path.read_text() == kept.replace(f'latest = "{matrix.latest}"', f'latest = "{version}"')
+
+
+def test_import_writes_inline_tables_in_the_files_own_style(simple_index, matrix_copy):
+    """A file whose newest release writes `{version="0.31.0"}` gets its new release written so too."""
+    text = matrix_copy.read_text()
+    start = text.index('[release."1.6.1".engines]')
+    end = text.index("[release.", start + 1)
+    compact = []
+    for line in text[start:end].split("\n"):
+        key, sep, table = line.partition(" = ")  # `vllm = { version = "0.31.0" }` -> `vllm = {version="0.31.0"}`
+        compact.append(key + sep + table.replace(" = ", "=").replace("{ ", "{").replace(" }", "}"))
+    compact = "\n".join(compact)
+    matrix_copy.write_text(text[:start] + compact + text[end:])
+    assert 'vllm = {version="0.31.0", extras=["flashinfer", "otel", "runai"], nixl="1.4.1"' in matrix_copy.read_text()
+    result = run_cli("matrix", "import", "1.7.0", "--index-url", simple_index, "--matrix", str(matrix_copy))
+    assert result.returncode == 0, result.stderr
+    lines = matrix_copy.read_text().splitlines()
+    new = lines[lines.index('[release."1.7.0".engines]') + 1:lines.index('[release."1.6.1"]') - 1]
+    assert new == [
+        "frontend = {}",
+        'vllm = {version="0.32.0", extras=["flashinfer", "otel", "runai"], nixl="1.4.2",'
+        ' cuda_archs=["7.5", "8.0", "8.6", "9.0", "10.0", "10.3", "12.0", "12.1"], cuda={"13.0"="supported"}}',
+        'sglang = {version="0.5.22", extras=["diffusion"], nixl="1.5.0",'
+        ' cuda_archs=["7.5", "8.0", "8.6", "9.0", "10.0", "12.0"], cuda={"13.0"="supported"}}',
+        'trtllm = {version="1.3.0rc29", cuda={"13.1"="supported"}, base_image="nvcr.io/nvidia/pytorch:25.12-py3"}',
+    ]

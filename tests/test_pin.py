@@ -164,3 +164,15 @@ def test_a_build_from_a_pinned_base_pulls_tag_at_digest_and_labels_it(registry, 
         assert labels["dev.dynamo.lock"] == f"{load(MATRIX_FILE).latest}/frontend-cpu-py3.11"
     finally:
         subprocess.run(["buildah", "rmi", tag], capture_output=True)
+
+
+@pytest.mark.parametrize("missing", ["docker.io/library/ubuntu:24.04", SHIPPED_RUNTIME])  # the first key, one inside
+def test_pin_adds_a_new_image_where_it_sorts_in_the_table(tmp_path, missing):
+    text = MATRIX_FILE.read_text()
+    line = f'"{missing}" = ""\n'
+    assert line in text
+    matrix_file = tmp_path / "support_matrix.toml"
+    matrix_file.write_text(text.replace(line, ""))
+    result = run_cli("matrix", "pin", "--matrix", str(matrix_file))
+    assert result.returncode == 1 and "Traceback" not in result.stderr  # no registry is reachable from here
+    assert matrix_file.read_text() == text  # back in its sorted place, every other byte as it was

@@ -5,10 +5,13 @@ keeping every comment and the layout, and refuse a result that does not validate
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from email.message import Message
 from email.parser import Parser
 from pathlib import Path
@@ -17,6 +20,7 @@ import tomlkit
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+from tomlkit.items import InlineTable
 
 from dynamo.matrix.load import loads
 from dynamo.matrix.model import Matrix
@@ -132,21 +136,26 @@ def _inferred_cuda(framework: str, nixl_pin: Requirement | None, before, name: s
 
 def import_release(text: str, release: dict, name: str) -> str:
     """The matrix text with the new release's tables inserted above the newest release (and the
-    comments right above it) and `latest` moved to it when it is newer; everything else untouched."""
+    comments right above it) and `latest` moved to it when it is newer; everything else untouched.
+    Each engine's inline table is written as the file writes them: its keys in the file's order and
+    spaced as the newest release spaces them (`{ version = "1.0" }` or `{version="1.0"}`)."""
     document = tomlkit.parse(text)
     if name in document["release"]:
         raise UpdateError(f"release {name!r} is already in the matrix; use `matrix bump` to change it")
+    written = [table.get("engines", {}) for key, table in document["release"].items() if key != "main"]
+    style = _inline_style(written[0] if written else {})
+    order = _key_order(engine for engines in written for engine in engines.values())
     new = tomlkit.document()
     releases = tomlkit.table(is_super_table=True)
-    table = tomlkit.table()
+    table = tomlkit.table(is_super_table=False)  # its own header even with no keys, as the file writes every release
     for key, value in release.items():
         if key != "engines":
             table.add(key, value)
     engines = tomlkit.table()
     for framework, engine in release["engines"].items():
-        inline = tomlkit.inline_table()
-        inline.update(engine)
-        engines.add(framework, inline)
+        keys = sorted(engine, key=lambda field: order.index(field) if field in order else len(order))
+        engines.add(framework, tomlkit.value(_inline({key: engine[key] for key in keys}, style)))
+    table.add(tomlkit.nl())  # a blank line above [release."X".engines], as in the file
     table.add("engines", engines)
     releases.add(name, table)
     new.add("release", releases)
@@ -161,6 +170,48 @@ def import_release(text: str, release: dict, name: str) -> str:
     if Version(name) > Version(str(document["latest"])):
         document["latest"] = name  # the newest release is the latest
     return tomlkit.dumps(document)
+
+
+@dataclass(frozen=True)
+class InlineStyle:
+    """How a file spaces its inline tables: inside the braces, and around each key's `=`."""
+
+    pad: str = ""
+    equals: str = " = "  # tomlkit's own style, for a file without an inline table to copy
+
+
+_INLINE_START = re.compile(r"\{(?P<pad>\s*)(?:\"[^\"]*\"|[^\s=]+)(?P<equals>\s*=\s*)")
+
+
+def _inline_style(engines: Mapping) -> InlineStyle:
+    """The style of the first non-empty inline table among a release's engines."""
+    for value in engines.values():
+        if isinstance(value, InlineTable) and (found := _INLINE_START.match(value.as_string())):
+            return InlineStyle(pad=found["pad"], equals=found["equals"])
+    return InlineStyle()
+
+
+def _key_order(tables: Iterable[Mapping]) -> list[str]:
+    """The order the file gives the keys of these tables: each table's keys in its order, a key no
+    earlier table has placed going right after the key before it."""
+    order: list[str] = []
+    for table in tables:
+        position = -1
+        for key in table:
+            if key not in order:
+                order.insert(position + 1, key)
+            position = order.index(key)
+    return order
+
+
+def _inline(values: dict, style: InlineStyle) -> str:
+    """values as a TOML inline table in style (nested tables too; values as tomlkit writes them)."""
+    if not values:
+        return "{}"
+    items = [tomlkit.key(key).as_string() + style.equals
+             + (_inline(value, style) if isinstance(value, dict) else tomlkit.item(value).as_string())
+             for key, value in values.items()]
+    return "{" + style.pad + ", ".join(items) + style.pad + "}"
 
 
 # -- changing a release ------------------------------------------------------------------------------
