@@ -97,13 +97,20 @@ def _install_text(fw) -> str:
 
 
 def constraint_files(env: jinja2.Environment, matrix: Matrix, found: list[Target]) -> dict[str, str]:
-    outputs = {}
+    """One per release and framework: the pins are the same for each CUDA; what pip installs (NIXL's
+    build for the image's CUDA, e.g. nixl[cu13]) may not be, and the header says so."""
+    per_file: dict[str, list[Target]] = {}
     for target in found:
-        path = images.constraints_path(target)
-        if target.engine_requirement and path not in outputs:
-            outputs[path] = render_template(
-                env, "constraints.txt.j2", "hash", target=target, fw=matrix.framework[target.framework],
-                pins=images.constraints(target), install=images.install_names(target))
+        if target.engine_requirement:
+            per_file.setdefault(images.constraints_path(target), []).append(target)
+    outputs = {}
+    for path, cell in per_file.items():
+        installs = {t.device: " ".join(images.install_names(t)) for t in cell}
+        install = (next(iter(installs.values())) if len(set(installs.values())) == 1
+                   else ", ".join(f"{names} ({device})" for device, names in installs.items()))
+        outputs[path] = render_template(env, "constraints.txt.j2", "hash", target=cell[0],
+                                        fw=matrix.framework[cell[0].framework], pins=images.constraints(cell[0]),
+                                        install=install)
     return outputs
 
 
