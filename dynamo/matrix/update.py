@@ -115,7 +115,7 @@ def release_from_metadata(matrix: Matrix, metadata: Message, *, name: str | None
         nixl_version = nixl.get(framework) or (_exact(nixl_pin) if nixl_pin else None)
         if nixl_version:
             engine["nixl"] = nixl_version
-        engine["cuda"] = {v: "supported" for v in cuda.get(framework) or _inferred_cuda(framework, nixl_pin, before, name)}
+        engine["cuda"] = {v: "supported" for v in cuda.get(framework) or _inferred_cuda(matrix, framework, nixl_pin, before, name)}
         if before is not None:
             engine.update({key: getattr(before, key) for key in ("cuda_archs", "base_image")
                            if getattr(before, key) and framework not in cuda})
@@ -124,8 +124,11 @@ def release_from_metadata(matrix: Matrix, metadata: Message, *, name: str | None
     return release
 
 
-def _inferred_cuda(framework: str, nixl_pin: Requirement | None, before, name: str) -> list[str]:
-    majors = {extra.removeprefix("cu") for extra in (nixl_pin.extras if nixl_pin else ()) if extra.startswith("cu")}
+def _inferred_cuda(matrix: Matrix, framework: str, nixl_pin: Requirement | None, before, name: str) -> list[str]:
+    """The newest release's CUDA for the engine, when NIXL's extra (the matrix's [cuda_major] nixl_extra:
+    nixl[cu13] is CUDA 13) names no other major."""
+    extras = set(nixl_pin.extras) if nixl_pin else set()
+    majors = {major for major, info in matrix.cuda_major.items() if info.nixl_extra and info.nixl_extra.name in extras}
     known = sorted(before.cuda) if before is not None else []
     if known and (not majors or {v.split(".")[0] for v in known} <= majors):
         return known
