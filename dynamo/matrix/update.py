@@ -20,7 +20,7 @@ import tomlkit
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
-from tomlkit.items import InlineTable
+from tomlkit.items import InlineTable, Item
 
 from dynamo.matrix.load import loads
 from dynamo.matrix.model import Matrix
@@ -145,7 +145,7 @@ def import_release(text: str, release: dict, name: str) -> str:
     document = tomlkit.parse(text)
     if name in document["release"]:
         raise UpdateError(f"release {name!r} is already in the matrix; use `matrix bump` to change it")
-    written = [table.get("engines", {}) for key, table in document["release"].items() if key != "main"]
+    written = _written_engines(document)
     style = _inline_style(written[0] if written else {})
     order = _key_order(engine for engines in written for engine in engines.values())
     new = tomlkit.document()
@@ -173,6 +173,11 @@ def import_release(text: str, release: dict, name: str) -> str:
     if Version(name) > Version(str(document["latest"])):
         document["latest"] = name  # the newest release is the latest
     return tomlkit.dumps(document)
+
+
+def _written_engines(document: tomlkit.TOMLDocument) -> list[Mapping]:
+    """Each release's [engines] table as the file has them, newest first (main left out)."""
+    return [table.get("engines", {}) for key, table in document["release"].items() if key != "main"]
 
 
 @dataclass(frozen=True)
@@ -207,14 +212,19 @@ def _key_order(tables: Iterable[Mapping]) -> list[str]:
     return order
 
 
-def _inline(values: dict, style: InlineStyle) -> str:
-    """values as a TOML inline table in style (nested tables too; values as tomlkit writes them)."""
+def _inline(values: Mapping, style: InlineStyle) -> str:
+    """values as a TOML inline table in style: a tomlkit item as the file writes it, a new dict as a
+    nested table in style, any other value as tomlkit writes it."""
     if not values:
         return "{}"
-    items = [tomlkit.key(key).as_string() + style.equals
-             + (_inline(value, style) if isinstance(value, dict) else tomlkit.item(value).as_string())
-             for key, value in values.items()]
+    items = [tomlkit.key(key).as_string() + style.equals + _value(value, style) for key, value in values.items()]
     return "{" + style.pad + ", ".join(items) + style.pad + "}"
+
+
+def _value(value: object, style: InlineStyle) -> str:
+    if isinstance(value, Item):
+        return value.as_string()
+    return _inline(value, style) if isinstance(value, dict) else tomlkit.item(value).as_string()
 
 
 # -- changing a release ------------------------------------------------------------------------------
@@ -226,11 +236,21 @@ def bump(text: str, release: str, engines: dict[str, str], nixl: dict[str, str] 
     if release not in document["release"]:
         raise UpdateError(f"release {release!r} is not in the matrix; `matrix import {release}` adds it")
     table = document["release"][release].get("engines", {})
+    style = _inline_style(table)
     for framework, changes in _per_engine(engines, nixl or {}, cuda or {}).items():
         if framework not in table:
             raise UpdateError(f"release {release} does not ship {framework!r}; it ships {', '.join(table)}")
-        for key, value in changes.items():
-            table[framework][key] = value
+        engine = table[framework]
+        if not isinstance(engine, InlineTable):  # an [engines.X] table of its own: tomlkit edits it in place
+            for key, value in changes.items():
+                engine[key] = value
+            continue
+        # The line written again in the file's style: unchanged values as the file has them, a new key
+        # where the file's order puts it (tomlkit would append it, dropping the space before "}").
+        order = _key_order([engine, *(other for engines in _written_engines(document) for other in engines.values())])
+        values = {key: engine.item(key) for key in engine} | changes
+        keys = sorted(values, key=lambda field: order.index(field) if field in order else len(order))
+        table[framework] = tomlkit.value(_inline({key: values[key] for key in keys}, style))
     return tomlkit.dumps(document)
 
 
