@@ -147,7 +147,7 @@ def import_release(text: str, release: dict, name: str) -> str:
         raise UpdateError(f"release {name!r} is already in the matrix; use `matrix bump` to change it")
     written = _written_engines(document)
     style = _inline_style(written[0] if written else {})
-    order = _key_order(engine for engines in written for engine in engines.values())
+    order = _key_order(engine for engines in written for engine in engines.values())  # the file's key order
     new = tomlkit.document()
     releases = tomlkit.table(is_super_table=True)
     table = tomlkit.table(is_super_table=False)  # its own header even with no keys, as the file writes every release
@@ -156,8 +156,7 @@ def import_release(text: str, release: dict, name: str) -> str:
             table.add(key, value)
     engines = tomlkit.table()
     for framework, engine in release["engines"].items():
-        keys = sorted(engine, key=lambda field: order.index(field) if field in order else len(order))
-        engines.add(framework, tomlkit.value(_inline({key: engine[key] for key in keys}, style)))
+        engines.add(framework, tomlkit.value(_inline(_ordered(engine, order), style)))
     table.add(tomlkit.nl())  # a blank line above [release."X".engines], as in the file
     table.add("engines", engines)
     releases.add(name, table)
@@ -212,6 +211,11 @@ def _key_order(tables: Iterable[Mapping]) -> list[str]:
     return order
 
 
+def _ordered(values: Mapping, order: list[str]) -> dict:
+    """values with their keys in order; keys order lacks go last."""
+    return {key: values[key] for key in sorted(values, key=lambda key: order.index(key) if key in order else len(order))}
+
+
 def _inline(values: Mapping, style: InlineStyle) -> str:
     """values as a TOML inline table in style: a tomlkit item as the file writes it, a new dict as a
     nested table in style, any other value as tomlkit writes it."""
@@ -247,10 +251,9 @@ def bump(text: str, release: str, engines: dict[str, str], nixl: dict[str, str] 
             continue
         # The line written again in the file's style: unchanged values as the file has them, a new key
         # where the file's order puts it (tomlkit would append it, dropping the space before "}").
-        order = _key_order([engine, *(other for engines in _written_engines(document) for other in engines.values())])
+        order = _key_order([engine, *(other for written in _written_engines(document) for other in written.values())])
         values = {key: engine.item(key) for key in engine} | changes
-        keys = sorted(values, key=lambda field: order.index(field) if field in order else len(order))
-        table[framework] = tomlkit.value(_inline({key: values[key] for key in keys}, style))
+        table[framework] = tomlkit.value(_inline(_ordered(values, order), style))
     return tomlkit.dumps(document)
 
 
