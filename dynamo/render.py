@@ -7,7 +7,6 @@ compares in memory and reports each file that differs, is missing, or is stale.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Container, Iterable, Sequence
 from itertools import groupby
 from pathlib import Path
@@ -325,6 +324,8 @@ def check(outputs: dict[str, str], root: Path = CHECKOUT, context_lines: int = 1
             continue
         current = path.read_text(encoding="utf-8", errors="replace")
         if current != text:
+            import difflib  # only to show a difference (with heapq, a few ms of every `render --check`)
+
             diff = list(difflib.unified_diff(current.splitlines(), text.splitlines(), f"{relative} (on disk)",
                                              f"{relative} (rendered)", n=context_lines, lineterm=""))
             shown = diff[:max_lines] + ([f"... {len(diff) - max_lines} more diff lines"] if len(diff) > max_lines else [])
