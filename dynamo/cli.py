@@ -211,8 +211,10 @@ def _doctor(args: argparse.Namespace) -> int:
 MATRIX_HELP = "the support matrix to read (default: $DYNAMO_MATRIX or matrix/support_matrix.toml)"
 
 
-def build_parser(prog: str = "dynamo") -> argparse.ArgumentParser:
-    """`prog` is how the user called us: `dynamo`, or `python build.py`, where `build` is implicit."""
+def build_parser(prog: str = "dynamo", command: str | None = None) -> argparse.ArgumentParser:
+    """`prog` is how the user called us: `dynamo`, or `python build.py`, where `build` is implicit.
+    `command`: the one subcommand that will be parsed; the doctor's arguments (whose module imports
+    all of the doctor, 10 ms) are added only for it or when it is None (every subcommand)."""
     parser = argparse.ArgumentParser(
         prog=prog, description="Build, verify and check LLM-serving images against the support matrix.")
     # --matrix goes before the command (`dynamo --matrix F doctor`) or after it (`matrix check --matrix F`).
@@ -303,27 +305,35 @@ def build_parser(prog: str = "dynamo") -> argparse.ArgumentParser:
                         help="write nothing; exit 1 naming each way the image disagrees with its SBOMs or provenance")
     attest.set_defaults(run=_attest)
 
-    from dynamo.doctor.cli import add_arguments
     doctor = commands.add_parser("doctor", parents=[common], help="can this host run this release/image? checks and fixes")
-    add_arguments(doctor)
+    if command in (None, "doctor"):
+        from dynamo.doctor.cli import add_arguments
+        add_arguments(doctor)
     doctor.set_defaults(run=_doctor)
     return parser
+
+
+def _command_index(argv: list[str]) -> int:
+    """Where the subcommand is: after the global options (--matrix PATH)."""
+    index = 0
+    while index < len(argv) and (argv[index] == "--matrix" or argv[index].startswith("--matrix=")):
+        index += 1 if "=" in argv[index] else 2
+    return index
 
 
 def _with_command(argv: list[str]) -> list[str]:
     """`python build.py --framework vllm ...` means `build --framework vllm ...`; global options
     (--matrix PATH) may come first either way."""
-    index = 0
-    while index < len(argv) and (argv[index] == "--matrix" or argv[index].startswith("--matrix=")):
-        index += 1 if "=" in argv[index] else 2
+    index = _command_index(argv)
     if index < len(argv) and argv[index].startswith("--") and argv[index] != "--help":
         return [*argv[:index], "build", *argv[index:]]
     return argv
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "dynamo") -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(prog).parse_args(_with_command(argv))
+    argv = _with_command(list(sys.argv[1:] if argv is None else argv))
+    index = _command_index(argv)
+    args = build_parser(prog, argv[index] if index < len(argv) else None).parse_args(argv)
     try:
         return args.run(args)
     except MatrixInvalid as exc:

@@ -39,7 +39,7 @@ def install_names(target: Target) -> list[str]:
         extras = f"[{','.join(sorted(requirement.extras))}]" if requirement.extras else ""
         names.append(requirement.name + extras)
     if target.nixl:
-        names.append("nixl")
+        names.append(f"nixl[{','.join(target.nixl_extras)}]" if target.nixl_extras else "nixl")
     return names
 
 
@@ -50,8 +50,8 @@ def constraints(target: Target) -> list[str]:
         requirement = parse_requirement(target.engine_requirement)
         pins.append(f"{requirement.name}{requirement.specifier}")
     pins += list(target.extra_requirements)
-    if target.nixl_requirement:
-        pins.append(target.nixl_requirement)
+    if target.nixl:
+        pins.append(f"nixl=={target.nixl}")
     return pins
 
 

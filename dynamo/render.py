@@ -7,7 +7,6 @@ compares in memory and reports each file that differs, is missing, or is stale.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Container, Iterable, Sequence
 from itertools import groupby
 from pathlib import Path
@@ -97,13 +96,20 @@ def _install_text(fw) -> str:
 
 
 def constraint_files(env: jinja2.Environment, matrix: Matrix, found: list[Target]) -> dict[str, str]:
-    outputs = {}
+    """One per release and framework: the pins are the same for each CUDA; what pip installs (NIXL's
+    build for the image's CUDA, e.g. nixl[cu13]) may not be, and the header says so."""
+    per_file: dict[str, list[Target]] = {}
     for target in found:
-        path = images.constraints_path(target)
-        if target.engine_requirement and path not in outputs:
-            outputs[path] = render_template(
-                env, "constraints.txt.j2", "hash", target=target, fw=matrix.framework[target.framework],
-                pins=images.constraints(target), install=images.install_names(target))
+        if target.engine_requirement:
+            per_file.setdefault(images.constraints_path(target), []).append(target)
+    outputs = {}
+    for path, cell in per_file.items():
+        installs = {t.device: " ".join(images.install_names(t)) for t in cell}
+        install = (next(iter(installs.values())) if len(set(installs.values())) == 1
+                   else ", ".join(f"{names} ({device})" for device, names in installs.items()))
+        outputs[path] = render_template(env, "constraints.txt.j2", "hash", target=cell[0],
+                                        fw=matrix.framework[cell[0].framework], pins=images.constraints(cell[0]),
+                                        install=install)
     return outputs
 
 
@@ -318,6 +324,8 @@ def check(outputs: dict[str, str], root: Path = CHECKOUT, context_lines: int = 1
             continue
         current = path.read_text(encoding="utf-8", errors="replace")
         if current != text:
+            import difflib  # only to show a difference (with heapq, a few ms of every `render --check`)
+
             diff = list(difflib.unified_diff(current.splitlines(), text.splitlines(), f"{relative} (on disk)",
                                              f"{relative} (rendered)", n=context_lines, lineterm=""))
             shown = diff[:max_lines] + ([f"... {len(diff) - max_lines} more diff lines"] if len(diff) > max_lines else [])

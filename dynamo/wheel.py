@@ -5,7 +5,14 @@ from __future__ import annotations
 from packaging.version import Version
 
 from dynamo.matrix import Matrix
-from dynamo.matrix.query import engine_nixl, engine_requirements, matching_caveats, releases_offering
+from dynamo.matrix.query import (
+    engine_nixl,
+    engine_requirements,
+    matching_caveats,
+    nixl_extras,
+    nixl_requirement,
+    releases_offering,
+)
 
 
 def requires_python(matrix: Matrix, release: str) -> str:
@@ -48,8 +55,9 @@ def extras(matrix: Matrix, release: str) -> dict[str, list[str]]:
         if not pins:
             continue  # no engine: no extra
         nixl = engine_nixl(matrix.release[source], engine)
-        if fw.nixl and nixl:
-            pins.append(f"nixl=={nixl}")
+        if fw.nixl and nixl:  # one extra per engine: NIXL for its oldest CUDA, as upstream's wheels pin it
+            oldest = min(engine.cuda, key=Version, default=None)
+            pins.append(nixl_requirement(nixl, nixl_extras(matrix, nixl, oldest)))
         marker = _marker(matrix, source, framework)
         found[framework] = [f"{pin}; {marker}" if marker else pin for pin in pins]
     return found

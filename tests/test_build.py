@@ -53,7 +53,7 @@ def test_dry_run_prints_pins_tags_labels_and_command():
     # the latest release (1.6.1) has no CUDA 12.9: the newest release that has it, said on stderr
     assert "warning: the latest release 1.6.1 has no vLLM on CUDA 12.9; using 1.2.1" in result.stderr
     assert "dynamo:latest-vllm" not in out
-    for expected in ("engine package        vllm==0.20.1", "nixl                  nixl==0.10.1",
+    for expected in ("engine package        vllm==0.20.1", "nixl                  nixl[cu12]==0.10.1",
                      "12.9 (Linux driver >= 575.51.03; published 575.xx+ / 576.xx+)",
                      "platforms             linux/amd64, linux/arm64", "  dynamo:1.2.1-vllm-cuda12.9",
                      "  dev.dynamo.cuda.min-driver=575.51.03",

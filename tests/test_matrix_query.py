@@ -18,12 +18,12 @@ def test_resolve_fills_defaults_and_pins_everything(matrix):
     target = resolve(matrix, "vllm", arch="amd64")
     assert (target.release, target.cuda, target.arch, target.python) == ("1.6.1", "13.0", "x86_64", "3.12")
     assert target.engine_requirement == "vllm[flashinfer,otel,runai]==0.31.0"
-    assert target.nixl_requirement == "nixl==1.4.1"  # vLLM's own NIXL in 1.6.1 (SGLang's is 1.5.0)
+    assert target.nixl_requirement == "nixl[cu13]==1.4.1"  # vLLM's own NIXL in 1.6.1 (SGLang's is 1.5.0), CUDA 13 build
     assert target.base_image == "nvcr.io/nvidia/cuda-dl-base:25.10-cuda13.0-devel-ubuntu24.04"
     assert (target.driver_linux, target.published_linux, target.published_windows) == ("580.65.06", "580.xx+", "581.xx+")
     assert target.platform == "linux/amd64" and target.status == "supported" and target.notes == ()
     old = resolve(matrix, "vllm", release="0.8.1", arch="amd64")
-    assert (old.cuda, old.engine_requirement, old.nixl_requirement) == ("12.9", "vllm==0.12.0", "nixl==0.8.0")
+    assert (old.cuda, old.engine_requirement, old.nixl_requirement) == ("12.9", "vllm==0.12.0", "nixl[cu12]==0.8.0")
     assert old.base_image == "nvcr.io/nvidia/cuda-dl-base:25.06-cuda12.9-devel-ubuntu24.04"
 
 

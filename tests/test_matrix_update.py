@@ -161,6 +161,22 @@ def test_bump_changes_one_value_in_place(matrix_copy):
     assert load(matrix_copy).release["1.6.1"].engines["vllm"].version == "0.31.1"
 
 
+def test_bump_writes_new_keys_and_tables_in_the_files_style(matrix_copy):
+    """A new key goes where the file's other engines have it, a new table is spaced as the file's
+    (tomlkit alone appends `nixl = "1.4.1"}` and writes `{"13.0" = "supported","12.9" = "supported"}`)."""
+    before = matrix_copy.read_text().splitlines()
+    result = run_cli("matrix", "bump", "--release", "1.6.1", "--nixl", "trtllm=1.4.1", "--cuda", "vllm=13.0,12.9",
+                     "--matrix", str(matrix_copy))
+    assert result.returncode == 0, result.stderr
+    after = matrix_copy.read_text().splitlines()
+    changed = [(old, new) for old, new in zip(before, after) if old != new]
+    assert len(before) == len(after) and [new for _, new in changed] == [
+        'vllm = { version = "0.31.0", extras = ["flashinfer", "otel", "runai"], nixl = "1.4.1", cuda_archs = ["7.5",'
+        ' "8.0", "8.6", "9.0", "10.0", "10.3", "12.0", "12.1"], cuda = { "13.0" = "supported", "12.9" = "supported" } }',
+        'trtllm = { version = "1.3.0rc29", nixl = "1.4.1", cuda = { "13.1" = "supported" },'
+        ' base_image = "nvcr.io/nvidia/pytorch:25.12-py3" }']
+
+
 def test_bump_nixl_and_refusals(matrix_copy):
     result = run_cli("matrix", "bump", "--release", "1.6.1", "--nixl", "trtllm=1.4.1", "--matrix", str(matrix_copy))
     assert result.returncode == 0, result.stderr

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 from conftest import MATRIX_FILE, REPO, run_cli
 
-from dynamo import render
+from dynamo import images, lock, render
 from dynamo.matrix import checks, load, loads, targets
 from dynamo.tools import find_tool
 
@@ -173,3 +173,24 @@ def test_every_default_arg_is_a_valid_value(outputs, framework):
             assert re.fullmatch(r"\d+\.\d+[\w.]*", value), f"{name}={value!r}"
         elif name == "CUDA_VERSION":  # empty for a CPU image
             assert re.fullmatch(r"(\d+\.\d+)?", value), f"{name}={value!r}"
+
+
+def test_images_install_nixl_built_for_their_cuda(outputs):
+    """From NIXL 0.8.0, `nixl` alone installs its CUDA 12 build (nixl-cu12, PyPI's METADATA): a CUDA 13
+    image asks for nixl[cu13], a CUDA 12 one for nixl[cu12], as upstream's wheels do; NIXL 0.6.0 has one
+    CUDA 12 wheel and no extras. pip constraints take no extras: they pin the version alone."""
+    found = {(t.release, t.framework, t.device): t for t in targets(load(MATRIX_FILE))}
+    install = {cell: images.build_args(found[cell])["INSTALL"] for cell in [
+        ("1.6.1", "vllm", "cuda13.0"), ("0.8.0", "vllm", "cuda13.0"), ("0.8.0", "vllm", "cuda12.9"),
+        ("0.6.1", "vllm", "cuda12.8")]}
+    assert install == {("1.6.1", "vllm", "cuda13.0"): "vllm[flashinfer,otel,runai] nixl[cu13]",
+                       ("0.8.0", "vllm", "cuda13.0"): "vllm nixl[cu13]", ("0.8.0", "vllm", "cuda12.9"): "vllm nixl[cu12]",
+                       ("0.6.1", "vllm", "cuda12.8"): "vllm[flashinfer] nixl"}
+    assert 'ARG INSTALL="vllm[flashinfer,otel,runai] nixl[cu13]"' in outputs["container/Dockerfile.vllm"]
+    assert outputs["container/constraints/0.8.0/vllm.txt"].splitlines()[1:] == [
+        "# pip constraints for vLLM 0.12.0 in Dynamo 0.8.0; the image installs: vllm nixl[cu13] (cuda13.0),"
+        " vllm nixl[cu12] (cuda12.9)", "vllm==0.12.0", "nixl==0.8.0"]
+    # the lock resolves the asked-for build at NIXL's own version (plain nixl 0.10.1 let nixl-cu12 float to 1.5.1)
+    spec = lock.spec(load(MATRIX_FILE), found[("1.2.1", "vllm", "cuda12.9")])
+    assert "nixl[cu12]==0.10.1" in spec.requirements
+    assert lock.pinned((REPO / spec.relative_path).read_text())["nixl-cu12"] == "0.10.1"

@@ -56,11 +56,34 @@ def test_wheel_metadata_equals_the_matrix(built_wheel, matrix):
     assert {name: per_extra[name] for name in expected} == expected
     # 1.6.1's TensorRT-LLM NIXL is unknown (its wheel does not pin one): no NIXL pin rather than a guess
     assert expected["trtllm"] == {'tensorrt-llm==1.3.0rc29; python_version != "3.11"'}
-    assert expected["vllm"] == {"vllm[flashinfer,otel,runai]==0.31.0", "nixl==1.4.1"}  # vLLM's own NIXL
-    assert expected["sglang"] == {"sglang[diffusion]==0.5.21", "nixl==1.5.0"}
+    # vLLM's own NIXL, its CUDA 13 build as upstream's 1.6.1 wheel pins it
+    assert expected["vllm"] == {"vllm[flashinfer,otel,runai]==0.31.0", "nixl[cu13]==1.4.1"}
+    assert expected["sglang"] == {"sglang[diffusion]==0.5.21", "nixl[cu13]==1.5.0"}
     assert expected["llama-cpp"] == {"llama-cpp-python==0.3.16"}  # not in 1.6.1: from 0.8.1, the newest with it
     with zipfile.ZipFile(built_wheel) as archive:
         assert "dynamo/matrix/data/support_matrix.toml" in archive.namelist()
+
+
+RECORDED = REPO / "tests" / "data" / "pypi"  # upstream's released ai-dynamo METADATA (see its README.md)
+
+
+@pytest.mark.parametrize("path", sorted(RECORDED.glob("*.METADATA")), ids=lambda path: path.stem)
+def test_each_extras_nixl_carries_the_cuda_extra_upstreams_wheel_pins(matrix, path):
+    """Upstream pins nixl[cu12] (0.8.1 to 1.0.x, CUDA 12 first) and nixl[cu13] (1.3.0 on, CUDA 13 only):
+    our extras of that release ask for the same build of NIXL."""
+    meta = Parser().parsestr(path.read_text())
+    release = next(name for name, rel in matrix.release.items() if meta["Version"] in (name, rel.wheel))
+    upstream = {}
+    for text in meta.get_all("Requires-Dist"):
+        requirement = Requirement(text)
+        if canonicalize_name(requirement.name) == "nixl":
+            extra = next(e for e in ("vllm", "sglang", "trtllm") if requirement.marker.evaluate({"extra": e}))
+            upstream[extra] = requirement
+    assert upstream, path.name
+    ours = wheel.extras(matrix, release)
+    for framework, nixl in upstream.items():
+        (pin,) = [Requirement(p) for p in ours[framework] if Requirement(p).name == "nixl"]
+        assert (framework, pin.extras) == (framework, nixl.extras), release
 
 
 def test_doctor_works_from_a_plain_install(built_wheel, tmp_path):

@@ -47,8 +47,18 @@ class Cuda:
 
 
 @dataclass(frozen=True, kw_only=True)
+class NixlExtra:
+    """NIXL's pip extra that installs its build for one CUDA major (nixl[cu13] pulls nixl-cu13), and
+    the first NIXL version that has it."""
+
+    name: str = required(checks.identifier)
+    since: str = required(checks.version)
+
+
+@dataclass(frozen=True, kw_only=True)
 class CudaMajor:
     minor_compat_driver: str = required(checks.driver)
+    nixl_extra: NixlExtra | None = None  # absent: NIXL is installed without an extra
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -51,6 +51,7 @@ class Target:
     notes: tuple[str, ...]  # why it is experimental, and warnings that apply
     # NVIDIA_REQUIRE_CUDA: the floor ORed with the matrix's forward-compatibility clauses; "" for a CPU image
     require_cuda: str = ""
+    nixl_extras: tuple[str, ...] = ()  # e.g. ("cu13",): the NIXL build for the image's CUDA
 
     @property
     def device(self) -> str:
@@ -62,7 +63,7 @@ class Target:
 
     @property
     def nixl_requirement(self) -> str | None:
-        return f"nixl=={self.nixl}" if self.nixl else None
+        return nixl_requirement(self.nixl, self.nixl_extras) if self.nixl else None
 
 
 # -- small helpers ----------------------------------------------------------------------------
@@ -147,6 +148,19 @@ def engine_archs(matrix: Matrix, framework: str, engine: Engine) -> tuple[str, .
 def engine_nixl(release: Release, engine: Engine) -> str | None:
     """The NIXL an engine's images carry: its own pin, else the release's; None where unknown."""
     return engine.nixl or release.nixl
+
+
+def nixl_extras(matrix: Matrix, nixl: str | None, cuda: str | None) -> tuple[str, ...]:
+    """NIXL's extra for a CUDA toolkit's major version (cu13 for 13.0), where the matrix names one and
+    this NIXL has it; none for the CPU or an unknown NIXL."""
+    major = cuda.split(".")[0] if cuda else None
+    extra = matrix.cuda_major[major].nixl_extra if nixl and major in matrix.cuda_major else None
+    return (extra.name,) if extra is not None and version(nixl) >= version(extra.since) else ()
+
+
+def nixl_requirement(nixl: str, extras: tuple[str, ...]) -> str:
+    """E.g. "nixl[cu13]==1.4.1", as upstream's ai-dynamo wheels pin it."""
+    return f"nixl{'[' + ','.join(extras) + ']' if extras else ''}=={nixl}"
 
 
 def releases_offering(matrix: Matrix, framework: str, device: str | None = None) -> list[str]:
@@ -308,7 +322,8 @@ def evaluate(matrix: Matrix, release_name: str, framework: str, device: str, arc
         published_linux=cuda.published_linux if cuda else None,
         published_windows=cuda.published_windows if cuda else None,
         cuda_archs=tuple(cc for cc in engine_archs(matrix, framework, engine) if buildable(matrix, cc, device))
-        if cuda else (), notes=tuple(experimental + warnings), require_cuda=image_requirement(matrix, cuda and device))
+        if cuda else (), notes=tuple(experimental + warnings), require_cuda=image_requirement(matrix, cuda and device),
+        nixl_extras=nixl_extras(matrix, nixl, None if device == CPU else device))
 
 
 def image_requirement(matrix: Matrix, cuda: str | None) -> str:

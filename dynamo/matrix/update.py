@@ -20,7 +20,7 @@ import tomlkit
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
-from tomlkit.items import InlineTable
+from tomlkit.items import InlineTable, Item
 
 from dynamo.matrix.load import loads
 from dynamo.matrix.model import Matrix
@@ -115,7 +115,7 @@ def release_from_metadata(matrix: Matrix, metadata: Message, *, name: str | None
         nixl_version = nixl.get(framework) or (_exact(nixl_pin) if nixl_pin else None)
         if nixl_version:
             engine["nixl"] = nixl_version
-        engine["cuda"] = {v: "supported" for v in cuda.get(framework) or _inferred_cuda(framework, nixl_pin, before, name)}
+        engine["cuda"] = {v: "supported" for v in cuda.get(framework) or _inferred_cuda(matrix, framework, nixl_pin, before, name)}
         if before is not None:
             engine.update({key: getattr(before, key) for key in ("cuda_archs", "base_image")
                            if getattr(before, key) and framework not in cuda})
@@ -124,8 +124,11 @@ def release_from_metadata(matrix: Matrix, metadata: Message, *, name: str | None
     return release
 
 
-def _inferred_cuda(framework: str, nixl_pin: Requirement | None, before, name: str) -> list[str]:
-    majors = {extra.removeprefix("cu") for extra in (nixl_pin.extras if nixl_pin else ()) if extra.startswith("cu")}
+def _inferred_cuda(matrix: Matrix, framework: str, nixl_pin: Requirement | None, before, name: str) -> list[str]:
+    """The newest release's CUDA for the engine, when NIXL's extra (the matrix's [cuda_major] nixl_extra:
+    nixl[cu13] is CUDA 13) names no other major."""
+    extras = set(nixl_pin.extras) if nixl_pin else set()
+    majors = {major for major, info in matrix.cuda_major.items() if info.nixl_extra and info.nixl_extra.name in extras}
     known = sorted(before.cuda) if before is not None else []
     if known and (not majors or {v.split(".")[0] for v in known} <= majors):
         return known
@@ -142,9 +145,9 @@ def import_release(text: str, release: dict, name: str) -> str:
     document = tomlkit.parse(text)
     if name in document["release"]:
         raise UpdateError(f"release {name!r} is already in the matrix; use `matrix bump` to change it")
-    written = [table.get("engines", {}) for key, table in document["release"].items() if key != "main"]
+    written = _written_engines(document)
     style = _inline_style(written[0] if written else {})
-    order = _key_order(engine for engines in written for engine in engines.values())
+    order = _key_order(engine for engines in written for engine in engines.values())  # the file's key order
     new = tomlkit.document()
     releases = tomlkit.table(is_super_table=True)
     table = tomlkit.table(is_super_table=False)  # its own header even with no keys, as the file writes every release
@@ -153,8 +156,7 @@ def import_release(text: str, release: dict, name: str) -> str:
             table.add(key, value)
     engines = tomlkit.table()
     for framework, engine in release["engines"].items():
-        keys = sorted(engine, key=lambda field: order.index(field) if field in order else len(order))
-        engines.add(framework, tomlkit.value(_inline({key: engine[key] for key in keys}, style)))
+        engines.add(framework, tomlkit.value(_inline(_ordered(engine, order), style)))
     table.add(tomlkit.nl())  # a blank line above [release."X".engines], as in the file
     table.add("engines", engines)
     releases.add(name, table)
@@ -170,6 +172,11 @@ def import_release(text: str, release: dict, name: str) -> str:
     if Version(name) > Version(str(document["latest"])):
         document["latest"] = name  # the newest release is the latest
     return tomlkit.dumps(document)
+
+
+def _written_engines(document: tomlkit.TOMLDocument) -> list[Mapping]:
+    """Each release's [engines] table as the file has them, newest first (main left out)."""
+    return [table.get("engines", {}) for key, table in document["release"].items() if key != "main"]
 
 
 @dataclass(frozen=True)
@@ -204,14 +211,24 @@ def _key_order(tables: Iterable[Mapping]) -> list[str]:
     return order
 
 
-def _inline(values: dict, style: InlineStyle) -> str:
-    """values as a TOML inline table in style (nested tables too; values as tomlkit writes them)."""
+def _ordered(values: Mapping, order: list[str]) -> dict:
+    """values with their keys in order; keys order lacks go last."""
+    return {key: values[key] for key in sorted(values, key=lambda key: order.index(key) if key in order else len(order))}
+
+
+def _inline(values: Mapping, style: InlineStyle) -> str:
+    """values as a TOML inline table in style: a tomlkit item as the file writes it, a new dict as a
+    nested table in style, any other value as tomlkit writes it."""
     if not values:
         return "{}"
-    items = [tomlkit.key(key).as_string() + style.equals
-             + (_inline(value, style) if isinstance(value, dict) else tomlkit.item(value).as_string())
-             for key, value in values.items()]
+    items = [tomlkit.key(key).as_string() + style.equals + _value(value, style) for key, value in values.items()]
     return "{" + style.pad + ", ".join(items) + style.pad + "}"
+
+
+def _value(value: object, style: InlineStyle) -> str:
+    if isinstance(value, Item):
+        return value.as_string()
+    return _inline(value, style) if isinstance(value, dict) else tomlkit.item(value).as_string()
 
 
 # -- changing a release ------------------------------------------------------------------------------
@@ -223,11 +240,20 @@ def bump(text: str, release: str, engines: dict[str, str], nixl: dict[str, str] 
     if release not in document["release"]:
         raise UpdateError(f"release {release!r} is not in the matrix; `matrix import {release}` adds it")
     table = document["release"][release].get("engines", {})
+    style = _inline_style(table)
     for framework, changes in _per_engine(engines, nixl or {}, cuda or {}).items():
         if framework not in table:
             raise UpdateError(f"release {release} does not ship {framework!r}; it ships {', '.join(table)}")
-        for key, value in changes.items():
-            table[framework][key] = value
+        engine = table[framework]
+        if not isinstance(engine, InlineTable):  # an [engines.X] table of its own: tomlkit edits it in place
+            for key, value in changes.items():
+                engine[key] = value
+            continue
+        # The line written again in the file's style: unchanged values as the file has them, a new key
+        # where the file's order puts it (tomlkit would append it, dropping the space before "}").
+        order = _key_order([engine, *(other for written in _written_engines(document) for other in written.values())])
+        values = {key: engine.item(key) for key in engine} | changes
+        table[framework] = tomlkit.value(_inline(_ordered(values, order), style))
     return tomlkit.dumps(document)
 
 
