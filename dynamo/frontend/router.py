@@ -11,12 +11,13 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from dynamo.runtime.discovery import Instance, Snapshot
-from dynamo.runtime.protocol import MAX_FRAME, GenerateRequest, decode, encode, generate_frame
+from dynamo.runtime.protocol import FrameWriter, GenerateRequest, decode, encode, generate_frame, split_frames
 
 if TYPE_CHECKING:  # prometheus_client must not be imported before the frontend's processes start
     from dynamo.frontend.metrics import Metrics
 
 ROUTER_MODES = ("round-robin", "least-loaded")
+READ_SIZE = 256 * 1024  # bytes read from a worker at a time: many frames, split here
 _GONE = {"error": "the worker went away", "status": 503, "gone": True}
 log = logging.getLogger("dynamo.frontend")
 
@@ -53,30 +54,34 @@ class WorkerClient:
         self.retired = False
         self._ids = itertools.count(1)
         self._streams: dict[int, asyncio.Queue] = {}
-        self._writer: asyncio.StreamWriter | None = None
+        self._writer: FrameWriter | None = None
         self._connecting = asyncio.Lock()
 
-    async def _connect(self) -> asyncio.StreamWriter:
+    async def _connect(self) -> FrameWriter:
         async with self._connecting:
             if self._writer is None:
                 host, _, port = self.instance.address.rpartition(":")
                 try:
-                    reader, self._writer = await asyncio.wait_for(
-                        asyncio.open_connection(host, int(port), limit=MAX_FRAME), timeout=5)
+                    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout=5)
                 except (OSError, asyncio.TimeoutError) as error:
                     self.broken = True
                     raise WorkerGone(f"cannot connect to worker {self.instance.id} at {self.instance.address}: "
                                      f"{error}") from None
+                self._writer = FrameWriter(writer)
                 asyncio.create_task(self._read(reader))
         return self._writer
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
+        """Hand each frame to its request, reading many at a time."""
+        pending = b""
         try:
-            while line := await reader.readline():
-                frame = decode(line)
-                queue = self._streams.get(frame.get("id"))
-                if queue is not None:
-                    queue.put_nowait(frame)
+            while data := await reader.read(READ_SIZE):
+                lines, pending = split_frames(pending, data)
+                for line in lines:
+                    frame = decode(line)
+                    queue = self._streams.get(frame.get("id"))
+                    if queue is not None:
+                        queue.put_nowait(frame)
         except (ConnectionError, ValueError):
             pass
         self.broken = True
@@ -86,7 +91,7 @@ class WorkerClient:
 
     def _close(self) -> None:
         if self._writer is not None:
-            self._writer.close()
+            self._writer.writer.close()
 
     def retire(self) -> None:
         """Take no new requests; close once the running ones finish."""
@@ -106,7 +111,7 @@ class WorkerClient:
             self._inflight_gauge.inc()
         finished = False
         try:
-            writer.write(generate_frame(request_id, request))
+            writer.send(generate_frame(request_id, request))
             while True:
                 frame = await queue.get()
                 if "error" in frame:
@@ -127,7 +132,7 @@ class WorkerClient:
                 self._inflight_gauge.dec()
             del self._streams[request_id]
             if not finished and not self.broken:
-                writer.write(encode({"id": request_id, "cancel": True}))  # the client left: stop the engine
+                writer.send(encode({"id": request_id, "cancel": True}))  # the client left: stop the engine
             if self.retired and not self.inflight:
                 self._close()
 

@@ -197,9 +197,10 @@ class Frontend:
         generators = [self.router.generate(request) for request in requests]
         try:
             firsts = await self._first_frames(generators, model, label)
-            inflight = self.metrics.inflight.labels(model)
+            series = self.metrics.of(model)
+            inflight = series.inflight
             inflight.inc()
-            self.metrics.ttft.labels(model).observe(time.perf_counter() - start)
+            series.ttft.observe(time.perf_counter() - start)
             frames = _merged(generators, firsts)
             answers = [Answer(request.logprobs is not None) for request in requests]
             if kind is ResponsesRequest:
@@ -214,7 +215,7 @@ class Frontend:
                     self.metrics.disconnects.labels(model).inc()
             if completed:
                 status = "success"
-                self.metrics.duration.labels(model).observe(time.perf_counter() - start)
+                series.duration.observe(time.perf_counter() - start)
             return result
         finally:
             if inflight is not None:
@@ -223,11 +224,12 @@ class Frontend:
                 await frames.aclose()
             for generator in generators:
                 await generator.aclose()  # a request cut short: its worker is told to stop
-            self.metrics.requests.labels(label, endpoint, "stream" if parsed.stream else "unary", status).inc()
+            self.metrics.count_request(label, endpoint, "stream" if parsed.stream else "unary", status)
 
     async def _first_frames(self, generators: list[AsyncIterator[dict]], model: str, label: str) -> list[dict]:
         """Each choice's first frame, once its worker answers; errors before it are the HTTP status."""
-        queued = self.metrics.queued.labels(label)
+        # A model never served (404 to come) gets its queued series only, not a model's every series.
+        queued = self.metrics.of(model).queued if label == model else self.metrics.queued.labels(label)
         queued.inc()
         try:
             if len(generators) == 1:
@@ -244,14 +246,15 @@ class Frontend:
         return results
 
     def _finished(self, answer: Answer, model: str) -> None:
-        self.metrics.input_length.labels(model).observe(answer.prompt_tokens)
-        self.metrics.output_length.labels(model).observe(answer.tokens)
-        self.metrics.output_tokens.labels(model).inc(answer.tokens)
+        series = self.metrics.of(model)
+        series.input_length.observe(answer.prompt_tokens)
+        series.output_length.observe(answer.tokens)
+        series.output_tokens.inc(answer.tokens)
 
     async def _frames(self, frames: AsyncIterator[tuple[int, dict]], model: str
                       ) -> AsyncIterator[tuple[int, dict]]:
         """The frames, timed for the inter-token latency; a worker's failure as InvalidRequest."""
-        itl = self.metrics.itl.labels(model)
+        itl = self.metrics.of(model).itl
         last = time.perf_counter()
         try:
             first = True

@@ -14,6 +14,7 @@ worker → frontend   {"id": 7, "text": "Hello", "tokens": 1}          a piece o
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,12 +113,48 @@ def error_frame(request_id: int, message: str, status: int) -> bytes:
     return encode({"id": request_id, "error": message, "status": status})
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_DECODER = json.JSONDecoder()
+
+
 def encode(frame: dict[str, Any]) -> bytes:
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return _ENCODER.encode(frame).encode() + b"\n"
 
 
 def decode(line: bytes) -> dict[str, Any]:
-    return json.loads(line)
+    return _DECODER.decode(line.decode())  # json.loads without its encoding sniffing: frames are UTF-8
+
+
+class FrameWriter:
+    """Frames to one peer, written together once per turn of the event loop: the frames that many
+    requests (or a burst of tokens) produce in one turn leave in one write, not a system call each."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self._pending: list[bytes] = []
+
+    def send(self, frame: bytes) -> None:
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(frame)
+
+    def _flush(self) -> None:
+        frames, self._pending = self._pending, []
+        if not self.writer.is_closing():
+            self.writer.write(b"".join(frames))
+
+    async def drain(self) -> None:
+        """Wait while the peer reads slower than we write (the socket's buffer is full)."""
+        await self.writer.drain()
+
+
+def split_frames(pending: bytes, data: bytes) -> tuple[list[bytes], bytes]:
+    """The whole frames in what was read so far, and the start of the next one."""
+    lines = (pending + data).split(b"\n") if pending else data.split(b"\n")
+    rest = lines.pop()
+    if len(rest) > MAX_FRAME:
+        raise ValueError(f"a frame longer than {MAX_FRAME} bytes")
+    return lines, rest
 
 
 _LEFT_OUT = {"stop": [], "resumed_text": "", "resumed_tokens": 0}  # defaults a frame need not carry

@@ -23,6 +23,7 @@ from dynamo.runtime import discovery
 from dynamo.runtime.protocol import (
     MAX_FRAME,
     Chunk,
+    FrameWriter,
     GenerateRequest,
     RequestError,
     chunk_frame,
@@ -111,12 +112,13 @@ class WorkerServer:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         running: dict[int, asyncio.Task] = {}
+        frames = FrameWriter(writer)
         try:
             while line := await reader.readline():
                 frame = decode(line)
                 request_id = frame["id"]
                 if "generate" in frame:
-                    task = asyncio.create_task(self._answer(request_id, frame["generate"], writer))
+                    task = asyncio.create_task(self._answer(request_id, frame["generate"], frames))
                     running[request_id] = task
                     self.active.add(task)
                     task.add_done_callback(lambda done, rid=request_id: (running.pop(rid, None),
@@ -131,21 +133,21 @@ class WorkerServer:
                 task.cancel()
             writer.close()
 
-    async def _answer(self, request_id: int, body: dict, writer: asyncio.StreamWriter) -> None:
+    async def _answer(self, request_id: int, body: dict, frames: FrameWriter) -> None:
         try:
             request = request_from_frame(body)
         except TypeError as error:  # a frontend of another version
-            writer.write(error_frame(request_id, f"the worker cannot read this request: {error}", 400))
+            frames.send(error_frame(request_id, f"the worker cannot read this request: {error}", 400))
             return
         unsupported = [name for name in request.features() if name not in self.engine.features]
         if unsupported:
-            writer.write(error_frame(request_id, f"{unsupported[0]}: the {self.framework} engine serving "
+            frames.send(error_frame(request_id, f"{unsupported[0]}: the {self.framework} engine serving "
                                                  f"{request.model!r} does not support it; leave it out", 400))
             return
         try:
             async for chunk in self.engine.generate(request):
-                writer.write(chunk_frame(request_id, chunk))
-                await writer.drain()
+                frames.send(chunk_frame(request_id, chunk))
+                await frames.drain()
                 if chunk.finish:
                     return
         except asyncio.CancelledError:
@@ -153,9 +155,9 @@ class WorkerServer:
         except ConnectionError:
             return
         except RequestError as error:
-            writer.write(error_frame(request_id, str(error), 400))
+            frames.send(error_frame(request_id, str(error), 400))
         except Exception as error:  # the engine failed on this request; the worker goes on
-            writer.write(error_frame(request_id, f"the engine failed: {type(error).__name__}: {error}", 500))
+            frames.send(error_frame(request_id, f"the engine failed: {type(error).__name__}: {error}", 500))
 
 
 def _advertised(args: argparse.Namespace, port: int) -> str:
@@ -172,6 +174,7 @@ async def serve(engine: Engine, args: argparse.Namespace, framework: str) -> Non
     instance = discovery.Instance(id=uuid.uuid4().hex[:12], model=served_name(args), framework=framework,
                                   address=_advertised(args, port), pid=os.getpid(), host=discovery.this_host())
     await backend.register(instance)
+    runtime.freeze_startup_objects()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
