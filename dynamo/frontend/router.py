@@ -100,8 +100,9 @@ class WorkerClient:
             self._close()
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[dict[str, Any]]:
-        """The worker's frames for this request. Raises WorkerGone before the first frame when the
-        worker cannot be reached (the router then tries another), and after it when it dies."""
+        """The worker's frames for this request, until each of its n choices has finished. Raises
+        WorkerGone before the first frame when the worker cannot be reached (the router then tries
+        another), and after it when it dies."""
         writer = await self._connect()
         request_id = next(self._ids)
         queue: asyncio.Queue = asyncio.Queue()
@@ -110,6 +111,7 @@ class WorkerClient:
         if self._inflight_gauge:
             self._inflight_gauge.inc()
         finished = False
+        left = request.n
         try:
             writer.send(generate_frame(request_id, request))
             while True:
@@ -124,8 +126,10 @@ class WorkerClient:
                     raise WorkerFailed(frame["error"], frame.get("status", 500))
                 yield frame
                 if "finish" in frame:
-                    finished = True
-                    return
+                    left -= 1
+                    if not left:
+                        finished = True
+                        return
         finally:
             self.inflight -= 1
             if self._inflight_gauge:
@@ -183,7 +187,8 @@ class Router:
     async def generate(self, request: GenerateRequest) -> AsyncIterator[dict[str, Any]]:
         """Route the request; a worker that cannot be reached before answering is skipped, and one
         that dies while answering is replaced (migration): the next worker gets the request with
-        the answer so far, and goes on from there. The frames read as one answer."""
+        the answer so far, and goes on from there. The frames read as one answer. A request for
+        several choices (n > 1) is not migrated once answering: its choices' answers so far differ."""
         tried: set[str] = set()
         texts: list[str] = []
         tokens = 0
@@ -212,7 +217,7 @@ class Router:
                 tried.add(client.instance.id)
                 if not started:
                     continue  # nothing was said yet: another worker simply answers
-                if migrations >= self.migration_limit:
+                if migrations >= self.migration_limit or request.n > 1:
                     raise
                 migrations += 1
                 log.warning("worker %s died answering a request for %s; migrating it (%d of %d) after %d tokens",

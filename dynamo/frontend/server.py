@@ -189,19 +189,20 @@ class Frontend:
         """Parse, route every choice, answer; counts the request whatever happens."""
         start = time.perf_counter()
         parsed = parse(kind, await http.read())
-        requests = parsed.to_generate()
+        prompts = parsed.to_generate()  # one engine request per prompt, each for n choices
+        requests = [request for request in prompts for _ in range(parsed.n)]  # each choice's
         model = parsed.model
         label = model if model in self.router.known_models else "unknown"
         status = "error"
         inflight = frames = None
-        generators = [self.router.generate(request) for request in requests]
+        generators = [self.router.generate(request) for request in prompts]
         try:
             firsts = await self._first_frames(generators, model, label)
             series = self.metrics.of(model)
             inflight = series.inflight
             inflight.inc()
             series.ttft.observe(time.perf_counter() - start)
-            frames = _merged(generators, firsts)
+            frames = _merged(generators, firsts, parsed.n)
             answers = [Answer(request.logprobs is not None) for request in requests]
             if kind is ResponsesRequest:
                 result, completed = await self._respond(http, parsed, requests[0], answers[0], frames, firsts[0])
@@ -400,28 +401,27 @@ async def _first(generator: AsyncIterator[dict]) -> Any:
         return error
 
 
-async def _merged(generators: list[AsyncIterator[dict]], firsts: list[dict]) -> AsyncIterator[tuple[int, dict]]:
-    """The choices' frames as (choice index, frame), in the order they come; the first frames first."""
-    for index, first in enumerate(firsts):
-        yield index, first
-    running = [generator for generator, first in zip(generators, firsts) if "finish" not in first]
+async def _merged(generators: list[AsyncIterator[dict]], firsts: list[dict], n: int
+                  ) -> AsyncIterator[tuple[int, dict]]:
+    """The choices' frames as (choice index, frame), in the order they come; the first frames first.
+    Generator p answers prompt p's n choices: its frame for choice i is choice p × n + i."""
+    for number, first in enumerate(firsts):
+        yield number * n + first.get("index", 0), first
     if len(generators) == 1:
-        if running:
-            async for frame in generators[0]:
-                yield 0, frame
+        async for frame in generators[0]:  # ends at once when the first frame was the last
+            yield frame.get("index", 0), frame
         return
     queue: asyncio.Queue = asyncio.Queue()
 
-    async def pump(index: int, generator: AsyncIterator[dict]) -> None:
+    async def pump(number: int, generator: AsyncIterator[dict]) -> None:
         try:
             async for frame in generator:
-                queue.put_nowait((index, frame))
+                queue.put_nowait((number * n + frame.get("index", 0), frame))
         except Exception as error:  # handed to the reader, raised there
-            queue.put_nowait((index, error))
-        queue.put_nowait((index, None))
+            queue.put_nowait((number, error))
+        queue.put_nowait((number, None))
 
-    tasks = [asyncio.create_task(pump(index, generator)) for index, (generator, first)
-             in enumerate(zip(generators, firsts)) if "finish" not in first]
+    tasks = [asyncio.create_task(pump(number, generator)) for number, generator in enumerate(generators)]
     try:
         left = len(tasks)
         while left:

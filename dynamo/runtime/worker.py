@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -36,7 +37,8 @@ log = logging.getLogger("dynamo.worker")
 
 
 class Engine(Protocol):
-    """`features`: the optional request features (protocol.OPTIONAL_FEATURES) the engine can serve."""
+    """`features`: the optional request features (protocol.OPTIONAL_FEATURES) the engine can serve,
+    and "n" when one engine request can answer n choices (its chunks then carry their `index`)."""
     features: frozenset[str]
 
     def generate(self, request: GenerateRequest) -> AsyncIterator[Chunk]: ...
@@ -144,12 +146,16 @@ class WorkerServer:
             frames.send(error_frame(request_id, f"{unsupported[0]}: the {self.framework} engine serving "
                                                  f"{request.model!r} does not support it; leave it out", 400))
             return
+        native = request.n == 1 or "n" in self.engine.features
+        left = request.n
         try:
-            async for chunk in self.engine.generate(request):
+            async for chunk in self.engine.generate(request) if native else fan_out(self.engine, request):
                 frames.send(chunk_frame(request_id, chunk))
                 await frames.drain()
                 if chunk.finish:
-                    return
+                    left -= 1
+                    if not left:
+                        return
         except asyncio.CancelledError:
             raise
         except ConnectionError:
@@ -158,6 +164,38 @@ class WorkerServer:
             frames.send(error_frame(request_id, str(error), 400))
         except Exception as error:  # the engine failed on this request; the worker goes on
             frames.send(error_frame(request_id, f"the engine failed: {type(error).__name__}: {error}", 500))
+
+
+async def fan_out(engine: Engine, request: GenerateRequest) -> AsyncIterator[Chunk]:
+    """n choices from an engine that answers one per request: n requests at once (a seed, when
+    given, differs per choice so that they differ), their chunks tagged with their choice's index
+    as they come."""
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump(index: int) -> None:
+        one = dataclasses.replace(request, n=1, seed=None if request.seed is None else request.seed + index)
+        try:
+            async for chunk in engine.generate(one):
+                queue.put_nowait(dataclasses.replace(chunk, index=index))
+        except Exception as error:  # handed to the reader, raised there
+            queue.put_nowait(error)
+        queue.put_nowait(None)
+
+    tasks = [asyncio.create_task(pump(index)) for index in range(request.n)]
+    try:
+        running = len(tasks)
+        while running:
+            item = await queue.get()
+            if item is None:
+                running -= 1
+            elif isinstance(item, Exception):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _advertised(args: argparse.Namespace, port: int) -> str:
