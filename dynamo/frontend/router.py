@@ -11,6 +11,7 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from dynamo.runtime.discovery import Instance, Snapshot
+from dynamo.runtime.interleave import interleave
 from dynamo.runtime.protocol import FrameWriter, GenerateRequest, decode, encode, generate_frame, split_frames
 
 if TYPE_CHECKING:  # prometheus_client must not be imported before the frontend's processes start
@@ -184,16 +185,17 @@ class Router:
             choices = [client for client in choices if client.inflight == fewest]
         return choices[turn % len(choices)]
 
-    async def generate(self, request: GenerateRequest) -> AsyncIterator[dict[str, Any]]:
+    async def generate(self, request: GenerateRequest, migrations: int = 0) -> AsyncIterator[dict[str, Any]]:
         """Route the request; a worker that cannot be reached before answering is skipped, and one
         that dies while answering is replaced (migration): the next worker gets the request with
-        the answer so far, and goes on from there. The frames read as one answer. A request for
-        several choices (n > 1) is not migrated once answering: its choices' answers so far differ."""
+        the answer so far, and goes on from there. The frames read as one answer. A request for n
+        choices goes on as one request per choice not yet finished, each with its own answer so far.
+        `migrations`: those the request already had."""
         tried: set[str] = set()
-        texts: list[str] = []
-        tokens = 0
+        texts: dict[int, list[str]] = {}  # each choice's answer so far (kept only when it may migrate)
+        tokens: dict[int, int] = {}
+        finished: set[int] = set()
         started = False
-        migrations = 0
         current = request
         while True:
             try:
@@ -209,22 +211,53 @@ class Router:
                             frame["worker"] = client.instance.id  # for the response's x-dynamo-worker
                             started = True
                         if self.migration_limit:
-                            texts.append(frame["text"])
-                            tokens += frame["tokens"]
+                            index = frame.get("index", 0)
+                            texts.setdefault(index, []).append(frame["text"])
+                            tokens[index] = tokens.get(index, 0) + frame["tokens"]
+                            if "finish" in frame:
+                                finished.add(index)
                         yield frame
                 return
             except WorkerGone:
                 tried.add(client.instance.id)
                 if not started:
                     continue  # nothing was said yet: another worker simply answers
-                if migrations >= self.migration_limit or request.n > 1:
+                if migrations >= self.migration_limit:
                     raise
                 migrations += 1
                 log.warning("worker %s died answering a request for %s; migrating it (%d of %d) after %d tokens",
-                            client.instance.id, request.model, migrations, self.migration_limit, tokens)
+                            client.instance.id, request.model, migrations, self.migration_limit,
+                            sum(tokens.values()))
                 if self.metrics:
                     self.metrics.migrations.labels(request.model).inc()
-                current = dataclasses.replace(
-                    request, resumed_text=request.resumed_text + "".join(texts),
-                    resumed_tokens=request.resumed_tokens + tokens,
-                    max_tokens=None if request.max_tokens is None else max(request.max_tokens - tokens, 0))
+                if request.n == 1:
+                    current = _resumed(request, 0, texts, tokens)
+                    continue
+                async for frame in self._resume_choices(request, texts, tokens, finished, migrations):
+                    yield frame
+                return
+
+    async def _resume_choices(self, request: GenerateRequest, texts: dict[int, list[str]], tokens: dict[int, int],
+                              finished: set[int], migrations: int) -> AsyncIterator[dict[str, Any]]:
+        """The unfinished choices of a request for several, each as a request of its own that goes on
+        from its answer so far; their frames tagged with their choice's index."""
+        left = [index for index in range(request.n) if index not in finished]
+        choices = [self.generate(_resumed(request, index, texts, tokens), migrations) for index in left]
+        try:
+            async with aclosing(interleave(choices)) as frames:
+                async for number, frame in frames:
+                    frame["index"] = left[number]
+                    yield frame
+        except NoWorker:
+            raise WorkerGone(f"no other worker serves {request.model!r} to finish the answer") from None
+
+
+def _resumed(request: GenerateRequest, index: int, texts: dict[int, list[str]], tokens: dict[int, int]
+             ) -> GenerateRequest:
+    """Choice `index` of the request as one request going on from its answer so far (its seed as the
+    worker gave it when it ran the choices)."""
+    done = tokens.get(index, 0)
+    return dataclasses.replace(
+        request, n=1, seed=None if request.seed is None else request.seed + index,
+        resumed_text=request.resumed_text + "".join(texts.get(index, [])), resumed_tokens=request.resumed_tokens + done,
+        max_tokens=None if request.max_tokens is None else max(request.max_tokens - done, 0))

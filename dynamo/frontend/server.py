@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +27,7 @@ from dynamo.frontend.openai import (
     usage,
 )
 from dynamo.frontend.router import NoWorker, Router, WorkerFailed, WorkerGone
+from dynamo.runtime.interleave import interleave
 from dynamo.runtime.protocol import OPTIONAL_FEATURES, GenerateRequest
 
 log = logging.getLogger("dynamo.frontend")
@@ -411,28 +413,6 @@ async def _merged(generators: list[AsyncIterator[dict]], firsts: list[dict], n: 
         async for frame in generators[0]:  # ends at once when the first frame was the last
             yield frame.get("index", 0), frame
         return
-    queue: asyncio.Queue = asyncio.Queue()
-
-    async def pump(number: int, generator: AsyncIterator[dict]) -> None:
-        try:
-            async for frame in generator:
-                queue.put_nowait((number * n + frame.get("index", 0), frame))
-        except Exception as error:  # handed to the reader, raised there
-            queue.put_nowait((number, error))
-        queue.put_nowait((number, None))
-
-    tasks = [asyncio.create_task(pump(number, generator)) for number, generator in enumerate(generators)]
-    try:
-        left = len(tasks)
-        while left:
-            index, frame = await queue.get()
-            if frame is None:
-                left -= 1
-            elif isinstance(frame, Exception):
-                raise frame
-            else:
-                yield index, frame
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async with aclosing(interleave(generators)) as frames:
+        async for number, frame in frames:
+            yield number * n + frame.get("index", 0), frame

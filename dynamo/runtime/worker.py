@@ -16,11 +16,13 @@ import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from pathlib import Path
 from typing import Protocol
 
 from dynamo import runtime
 from dynamo.runtime import discovery
+from dynamo.runtime.interleave import interleave
 from dynamo.runtime.protocol import (
     MAX_FRAME,
     Chunk,
@@ -170,32 +172,11 @@ async def fan_out(engine: Engine, request: GenerateRequest) -> AsyncIterator[Chu
     """n choices from an engine that answers one per request: n requests at once (a seed, when
     given, differs per choice so that they differ), their chunks tagged with their choice's index
     as they come."""
-    queue: asyncio.Queue = asyncio.Queue()
-
-    async def pump(index: int) -> None:
-        one = dataclasses.replace(request, n=1, seed=None if request.seed is None else request.seed + index)
-        try:
-            async for chunk in engine.generate(one):
-                queue.put_nowait(dataclasses.replace(chunk, index=index))
-        except Exception as error:  # handed to the reader, raised there
-            queue.put_nowait(error)
-        queue.put_nowait(None)
-
-    tasks = [asyncio.create_task(pump(index)) for index in range(request.n)]
-    try:
-        running = len(tasks)
-        while running:
-            item = await queue.get()
-            if item is None:
-                running -= 1
-            elif isinstance(item, Exception):
-                raise item
-            else:
-                yield item
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    choices = [engine.generate(dataclasses.replace(request, n=1, seed=None if request.seed is None
+                                                   else request.seed + index)) for index in range(request.n)]
+    async with aclosing(interleave(choices)) as chunks:
+        async for index, chunk in chunks:
+            yield dataclasses.replace(chunk, index=index)
 
 
 def _advertised(args: argparse.Namespace, port: int) -> str:
