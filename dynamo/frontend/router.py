@@ -73,21 +73,25 @@ class WorkerClient:
         return self._writer
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
-        """Hand each frame to its request, reading many at a time."""
+        """Hand the frames to their requests, reading many at a time: each request gets the list of
+        its frames in what was read (one wake-up for a burst of tokens)."""
         pending = b""
         try:
             while data := await reader.read(READ_SIZE):
                 lines, pending = split_frames(pending, data)
+                batches: dict[Any, list[dict[str, Any]]] = {}
                 for line in lines:
                     frame = decode(line)
-                    queue = self._streams.get(frame.get("id"))
+                    batches.setdefault(frame.get("id"), []).append(frame)
+                for request_id, frames in batches.items():
+                    queue = self._streams.get(request_id)
                     if queue is not None:
-                        queue.put_nowait(frame)
+                        queue.put_nowait(frames)
         except (ConnectionError, ValueError):
             pass
         self.broken = True
         for queue in self._streams.values():
-            queue.put_nowait(_GONE)
+            queue.put_nowait([_GONE])
         self._close()
 
     def _close(self) -> None:
@@ -116,21 +120,21 @@ class WorkerClient:
         try:
             writer.send(generate_frame(request_id, request))
             while True:
-                frame = await queue.get()
-                if "error" in frame:
-                    finished = True
-                    if self.metrics:
-                        self.metrics.worker_errors.labels(self.instance.id, self.instance.model,
-                                                          "gone" if frame.get("gone") else str(frame.get("status"))).inc()
-                    if frame.get("gone"):
-                        raise WorkerGone(f"worker {self.instance.id} at {self.instance.address} went away")
-                    raise WorkerFailed(frame["error"], frame.get("status", 500))
-                yield frame
-                if "finish" in frame:
-                    left -= 1
-                    if not left:
+                for frame in await queue.get():
+                    if "error" in frame:
                         finished = True
-                        return
+                        if self.metrics:
+                            self.metrics.worker_errors.labels(self.instance.id, self.instance.model, "gone"
+                                                              if frame.get("gone") else str(frame.get("status"))).inc()
+                        if frame.get("gone"):
+                            raise WorkerGone(f"worker {self.instance.id} at {self.instance.address} went away")
+                        raise WorkerFailed(frame["error"], frame.get("status", 500))
+                    yield frame
+                    if "finish" in frame:
+                        left -= 1
+                        if not left:
+                            finished = True
+                            return
         finally:
             self.inflight -= 1
             if self._inflight_gauge:
