@@ -332,7 +332,12 @@ class ResponsesRequest(BaseModel):
 
 
 def parse(kind: type[BaseModel], body: bytes) -> Any:
-    """The request, or InvalidRequest naming the first bad field."""
+    """The request, or InvalidRequest naming the first bad field. A valid body is parsed and
+    validated in one pass (pydantic's JSON mode); a bad one again step by step, to say what is wrong."""
+    try:
+        return kind.model_validate_json(body)
+    except ValidationError:
+        pass
     try:
         data = json.loads(body)
     except ValueError as error:

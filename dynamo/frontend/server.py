@@ -34,15 +34,16 @@ log = logging.getLogger("dynamo.frontend")
 MAX_BODY = 16 * 1024 * 1024
 SSE_DONE = b"data: [DONE]\n\n"
 WORKER_HEADER = "x-dynamo-worker"  # the instance that answered, for debugging and tests
+_ENCODER = json.JSONEncoder(ensure_ascii=False)  # json.dumps would build one per call for ensure_ascii
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=json.dumps(body, ensure_ascii=False).encode(), status=status,
+    return web.Response(body=_ENCODER.encode(body).encode(), status=status,
                         content_type="application/json")
 
 
 def _sse(body: Any) -> bytes:
-    return b"data: " + json.dumps(body, ensure_ascii=False).encode() + b"\n\n"
+    return b"data: " + _ENCODER.encode(body).encode() + b"\n\n"
 
 
 def _event(body: dict[str, Any]) -> bytes:
