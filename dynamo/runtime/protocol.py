@@ -89,7 +89,7 @@ class GenerateRequest:
 
 @dataclass
 class Chunk:
-    """A piece of an engine's answer. The last chunk of a request carries `finish` ("stop" or
+    """A piece of an engine's answer. The last chunk of a choice carries `finish` ("stop" or
     "length") and the token counts. `logprobs`, when asked for: one entry per token of `text`,
     {"token": str, "logprob": float, "top": [{"token": str, "logprob": float}, ...]}. `index`: which
     of the request's n choices it belongs to."""
