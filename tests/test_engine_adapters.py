@@ -3,6 +3,7 @@ The engines need a GPU, so their outputs here are objects shaped as the engines 
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -54,13 +55,32 @@ def test_vllm_flags_and_sampling():
 def test_vllm_delta_outputs():
     tracker = vllm.DeltaTracker()
     def output(text, ids, finished, reason=None):
-        return SimpleNamespace(outputs=[SimpleNamespace(text=text, token_ids=ids, finish_reason=reason)],
+        return SimpleNamespace(outputs=[SimpleNamespace(text=text, token_ids=ids, finish_reason=reason, index=0)],
                                finished=finished, prompt_token_ids=[1, 2, 3])
-    first = tracker.chunk(output("Hel", [5, 6], False))
-    last = tracker.chunk(output("lo", [7], True, "length"))
+    [first] = tracker.chunks(output("Hel", [5, 6], False))
+    [last] = tracker.chunks(output("lo", [7], True, "length"))
     assert (first.text, first.tokens, first.finish) == ("Hel", 2, None)
     assert (last.text, last.tokens, last.finish, last.prompt_tokens) == ("lo", 1, "length", 3)
-    assert tracker.chunk(output("", [], True, "abort")).finish == "stop"
+    assert vllm.DeltaTracker().chunks(output("", [], True, "abort"))[0].finish == "stop"
+
+
+def test_vllm_n_in_one_request():
+    """n goes to SamplingParams.n; each CompletionOutput (with its index) becomes a chunk of its choice."""
+    request = GenerateRequest(model="m", prompt="hi", n=2, seed=5)
+    assert vllm.sampling_kwargs(request) == {"n": 2, "seed": 5}
+    assert "n" not in vllm.sampling_kwargs(GenerateRequest(model="m", prompt="hi"))
+    assert "n" in vllm.VllmEngine.features
+    tracker = vllm.DeltaTracker(request)
+
+    def completion(index, text, reason=None):
+        return SimpleNamespace(index=index, text=text, token_ids=[0] * len(text), finish_reason=reason)
+    both = tracker.chunks(SimpleNamespace(outputs=[completion(0, "a"), completion(1, "bc", "stop")], finished=False,
+                                          prompt_token_ids=[1, 2]))
+    assert [(c.index, c.text, c.finish, c.prompt_tokens) for c in both] == [(0, "a", None, None), (1, "bc", "stop", 2)]
+    # The finished sequence, should vLLM list it again, says nothing more: its choice ended once.
+    last = tracker.chunks(SimpleNamespace(outputs=[completion(0, "d", "length"), completion(1, "", "stop")],
+                                          finished=True, prompt_token_ids=[1, 2]))
+    assert [(c.index, c.text, c.finish) for c in last] == [(0, "d", "length")]
 
 
 def test_sglang_flags_and_sampling():
@@ -70,6 +90,8 @@ def test_sglang_flags_and_sampling():
                                                "--mem-fraction-static", "0.7"]
     assert sglang.sampling_params(FULL) == {"max_new_tokens": 7, "temperature": 0.3, "top_p": 0.9,
                                             "sampling_seed": 11, "stop": ["\n\n"]}
+    assert sglang.sampling_params(GenerateRequest(model="m", prompt="hi", n=3)) == {"n": 3}
+    assert "n" in sglang.SglangEngine.features
 
 
 @pytest.mark.parametrize("texts", [["He", "Hello", "Hello!"], ["He", "llo", "!"]], ids=["cumulative", "incremental"])
@@ -103,12 +125,29 @@ def test_trtllm_arguments(tmp_path):
 
 def test_trtllm_streamed_outputs():
     def output(diff, ids, finished, reason=None):
-        return SimpleNamespace(outputs=[SimpleNamespace(text_diff=diff, token_ids_diff=ids, finish_reason=reason)],
-                               finished=finished, prompt_token_ids=[1] * 4)
-    assert trtllm.chunk(output("a", [1], False)).finish is None
-    last = trtllm.chunk(output("b", [2, 3], True, "stop"))
+        return SimpleNamespace(outputs=[SimpleNamespace(text_diff=diff, token_ids_diff=ids, finish_reason=reason,
+                                                        index=0)], finished=finished, prompt_token_ids=[1] * 4)
+    assert trtllm.chunks(output("a", [1], False), set())[0].finish is None
+    [last] = trtllm.chunks(output("b", [2, 3], True, "stop"), set())
     assert (last.text, last.tokens, last.finish, last.prompt_tokens) == ("b", 2, "stop", 4)
-    assert trtllm.chunk(output("", [], True, "length")).finish == "length"
+    assert trtllm.chunks(output("", [], True, "length"), set())[0].finish == "length"
+
+
+def test_trtllm_n_in_one_request():
+    """n goes to SamplingParams.n; each sequence of RequestOutput.outputs is its choice's chunk."""
+    request = GenerateRequest(model="m", prompt="x", n=2)
+    assert trtllm.sampling_kwargs(request) == {"n": 2} and "n" in trtllm.TrtllmEngine.features
+
+    def sequence(index, diff, reason=None):
+        return SimpleNamespace(index=index, text_diff=diff, token_ids_diff=[9] * len(diff), finish_reason=reason)
+    finished: set[int] = set()
+    first = trtllm.chunks(SimpleNamespace(outputs=[sequence(0, "a", "length"), sequence(1, "b")], finished=False,
+                                          prompt_token_ids=[1] * 3), finished, request)
+    assert [(c.index, c.text, c.finish, c.prompt_tokens) for c in first] == [(0, "a", "length", 3), (1, "b", None, None)]
+    # TensorRT-LLM lists every sequence in each output: the finished one again, with nothing new.
+    then = trtllm.chunks(SimpleNamespace(outputs=[sequence(0, "", "length"), sequence(1, "c", "stop")], finished=True,
+                                         prompt_token_ids=[1] * 3), finished, request)
+    assert [(c.index, c.text, c.finish) for c in then] == [(1, "c", "stop")]
 
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
@@ -168,10 +207,10 @@ def test_vllm_logprobs_and_resumed_prompt():
         return SimpleNamespace(logprob=value, rank=rank, decoded_token=text)
     tracker = vllm.DeltaTracker(GenerateRequest(model="m", prompt="hi", logprobs=1, resumed_tokens=2))
     # vLLM returns the top alternatives plus the sampled token, which may not be among them.
-    completion = SimpleNamespace(text="ab", token_ids=[7, 8], finish_reason="length", logprobs=[
+    completion = SimpleNamespace(text="ab", token_ids=[7, 8], finish_reason="length", index=0, logprobs=[
         {7: logprob(-0.1, 1, "a"), 9: logprob(-2.5, 2, "z")},
         {3: logprob(-0.5, 1, "c"), 8: logprob(-1.5, 2, "b")}])
-    chunk = tracker.chunk(SimpleNamespace(outputs=[completion], finished=True, prompt_token_ids=[1, 2, 3, 4, 5]))
+    [chunk] = tracker.chunks(SimpleNamespace(outputs=[completion], finished=True, prompt_token_ids=[1, 2, 3, 4, 5]))
     assert chunk.logprobs == [{"token": "a", "logprob": -0.1, "top": [{"token": "a", "logprob": -0.1}]},
                               {"token": "b", "logprob": -1.5, "top": [{"token": "c", "logprob": -0.5}]}]
     assert chunk.prompt_tokens == 3  # the 2 tokens carried over from a dead worker are not prompt
@@ -201,15 +240,16 @@ def test_trtllm_logprobs():
             return "".join(chr(96 + i) for i in ids)
     request = GenerateRequest(model="m", prompt="x", logprobs=1, resumed_tokens=1)
     floats = SimpleNamespace(outputs=[SimpleNamespace(text_diff="ab", token_ids_diff=[1, 2], logprobs_diff=[-0.1, -0.2],
-                                                      finish_reason="length")], finished=True, prompt_token_ids=[1] * 4)
-    chunk = trtllm.chunk(floats, request, Tokenizer())
+                                                      finish_reason="length", index=0)], finished=True,
+                             prompt_token_ids=[1] * 4)
+    [chunk] = trtllm.chunks(floats, set(), request, Tokenizer())
     assert chunk.logprobs == [{"token": "a", "logprob": -0.1, "top": []}, {"token": "b", "logprob": -0.2, "top": []}]
     assert chunk.prompt_tokens == 3
-    ranked = SimpleNamespace(outputs=[SimpleNamespace(text_diff="a", token_ids_diff=[1], finish_reason=None,
+    ranked = SimpleNamespace(outputs=[SimpleNamespace(text_diff="a", token_ids_diff=[1], finish_reason=None, index=0,
                                                       logprobs_diff=[{1: SimpleNamespace(logprob=-0.3),
                                                                       3: SimpleNamespace(logprob=-0.2)}])],
                              finished=False, prompt_token_ids=[1])
-    assert trtllm.chunk(ranked, request, Tokenizer()).logprobs == [
+    assert trtllm.chunks(ranked, set(), request, Tokenizer())[0].logprobs == [
         {"token": "a", "logprob": -0.3, "top": [{"token": "c", "logprob": -0.2}]}]
     assert trtllm.sampling_kwargs(request) == {"logprobs": 1}
 
@@ -226,3 +266,32 @@ def test_entry_points_without_their_engine(module, package):
                              capture_output=True, text=True, timeout=60)
     assert skipped.returncode == 1 and "warning: preflight skipped" in skipped.stderr
     assert f"{package} is not installed here" in skipped.stderr and "Traceback" not in skipped.stderr
+
+
+def test_sglang_n_in_one_request():
+    """With n, SGLang streams each choice's outputs tagged with its index (cumulative text per choice)."""
+    outputs = [{"index": 0, "text": "a", "meta_info": {"completion_tokens": 1}},
+               {"index": 1, "text": "x", "meta_info": {"completion_tokens": 1}},
+               {"index": 1, "text": "xy", "meta_info": {"completion_tokens": 2, "prompt_tokens": 2,
+                                                        "finish_reason": {"type": "stop"}}},
+               {"index": 0, "text": "ab", "meta_info": {"completion_tokens": 2, "prompt_tokens": 2,
+                                                        "finish_reason": {"type": "length"}}}]
+    calls = []
+
+    async def async_generate(**kwargs):
+        calls.append(kwargs)
+
+        async def stream():
+            for output in outputs:
+                yield output
+        return stream()
+
+    engine = sglang.SglangEngine(SimpleNamespace(async_generate=async_generate,
+                                                 tokenizer_manager=SimpleNamespace(tokenizer=RecordingTokenizer())))
+
+    async def collect():
+        return [chunk async for chunk in engine.generate(GenerateRequest(model="m", prompt="hi", n=2))]
+    chunks = asyncio.run(collect())
+    assert calls[0]["sampling_params"] == {"n": 2}
+    assert [(c.index, c.text, c.finish) for c in chunks] == [(0, "a", None), (1, "x", None), (1, "y", "stop"),
+                                                             (0, "b", "length")]

@@ -71,6 +71,24 @@ def test_stream_survives_its_worker(deployment):  # noqa: F811
     assert 'kind="gone",model="mock"' in exposition  # the dead worker's error, by worker
 
 
+def test_several_choices_survive_their_worker(deployment):  # noqa: F811
+    """n=2 goes to one worker as one request; when it dies each unfinished choice goes on elsewhere."""
+    url, workers = start_workers(deployment, "--migration-limit", "1")
+    api = client(url)
+    whole = api.completions.create(model="mock", prompt=PROMPT, max_tokens=TOKENS, seed=4, n=2)
+    stream = api.completions.create(model="mock", prompt=PROMPT, max_tokens=TOKENS, seed=4, n=2, stream=True,
+                                    stream_options={"include_usage": True})
+    chunks = iter(stream)
+    received = [next(chunks) for _ in range(6)]
+    busy_worker(url, workers).stop(signal.SIGKILL)
+    received += list(chunks)
+    texts = ["".join(c.choices[0].text for c in received if c.choices and c.choices[0].index == index)
+             for index in (0, 1)]
+    assert texts == [choice.text for choice in whole.choices] and texts[0] != texts[1]
+    assert received[-1].usage.completion_tokens == 2 * TOKENS and received[-1].usage.prompt_tokens == 5
+    assert 'dynamo_frontend_model_migrations_total{model="mock"} 1.0' in metrics(url)
+
+
 def test_unary_answer_survives_its_worker(deployment):  # noqa: F811
     url, workers = start_workers(deployment, "--migration-limit", "1")
     api = client(url)

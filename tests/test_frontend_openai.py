@@ -3,6 +3,9 @@ the frontend and a real mocker: the Responses API, lists of prompts, n, model lo
 
 from __future__ import annotations
 
+import json
+import socket
+
 import openai
 import pytest
 from test_frontend import client, deployment, http, served  # noqa: F401 (fixtures)
@@ -64,6 +67,24 @@ def test_n_choices(served):  # noqa: F811
     assert answer.usage.prompt_tokens == 6 and answer.usage.completion_tokens == 18  # the prompt counts once
     streamed = list(api.completions.create(model="mock", prompt=["a", "b"], n=2, max_tokens=2, stream=True))
     assert {chunk.choices[0].index for chunk in streamed if chunk.choices} == {0, 1, 2, 3}
+
+
+def test_n_is_one_request_to_the_worker(deployment):  # noqa: F811
+    """The frontend sends n in one request; a worker whose engine answers one choice per request
+    (the mocker, llama.cpp) runs the n choices itself and tags each frame with its choice."""
+    worker = deployment.mocker("mock")
+    host, port = worker.output().split(" on ", 1)[1].split(",", 1)[0].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as link:
+        link.sendall(json.dumps({"id": 1, "generate": {"model": "mock", "prompt": "a b", "n": 2, "seed": 3,
+                                                       "max_tokens": 2}}).encode() + b"\n")
+        received = b""
+        while received.count(b"finish") < 2 and b'"error"' not in received:
+            received += link.recv(65536)
+    frames = [json.loads(line) for line in received.splitlines()]
+    assert all(frame["id"] == 1 and "error" not in frame for frame in frames)
+    texts = ["".join(frame["text"] for frame in frames if frame.get("index", 0) == index) for index in (0, 1)]
+    assert texts[0] != texts[1] and all(len(text.split()) == 2 for text in texts)  # seeds 3 and 4
+    assert [frame.get("index", 0) for frame in frames if "finish" in frame] in ([0, 1], [1, 0])
 
 
 def test_model_lookup(served):  # noqa: F811

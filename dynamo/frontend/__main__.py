@@ -42,6 +42,7 @@ def parser() -> argparse.ArgumentParser:
 async def serve(args: argparse.Namespace, reuse_port: bool = False) -> None:
     from aiohttp import web
 
+    from dynamo import runtime
     from dynamo.frontend.interactive import chat
     from dynamo.frontend.metrics import Metrics
     from dynamo.frontend.router import Router
@@ -59,6 +60,7 @@ async def serve(args: argparse.Namespace, reuse_port: bool = False) -> None:
             return
         runner = web.AppRunner(Frontend(router).app(), access_log=None, handle_signals=False)
         await runner.setup()
+        runtime.freeze_startup_objects()
         try:
             await web.TCPSite(runner, args.http_host, args.http_port, backlog=1024, reuse_port=reuse_port).start()
         except OSError as error:

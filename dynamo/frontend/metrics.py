@@ -17,8 +17,21 @@ LENGTH_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
+class ModelMetrics:
+    """One model's series of the metrics every request touches, looked up once (labels() costs a lock
+    and checks on every call). Rare events (disconnects, migrations) keep labels(): their series
+    appear when they first happen."""
+    __slots__ = ("inflight", "queued", "ttft", "itl", "duration", "output_tokens", "input_length", "output_length")
+
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        for name in self.__slots__:
+            setattr(self, name, getattr(metrics, name).labels(model))
+
+
 class Metrics:
     def __init__(self) -> None:
+        self._models: dict[str, ModelMetrics] = {}
+        self._requests: dict[tuple[str, ...], Counter] = {}
         self.registry = CollectorRegistry()
         self.requests = Counter(f"{PREFIX}_requests", "HTTP requests answered",
                                 ["model", "endpoint", "request_type", "status"], registry=self.registry)
@@ -46,6 +59,19 @@ class Metrics:
                                      ["worker", "model"], registry=self.registry, multiprocess_mode="livesum")
         self.worker_errors = Counter(f"{PREFIX}_worker_errors", "Requests a worker failed (status) or dropped (gone)",
                                      ["worker", "model", "kind"], registry=self.registry)
+
+    def of(self, model: str) -> ModelMetrics:
+        found = self._models.get(model)
+        if found is None:
+            found = self._models[model] = ModelMetrics(self, model)
+        return found
+
+    def count_request(self, model: str, endpoint: str, request_type: str, status: str) -> None:
+        key = (model, endpoint, request_type, status)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = self.requests.labels(*key)
+        child.inc()
 
     def exposition(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

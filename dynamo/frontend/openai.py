@@ -1,4 +1,4 @@
-"""The OpenAI API's shapes: parsing requests into GenerateRequests (one per choice), and building
+"""The OpenAI API's shapes: parsing requests into GenerateRequests (one per prompt), and building
 responses and errors."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import re
 import time
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -165,14 +165,13 @@ class _Common(BaseModel):
         return bool(self.stream_options and self.stream_options.include_usage)
 
     def _choices(self, requests: list[GenerateRequest]) -> list[GenerateRequest]:
-        """n choices for each request, in OpenAI's order; a seed differs per choice so they differ."""
+        """The requests, each asking for n choices (choice i of prompt p is choice p × n + i)."""
         if len(requests) * self.n > MAX_CHOICES:
             raise InvalidRequest(f"n: {len(requests)} prompts × n={self.n} make more than {MAX_CHOICES} "
                                  f"choices; send fewer in one request", param="n")
         if self.n == 1:
             return requests
-        return [dataclasses.replace(request, seed=None if request.seed is None else request.seed + index)
-                for request in requests for index in range(self.n)]
+        return [dataclasses.replace(request, n=self.n) for request in requests]
 
 
 class ChatRequest(_Common):
@@ -278,6 +277,7 @@ class _ResponsesNamedChoice(BaseModel):
 class ResponsesRequest(BaseModel):
     """POST /v1/responses: a turn of the Responses API, answered as a chat."""
     model_config = ConfigDict(extra="allow")
+    n: ClassVar[int] = 1  # one answer, always
     model: Annotated[str, Field(min_length=1)]
     input: str | Annotated[list[_InputMessage | _FunctionCall | _FunctionOutput], Field(min_length=1)]
     instructions: str | None = None
@@ -332,7 +332,12 @@ class ResponsesRequest(BaseModel):
 
 
 def parse(kind: type[BaseModel], body: bytes) -> Any:
-    """The request, or InvalidRequest naming the first bad field."""
+    """The request, or InvalidRequest naming the first bad field. A valid body is parsed and
+    validated in one pass (pydantic's JSON mode); a bad one again step by step, to say what is wrong."""
+    try:
+        return kind.model_validate_json(body)
+    except ValidationError:
+        pass
     try:
         data = json.loads(body)
     except ValueError as error:

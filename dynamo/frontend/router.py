@@ -11,12 +11,14 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from dynamo.runtime.discovery import Instance, Snapshot
-from dynamo.runtime.protocol import MAX_FRAME, GenerateRequest, decode, encode, generate_frame
+from dynamo.runtime.interleave import interleave
+from dynamo.runtime.protocol import FrameWriter, GenerateRequest, decode, encode, generate_frame, split_frames
 
 if TYPE_CHECKING:  # prometheus_client must not be imported before the frontend's processes start
     from dynamo.frontend.metrics import Metrics
 
 ROUTER_MODES = ("round-robin", "least-loaded")
+READ_SIZE = 256 * 1024  # bytes read from a worker at a time: many frames, split here
 _GONE = {"error": "the worker went away", "status": 503, "gone": True}
 log = logging.getLogger("dynamo.frontend")
 
@@ -53,40 +55,48 @@ class WorkerClient:
         self.retired = False
         self._ids = itertools.count(1)
         self._streams: dict[int, asyncio.Queue] = {}
-        self._writer: asyncio.StreamWriter | None = None
+        self._writer: FrameWriter | None = None
         self._connecting = asyncio.Lock()
 
-    async def _connect(self) -> asyncio.StreamWriter:
+    async def _connect(self) -> FrameWriter:
         async with self._connecting:
             if self._writer is None:
                 host, _, port = self.instance.address.rpartition(":")
                 try:
-                    reader, self._writer = await asyncio.wait_for(
-                        asyncio.open_connection(host, int(port), limit=MAX_FRAME), timeout=5)
+                    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout=5)
                 except (OSError, asyncio.TimeoutError) as error:
                     self.broken = True
                     raise WorkerGone(f"cannot connect to worker {self.instance.id} at {self.instance.address}: "
                                      f"{error}") from None
+                self._writer = FrameWriter(writer)
                 asyncio.create_task(self._read(reader))
         return self._writer
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
+        """Hand the frames to their requests, reading many at a time: each request gets the list of
+        its frames in what was read (one wake-up for a burst of tokens)."""
+        pending = b""
         try:
-            while line := await reader.readline():
-                frame = decode(line)
-                queue = self._streams.get(frame.get("id"))
-                if queue is not None:
-                    queue.put_nowait(frame)
+            while data := await reader.read(READ_SIZE):
+                lines, pending = split_frames(pending, data)
+                batches: dict[Any, list[dict[str, Any]]] = {}
+                for line in lines:
+                    frame = decode(line)
+                    batches.setdefault(frame.get("id"), []).append(frame)
+                for request_id, frames in batches.items():
+                    queue = self._streams.get(request_id)
+                    if queue is not None:
+                        queue.put_nowait(frames)
         except (ConnectionError, ValueError):
             pass
         self.broken = True
         for queue in self._streams.values():
-            queue.put_nowait(_GONE)
+            queue.put_nowait([_GONE])
         self._close()
 
     def _close(self) -> None:
         if self._writer is not None:
-            self._writer.close()
+            self._writer.writer.close()
 
     def retire(self) -> None:
         """Take no new requests; close once the running ones finish."""
@@ -95,8 +105,9 @@ class WorkerClient:
             self._close()
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[dict[str, Any]]:
-        """The worker's frames for this request. Raises WorkerGone before the first frame when the
-        worker cannot be reached (the router then tries another), and after it when it dies."""
+        """The worker's frames for this request, until each of its n choices has finished. Raises
+        WorkerGone before the first frame when the worker cannot be reached (the router then tries
+        another), and after it when it dies."""
         writer = await self._connect()
         request_id = next(self._ids)
         queue: asyncio.Queue = asyncio.Queue()
@@ -105,29 +116,32 @@ class WorkerClient:
         if self._inflight_gauge:
             self._inflight_gauge.inc()
         finished = False
+        left = request.n
         try:
-            writer.write(generate_frame(request_id, request))
+            writer.send(generate_frame(request_id, request))
             while True:
-                frame = await queue.get()
-                if "error" in frame:
-                    finished = True
-                    if self.metrics:
-                        self.metrics.worker_errors.labels(self.instance.id, self.instance.model,
-                                                          "gone" if frame.get("gone") else str(frame.get("status"))).inc()
-                    if frame.get("gone"):
-                        raise WorkerGone(f"worker {self.instance.id} at {self.instance.address} went away")
-                    raise WorkerFailed(frame["error"], frame.get("status", 500))
-                yield frame
-                if "finish" in frame:
-                    finished = True
-                    return
+                for frame in await queue.get():
+                    if "error" in frame:
+                        finished = True
+                        if self.metrics:
+                            self.metrics.worker_errors.labels(self.instance.id, self.instance.model, "gone"
+                                                              if frame.get("gone") else str(frame.get("status"))).inc()
+                        if frame.get("gone"):
+                            raise WorkerGone(f"worker {self.instance.id} at {self.instance.address} went away")
+                        raise WorkerFailed(frame["error"], frame.get("status", 500))
+                    yield frame
+                    if "finish" in frame:
+                        left -= 1
+                        if not left:
+                            finished = True
+                            return
         finally:
             self.inflight -= 1
             if self._inflight_gauge:
                 self._inflight_gauge.dec()
             del self._streams[request_id]
             if not finished and not self.broken:
-                writer.write(encode({"id": request_id, "cancel": True}))  # the client left: stop the engine
+                writer.send(encode({"id": request_id, "cancel": True}))  # the client left: stop the engine
             if self.retired and not self.inflight:
                 self._close()
 
@@ -175,15 +189,17 @@ class Router:
             choices = [client for client in choices if client.inflight == fewest]
         return choices[turn % len(choices)]
 
-    async def generate(self, request: GenerateRequest) -> AsyncIterator[dict[str, Any]]:
+    async def generate(self, request: GenerateRequest, migrations: int = 0) -> AsyncIterator[dict[str, Any]]:
         """Route the request; a worker that cannot be reached before answering is skipped, and one
         that dies while answering is replaced (migration): the next worker gets the request with
-        the answer so far, and goes on from there. The frames read as one answer."""
+        the answer so far, and goes on from there. The frames read as one answer. A request for n
+        choices goes on as one request per choice not yet finished, each with its own answer so far.
+        `migrations`: those the request already had."""
         tried: set[str] = set()
-        texts: list[str] = []
-        tokens = 0
+        texts: dict[int, list[str]] = {}  # each choice's answer so far (kept only when it may migrate)
+        tokens: dict[int, int] = {}
+        finished: set[int] = set()
         started = False
-        migrations = 0
         current = request
         while True:
             try:
@@ -199,8 +215,11 @@ class Router:
                             frame["worker"] = client.instance.id  # for the response's x-dynamo-worker
                             started = True
                         if self.migration_limit:
-                            texts.append(frame["text"])
-                            tokens += frame["tokens"]
+                            index = frame.get("index", 0)
+                            texts.setdefault(index, []).append(frame["text"])
+                            tokens[index] = tokens.get(index, 0) + frame["tokens"]
+                            if "finish" in frame:
+                                finished.add(index)
                         yield frame
                 return
             except WorkerGone:
@@ -211,10 +230,38 @@ class Router:
                     raise
                 migrations += 1
                 log.warning("worker %s died answering a request for %s; migrating it (%d of %d) after %d tokens",
-                            client.instance.id, request.model, migrations, self.migration_limit, tokens)
+                            client.instance.id, request.model, migrations, self.migration_limit,
+                            sum(tokens.values()))
                 if self.metrics:
                     self.metrics.migrations.labels(request.model).inc()
-                current = dataclasses.replace(
-                    request, resumed_text=request.resumed_text + "".join(texts),
-                    resumed_tokens=request.resumed_tokens + tokens,
-                    max_tokens=None if request.max_tokens is None else max(request.max_tokens - tokens, 0))
+                if request.n == 1:
+                    current = _resumed(request, 0, texts, tokens)
+                    continue
+                async for frame in self._resume_choices(request, texts, tokens, finished, migrations):
+                    yield frame
+                return
+
+    async def _resume_choices(self, request: GenerateRequest, texts: dict[int, list[str]], tokens: dict[int, int],
+                              finished: set[int], migrations: int) -> AsyncIterator[dict[str, Any]]:
+        """The unfinished choices of a request for several, each as a request of its own that goes on
+        from its answer so far; their frames tagged with their choice's index."""
+        left = [index for index in range(request.n) if index not in finished]
+        choices = [self.generate(_resumed(request, index, texts, tokens), migrations) for index in left]
+        try:
+            async with aclosing(interleave(choices)) as frames:
+                async for number, frame in frames:
+                    frame["index"] = left[number]
+                    yield frame
+        except NoWorker:
+            raise WorkerGone(f"no other worker serves {request.model!r} to finish the answer") from None
+
+
+def _resumed(request: GenerateRequest, index: int, texts: dict[int, list[str]], tokens: dict[int, int]
+             ) -> GenerateRequest:
+    """Choice `index` of the request as one request going on from its answer so far (its seed as the
+    worker gave it when it ran the choices)."""
+    done = tokens.get(index, 0)
+    return dataclasses.replace(
+        request, n=1, seed=None if request.seed is None else request.seed + index,
+        resumed_text=request.resumed_text + "".join(texts.get(index, [])), resumed_tokens=request.resumed_tokens + done,
+        max_tokens=None if request.max_tokens is None else max(request.max_tokens - done, 0))

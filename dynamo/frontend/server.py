@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from aiohttp import web
@@ -26,21 +27,23 @@ from dynamo.frontend.openai import (
     usage,
 )
 from dynamo.frontend.router import NoWorker, Router, WorkerFailed, WorkerGone
+from dynamo.runtime.interleave import interleave
 from dynamo.runtime.protocol import OPTIONAL_FEATURES, GenerateRequest
 
 log = logging.getLogger("dynamo.frontend")
 MAX_BODY = 16 * 1024 * 1024
 SSE_DONE = b"data: [DONE]\n\n"
 WORKER_HEADER = "x-dynamo-worker"  # the instance that answered, for debugging and tests
+_ENCODER = json.JSONEncoder(ensure_ascii=False)  # json.dumps would build one per call for ensure_ascii
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=json.dumps(body, ensure_ascii=False).encode(), status=status,
+    return web.Response(body=_ENCODER.encode(body).encode(), status=status,
                         content_type="application/json")
 
 
 def _sse(body: Any) -> bytes:
-    return b"data: " + json.dumps(body, ensure_ascii=False).encode() + b"\n\n"
+    return b"data: " + _ENCODER.encode(body).encode() + b"\n\n"
 
 
 def _event(body: dict[str, Any]) -> bytes:
@@ -189,18 +192,20 @@ class Frontend:
         """Parse, route every choice, answer; counts the request whatever happens."""
         start = time.perf_counter()
         parsed = parse(kind, await http.read())
-        requests = parsed.to_generate()
+        prompts = parsed.to_generate()  # one engine request per prompt, each for n choices
+        requests = [request for request in prompts for _ in range(parsed.n)]  # each choice's
         model = parsed.model
         label = model if model in self.router.known_models else "unknown"
         status = "error"
         inflight = frames = None
-        generators = [self.router.generate(request) for request in requests]
+        generators = [self.router.generate(request) for request in prompts]
         try:
             firsts = await self._first_frames(generators, model, label)
-            inflight = self.metrics.inflight.labels(model)
+            series = self.metrics.of(model)
+            inflight = series.inflight
             inflight.inc()
-            self.metrics.ttft.labels(model).observe(time.perf_counter() - start)
-            frames = _merged(generators, firsts)
+            series.ttft.observe(time.perf_counter() - start)
+            frames = _merged(generators, firsts, parsed.n)
             answers = [Answer(request.logprobs is not None) for request in requests]
             if kind is ResponsesRequest:
                 result, completed = await self._respond(http, parsed, requests[0], answers[0], frames, firsts[0])
@@ -214,7 +219,7 @@ class Frontend:
                     self.metrics.disconnects.labels(model).inc()
             if completed:
                 status = "success"
-                self.metrics.duration.labels(model).observe(time.perf_counter() - start)
+                series.duration.observe(time.perf_counter() - start)
             return result
         finally:
             if inflight is not None:
@@ -223,11 +228,12 @@ class Frontend:
                 await frames.aclose()
             for generator in generators:
                 await generator.aclose()  # a request cut short: its worker is told to stop
-            self.metrics.requests.labels(label, endpoint, "stream" if parsed.stream else "unary", status).inc()
+            self.metrics.count_request(label, endpoint, "stream" if parsed.stream else "unary", status)
 
     async def _first_frames(self, generators: list[AsyncIterator[dict]], model: str, label: str) -> list[dict]:
         """Each choice's first frame, once its worker answers; errors before it are the HTTP status."""
-        queued = self.metrics.queued.labels(label)
+        # A model never served (404 to come) gets its queued series only, not a model's every series.
+        queued = self.metrics.of(model).queued if label == model else self.metrics.queued.labels(label)
         queued.inc()
         try:
             if len(generators) == 1:
@@ -244,14 +250,15 @@ class Frontend:
         return results
 
     def _finished(self, answer: Answer, model: str) -> None:
-        self.metrics.input_length.labels(model).observe(answer.prompt_tokens)
-        self.metrics.output_length.labels(model).observe(answer.tokens)
-        self.metrics.output_tokens.labels(model).inc(answer.tokens)
+        series = self.metrics.of(model)
+        series.input_length.observe(answer.prompt_tokens)
+        series.output_length.observe(answer.tokens)
+        series.output_tokens.inc(answer.tokens)
 
     async def _frames(self, frames: AsyncIterator[tuple[int, dict]], model: str
                       ) -> AsyncIterator[tuple[int, dict]]:
         """The frames, timed for the inter-token latency; a worker's failure as InvalidRequest."""
-        itl = self.metrics.itl.labels(model)
+        itl = self.metrics.of(model).itl
         last = time.perf_counter()
         try:
             first = True
@@ -397,39 +404,16 @@ async def _first(generator: AsyncIterator[dict]) -> Any:
         return error
 
 
-async def _merged(generators: list[AsyncIterator[dict]], firsts: list[dict]) -> AsyncIterator[tuple[int, dict]]:
-    """The choices' frames as (choice index, frame), in the order they come; the first frames first."""
-    for index, first in enumerate(firsts):
-        yield index, first
-    running = [generator for generator, first in zip(generators, firsts) if "finish" not in first]
+async def _merged(generators: list[AsyncIterator[dict]], firsts: list[dict], n: int
+                  ) -> AsyncIterator[tuple[int, dict]]:
+    """The choices' frames as (choice index, frame), in the order they come; the first frames first.
+    Generator p answers prompt p's n choices: its frame for choice i is choice p × n + i."""
+    for number, first in enumerate(firsts):
+        yield number * n + first.get("index", 0), first
     if len(generators) == 1:
-        if running:
-            async for frame in generators[0]:
-                yield 0, frame
+        async for frame in generators[0]:  # ends at once when the first frame was the last
+            yield frame.get("index", 0), frame
         return
-    queue: asyncio.Queue = asyncio.Queue()
-
-    async def pump(index: int, generator: AsyncIterator[dict]) -> None:
-        try:
-            async for frame in generator:
-                queue.put_nowait((index, frame))
-        except Exception as error:  # handed to the reader, raised there
-            queue.put_nowait((index, error))
-        queue.put_nowait((index, None))
-
-    tasks = [asyncio.create_task(pump(index, generator)) for index, (generator, first)
-             in enumerate(zip(generators, firsts)) if "finish" not in first]
-    try:
-        left = len(tasks)
-        while left:
-            index, frame = await queue.get()
-            if frame is None:
-                left -= 1
-            elif isinstance(frame, Exception):
-                raise frame
-            else:
-                yield index, frame
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async with aclosing(interleave(generators)) as frames:
+        async for number, frame in frames:
+            yield number * n + frame.get("index", 0), frame

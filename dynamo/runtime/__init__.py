@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from collections.abc import Coroutine
@@ -28,3 +29,11 @@ def configure_logging() -> None:
             level = named
             break
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def freeze_startup_objects() -> None:
+    """Keep what starting up made (modules, the app, the engine) out of the garbage collector's
+    passes from now on (gc.freeze): a full pass over them paused the frontend for about 20 ms, a
+    jump in its tail latency; the passes now look only at what requests make."""
+    gc.collect()
+    gc.freeze()

@@ -8,12 +8,16 @@ worker → frontend   {"id": 7, "text": "Hello", "tokens": 1}          a piece o
                     {"id": 7, "text": " you", "tokens": 1, "logprobs": [...]}
                                                                       with logprobs when asked for
                     {"id": 7, "text": "", "tokens": 0, "finish": "stop", "prompt_tokens": 12}
-                                                                      the last frame of a request
+                                                                      the last frame of a choice
+                    {"id": 7, "index": 2, "text": " I", "tokens": 1}  choice 2 of a request with n > 1
+                                                                      (no index: choice 0); the
+                                                                      request ends when all n finish
                     {"id": 7, "error": "message", "status": 400}      the request failed
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +37,8 @@ class GenerateRequest:
     per token (0: only the chosen token's; None: no logprobs); `response_format` is
     {"type": "json_object"} or {"type": "json_schema", "schema": {...}}. `resumed_text` and
     `resumed_tokens` are the answer a worker that died had already produced: the engine goes on
-    from there (migration), and `max_tokens` already counts them out."""
+    from there (migration), and `max_tokens` already counts them out. `n` is the number of choices:
+    one engine request where the engine can (its features hold "n"), else the worker runs n."""
     model: str
     messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
@@ -43,6 +48,7 @@ class GenerateRequest:
     top_p: float | None = None
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    n: int = 1
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     logprobs: int | None = None
@@ -83,14 +89,16 @@ class GenerateRequest:
 
 @dataclass
 class Chunk:
-    """A piece of an engine's answer. The last chunk of a request carries `finish` ("stop" or
+    """A piece of an engine's answer. The last chunk of a choice carries `finish` ("stop" or
     "length") and the token counts. `logprobs`, when asked for: one entry per token of `text`,
-    {"token": str, "logprob": float, "top": [{"token": str, "logprob": float}, ...]}."""
+    {"token": str, "logprob": float, "top": [{"token": str, "logprob": float}, ...]}. `index`: which
+    of the request's n choices it belongs to."""
     text: str = ""
     tokens: int = 0
     finish: str | None = None
     prompt_tokens: int | None = None
     logprobs: list[dict[str, Any]] | None = None
+    index: int = 0
 
 
 class RequestError(ValueError):
@@ -100,6 +108,8 @@ class RequestError(ValueError):
 
 def chunk_frame(request_id: int, chunk: Chunk) -> bytes:
     frame: dict[str, Any] = {"id": request_id, "text": chunk.text, "tokens": chunk.tokens}
+    if chunk.index:
+        frame["index"] = chunk.index
     if chunk.logprobs is not None:
         frame["logprobs"] = chunk.logprobs
     if chunk.finish:
@@ -112,15 +122,51 @@ def error_frame(request_id: int, message: str, status: int) -> bytes:
     return encode({"id": request_id, "error": message, "status": status})
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_DECODER = json.JSONDecoder()
+
+
 def encode(frame: dict[str, Any]) -> bytes:
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return _ENCODER.encode(frame).encode() + b"\n"
 
 
 def decode(line: bytes) -> dict[str, Any]:
-    return json.loads(line)
+    return _DECODER.decode(line.decode())  # json.loads without its encoding sniffing: frames are UTF-8
 
 
-_LEFT_OUT = {"stop": [], "resumed_text": "", "resumed_tokens": 0}  # defaults a frame need not carry
+class FrameWriter:
+    """Frames to one peer, written together once per turn of the event loop: the frames that many
+    requests (or a burst of tokens) produce in one turn leave in one write, not a system call each."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self._pending: list[bytes] = []
+
+    def send(self, frame: bytes) -> None:
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(frame)
+
+    def _flush(self) -> None:
+        frames, self._pending = self._pending, []
+        if not self.writer.is_closing():
+            self.writer.write(b"".join(frames))
+
+    async def drain(self) -> None:
+        """Wait while the peer reads slower than we write (the socket's buffer is full)."""
+        await self.writer.drain()
+
+
+def split_frames(pending: bytes, data: bytes) -> tuple[list[bytes], bytes]:
+    """The whole frames in what was read so far, and the start of the next one."""
+    lines = (pending + data).split(b"\n") if pending else data.split(b"\n")
+    rest = lines.pop()
+    if len(rest) > MAX_FRAME:
+        raise ValueError(f"a frame longer than {MAX_FRAME} bytes")
+    return lines, rest
+
+
+_LEFT_OUT = {"stop": [], "n": 1, "resumed_text": "", "resumed_tokens": 0}  # defaults a frame need not carry
 
 
 def generate_frame(request_id: int, request: GenerateRequest) -> bytes:

@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from pathlib import Path
 from typing import Protocol
 
 from dynamo import runtime
 from dynamo.runtime import discovery
+from dynamo.runtime.interleave import interleave
 from dynamo.runtime.protocol import (
     MAX_FRAME,
     Chunk,
+    FrameWriter,
     GenerateRequest,
     RequestError,
     chunk_frame,
@@ -35,7 +39,8 @@ log = logging.getLogger("dynamo.worker")
 
 
 class Engine(Protocol):
-    """`features`: the optional request features (protocol.OPTIONAL_FEATURES) the engine can serve."""
+    """`features`: the optional request features (protocol.OPTIONAL_FEATURES) the engine can serve,
+    and "n" when one engine request can answer n choices (its chunks then carry their `index`)."""
     features: frozenset[str]
 
     def generate(self, request: GenerateRequest) -> AsyncIterator[Chunk]: ...
@@ -111,12 +116,13 @@ class WorkerServer:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         running: dict[int, asyncio.Task] = {}
+        frames = FrameWriter(writer)
         try:
             while line := await reader.readline():
                 frame = decode(line)
                 request_id = frame["id"]
                 if "generate" in frame:
-                    task = asyncio.create_task(self._answer(request_id, frame["generate"], writer))
+                    task = asyncio.create_task(self._answer(request_id, frame["generate"], frames))
                     running[request_id] = task
                     self.active.add(task)
                     task.add_done_callback(lambda done, rid=request_id: (running.pop(rid, None),
@@ -131,31 +137,46 @@ class WorkerServer:
                 task.cancel()
             writer.close()
 
-    async def _answer(self, request_id: int, body: dict, writer: asyncio.StreamWriter) -> None:
+    async def _answer(self, request_id: int, body: dict, frames: FrameWriter) -> None:
         try:
             request = request_from_frame(body)
         except TypeError as error:  # a frontend of another version
-            writer.write(error_frame(request_id, f"the worker cannot read this request: {error}", 400))
+            frames.send(error_frame(request_id, f"the worker cannot read this request: {error}", 400))
             return
         unsupported = [name for name in request.features() if name not in self.engine.features]
         if unsupported:
-            writer.write(error_frame(request_id, f"{unsupported[0]}: the {self.framework} engine serving "
+            frames.send(error_frame(request_id, f"{unsupported[0]}: the {self.framework} engine serving "
                                                  f"{request.model!r} does not support it; leave it out", 400))
             return
+        native = request.n == 1 or "n" in self.engine.features
+        left = request.n
         try:
-            async for chunk in self.engine.generate(request):
-                writer.write(chunk_frame(request_id, chunk))
-                await writer.drain()
+            async for chunk in self.engine.generate(request) if native else fan_out(self.engine, request):
+                frames.send(chunk_frame(request_id, chunk))
+                await frames.drain()
                 if chunk.finish:
-                    return
+                    left -= 1
+                    if not left:
+                        return
         except asyncio.CancelledError:
             raise
         except ConnectionError:
             return
         except RequestError as error:
-            writer.write(error_frame(request_id, str(error), 400))
+            frames.send(error_frame(request_id, str(error), 400))
         except Exception as error:  # the engine failed on this request; the worker goes on
-            writer.write(error_frame(request_id, f"the engine failed: {type(error).__name__}: {error}", 500))
+            frames.send(error_frame(request_id, f"the engine failed: {type(error).__name__}: {error}", 500))
+
+
+async def fan_out(engine: Engine, request: GenerateRequest) -> AsyncIterator[Chunk]:
+    """n choices from an engine that answers one per request: n requests at once (a seed, when
+    given, differs per choice so that they differ), their chunks tagged with their choice's index
+    as they come."""
+    choices = [engine.generate(dataclasses.replace(request, n=1, seed=None if request.seed is None
+                                                   else request.seed + index)) for index in range(request.n)]
+    async with aclosing(interleave(choices)) as chunks:
+        async for index, chunk in chunks:
+            yield dataclasses.replace(chunk, index=index)
 
 
 def _advertised(args: argparse.Namespace, port: int) -> str:
@@ -172,6 +193,7 @@ async def serve(engine: Engine, args: argparse.Namespace, framework: str) -> Non
     instance = discovery.Instance(id=uuid.uuid4().hex[:12], model=served_name(args), framework=framework,
                                   address=_advertised(args, port), pid=os.getpid(), host=discovery.this_host())
     await backend.register(instance)
+    runtime.freeze_startup_objects()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,6 +26,8 @@ def sampling_params(request: GenerateRequest) -> dict[str, Any]:
     """SGLang's sampling parameters; the JSON schema of a forced tool call or a response_format
     constrains the answer (json_schema, a JSON string)."""
     params = {SAMPLING_NAMES[key]: value for key, value in request.sampling().items()}
+    if request.n > 1:
+        params["n"] = request.n  # one request, n answers; each streamed output names its `index`
     schema = request.output_schema()
     if schema is not None:
         params["json_schema"] = json.dumps(schema)
@@ -82,18 +85,27 @@ class TextTracker:
 
 
 class SglangEngine:
-    features = frozenset(OPTIONAL_FEATURES)
+    features = frozenset({*OPTIONAL_FEATURES, "n"})
 
     def __init__(self, engine: Any) -> None:
         self.engine = engine
         self.tokenizer = engine.tokenizer_manager.tokenizer
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
-        tracker = TextTracker(request)
+        trackers: dict[int, TextTracker] = {}  # one per choice: each streams its own text
         stream = await self.engine.async_generate(**generate_kwargs(request, engine_prompt(self.tokenizer, request)),
                                                   stream=True)
+        finished: set[int] = set()
         async for output in stream:
-            yield tracker.chunk(output)
+            index = output.get("index", 0)
+            if index in finished:
+                continue
+            if index not in trackers:
+                trackers[index] = TextTracker(request)
+            chunk = dataclasses.replace(trackers[index].chunk(output), index=index)
+            if chunk.finish:
+                finished.add(index)
+            yield chunk
 
 
 def server_args(argv: list[str]) -> Any:

@@ -39,6 +39,8 @@ def sampling_kwargs(request: GenerateRequest) -> dict[str, Any]:
     kwargs = request.sampling()
     if request.logprobs is not None:
         kwargs["logprobs"] = request.logprobs
+    if request.n > 1:
+        kwargs["n"] = request.n  # one request, n sequences: RequestOutput.outputs, each with its index
     return kwargs
 
 
@@ -53,7 +55,7 @@ def guided_decoding(schema: dict[str, Any] | None) -> dict[str, Any]:
 
 
 class TrtllmEngine:
-    features = frozenset(OPTIONAL_FEATURES)
+    features = frozenset({*OPTIONAL_FEATURES, "n"})
 
     def __init__(self, llm: Any) -> None:
         self.llm = llm
@@ -63,15 +65,32 @@ class TrtllmEngine:
 
         prompt = engine_prompt(self.llm.tokenizer, request)
         params = SamplingParams(**sampling_kwargs(request), **guided_decoding(request.output_schema()))
+        finished: set[int] = set()
         async for output in self.llm.generate_async(prompt, sampling_params=params, streaming=True):
-            yield chunk(output, request, self.llm.tokenizer)
+            for piece in chunks(output, finished, request, self.llm.tokenizer):
+                yield piece
 
 
-def chunk(output: Any, request: GenerateRequest | None = None, tokenizer: Any = None) -> Chunk:
-    """One streamed RequestOutput: its newest text and tokens (text_diff, token_ids_diff) and their
-    logprobs (logprobs_diff: a float per token, or {token id: Logprob} with the alternatives)."""
-    completion = output.outputs[0]
-    finish = completion.finish_reason if output.finished else None
+def chunks(output: Any, finished: set[int], request: GenerateRequest | None = None, tokenizer: Any = None
+           ) -> list[Chunk]:
+    """One streamed RequestOutput: a chunk per sequence (n of them, each with its index) that has
+    news; a sequence in `finished` (which this adds to) stays in the outputs but says nothing more."""
+    result = []
+    for completion in output.outputs:
+        if completion.index in finished or not (completion.text_diff or completion.token_ids_diff
+                                                or completion.finish_reason is not None):
+            continue
+        if completion.finish_reason is not None:
+            finished.add(completion.index)
+        result.append(chunk(output, completion, request, tokenizer))
+    return result
+
+
+def chunk(output: Any, completion: Any, request: GenerateRequest | None = None, tokenizer: Any = None) -> Chunk:
+    """One sequence of a streamed RequestOutput: its newest text and tokens (text_diff,
+    token_ids_diff) and their logprobs (logprobs_diff: a float per token, or {token id: Logprob}
+    with the alternatives)."""
+    finish = completion.finish_reason
     resumed = request.resumed_tokens if request else 0
     logprobs = None
     if request is not None and request.logprobs is not None:
@@ -87,7 +106,7 @@ def chunk(output: Any, request: GenerateRequest | None = None, tokenizer: Any = 
     return Chunk(text=completion.text_diff, tokens=len(completion.token_ids_diff),
                  finish=None if finish is None else ("length" if finish == "length" else "stop"),
                  prompt_tokens=max(len(output.prompt_token_ids) - resumed, 0) if finish else None,
-                 logprobs=logprobs)
+                 logprobs=logprobs, index=completion.index)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

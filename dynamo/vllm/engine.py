@@ -22,6 +22,8 @@ def sampling_kwargs(request: GenerateRequest) -> dict[str, Any]:
     kwargs = request.sampling()
     if request.logprobs is not None:
         kwargs["logprobs"] = request.logprobs
+    if request.n > 1:
+        kwargs["n"] = request.n  # one request, n sequences (each its own seed when one is given)
     return kwargs
 
 
@@ -54,25 +56,33 @@ def logprob_entries(token_ids: list[int], logprobs: list[dict[int, Any]] | None,
 
 
 class DeltaTracker:
-    """vLLM's outputs, asked for as deltas, turned into our chunks."""
+    """vLLM's outputs, asked for as deltas, turned into our chunks: one per sequence (CompletionOutput,
+    `index` among the request's n) that has news; a sequence has finished when its finish_reason is set."""
 
     def __init__(self, request: GenerateRequest | None = None) -> None:
         self.wanted = request.logprobs or 0 if request else 0
         self.resumed_tokens = request.resumed_tokens if request else 0
+        self.finished: set[int] = set()  # sequences that said their last
 
-    def chunk(self, output: Any) -> Chunk:
-        completion = output.outputs[0]
-        finish = completion.finish_reason
-        prompt_tokens = len(output.prompt_token_ids or []) - self.resumed_tokens  # the answer so far is no prompt
-        return Chunk(text=completion.text, tokens=len(completion.token_ids),
-                     finish=("stop" if finish == "abort" else finish) if output.finished else None,
-                     prompt_tokens=max(prompt_tokens, 0) if output.finished else None,
-                     logprobs=logprob_entries(completion.token_ids, getattr(completion, "logprobs", None),
-                                              self.wanted))
+    def chunks(self, output: Any) -> list[Chunk]:
+        prompt_tokens = max(len(output.prompt_token_ids or []) - self.resumed_tokens, 0)  # the answer so far is no prompt
+        result = []
+        for completion in output.outputs:
+            finish = completion.finish_reason
+            if completion.index in self.finished:
+                continue
+            if finish is not None:
+                self.finished.add(completion.index)
+            result.append(Chunk(text=completion.text, tokens=len(completion.token_ids),
+                                finish=None if finish is None else "stop" if finish == "abort" else finish,
+                                prompt_tokens=prompt_tokens if finish is not None else None,
+                                logprobs=logprob_entries(completion.token_ids, getattr(completion, "logprobs", None),
+                                                         self.wanted), index=completion.index))
+        return result
 
 
 class VllmEngine:
-    features = frozenset(OPTIONAL_FEATURES)
+    features = frozenset({*OPTIONAL_FEATURES, "n"})
 
     def __init__(self, engine: Any, tokenizer: Any) -> None:
         self.engine, self.tokenizer = engine, tokenizer
@@ -87,7 +97,8 @@ class VllmEngine:
         tracker = DeltaTracker(request)
         async for output in self.engine.generate(prompt if isinstance(prompt, str) else {"prompt_token_ids": prompt},
                                                  params, uuid.uuid4().hex):
-            yield tracker.chunk(output)
+            for chunk in tracker.chunks(output):
+                yield chunk
 
 
 def parse_engine_args(argv: list[str]) -> Any:
