@@ -69,3 +69,22 @@ def test_other_validating_code_is_another_key(matrix_file, monkeypatch):
     monkeypatch.setattr(cache, "_code_digest", lambda: b"another version of the schema")
     load(matrix_file)
     assert len(_entries(matrix_file.parent / "__pycache__")) == 2
+
+
+def test_the_tables_are_immutable_and_compare_by_field(matrix_file):
+    import dataclasses
+    import pickle
+
+    matrix = load(matrix_file)
+    release = matrix.release[matrix.latest]
+    for change in (lambda: setattr(release, "note", "x"), lambda: delattr(release, "note"),
+                   lambda: setattr(release, "not_a_field", 1)):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            change()
+    again = pickle.loads(pickle.dumps(release))
+    assert again == release and again is not release
+    major = matrix.cuda_major["12"]  # no dict inside: hashable, as a frozen dataclass is
+    assert hash(pickle.loads(pickle.dumps(major))) == hash(major)
+    changed = dataclasses.replace(release, note="another note")
+    assert changed != release and changed.engines == release.engines
+    assert repr(matrix.cuda_major["12"]).startswith("CudaMajor(minor_compat_driver='")

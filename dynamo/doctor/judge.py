@@ -9,6 +9,7 @@ from packaging.version import InvalidVersion, Version
 
 from dynamo.doctor import requirement
 from dynamo.doctor.facts import Gpu, HostFacts, cuda_suffix_mismatches
+from dynamo.frozen import Frozen
 from dynamo.matrix import InvalidCombination, Matrix, Target, targets
 from dynamo.matrix.query import arch_name, matching_caveats, normalize_arch
 
@@ -17,8 +18,8 @@ MARKS = {OK: "✓", WARN: "!", FAIL: "✗"}
 GIB = 2**30
 
 
-@dataclass(frozen=True)
-class Finding:
+@dataclass(eq=False, repr=False)
+class Finding(Frozen):
     status: str
     check: str
     message: str
@@ -28,8 +29,8 @@ class Finding:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class Subject:
+@dataclass(eq=False, repr=False)
+class Subject(Frozen):
     """What the host is judged for: a release, and optionally a framework and device (CUDA or cpu)."""
 
     release: str
@@ -57,8 +58,8 @@ def model_name(gpu_name: str) -> str:
     return _SUFFIX.sub("", name).strip().casefold()
 
 
-@dataclass(frozen=True)
-class Identity:
+@dataclass(eq=False, repr=False)
+class Identity(Frozen):
     compute_capability: str | None
     brand: str | None
 
@@ -236,8 +237,8 @@ def _cuda_candidates(matrix: Matrix, facts: HostFacts) -> list[str]:
     return ["0", "99"]
 
 
-@dataclass(frozen=True)
-class Start:
+@dataclass(eq=False, repr=False)
+class Start(Frozen):
     """The toolkit's answer to an image's NVIDIA_REQUIRE_CUDA on this host."""
 
     verdict: str  # "start", "refuse" or "unknown" (a GPU whose brand the doctor does not know)

@@ -17,6 +17,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from dynamo.frozen import Frozen
+
 OPERATORS = ("=", "!=", "<", "<=", ">", ">=")
 KEYS = ("cuda", "driver", "arch", "brand")
 # The brands NVML reports, as the toolkit spells them (libnvidia-container's nvc_info.c).
@@ -28,8 +30,8 @@ class InvalidRequirement(ValueError):
     """The toolkit refuses such a string too, with "requirement error: invalid expression"."""
 
 
-@dataclass(frozen=True)
-class Device:
+@dataclass(eq=False, repr=False)
+class Device(Frozen):
     """What the toolkit knows when it evaluates the requirement for one visible GPU (or none)."""
 
     cuda: str | None = None  # the CUDA version the driver supports, "12.8"

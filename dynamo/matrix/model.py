@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
+from dynamo.frozen import Frozen
 from dynamo.matrix import checks
 
 Support = Literal["supported", "experimental"]
@@ -35,8 +36,8 @@ def required(check=None, *, keys=None):
     return field(metadata=_meta(check, keys))
 
 
-@dataclass(frozen=True, kw_only=True)
-class Cuda:
+@dataclass(kw_only=True, eq=False, repr=False)
+class Cuda(Frozen):
     driver_linux: str = required(checks.driver)
     driver_updates: dict[str, str] = checked(checks.driver, keys=checks.version, factory=dict)
     published_linux: str | None = checked(checks.published_driver)
@@ -46,8 +47,8 @@ class Cuda:
     note: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class NixlExtra:
+@dataclass(kw_only=True, eq=False, repr=False)
+class NixlExtra(Frozen):
     """NIXL's pip extra that installs its build for one CUDA major (nixl[cu13] pulls nixl-cu13), and
     the first NIXL version that has it."""
 
@@ -55,35 +56,35 @@ class NixlExtra:
     since: str = required(checks.version)
 
 
-@dataclass(frozen=True, kw_only=True)
-class CudaMajor:
+@dataclass(kw_only=True, eq=False, repr=False)
+class CudaMajor(Frozen):
     minor_compat_driver: str = required(checks.driver)
     nixl_extra: NixlExtra | None = None  # absent: NIXL is installed without an extra
 
 
-@dataclass(frozen=True, kw_only=True)
-class CpuArch:
+@dataclass(kw_only=True, eq=False, repr=False)
+class CpuArch(Frozen):
     platform: str = required(checks.platform)
     aliases: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, kw_only=True)
-class GpuArch:
+@dataclass(kw_only=True, eq=False, repr=False)
+class GpuArch(Frozen):
     name: str
     # the lowest and highest compute capability of the architecture (NVIDIA's numbering)
     capabilities: tuple[str, ...] = checked(checks.compute_capability, default=())
 
 
-@dataclass(frozen=True, kw_only=True)
-class ComputeCapability:
+@dataclass(kw_only=True, eq=False, repr=False)
+class ComputeCapability(Frozen):
     arch: str
     gpus: tuple[str, ...] = ()
     first_cuda: str | None = checked(checks.cuda_version)
     dropped_in: str | None = checked(checks.cuda_version)
 
 
-@dataclass(frozen=True, kw_only=True)
-class OperatingSystem:
+@dataclass(kw_only=True, eq=False, repr=False)
+class OperatingSystem(Frozen):
     name: str
     version: str
     id: str | None = None
@@ -92,8 +93,8 @@ class OperatingSystem:
     cloud: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Framework:
+@dataclass(kw_only=True, eq=False, repr=False)
+class Framework(Frozen):
     name: str
     package: str | None = checked(checks.distribution)  # None: no engine (the frontend image)
     module: str = required(checks.module)
@@ -106,21 +107,21 @@ class Framework:
     memlock_unlimited: bool = False
 
 
-@dataclass(frozen=True, kw_only=True)
-class Platform:
+@dataclass(kw_only=True, eq=False, repr=False)
+class Platform(Frozen):
     os: str
     arch: str
     status: Support
 
 
-@dataclass(frozen=True, kw_only=True)
-class MinHost:
+@dataclass(kw_only=True, eq=False, repr=False)
+class MinHost(Frozen):
     ram_gib: int = required(checks.positive)
     cpu_cores: int = required(checks.positive)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Engine:
+@dataclass(kw_only=True, eq=False, repr=False)
+class Engine(Frozen):
     """One framework as a release ships it."""
 
     version: str | None = checked(checks.version)  # required when the framework has a package
@@ -136,8 +137,8 @@ class Engine:
     upstream_version: str | None = checked(checks.version)  # upstream's differing value; ours is kept
 
 
-@dataclass(frozen=True, kw_only=True)
-class ReleaseFields:
+@dataclass(kw_only=True, eq=False, repr=False)
+class ReleaseFields(Frozen):
     """The fields a release may set, each falling back to [defaults]."""
 
     status: ReleaseStatus | None = None
@@ -153,7 +154,7 @@ class ReleaseFields:
     min_host: MinHost | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, eq=False, repr=False)
 class Release(ReleaseFields):
     label: str | None = None
     patch_of: str | None = None
@@ -167,8 +168,8 @@ class Release(ReleaseFields):
     engines: dict[str, Engine] = checked(factory=dict)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Caveat:
+@dataclass(kw_only=True, eq=False, repr=False)
+class Caveat(Frozen):
     id: str
     message: str
     effect: CaveatEffect
@@ -182,8 +183,8 @@ class Caveat:
     link: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Artifact:
+@dataclass(kw_only=True, eq=False, repr=False)
+class Artifact(Frozen):
     kind: ArtifactKind
     url: str
     title: str | None = None
@@ -195,16 +196,16 @@ class Artifact:
     note: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class ForwardCompat:
+@dataclass(kw_only=True, eq=False, repr=False)
+class ForwardCompat(Frozen):
     """The forward-compatibility clauses of our images' NVIDIA_REQUIRE_CUDA (NVIDIA's base images' own)."""
 
     brands: tuple[str, ...] = checked(checks.identifier, default=())
     branches: dict[str, tuple[int, ...]] = checked(keys=checks.cuda_version, factory=dict)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Matrix:
+@dataclass(kw_only=True, eq=False, repr=False)
+class Matrix(Frozen):
     """The whole file. Releases keep the file's order (newest first)."""
 
     schema: Literal[1]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from packaging.version import Version
 
+from dynamo.frozen import Frozen
 from dynamo.matrix.model import Caveat, Engine, Framework, Matrix, Release
 
 CPU = "cpu"
@@ -25,8 +26,8 @@ class InvalidCombination(ValueError):
     """A combination the matrix does not offer; str() is one sentence naming the alternatives."""
 
 
-@dataclass(frozen=True)
-class Target:
+@dataclass(eq=False, repr=False)
+class Target(Frozen):
     """One fully pinned build: everything a Dockerfile, a label or a check needs."""
 
     release: str
