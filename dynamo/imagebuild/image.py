@@ -87,10 +87,13 @@ def build_image(plan: BuildPlan, engine: ContainerEngine, progress: Progress) ->
                           f" (apt-get install buildah) or docker buildx and pass --engine buildah")
     engine.ensure_base_image(plan.base_image)
     temp_ref = f"localhost/dynamo-build-tmp:{uuid.uuid4().hex[:12]}"
+    size = 0  # a manifest list has no single size
     try:
         image_id = engine.build(plan, temp_ref, progress.line).image_id
-        if len(plan.platforms) == 1:
-            _check_labels(plan, engine.inspect(temp_ref).labels)
+        if len(plan.platforms) == 1:  # in the local store: read it back once, under its temporary name
+            info = engine.inspect(temp_ref)
+            _check_labels(plan, info.labels)
+            size = info.size
         direct_push = plan.push and len(plan.platforms) > 1 and engine.name == "docker-buildx"
         if not direct_push:  # buildx pushes multi-platform images itself, under the final tags
             engine.tag(temp_ref, plan.tags)
@@ -99,8 +102,6 @@ def build_image(plan: BuildPlan, engine: ContainerEngine, progress: Progress) ->
                     engine.push(tag)
     finally:
         engine.remove(temp_ref)
-    # A manifest list has no single size; a single-platform image is in the local store.
-    size = engine.inspect(plan.tags[0]).size if len(plan.platforms) == 1 else 0
     return Summary(image_id=image_id, size=size, tags=plan.tags, seconds=progress.elapsed(), steps=progress.steps,
                    cached=progress.cached, pushed=plan.push, engine=engine.name, store=engine.store,
                    manifest_list=len(plan.platforms) > 1)
