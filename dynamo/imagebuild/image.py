@@ -20,6 +20,9 @@ _STEPS = (
     re.compile(r"^#\d+ \[(?P<stage>[^\]]*?)\s*(?P<step>\d+/\d+)\] (?P<what>.*)"),
 )
 _CACHED = re.compile(r"Using cache|^#\d+ CACHED")
+# buildah's outcome of a step: "--> Using cache ID" or "--> ID". It interleaves stages: a `COPY --from=app`
+# step is announced, then app's steps with their outcomes, then the COPY's own outcome.
+_OUTCOME = re.compile(r"^--> ")
 
 
 @dataclass
@@ -32,14 +35,17 @@ class Progress:
     steps: int = 0
     cached: int = 0
     log: list[list] = field(default_factory=list)  # [step text, came from cache]
+    awaiting: list[int] = field(default_factory=list)  # steps (indices in log) whose outcome is not printed yet
 
     def line(self, text: str) -> None:
         if self.verbose:
             print(text, file=self.out)
         if _CACHED.search(text):
             self.cached += 1
-            if self.log:
-                self.log[-1][1] = True
+            if self.awaiting:
+                self.log[self.awaiting.pop()][1] = True
+        elif _OUTCOME.match(text) and self.awaiting:
+            self.awaiting.pop()
         for pattern in _STEPS:
             match = pattern.match(text)
             if match:
@@ -48,6 +54,8 @@ class Progress:
                 where = (f"stage {parts['stage']} " if parts.get("stage") else "") + f"step {parts['step']}"
                 what = " ".join(parts["what"].split())
                 self.log.append([what, False])
+                if not what.startswith("FROM "):  # a stage's FROM has no outcome line
+                    self.awaiting.append(len(self.log) - 1)
                 print(f"[{where}] {self.elapsed():7.1f}s  {what[:110]}", file=self.out, flush=True)
                 return
 
