@@ -29,6 +29,7 @@ class ImageInfo:
     size: int  # bytes; 0 when the engine does not say
     labels: dict[str, str] = field(default_factory=dict)
     architecture: str = ""
+    history: tuple[str, ...] = ()  # when each step was made (RFC 3339), base image first; () when the engine does not say
 
 
 @dataclass(frozen=True)

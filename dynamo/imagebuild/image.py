@@ -7,9 +7,10 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import TextIO
 
-from dynamo.containers import ContainerEngine, EngineError
+from dynamo.containers import ContainerEngine, EngineError, ImageInfo
 from dynamo.imagebuild.plan import BuildPlan
 
 # One pattern per engine's way of announcing a step: buildah/podman, Docker classic, buildx plain.
@@ -75,6 +76,7 @@ class Summary:
     engine: str
     store: str
     manifest_list: bool
+    warnings: tuple[str, ...] = ()  # about the image made, for the person who asked for it
 
     def text(self) -> str:
         size = f"{self.size / 2**20:.1f} MiB" if self.size else "size unknown"
@@ -96,12 +98,17 @@ def build_image(plan: BuildPlan, engine: ContainerEngine, progress: Progress) ->
     engine.ensure_base_image(plan.base_image)
     temp_ref = f"localhost/dynamo-build-tmp:{uuid.uuid4().hex[:12]}"
     size = 0  # a manifest list has no single size
+    warnings: list[str] = []
     try:
         image_id = engine.build(plan, temp_ref, progress.line).image_id
         if len(plan.platforms) == 1:  # in the local store: read it back once, under its temporary name
             info = engine.inspect(temp_ref)
             _check_labels(plan, info.labels)
             size = info.size
+            if stale := _steps_from_another_time(plan, info, engine.inspect(plan.base_image)):
+                warnings.append(f"{stale} step(s) came from a layer cache made at another SOURCE_DATE_EPOCH"
+                                f" ({engine.name}'s cache ignores --timestamp), so this image is not the one a build"
+                                " from empty caches gives; build with --no-cache for the reproducible image")
         direct_push = plan.push and len(plan.platforms) > 1 and engine.name == "docker-buildx"
         if not direct_push:  # buildx pushes multi-platform images itself, under the final tags
             engine.tag(temp_ref, plan.tags)
@@ -112,7 +119,14 @@ def build_image(plan: BuildPlan, engine: ContainerEngine, progress: Progress) ->
         engine.remove(temp_ref)
     return Summary(image_id=image_id, size=size, tags=plan.tags, seconds=progress.elapsed(), steps=progress.steps,
                    cached=progress.cached, pushed=plan.push, engine=engine.name, store=engine.store,
-                   manifest_list=len(plan.platforms) > 1)
+                   manifest_list=len(plan.platforms) > 1, warnings=tuple(warnings))
+
+
+def _steps_from_another_time(plan: BuildPlan, image: ImageInfo, base: ImageInfo) -> int:
+    """How many of the steps this build added were made at another time than the plan's SOURCE_DATE_EPOCH
+    (where the engine records when each step was made: buildah and podman)."""
+    created = datetime.fromtimestamp(plan.source_date_epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return sum(when != created for when in image.history[len(base.history):])
 
 
 def _check_labels(plan: BuildPlan, labels: dict[str, str]) -> None:
