@@ -124,7 +124,11 @@ def build_image(plan: BuildPlan, engine: ContainerEngine, progress: Progress) ->
 
 def _steps_from_another_time(plan: BuildPlan, image: ImageInfo, base: ImageInfo) -> int:
     """How many of the steps this build added were made at another time than the plan's SOURCE_DATE_EPOCH
-    (where the engine records when each step was made: buildah and podman)."""
+    (where the engine records when each step was made: buildah and podman).
+
+    buildah 1.28 matches cached steps without --timestamp, so a step made for an earlier commit comes back
+    with that commit's time and its parent's id in the history comment (the same class of problem as
+    https://github.com/moby/buildkit/issues/4748 and https://github.com/podman-container-tools/buildah/issues/7038)."""
     created = datetime.fromtimestamp(plan.source_date_epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return sum(when != created for when in image.history[len(base.history):])
 
