@@ -47,6 +47,15 @@ def load() -> str:
     return "load average {:.2f}, {:.2f}, {:.2f}".format(*os.getloadavg())
 
 
+def store_size(engine_name: str) -> str:
+    """buildah and podman look a cached step up among every image in the store, intermediate ones included:
+    the more images, the slower each cached step."""
+    if engine_name not in ("buildah", "podman"):
+        return ""
+    listing = subprocess.run([engine_name, "images", "--all", "--quiet"], capture_output=True, text=True).stdout
+    return f", {len(listing.split())} images in the store"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--framework", default="llama_cpp")
@@ -72,7 +81,8 @@ def main() -> None:
     def timed(label: str, **extra) -> Timeline:
         progress = Timeline(out=open(os.devnull, "w"))
         summary = build_image(make_plan(matrix, **common, **extra), engine, progress)
-        print(f"{label:<58} {summary.seconds:7.1f} s, {summary.steps} steps, {summary.cached} from cache  ({load()})")
+        print(f"{label:<58} {summary.seconds:7.1f} s, {summary.steps} steps, {summary.cached} from cache"
+              f"  ({load()}{store_size(engine.name)})")
         return progress
 
     def ran_again(progress: Timeline) -> list[str]:
