@@ -105,7 +105,7 @@ def build_image(plan: BuildPlan, engine: ContainerEngine, progress: Progress) ->
             info = engine.inspect(temp_ref)
             _check_labels(plan, info.labels)
             size = info.size
-            if stale := _steps_from_another_time(plan, info, engine.inspect(plan.base_image)):
+            if info.history and (stale := _steps_from_another_time(plan, info, engine.inspect(plan.base_image))):
                 warnings.append(f"{stale} step(s) came from a layer cache made at another SOURCE_DATE_EPOCH"
                                 f" ({engine.name}'s cache ignores --timestamp), so this image is not the one a build"
                                 " from empty caches gives; build with --no-cache for the reproducible image")
