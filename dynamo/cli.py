@@ -129,6 +129,8 @@ def _build(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted: no tag was moved", file=sys.stderr)
         return 130
+    for warning in summary.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(summary.text())
     return EXIT_OK
 

@@ -85,6 +85,39 @@ def test_unknown_engine_lists_the_valid_ones():
     assert result.returncode == 2 and "invalid choice: 'kaniko' (choose from 'docker', 'buildah', 'podman')" in result.stderr
 
 
+# buildah 1.28's output of a frontend rebuild (recorded here, shortened): the runtime stage announces its
+# `COPY --from=app`, then builds the app stage, each step with its outcome, then prints the COPY's own outcome.
+INTERLEAVED = """\
+[6/6] STEP 24/30: RUN groupadd --gid 1000 dynamo
+--> Using cache 9906801514b362444aca319f258a7b1c04d7e0c0318f
+[6/6] STEP 25/30: COPY --from=app /opt/dynamo /opt/dynamo
+[4/6] STEP 1/4: FROM b6f0ed3919bec22bd859301354223215ef94932
+[4/6] STEP 2/4: COPY --from=wheel /wheels/ /tmp/wheels/
+--> Using cache 04d7d62bc82962d9a710a615fee0adc2f26762711698
+[4/6] STEP 3/4: ARG LOCK
+--> Using cache 25c5198671ccb03ded2bf5024da05b7dbb98ae26698a
+[4/6] STEP 4/4: RUN pip install --no-cache-dir --no-index --no-deps /tmp/wheels/dynamo-*.whl
+APP_OUTCOME
+COPY_OUTCOME
+[6/6] STEP 26/30: USER 1000:1000
+--> Using cache 7ba0ca6fac4cb71ea4eb045a0145ae9a8a7ff7e6c224
+"""
+
+
+@pytest.mark.parametrize("app, copy", [(True, True), (False, False), (True, False)])
+def test_progress_credits_the_cache_to_the_step_it_served(app, copy):
+    from dynamo.imagebuild.image import Progress
+
+    outcome = lambda cached, image: f"--> Using cache {image}" if cached else f"--> {image}"  # noqa: E731
+    progress = Progress(out=open("/dev/null", "w"))
+    for line in INTERLEAVED.replace("APP_OUTCOME", outcome(app, "51f0470960c9")).replace(
+            "COPY_OUTCOME", outcome(copy, "9735760807c4")).splitlines():
+        progress.line(line)
+    assert [(what.split()[0], hit) for what, hit in progress.log] == [
+        ("RUN", True), ("COPY", copy), ("FROM", False), ("COPY", True), ("ARG", True), ("RUN", app), ("USER", True)]
+    assert progress.cached == 4 + app + copy
+
+
 def test_buildah_build_verify_and_mismatch(tmp_path):
     require(buildah_ready())
     tag = f"localhost/dynamo-test:{RUN_ID}-frontend"
@@ -251,6 +284,7 @@ def frontend_image(clean_checkout):
     tag = f"localhost/dynamo-test:{RUN_ID}-reproducible"
     result = _build_in(clean_checkout, "frontend", tag, "--build-arg", f"SOURCE_DATE_EPOCH={EPOCH}")
     assert result.returncode == 0, result.stderr
+    assert "layer cache made at another SOURCE_DATE_EPOCH" not in result.stderr  # --no-cache: every step made now
     return tag
 
 
@@ -289,6 +323,23 @@ def test_source_date_epoch_stamps_every_file_and_the_shadow_date(clean_checkout,
     finally:
         subprocess.run(["buildah", "umount", container], capture_output=True)
         subprocess.run(["buildah", "rm", container], capture_output=True)
+
+
+def test_a_warm_build_at_another_epoch_says_it_is_not_the_cold_image():
+    """buildah 1.28's layer cache ignores --timestamp: steps cached at one commit's time come back in a build for
+    another commit's, and the image differs from the one empty caches give. The build says so."""
+    require(buildah_ready())
+    tag = f"localhost/dynamo-test:{RUN_ID}-epoch"
+    assert build("--engine", "buildah", "--tag", tag, "--build-arg", "SOURCE_DATE_EPOCH=1100000000").returncode == 0
+    result = build("--engine", "buildah", "--tag", tag, "--build-arg", "SOURCE_DATE_EPOCH=1200000000")
+    assert result.returncode == 0, result.stderr
+    # What the image itself records: when each step after the base image's was made.
+    made = [entry["created"] for entry in _image_config(tag)["history"][len(_image_config(STANDIN_AMD64)["history"]):]]
+    stale = sum(when != time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1200000000)) for when in made)
+    assert stale > 0
+    assert (f"warning: {stale} step(s) came from a layer cache made at another SOURCE_DATE_EPOCH (buildah's cache"
+            " ignores --timestamp), so this image is not the one a build from empty caches gives; build with"
+            " --no-cache for the reproducible image") in result.stderr.splitlines()
 
 
 def test_frontend_image_is_reproduced_bit_for_bit(clean_checkout, frontend_image):

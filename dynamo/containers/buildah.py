@@ -59,7 +59,8 @@ class Buildah(CliEngine):
         images = json.loads(self._run("images", "--json", data["FromImageID"]).stdout or "[]")
         return ImageInfo(id=data["FromImageID"], size=_bytes(images[0].get("size", "0")) if images else 0,
                          labels=config.get("config", {}).get("Labels") or {},
-                         architecture=config.get("architecture", ""), env=env_dict(config.get("config", {}).get("Env")))
+                         architecture=config.get("architecture", ""), env=env_dict(config.get("config", {}).get("Env")),
+                         history=tuple(entry.get("created", "") for entry in config.get("history") or ()))
 
     def run(self, ref: str, command: list[str]) -> subprocess.CompletedProcess:
         container = self._run("from", "--pull-never", ref).stdout.strip()

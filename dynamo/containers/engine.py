@@ -30,6 +30,7 @@ class ImageInfo:
     labels: dict[str, str] = field(default_factory=dict)
     architecture: str = ""
     env: dict[str, str] = field(default_factory=dict)  # the config's Env, which the NVIDIA toolkit reads
+    history: tuple[str, ...] = ()  # when each step was made (RFC 3339), base image first; () when the engine does not say
 
 
 def env_dict(entries: list[str] | None) -> dict[str, str]:

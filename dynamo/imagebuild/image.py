@@ -7,9 +7,10 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import TextIO
 
-from dynamo.containers import ContainerEngine, EngineError
+from dynamo.containers import ContainerEngine, EngineError, ImageInfo
 from dynamo.imagebuild.plan import BuildPlan
 
 # One pattern per engine's way of announcing a step: buildah/podman, Docker classic, buildx plain.
@@ -20,6 +21,9 @@ _STEPS = (
     re.compile(r"^#\d+ \[(?P<stage>[^\]]*?)\s*(?P<step>\d+/\d+)\] (?P<what>.*)"),
 )
 _CACHED = re.compile(r"Using cache|^#\d+ CACHED")
+# buildah's outcome of a step: "--> Using cache ID" or "--> ID". It interleaves stages: a `COPY --from=app`
+# step is announced, then app's steps with their outcomes, then the COPY's own outcome.
+_OUTCOME = re.compile(r"^--> ")
 
 
 @dataclass
@@ -32,14 +36,17 @@ class Progress:
     steps: int = 0
     cached: int = 0
     log: list[list] = field(default_factory=list)  # [step text, came from cache]
+    awaiting: list[int] = field(default_factory=list)  # steps (indices in log) whose outcome is not printed yet
 
     def line(self, text: str) -> None:
         if self.verbose:
             print(text, file=self.out)
         if _CACHED.search(text):
             self.cached += 1
-            if self.log:
-                self.log[-1][1] = True
+            if self.awaiting:
+                self.log[self.awaiting.pop()][1] = True
+        elif _OUTCOME.match(text) and self.awaiting:
+            self.awaiting.pop()
         for pattern in _STEPS:
             match = pattern.match(text)
             if match:
@@ -48,6 +55,8 @@ class Progress:
                 where = (f"stage {parts['stage']} " if parts.get("stage") else "") + f"step {parts['step']}"
                 what = " ".join(parts["what"].split())
                 self.log.append([what, False])
+                if not what.startswith("FROM "):  # a stage's FROM has no outcome line
+                    self.awaiting.append(len(self.log) - 1)
                 print(f"[{where}] {self.elapsed():7.1f}s  {what[:110]}", file=self.out, flush=True)
                 return
 
@@ -67,6 +76,7 @@ class Summary:
     engine: str
     store: str
     manifest_list: bool
+    warnings: tuple[str, ...] = ()  # about the image made, for the person who asked for it
 
     def text(self) -> str:
         size = f"{self.size / 2**20:.1f} MiB" if self.size else "size unknown"
@@ -87,10 +97,18 @@ def build_image(plan: BuildPlan, engine: ContainerEngine, progress: Progress) ->
                           f" (apt-get install buildah) or docker buildx and pass --engine buildah")
     engine.ensure_base_image(plan.base_image)
     temp_ref = f"localhost/dynamo-build-tmp:{uuid.uuid4().hex[:12]}"
+    size = 0  # a manifest list has no single size
+    warnings: list[str] = []
     try:
         image_id = engine.build(plan, temp_ref, progress.line).image_id
-        if len(plan.platforms) == 1:
-            _check_labels(plan, engine.inspect(temp_ref).labels)
+        if len(plan.platforms) == 1:  # in the local store: read it back once, under its temporary name
+            info = engine.inspect(temp_ref)
+            _check_labels(plan, info.labels)
+            size = info.size
+            if info.history and (stale := _steps_from_another_time(plan, info, engine.inspect(plan.base_image))):
+                warnings.append(f"{stale} step(s) came from a layer cache made at another SOURCE_DATE_EPOCH"
+                                f" ({engine.name}'s cache ignores --timestamp), so this image is not the one a build"
+                                " from empty caches gives; build with --no-cache for the reproducible image")
         direct_push = plan.push and len(plan.platforms) > 1 and engine.name == "docker-buildx"
         if not direct_push:  # buildx pushes multi-platform images itself, under the final tags
             engine.tag(temp_ref, plan.tags)
@@ -99,11 +117,20 @@ def build_image(plan: BuildPlan, engine: ContainerEngine, progress: Progress) ->
                     engine.push(tag)
     finally:
         engine.remove(temp_ref)
-    # A manifest list has no single size; a single-platform image is in the local store.
-    size = engine.inspect(plan.tags[0]).size if len(plan.platforms) == 1 else 0
     return Summary(image_id=image_id, size=size, tags=plan.tags, seconds=progress.elapsed(), steps=progress.steps,
                    cached=progress.cached, pushed=plan.push, engine=engine.name, store=engine.store,
-                   manifest_list=len(plan.platforms) > 1)
+                   manifest_list=len(plan.platforms) > 1, warnings=tuple(warnings))
+
+
+def _steps_from_another_time(plan: BuildPlan, image: ImageInfo, base: ImageInfo) -> int:
+    """How many of the steps this build added were made at another time than the plan's SOURCE_DATE_EPOCH
+    (where the engine records when each step was made: buildah and podman).
+
+    buildah 1.28 matches cached steps without --timestamp, so a step made for an earlier commit comes back
+    with that commit's time and its parent's id in the history comment (the same class of problem as
+    https://github.com/moby/buildkit/issues/4748 and https://github.com/podman-container-tools/buildah/issues/7038)."""
+    created = datetime.fromtimestamp(plan.source_date_epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return sum(when != created for when in image.history[len(base.history):])
 
 
 def _check_labels(plan: BuildPlan, labels: dict[str, str]) -> None:
