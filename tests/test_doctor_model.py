@@ -107,8 +107,8 @@ def test_our_images_carry_nvidias_forward_compatibility_clauses(matrix):
 def test_rendered_dockerfiles_carry_the_requirement(matrix):
     text = (REPO / "container" / "Dockerfile.vllm").read_text()
     # the default cell of the latest release is CUDA 13.0; its clauses are NVIDIA's 13.0 branches
-    assert 'ARG NVIDIA_REQUIRE_CUDA="cuda>=13.0 brand=unknown,driver>=535,driver<536 ' in text
-    assert 'brand=cloudgaming,driver>=575,driver<576"\n' in text and "driver>=560" not in text
+    assert '    NVIDIA_REQUIRE_CUDA="cuda>=13.0 brand=unknown,driver>=535,driver<536 ' in text
+    assert 'brand=cloudgaming,driver>=575,driver<576" \\\n' in text and "driver>=560" not in text
     assert 'ENV NVIDIA_REQUIRE_CUDA="${NVIDIA_REQUIRE_CUDA}"' in text
 
 

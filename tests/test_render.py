@@ -143,18 +143,23 @@ def test_dockerfiles_pass_hadolint(outputs, tmp_path):
             assert result.returncode == 0 and result.stdout == "", result.stdout + result.stderr
 
 
-_ARG = re.compile(r'^ARG ([A-Z][A-Z0-9_]*)=(?:"([^"]*)"|(\S*))(.*)$')
+_ARG = re.compile(r'([A-Z][A-Z0-9_]*)=(?:"([^"]*)"|(\S*))(.*)')
 
 
 def _default_args(text: str) -> list[tuple[str, str, str]]:
-    """(name, value, whatever follows the value on the line) for every `ARG NAME=default`."""
-    found = []
+    """(name, value, whatever follows the value on its line) for every NAME=default of every ARG
+    instruction, which names one argument per line (continued with a backslash)."""
+    found, continued = [], False
     for line in text.splitlines():
-        if line.startswith("ARG ") and "=" in line:
-            match = _ARG.match(line)
-            assert match, f"unreadable ARG line: {line!r}"
-            name, quoted, bare, rest = match.groups()
-            found.append((name, quoted if quoted is not None else bare, rest))
+        if line.startswith("ARG ") or continued:
+            part = line.removeprefix("ARG ").strip()
+            continued = part.endswith("\\")
+            part = part.removesuffix("\\").rstrip()
+            if "=" in part:
+                match = _ARG.fullmatch(part)
+                assert match, f"unreadable ARG line: {line!r}"
+                name, quoted, bare, rest = match.groups()
+                found.append((name, quoted if quoted is not None else bare, rest))
     return found
 
 
@@ -186,7 +191,7 @@ def test_images_install_nixl_built_for_their_cuda(outputs):
     assert install == {("1.6.1", "vllm", "cuda13.0"): "vllm[flashinfer,otel,runai] nixl[cu13]",
                        ("0.8.0", "vllm", "cuda13.0"): "vllm nixl[cu13]", ("0.8.0", "vllm", "cuda12.9"): "vllm nixl[cu12]",
                        ("0.6.1", "vllm", "cuda12.8"): "vllm[flashinfer] nixl"}
-    assert 'ARG INSTALL="vllm[flashinfer,otel,runai] nixl[cu13]"' in outputs["container/Dockerfile.vllm"]
+    assert '    INSTALL="vllm[flashinfer,otel,runai] nixl[cu13]" \\\n' in outputs["container/Dockerfile.vllm"]
     assert outputs["container/constraints/0.8.0/vllm.txt"].splitlines()[1:] == [
         "# pip constraints for vLLM 0.12.0 in Dynamo 0.8.0; the image installs: vllm nixl[cu13] (cuda13.0),"
         " vllm nixl[cu12] (cuda12.9)", "vllm==0.12.0", "nixl==0.8.0"]
