@@ -132,7 +132,7 @@ def test_buildah_build_verify_and_mismatch(tmp_path):
     assert verified.returncode == 1
     assert [line.split()[1:4] for line in verified.stdout.splitlines() if line.startswith("✗")] == \
         [["SBOM", "and", "provenance"]], verified.stdout
-    assert verified.stdout.splitlines()[-1] == f"{tag}: 1 of 14 checks fail"
+    assert verified.stdout.splitlines()[-1] == f"{tag}: 1 of 15 checks fail"
 
     mismatched = f"localhost/dynamo-test:{RUN_ID}-mismatch"
     result = build("--engine", "buildah", "--release", "0.8.0", "--unlocked", "--tag", mismatched)  # 0.8.0 has no locks
@@ -143,7 +143,7 @@ def test_buildah_build_verify_and_mismatch(tmp_path):
                for line in verified.stdout.splitlines()), verified.stdout
     assert any(line.startswith("✗  label dev.dynamo.lock") and line.split()[-2:] == ["0.8.0/frontend-cpu-py3.11", "none"]
                for line in verified.stdout.splitlines()), verified.stdout  # built --unlocked
-    assert verified.stdout.splitlines()[-1] == f"{mismatched}: 3 of 14 checks fail"  # and no attestations
+    assert verified.stdout.splitlines()[-1] == f"{mismatched}: 3 of 15 checks fail"  # and no attestations
 
 
 def test_failed_build_moves_no_tag():
@@ -188,7 +188,7 @@ def test_docker_classic_build_and_verify(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "[step " in result.stderr
     verified = run_cli("verify", tag, "--engine", "docker", "--attestations", str(tmp_path))
-    assert verified.stdout.splitlines()[-1] == f"{tag}: 1 of 14 checks fail", verified.stdout + verified.stderr  # not attested
+    assert verified.stdout.splitlines()[-1] == f"{tag}: 1 of 15 checks fail", verified.stdout + verified.stderr  # not attested
     listing = subprocess.run(["docker", "run", "--rm", tag, "sh", "-c", "ls /run/secrets 2>&1; id -u"],
                              capture_output=True, text=True).stdout
     assert "No such file" in listing and listing.strip().endswith("1000")  # no CA left, non-root
