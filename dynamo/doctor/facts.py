@@ -117,12 +117,13 @@ def parse_smi_csv(text: str) -> tuple[str | None, list[Gpu]]:
     return driver, gpus
 
 
-_SMI_DRIVER = re.compile(r"(?:Driver Version|KMD Version):\s*(?P<driver>\d+(?:\.\d+)+)")
-_SMI_CUDA = re.compile(r"CUDA (?:UMD )?Version:\s*(?P<cuda>\S+)")
+# Compiled on first use (re keeps them): a host without nvidia-smi never needs them.
+_SMI_DRIVER = r"(?:Driver Version|KMD Version):\s*(?P<driver>\d+(?:\.\d+)+)"
+_SMI_CUDA = r"CUDA (?:UMD )?Version:\s*(?P<cuda>\S+)"
 # "|   0  NVIDIA H100 80GB HBM3          On  |", Jetson's "|   0  Orin (nvgpu)   N/A  |", or on an older
 # table "|   0  Tesla P4            Off  |".
-_SMI_GPU = re.compile(r"^\|\s+(?P<index>\d+)\s+(?P<name>.+?)\s{2,}(?:On|Off|N/A)\s+\|")
-_SMI_MEMORY = re.compile(r"(?P<used>\d+)MiB\s*/\s*(?P<total>\d+)MiB")
+_SMI_GPU = r"^\|\s+(?P<index>\d+)\s+(?P<name>.+?)\s{2,}(?:On|Off|N/A)\s+\|"
+_SMI_MEMORY = r"(?P<used>\d+)MiB\s*/\s*(?P<total>\d+)MiB"
 
 
 def _cuda_version(text: str | None) -> str | None:
@@ -134,14 +135,14 @@ def parse_smi_table(text: str) -> tuple[str | None, str | None, list[Gpu]]:
     """The plain `nvidia-smi` table: driver, the driver's CUDA version, and the GPUs (names and
     memory; the table has no compute capability). R610+ calls them KMD and CUDA UMD Version; tables
     before R410 print no CUDA version; a table pasted inside a log may be indented."""
-    driver = _SMI_DRIVER.search(text)
-    cuda = _SMI_CUDA.search(text)
+    driver = re.search(_SMI_DRIVER, text)
+    cuda = re.search(_SMI_CUDA, text)
     gpus: list[Gpu] = []
     lines = [line.strip() for line in text.splitlines()]
     for i, line in enumerate(lines):
-        match = _SMI_GPU.match(line)
+        match = re.match(_SMI_GPU, line)
         if match:
-            memory = _SMI_MEMORY.search(lines[i + 1]) if i + 1 < len(lines) else None
+            memory = re.search(_SMI_MEMORY, lines[i + 1]) if i + 1 < len(lines) else None
             # The block's third line ends with the MIG mode: Enabled, Disabled or N/A.
             last_cell = lines[i + 2].strip("|").split("|")[-1].strip() if i + 2 < len(lines) else ""
             mig = {"Enabled": True, "Disabled": False}.get(last_cell)

@@ -48,14 +48,14 @@ def _version(text: str | None) -> Version | None:
         return None
 
 
-_SUFFIX = re.compile(r"(?:[\s-]+(?:\d+\s?GB|PCIe|PCIE|SXM\d*|HBM\d\w*|NVL|Laptop GPU))+$", re.IGNORECASE)
+_SUFFIX = r"(?i)(?:[\s-]+(?:\d+\s?GB|PCIe|PCIE|SXM\d*|HBM\d\w*|NVL|Laptop GPU))+$"
 
 
 def model_name(gpu_name: str) -> str:
     """The name NVIDIA's list gives a GPU: "NVIDIA H100 80GB HBM3" -> "h100", "Tesla V100-SXM2-16GB" ->
     "tesla v100" (case-folded; the matrix's [gpu] keys are compared the same way)."""
     name = re.sub(r"^NVIDIA\s+", "", gpu_name.strip(), flags=re.IGNORECASE)
-    return _SUFFIX.sub("", name).strip().casefold()
+    return re.sub(_SUFFIX, "", name).strip().casefold()
 
 
 @dataclass(eq=False, repr=False)
