@@ -69,6 +69,10 @@ def write(path: Path, data: bytes, matrix: Matrix) -> None:
         try:
             os.chmod(file.name, 0o644)
             os.replace(file.name, entry)  # atomic: a reader sees no entry or a whole one
-            return
         except OSError:
             Path(file.name).unlink(missing_ok=True)
+            continue
+        for stale in entry.parent.glob(f"{path.stem}.*.pickle"):  # earlier texts or code: never read again
+            if stale != entry:
+                stale.unlink(missing_ok=True)
+        return
