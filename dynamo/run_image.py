@@ -329,8 +329,10 @@ def preflight(options: Options, config: ImageConfig, gpus: bool) -> list[str]:
     if image_cuda and not gpus:
         raise RunError(f"{options.image} is a CUDA {image_cuda} image and needs GPUs; drop --gpus none"
                        " (or pass --skip-preflight)")
-    requirements = requirement.from_env(container_env(options, config.env)) if image_cuda else ()
-    require = [arg for text in requirements or ("",) for arg in ("--require", text)] if image_cuda else []
+    require = []  # what the toolkit will read from the container's environment; "" for nothing
+    if image_cuda:
+        require = [arg for text in requirement.from_env(container_env(options, config.env)) or ("",)
+                   for arg in ("--require", text)]
     result = subprocess.run([sys.executable, str(REPO / "build.py"), "doctor", "--scope", "host", "--release", release,
                              "--framework", framework, "--cuda", image_cuda or "cpu", *require],
                             capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(REPO)})

@@ -7,6 +7,7 @@ matrix once (`dynamo matrix check`), which leaves the entry in the image.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -21,6 +22,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 CACHE_ENV = "DYNAMO_CACHE_DIR"
 
 
+@functools.cache  # once per process: read() and then write() on a miss both need it
 def _code_digest() -> bytes:
     digest = hashlib.sha256(f"{sys.version_info[:2]} pickle {pickle.DEFAULT_PROTOCOL}".encode())
     for name in _CODE:
