@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import datetime
 
-import pytest
 from conftest import MATRIX_FILE
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -14,9 +13,7 @@ from packaging.version import Version
 
 from dynamo.matrix import InvalidCombination, MatrixInvalid, from_dict, loads, resolve, targets
 from dynamo.matrix.query import buildable, engine_devices, engine_nixl
-
-pytest.importorskip("tomlkit")  # in the test extras; `matrix import`/`bump` need it
-from dynamo.matrix.update import bump, import_release  # noqa: E402
+from dynamo.matrix.update import bump, import_release
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 versions = st.builds(lambda a, b, c: f"{a}.{b}.{c}", st.integers(0, 3), st.integers(0, 40), st.integers(0, 9))
