@@ -116,17 +116,12 @@ def lock_of(facts: ImageFacts, checkout: Path = CHECKOUT) -> Path | None:
     return None if name in ("", "none") else checkout / f"locks/{name}-{facts.architecture}.txt"
 
 
-def source_commit(checkout: Path = CHECKOUT) -> tuple[str, bool]:
-    """(commit, whether the working tree differs from it)."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(checkout), *args], capture_output=True, text=True).stdout.strip()
-    return git("rev-parse", "HEAD") or "unknown", bool(git("status", "--porcelain", "--untracked-files=no"))
-
-
 def provenance(facts: ImageFacts, lock: Path | None, checkout: Path = CHECKOUT,
                byproducts: dict[str, Path] | None = None) -> dict:
     """An in-toto Statement with the SLSA v1 provenance predicate for the image."""
-    commit, dirty = source_commit(checkout)
+    # the commit the image was built from, as its build recorded it (not this checkout's HEAD)
+    revision = facts.labels.get("org.opencontainers.image.revision", "")
+    commit, dirty = revision.removesuffix("-dirty") or "unknown", revision.endswith("-dirty")
     base_name = facts.labels.get("org.opencontainers.image.base.name", "")
     base_digest = facts.labels.get("org.opencontainers.image.base.digest", "")
     dependencies = [{"uri": f"git+file://{checkout}", "digest": {"gitCommit": commit}}]

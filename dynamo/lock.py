@@ -318,14 +318,15 @@ def run(matrix: Matrix, args, checkout: Path = CHECKOUT) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.check:
-        found = [line for lock in specs for line in problems(lock, checkout)]
+        stale = [(lock.cell, lines) for lock in specs if (lines := problems(lock, checkout))]  # each lock read once
+        found = [line for _, lines in stale for line in lines]
         if args.hashes:
             found += [line for lock in specs if (checkout / lock.relative_path).is_file()
                       for line in hash_problems(checkout / lock.relative_path, lock.relative_path)]
         for line in found:
             print(line, file=sys.stderr)
         if found:
-            cells = {lock.cell for lock in specs if problems(lock, checkout)}
+            cells = {cell for cell, _ in stale}
             print(f"{len(found)} problem(s) in the locks of {len(cells)} cell(s)", file=sys.stderr)
             return 1
         print(f"ok: {len(specs)} locks match the matrix")

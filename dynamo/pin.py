@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dynamo.containers.cli import local_registry
+
 if TYPE_CHECKING:
     from tomlkit.items import Table
 
@@ -55,9 +57,8 @@ def resolve_digest(ref: str, timeout: str = "60s") -> str:
     skopeo = shutil.which("skopeo")
     if skopeo is None:
         raise PinError(f"{ref}: skopeo is not installed (apt-get install skopeo); digest left as it was")
-    host = registry_of(ref).split(":", 1)[0]
     # Like Docker, talk plain HTTP to a registry on this machine only.
-    insecure = ["--tls-verify=false"] if host in ("localhost", "127.0.0.1") else []
+    insecure = ["--tls-verify=false"] if local_registry(ref) else []
     result = subprocess.run([skopeo, "inspect", "--raw", "--command-timeout", timeout, *insecure, f"docker://{ref}"],
                             capture_output=True)
     if result.returncode != 0:

@@ -4,27 +4,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-from typing import TYPE_CHECKING
 
 from dynamo.containers.buildah import Buildah
 from dynamo.containers.cli import CliEngine
 from dynamo.containers.engine import ImageInfo, env_dict
-
-if TYPE_CHECKING:
-    from dynamo.imagebuild.plan import BuildPlan
 
 
 class Podman(Buildah):
     """Podman builds with buildah's code and shares its image storage."""
 
     name = cli = "podman"
-    store = "containers-storage, which buildah and podman share (container/run.sh runs it with podman)"
     install_hint = "apt-get install podman"
-
-    def build_command(self, plan: BuildPlan, temp_ref: str, iidfile: str = "IIDFILE") -> list[str]:
-        command = super().build_command(plan, temp_ref, iidfile)
-        command[0] = self.cli
-        return command
 
     def has_image(self, ref: str) -> bool:
         return self._run("image", "exists", ref, check=False).returncode == 0 or \

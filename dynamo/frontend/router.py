@@ -262,6 +262,6 @@ def _resumed(request: GenerateRequest, index: int, texts: dict[int, list[str]], 
     worker gave it when it ran the choices)."""
     done = tokens.get(index, 0)
     return dataclasses.replace(
-        request, n=1, seed=None if request.seed is None else request.seed + index,
+        request.choice(index),
         resumed_text=request.resumed_text + "".join(texts.get(index, [])), resumed_tokens=request.resumed_tokens + done,
         max_tokens=None if request.max_tokens is None else max(request.max_tokens - done, 0))

@@ -27,7 +27,6 @@ class BuildPlan:
     stage: str
     tags: tuple[str, ...]
     build_args: dict[str, str]
-    source: Source
     ca_cert: Path | None = None
     push: bool = False
     no_cache: bool = False
@@ -141,5 +140,5 @@ def make_plan(matrix: Matrix, *, framework: str, cuda: str | None = None, releas
     return BuildPlan(
         targets=targets, dockerfile=dockerfile, context=checkout, stage=stage,
         tags=tuple(tags) if tags else tuple(images.tags(matrix, targets[0])),
-        build_args=args, source=source, ca_cert=ca, push=push, no_cache=no_cache,
+        build_args=args, ca_cert=ca, push=push, no_cache=no_cache,
         cache_from=tuple(cache_from or ()), cache_to=tuple(cache_to or ()), warnings=tuple(warnings))

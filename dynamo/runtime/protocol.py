@@ -18,6 +18,7 @@ worker → frontend   {"id": 7, "text": "Hello", "tokens": 1}          a piece o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +62,11 @@ class GenerateRequest:
         values = {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
                   "seed": self.seed, "stop": self.stop or None}
         return {key: value for key, value in values.items() if value is not None}
+
+    def choice(self, index: int) -> GenerateRequest:
+        """Choice `index` of an n-choice request as a request of its own: its seed, when one is given,
+        moved by the index so that the choices differ."""
+        return dataclasses.replace(self, n=1, seed=None if self.seed is None else self.seed + index)
 
     def features(self) -> list[str]:
         """The optional features (OPTIONAL_FEATURES) this request uses."""

@@ -172,8 +172,7 @@ async def fan_out(engine: Engine, request: GenerateRequest) -> AsyncIterator[Chu
     """n choices from an engine that answers one per request: n requests at once (a seed, when
     given, differs per choice so that they differ), their chunks tagged with their choice's index
     as they come."""
-    choices = [engine.generate(dataclasses.replace(request, n=1, seed=None if request.seed is None
-                                                   else request.seed + index)) for index in range(request.n)]
+    choices = [engine.generate(request.choice(index)) for index in range(request.n)]
     async with aclosing(interleave(choices)) as chunks:
         async for index, chunk in chunks:
             yield dataclasses.replace(chunk, index=index)
