@@ -4,6 +4,8 @@ again, and nothing but those very bytes (with the same validating code) ever com
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 from conftest import MATRIX_FILE
@@ -92,3 +94,12 @@ def test_the_tables_are_immutable_and_compare_by_field(matrix_file):
     changed = dataclasses.replace(release, note="another note")
     assert changed != release and changed.engines == release.engines
     assert repr(matrix.cuda_major["12"]).startswith("CudaMajor(minor_compat_driver='")
+
+
+def test_the_key_covers_every_module_that_validating_runs():
+    """A change to any code validation runs (query's features, the toolkit's brands...) must miss the cache."""
+    code = ("import sys\nfrom dynamo.matrix import loads\nloads(open(sys.argv[1]).read())\n"
+            "print(*sorted(m.__file__.split('/dynamo/', 1)[1] for n, m in list(sys.modules.items())"
+            " if n.split('.')[0] == 'dynamo' and getattr(m, '__file__', None)))")
+    result = subprocess.run([sys.executable, "-c", code, str(MATRIX_FILE)], capture_output=True, text=True, check=True)
+    assert set(result.stdout.split()) <= set(cache._CODE)

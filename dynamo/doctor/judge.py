@@ -345,7 +345,9 @@ def _driver(matrix: Matrix, facts: HostFacts, target: Target, fixes: bool = True
         return [Finding(OK, "driver", "the CPU build needs no GPU driver")]
     if (mismatch := _mismatch(facts)) is not None:
         return [mismatch]
-    fix = _fixes(matrix, facts, target) if fixes else None
+    def fix() -> str | None:  # only a warning or a failure names one: the hint looks at every target
+        return _fixes(matrix, facts, target) if fixes else None
+
     floor, floor_text = Version(target.driver_linux), target.driver_linux  # shown as recorded: 575.51.03
     host = _version(facts.driver)
     if host is None and "no devices were found" in (facts.gpu_error or "").lower():
@@ -355,14 +357,14 @@ def _driver(matrix: Matrix, facts: HostFacts, target: Target, fixes: bool = True
     if host is None:
         said = f" ({facts.gpu_error})" if facts.gpu_error else ""
         where = "in WSL2 (no GPU through /dev/dxg)" if facts.wsl else "found"
-        return [Finding(FAIL, "driver", f"no NVIDIA driver {where}{said}; CUDA {target.cuda} needs >= {floor_text}", fix)]
+        return [Finding(FAIL, "driver", f"no NVIDIA driver {where}{said}; CUDA {target.cuda} needs >= {floor_text}", fix())]
     if facts.wsl:
         windows = int((target.published_windows or str(floor.major)).split(".")[0])
         if host.major >= windows:
             return [Finding(OK, "driver", f"Windows driver {facts.driver} >= {windows}.xx, the floor of CUDA"
                             f" {target.cuda} under WSL2")]
         return [Finding(FAIL, "driver", f"Windows driver {facts.driver} is below {windows}.xx, the floor of CUDA"
-                        f" {target.cuda} under WSL2 (forward compatibility does not apply there)", fix)]
+                        f" {target.cuda} under WSL2 (forward compatibility does not apply there)", fix())]
     if host >= floor:
         return [Finding(OK, "driver", f"driver {facts.driver} >= {floor_text}, the floor of CUDA {target.cuda}")]
     below = f"driver {facts.driver} is below {floor_text} (CUDA {target.cuda})"
@@ -373,20 +375,20 @@ def _driver(matrix: Matrix, facts: HostFacts, target: Target, fixes: bool = True
         capable = [b in compat.brands for b in brands if b]
         if all(capable) and len(capable) == len(brands):
             return [Finding(WARN, "driver", f"{below}; it runs through forward compatibility (the image's cuda-compat"
-                            f" libraries on R{host.major}, data-center and professional GPUs only)", fix)]
+                            f" libraries on R{host.major}, data-center and professional GPUs only)", fix())]
         if None in brands and all(capable):
             return [Finding(WARN, "driver", f"{below}; forward compatibility works only if every GPU is a data-center"
-                            f" or professional one (a GPU here is unknown)", fix)]
+                            f" or professional one (a GPU here is unknown)", fix())]
     major = target.cuda.split(".")[0]
     minor = matrix.cuda_major.get(major)
     if minor and host >= Version(minor.minor_compat_driver) and (driver_cuda(matrix, facts) or "").split(".")[0] == major:
         return [Finding(WARN, "driver", f"{below}; it runs through CUDA {major}.x minor-version compatibility with a"
                         f" limited feature set: code that JIT-compiles newer PTX fails (cudaErrorUnsupportedPtxVersion,"
-                        f" 222)", fix)]
+                        f" 222)", fix())]
     insufficient = f"{below}: \"CUDA driver version is insufficient\" (error 35)"
     if brands and not all(b in (compat.brands if compat else ()) for b in brands):
         insufficient += "; forward compatibility needs a data-center or professional GPU (error 804 elsewhere)"
-    return [Finding(FAIL, "driver", insufficient, fix)]
+    return [Finding(FAIL, "driver", insufficient, fix())]
 
 
 def _gpus(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]:

@@ -16,9 +16,12 @@ from pathlib import Path
 
 from dynamo.matrix.model import Matrix
 
-# The modules whose code decides what a validated matrix is: a change to any of them is a new key.
-_CODE = ("model.py", "convert.py", "checks.py", "validate.py", "load.py", "cache.py")
-_PACKAGE_DIR = Path(__file__).resolve().parent
+# The modules whose code decides what a validated matrix is (every module validating imports, under
+# dynamo/): a change to any of them is a new key.
+_CODE = ("__init__.py", "frozen.py", "doctor/__init__.py", "doctor/requirement.py", "matrix/__init__.py",
+         "matrix/cache.py", "matrix/checks.py", "matrix/convert.py", "matrix/load.py", "matrix/model.py",
+         "matrix/query.py", "matrix/validate.py")
+_DYNAMO_DIR = Path(__file__).resolve().parents[1]
 CACHE_ENV = "DYNAMO_CACHE_DIR"
 
 
@@ -26,7 +29,7 @@ CACHE_ENV = "DYNAMO_CACHE_DIR"
 def _code_digest() -> bytes:
     digest = hashlib.sha256(f"{sys.version_info[:2]} pickle {pickle.DEFAULT_PROTOCOL}".encode())
     for name in _CODE:
-        digest.update((_PACKAGE_DIR / name).read_bytes())
+        digest.update((_DYNAMO_DIR / name).read_bytes())
     return digest.digest()
 
 
