@@ -324,3 +324,14 @@ def test_an_image_without_forward_compatibility_clauses_is_refused_where_ours_st
     code, invalid = toolkit("--require", "cuda=>12.9")
     assert (code, invalid["status"]) == (1, "fail")
     assert "requirement error: invalid expression 'cuda=>12.9'" in invalid["message"]
+
+
+def test_the_install_hint_is_the_requirement_the_image_installs(matrix):
+    """vLLM on CUDA 13.0 in the latest release: its extras, and NIXL's CUDA 13 build (nixl[cu13])."""
+    facts = HostFacts(arch="x86_64", python="3.12.3", packages={"vllm": "0.0.1"})
+    target = next(t for t in targets(matrix, release=matrix.latest, framework="vllm") if t.cuda == "13.0")
+    fixes = {f.message.split()[0]: f.fix for f in judge(matrix, facts, Subject(matrix.latest, "vllm", "13.0"))
+             if f.check == "package"}
+    assert fixes["vllm"] == f"pip install '{target.engine_requirement}'" and "[" in target.engine_requirement
+    assert fixes["nixl"] == f"pip install '{target.nixl_requirement}' (or run the image)"
+    assert target.nixl_requirement.startswith("nixl[cu13]==")

@@ -435,17 +435,18 @@ def _gpus(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]:
 def _packages(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]:
     out = []
     fw = matrix.framework[target.framework]
-    wanted = [(fw.package, target.engine_pin), ("nixl", target.nixl)]
-    for package, pin in wanted:
+    # the requirement as the image installs it: the engine's extras, NIXL's build for the CUDA major
+    wanted = [(fw.package, target.engine_pin, target.engine_requirement), ("nixl", target.nixl, target.nixl_requirement)]
+    for package, pin, requirement_text in wanted:
         if not package or not pin:
             continue
         found = facts.packages.get(package)
         if found is None:
             out.append(Finding(WARN, "package", f"{package} is not installed (expected {pin})",
-                               f"pip install '{package}=={pin}' (or run the image)"))
+                               f"pip install '{requirement_text}' (or run the image)"))
         elif _version(found) != _version(pin):
             out.append(Finding(FAIL, "package", f"{package} {found} is installed; release {target.release} pins {pin}",
-                               f"pip install '{package}=={pin}'"))
+                               f"pip install '{requirement_text}'"))
         else:
             out.append(Finding(OK, "package", f"{package} {found}"))
     for name in cuda_suffix_mismatches(facts.packages, target.cuda):
