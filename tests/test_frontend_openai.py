@@ -160,3 +160,10 @@ def test_tool_calls_read_from_the_answer():
     assert tool_calls("just words", forced=False) == ("just words", [])
     cut = '{"name": "get_time", "argu'  # the answer hit max_tokens: no call, the text as it is
     assert tool_calls(cut, forced=True) == (cut, [])
+
+
+def test_a_feature_the_engine_lacks_is_refused_naming_the_parameter(served):  # noqa: F811
+    """The mocker serves no logprobs: 400 naming the parameter, from the worker's own refusal."""
+    with pytest.raises(openai.BadRequestError, match="the mocker engine serving 'mock' does not support it") as refused:
+        client(served).chat.completions.create(model="mock", messages=CHAT, logprobs=True, max_tokens=2)
+    assert refused.value.body["param"] == "logprobs"

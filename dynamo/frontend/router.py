@@ -30,9 +30,10 @@ class WorkerGone(Exception):
 class WorkerFailed(Exception):
     """The worker answered the request with an error."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, param: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.param = param
 
 
 class NoWorker(Exception):
@@ -128,7 +129,7 @@ class WorkerClient:
                                                               if frame.get("gone") else str(frame.get("status"))).inc()
                         if frame.get("gone"):
                             raise WorkerGone(f"worker {self.instance.id} at {self.instance.address} went away")
-                        raise WorkerFailed(frame["error"], frame.get("status", 500))
+                        raise WorkerFailed(frame["error"], frame.get("status", 500), frame.get("param"))
                     yield frame
                     if "finish" in frame:
                         left -= 1

@@ -28,7 +28,7 @@ from dynamo.frontend.openai import (
 )
 from dynamo.frontend.router import NoWorker, Router, WorkerFailed, WorkerGone
 from dynamo.runtime.interleave import interleave
-from dynamo.runtime.protocol import OPTIONAL_FEATURES, GenerateRequest
+from dynamo.runtime.protocol import GenerateRequest
 
 log = logging.getLogger("dynamo.frontend")
 MAX_BODY = 16 * 1024 * 1024
@@ -62,9 +62,7 @@ def no_worker_error(error: NoWorker) -> InvalidRequest:
 def failure(error: WorkerFailed | WorkerGone, model: str) -> InvalidRequest:
     if isinstance(error, WorkerFailed):
         kind = "invalid_request_error" if error.status < 500 else "server_error"
-        named = str(error).split(":", 1)[0]
-        param = named if named in OPTIONAL_FEATURES else None  # the worker refused an optional feature
-        return InvalidRequest(str(error), param=param, status=error.status, kind=kind)
+        return InvalidRequest(str(error), param=error.param, status=error.status, kind=kind)
     return InvalidRequest(f"the worker serving {model!r} stopped while answering ({error}); retry", status=503,
                           kind="service_unavailable", code="worker_gone")
 

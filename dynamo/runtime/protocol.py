@@ -124,8 +124,12 @@ def chunk_frame(request_id: int, chunk: Chunk) -> bytes:
     return encode(frame)
 
 
-def error_frame(request_id: int, message: str, status: int) -> bytes:
-    return encode({"id": request_id, "error": message, "status": status})
+def error_frame(request_id: int, message: str, status: int, param: str | None = None) -> bytes:
+    """`param`: the request parameter at fault, which the frontend names to its client."""
+    frame: dict[str, Any] = {"id": request_id, "error": message, "status": status}
+    if param:
+        frame["param"] = param
+    return encode(frame)
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)

@@ -146,7 +146,8 @@ class WorkerServer:
         unsupported = [name for name in request.features() if name not in self.engine.features]
         if unsupported:
             frames.send(error_frame(request_id, f"{unsupported[0]}: the {self.framework} engine serving "
-                                                 f"{request.model!r} does not support it; leave it out", 400))
+                                                 f"{request.model!r} does not support it; leave it out", 400,
+                                    param=unsupported[0]))
             return
         native = request.n == 1 or "n" in self.engine.features
         left = request.n
