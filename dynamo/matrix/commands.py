@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dynamo.matrix.load import MatrixInvalid, default_path, display_name, load
+from dynamo.matrix.load import MatrixInvalid, default_path, display_name, load, loads
 
 
 def add_commands(actions, common: argparse.ArgumentParser) -> None:
@@ -34,11 +34,9 @@ def _engine_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _write_validated(path: Path, text: str, what: str) -> int:
-    from dynamo.matrix.update import validated
-
     source = display_name(path)
     try:
-        validated(text, source)
+        loads(text, source)  # MatrixInvalid names every problem; nothing is written
     except MatrixInvalid as exc:
         print("\n".join(exc.lines()), file=sys.stderr)
         print(f"nothing written: {source} would not validate with {what}", file=sys.stderr)

@@ -22,7 +22,6 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 from tomlkit.items import InlineTable, Item
 
-from dynamo.matrix.load import loads
 from dynamo.matrix.model import Matrix
 
 DISTRIBUTION = "ai-dynamo"
@@ -266,12 +265,6 @@ def _per_engine(engines: dict[str, str], nixl: dict[str, str], cuda: dict[str, l
     for framework, versions in cuda.items():
         changes.setdefault(framework, {})["cuda"] = {v: "supported" for v in versions}
     return changes
-
-
-def validated(text: str, source: str) -> str:
-    """The text, if it is a valid matrix; else MatrixInvalid naming every problem (nothing is written)."""
-    loads(text, source)
-    return text
 
 
 def pairs(values: list[str] | None, flag: str) -> dict[str, str]:
