@@ -105,30 +105,33 @@ def test_forced_tool_calls(featured):
     assert len(calls) == 1 and calls[0].function.name == "get_weather" and calls[0].index == 0
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
     # The Responses API: a function_call output item, and its output as the next turn's input.
-    turn = api.responses.create(model="full", input="weather?", max_output_tokens=200, tool_choice="required",
+    turn = api.responses.create(model="full", input="weather?", max_output_tokens=200, tool_choice="required", temperature=0,
                                 tools=[{"type": "function", "name": "get_weather",
                                         "parameters": WEATHER["function"]["parameters"]}])
     item = turn.output[0]
     assert item.type == "function_call" and item.name == "get_weather" and json.loads(item.arguments)["unit"]
     events = list(api.responses.create(model="full", input="weather?", max_output_tokens=200, tool_choice="required",
+                                       temperature=0,
                                        stream=True, tools=[{"type": "function", "name": "get_weather",
                                                             "parameters": WEATHER["function"]["parameters"]}]))
     assert [event.type for event in events] == ["response.created", "response.in_progress",
                                                 "response.output_item.added", "response.output_item.done",
                                                 "response.completed"]
     assert events[-1].response.output[0].type == "function_call" and events[3].item.name == "get_weather"
-    follow = api.responses.create(model="full", max_output_tokens=3, input=[
+    # Greedy (the Responses API has no seed), so the random model cannot end its answer early on one run in many.
+    follow = api.responses.create(model="full", max_output_tokens=3, temperature=0, input=[
         {"role": "user", "content": "weather?"}, {"type": "function_call", "call_id": item.call_id,
                                                   "name": item.name, "arguments": item.arguments},
         {"type": "function_call_output", "call_id": item.call_id, "output": "sunny"}])
-    assert follow.output[0].type == "message" and follow.usage.output_tokens == 3
+    assert follow.output[0].type == "message" and follow.usage.output_tokens == 3 and follow.status == "incomplete"
     # The GGUF's chat template renders the tool-call turns ("[call get_time]", "[result of call_...]").
     plain = [{"role": turn["role"], "content": turn["content"] or ""} for turn in history]
     with_turns = api.chat.completions.create(model="full", messages=history, max_tokens=1)
     without = api.chat.completions.create(model="full", messages=plain, max_tokens=1)
     assert with_turns.usage.prompt_tokens - without.usage.prompt_tokens >= len(f"[call get_time][result of {call.id}]")
     # Tools a worker is not asked to call leave the answer as text.
-    free = api.chat.completions.create(model="full", messages=ASK, tools=[WEATHER], tool_choice="none", max_tokens=4)
+    free = api.chat.completions.create(model="full", messages=ASK, tools=[WEATHER], tool_choice="none", max_tokens=4,
+                                      seed=4)
     assert free.choices[0].message.tool_calls is None and free.choices[0].finish_reason == "length"
     # The tools reached the GGUF's chat template, which lists their names ("<|tools|>get_weather \n").
     bare = api.chat.completions.create(model="full", messages=ASK, max_tokens=1)
@@ -148,7 +151,7 @@ def test_response_format(featured):
                                            response_format={"type": "json_object"})
     assert anything.choices[0].finish_reason == "stop"
     assert isinstance(json.loads(anything.choices[0].message.content), dict)
-    output = api.responses.create(model="lean", input="weather?", max_output_tokens=100, text={"format": {
+    output = api.responses.create(model="lean", input="weather?", max_output_tokens=100, temperature=0, text={"format": {
         "type": "json_schema", "name": "verdict", "schema": schema}})
     assert isinstance(json.loads(output.output_text)["ok"], bool)
 
