@@ -118,11 +118,12 @@ def test_forced_tool_calls(featured):
                                                 "response.output_item.added", "response.output_item.done",
                                                 "response.completed"]
     assert events[-1].response.output[0].type == "function_call" and events[3].item.name == "get_weather"
-    # Greedy (the Responses API has no seed), so the random model cannot end its answer early on one run in many.
+    # Greedy (the Responses API has no seed) after a fixed call id (the call's own is random, and the
+    # random model ends its answer at once after some), so that the answer is the same on every run.
     follow = api.responses.create(model="full", max_output_tokens=3, temperature=0, input=[
-        {"role": "user", "content": "weather?"}, {"type": "function_call", "call_id": item.call_id,
+        {"role": "user", "content": "weather?"}, {"type": "function_call", "call_id": "call_0",
                                                   "name": item.name, "arguments": item.arguments},
-        {"type": "function_call_output", "call_id": item.call_id, "output": "sunny"}])
+        {"type": "function_call_output", "call_id": "call_0", "output": "sunny"}])
     assert follow.output[0].type == "message" and follow.usage.output_tokens == 3 and follow.status == "incomplete"
     # The GGUF's chat template renders the tool-call turns ("[call get_time]", "[result of call_...]").
     plain = [{"role": turn["role"], "content": turn["content"] or ""} for turn in history]
@@ -136,6 +137,23 @@ def test_forced_tool_calls(featured):
     # The tools reached the GGUF's chat template, which lists their names ("<|tools|>get_weather \n").
     bare = api.chat.completions.create(model="full", messages=ASK, max_tokens=1)
     assert free.usage.prompt_tokens - bare.usage.prompt_tokens >= len("<|tools|>get_weather")  # a token a byte
+
+
+def test_max_tokens_holds_in_the_middle_of_a_character(featured):
+    """The tiny model's tokens are bytes. After these turns it answers greedily with a two-byte
+    character that llama-cpp-python 0.3.16 let run past max_tokens (4 and 5 tokens for 3)."""
+    api = client(featured)
+    for call_id in ("call_aa6a06adbd1d4fb988d6e361", "call_d994f26e0a484231ad22d261"):
+        turns = [{"role": "user", "content": "weather?"},
+                 {"type": "function_call", "call_id": call_id, "name": "get_weather", "arguments": '{"unit": "c"}'},
+                 {"type": "function_call_output", "call_id": call_id, "output": "sunny"}]
+        answer = api.responses.create(model="full", max_output_tokens=3, temperature=0, input=turns)
+        assert (answer.usage.output_tokens, answer.status) == (3, "incomplete")
+        assert answer.incomplete_details.reason == "max_output_tokens"
+        assert len(answer.output_text.encode()) <= 3  # a byte a token; the cut character is left out
+        longer = api.responses.create(model="full", max_output_tokens=6, temperature=0, input=turns)
+        assert longer.output_text.startswith(answer.output_text)
+        assert any(ord(character) > 0x7F for character in longer.output_text[:2])  # the two-byte character
 
 
 def test_response_format(featured):

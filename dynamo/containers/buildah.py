@@ -23,8 +23,9 @@ class Buildah(CliEngine):
     def build_command(self, plan: BuildPlan, temp_ref: str, iidfile: str = "IIDFILE") -> list[str]:
         # Reproducible: --timestamp gives the image's created time and every file in its layers the
         # commit's time. The OCI format, because buildah 1.28 writes a random container id and hostname
-        # into a Docker-format config (newer buildah blanks them under --timestamp); it has no
-        # HEALTHCHECK and runs RUN with /bin/sh, whatever SHELL says.
+        # into a Docker-format config (fixed values under --timestamp since June 2025:
+        # https://github.com/containers/buildah/pull/6211); it has no HEALTHCHECK and runs RUN with
+        # /bin/sh, whatever SHELL says.
         command = [self.cli, "build", "--isolation", "chroot", "--layers", "--format", "oci",
                    "--timestamp", str(plan.source_date_epoch), *build_flags(plan)]
         if len(plan.platforms) > 1:

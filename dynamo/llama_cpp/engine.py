@@ -60,6 +60,22 @@ def logprobs(piece: dict[str, Any] | None, wanted: int) -> list[dict[str, Any]] 
     return entries
 
 
+class TokenCap:
+    """A llama.cpp stopping criterion that holds an answer to max_tokens. llama-cpp-python 0.3.16 checks
+    max_tokens only once a token completes a UTF-8 character: an answer that reaches the limit in the
+    middle of a character runs past it (the `multibyte_fix` `continue` in `Llama._create_completion`,
+    https://github.com/abetlen/llama-cpp-python/blob/v0.3.16/llama_cpp/llama.py; no upstream issue).
+    llama.cpp calls this after sampling each token, with the tokens before it."""
+
+    def __init__(self, prompt_tokens: int, max_tokens: int) -> None:
+        self.limit = prompt_tokens + max_tokens
+        self.reached = False
+
+    def __call__(self, input_ids: Any, _logits: Any) -> bool:
+        self.reached = self.reached or len(input_ids) >= self.limit
+        return self.reached
+
+
 class LlamaCppEngine:
     """`logits_all`: the model was loaded keeping every position's logits, which logprobs need."""
 
@@ -88,12 +104,18 @@ class LlamaCppEngine:
             resumed = self.llm.tokenize(request.resumed_text.encode(), add_bos=False, special=False) \
                 if request.resumed_text else []
             kwargs = completion_kwargs(request, self.llm.n_ctx(), len(prompt) + len(resumed))
+            from llama_cpp import StoppingCriteriaList
+
             counted = 0
+            cap = TokenCap(len(prompt) + len(resumed), kwargs["max_tokens"])
             pieces = self.llm.create_completion(prompt=prompt + resumed, stream=True, grammar=grammar(request),
+                                                stopping_criteria=StoppingCriteriaList([cap]),
                                                 **kwargs)
             async for piece in _threaded(pieces):
                 choice = piece["choices"][0]
                 text, finish = choice.get("text") or "", choice.get("finish_reason")
+                if finish and cap.reached:
+                    finish = "length"  # llama-cpp-python calls a stop by a stopping criterion "stop"
                 # A piece is a token, except where llama.cpp held back a partial character and joined
                 # pieces; at the length limit the count is exact.
                 tokens = max(kwargs["max_tokens"] - counted, 0) if finish == "length" else int(bool(text))
