@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
 import json
 import os
+import random
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -18,19 +20,16 @@ DEFAULT_CONTEXT = 4096
 _END = object()
 
 
-def completion_kwargs(request: GenerateRequest, context_length: int, prompt_tokens: int) -> dict[str, Any]:
-    """Our request as `Llama.create_completion` arguments (its defaults where we have none).
-    RequestError when the prompt and the answer do not fit in the context."""
-    kwargs = request.sampling()
-    if request.logprobs is not None:
-        kwargs["logprobs"] = request.logprobs
+def max_tokens(request: GenerateRequest, context_length: int, prompt_tokens: int) -> int:
+    """The answer's limit: the request's, else the context's end (as OpenAI). RequestError when the
+    prompt and the answer do not fit in the context."""
     room = context_length - prompt_tokens
-    kwargs.setdefault("max_tokens", room)  # as OpenAI: up to the context's end
-    if room <= 0 or kwargs["max_tokens"] > room:
-        raise RequestError(f"the prompt ({prompt_tokens} tokens) plus max_tokens ({kwargs['max_tokens']}) "
+    limit = room if request.max_tokens is None else request.max_tokens
+    if room <= 0 or limit > room:
+        raise RequestError(f"the prompt ({prompt_tokens} tokens) plus max_tokens ({limit}) "
                            f"exceed the context length ({context_length}); shorten the prompt, lower max_tokens "
                            f"or start the worker with a larger --context-length")
-    return kwargs
+    return limit
 
 
 def grammar(request: GenerateRequest) -> Any:
@@ -48,32 +47,15 @@ def grammar(request: GenerateRequest) -> Any:
             from None
 
 
-def logprobs(piece: dict[str, Any] | None, wanted: int) -> list[dict[str, Any]] | None:
-    """llama.cpp's logprobs of one streamed piece, as ours: the token, its logprob, the top `wanted`."""
-    if piece is None:
-        return None
-    entries = []
-    for token, logprob, top in zip(piece["tokens"], piece["token_logprobs"], piece["top_logprobs"]):
-        best = sorted((top or {}).items(), key=lambda item: item[1], reverse=True)[:wanted]
-        entries.append({"token": token, "logprob": logprob,
-                        "top": [{"token": text, "logprob": value} for text, value in best]})
-    return entries
-
-
-class TokenCap:
-    """A llama.cpp stopping criterion that holds an answer to max_tokens. llama-cpp-python 0.3.16 checks
-    max_tokens only once a token completes a UTF-8 character: an answer that reaches the limit in the
-    middle of a character runs past it (the `multibyte_fix` `continue` in `Llama._create_completion`,
-    https://github.com/abetlen/llama-cpp-python/blob/v0.3.16/llama_cpp/llama.py; no upstream issue).
-    llama.cpp calls this after sampling each token, with the tokens before it."""
-
-    def __init__(self, prompt_tokens: int, max_tokens: int) -> None:
-        self.limit = prompt_tokens + max_tokens
-        self.reached = False
-
-    def __call__(self, input_ids: Any, _logits: Any) -> bool:
-        self.reached = self.reached or len(input_ids) >= self.limit
-        return self.reached
+def split_at_stop(text: str, stops: list[str]) -> tuple[str, str, bool]:
+    """`text` as what can be sent now, what is held back because a stop string may begin there, and
+    whether a stop string ends the answer (the text up to it is sent, the stop string is not)."""
+    found = [text.index(stop) for stop in stops if stop in text]
+    if found:
+        return text[:min(found)], "", True
+    held = max((size for stop in stops for size in range(min(len(stop) - 1, len(text)), 0, -1)
+                if text.endswith(stop[:size])), default=0)
+    return text[:len(text) - held], text[len(text) - held:], False
 
 
 class LlamaCppEngine:
@@ -103,29 +85,56 @@ class LlamaCppEngine:
             # A migrated request goes on after the answer so far, which is not part of the prompt's count.
             resumed = self.llm.tokenize(request.resumed_text.encode(), add_bos=False, special=False) \
                 if request.resumed_text else []
-            kwargs = completion_kwargs(request, self.llm.n_ctx(), len(prompt) + len(resumed))
-            from llama_cpp import StoppingCriteriaList
+            limit = max_tokens(request, self.llm.n_ctx(), len(prompt) + len(resumed))
+            async for chunk in _threaded(self._answer(prompt + resumed, request, limit)):
+                if chunk.finish:
+                    chunk.prompt_tokens = len(prompt)
+                yield chunk
 
-            counted = 0
-            cap = TokenCap(len(prompt) + len(resumed), kwargs["max_tokens"])
-            pieces = self.llm.create_completion(prompt=prompt + resumed, stream=True, grammar=grammar(request),
-                                                stopping_criteria=StoppingCriteriaList([cap]),
-                                                **kwargs)
-            async for piece in _threaded(pieces):
-                choice = piece["choices"][0]
-                text, finish = choice.get("text") or "", choice.get("finish_reason")
-                if finish and cap.reached:
-                    finish = "length"  # llama-cpp-python calls a stop by a stopping criterion "stop"
-                # A piece is a token, except where llama.cpp held back a partial character and joined
-                # pieces; at the length limit the count is exact.
-                tokens = max(kwargs["max_tokens"] - counted, 0) if finish == "length" else int(bool(text))
-                counted += tokens
-                yield Chunk(text=text, tokens=tokens, finish=finish, prompt_tokens=len(prompt) if finish else None,
-                            logprobs=logprobs(choice.get("logprobs"), request.logprobs or 0)
-                            if request.logprobs is not None else None)
-                if finish:
+    def _answer(self, tokens: list[int], request: GenerateRequest, limit: int) -> Iterator[Chunk]:
+        """The answer, a chunk a token, from llama.cpp's sampled token ids (run in a thread).
+
+        Not `Llama.create_completion`: llama-cpp-python 0.3.16 streams text a token at a time and
+        loses characters made of several tokens (abetlen/llama-cpp-python#372), and an answer that
+        reaches max_tokens inside such a character runs past it (the `multibyte_fix` `continue` in
+        `_create_completion`). `generate`'s sampling defaults are `create_completion`'s."""
+        import llama_cpp
+
+        llm, stops = self.llm, request.stop or []
+        llm.set_seed(random.getrandbits(32) if request.seed is None else request.seed)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")  # as its non-streamed text
+        held, produced = "", 0
+        given = {"temp": request.temperature, "top_p": request.top_p}
+        sampled = llm.generate(tokens, grammar=grammar(request), **{k: v for k, v in given.items() if v is not None})
+        try:
+            for token in sampled:
+                if llama_cpp.llama_token_is_eog(llm._model.vocab, token):  # as _create_completion asks
+                    yield Chunk(text=held, finish="stop")
                     return
-            yield Chunk(finish="stop", prompt_tokens=len(prompt))
+                produced += 1
+                entries = self._logprobs(token, request.logprobs) if request.logprobs is not None else None
+                text, held, stopped = split_at_stop(held + decoder.decode(llm.detokenize([token])), stops)
+                if stopped:
+                    yield Chunk(text=text, tokens=1, finish="stop", logprobs=entries)
+                    return
+                if produced == limit:  # a character cut by the limit is left out
+                    yield Chunk(text=text + held, tokens=1, finish="length", logprobs=entries)
+                    return
+                yield Chunk(text=text, tokens=1, logprobs=entries)
+        finally:
+            sampled.close()
+
+    def _logprobs(self, token: int, wanted: int) -> list[dict[str, Any]]:
+        """The sampled token's logprob and the `wanted` likeliest, from the logits it was sampled from."""
+        import numpy
+        from llama_cpp import Llama
+
+        llm = self.llm
+        logprobs = Llama.logits_to_logprobs(llm.scores[llm.n_tokens - 1])
+        best = numpy.argsort(-logprobs, kind="stable")[:wanted] if wanted else ()
+        text = lambda other: llm.detokenize([int(other)]).decode(errors="ignore")  # noqa: E731
+        return [{"token": text(token), "logprob": float(logprobs[token]),
+                 "top": [{"token": text(other), "logprob": float(logprobs[other])} for other in best]}]
 
 
 async def _threaded(pieces: Iterator[Any]) -> AsyncIterator[Any]:
