@@ -7,6 +7,7 @@ engine these tests skip with the reason; with DYNAMO_REQUIRE_ENGINES=1 (CI) they
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -144,6 +145,25 @@ def test_buildah_build_verify_and_mismatch(tmp_path):
     assert any(line.startswith("✗  label dev.dynamo.lock") and line.split()[-2:] == ["0.8.0/frontend-cpu-py3.11", "none"]
                for line in verified.stdout.splitlines()), verified.stdout  # built --unlocked
     assert verified.stdout.splitlines()[-1] == f"{mismatched}: 3 of 15 checks fail"  # and no attestations
+
+
+def test_another_cells_lock_leaves_the_build_cached(tmp_path):
+    """Only the cell's own lock goes into its image: another cell's lock changing (a release locked
+    anew, say) rebuilds no step. Both builds are of the same uncommitted checkout, so that the labels
+    that record the revision are the same."""
+    require(buildah_ready())
+    clone = tmp_path / "dynamo"
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
+    other = clone / "locks" / "0.8.1" / "vllm-cuda12.9-py3.12-amd64.txt"
+    locked = other.read_text()
+    for change in ("first", "second"):
+        other.write_text(f"{locked}# {change} change of another cell's lock\n")
+        result = run_cli("--framework", "frontend", "--base-image", STANDIN_AMD64, "--python", "3.11", "--ca-cert", CA,
+                         "--engine", "buildah", "--tag", f"localhost/dynamo-test:{RUN_ID}-{change}", cwd=clone,
+                         script=clone / "build.py", timeout=600)
+        assert result.returncode == 0, result.stderr
+    cached, steps = re.search(r"(\d+) of (\d+) steps from cache", result.stdout.splitlines()[0]).groups()
+    assert cached == steps, result.stdout
 
 
 def test_failed_build_moves_no_tag():
