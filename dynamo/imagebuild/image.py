@@ -33,7 +33,7 @@ class Progress:
     out: TextIO = sys.stderr
     verbose: bool = False
     started: float = field(default_factory=time.monotonic)
-    steps: int = 0
+    steps: int = 0  # steps that make a layer or a config change (a stage's FROM does neither)
     cached: int = 0
     log: list[list] = field(default_factory=list)  # [step text, came from cache]
     awaiting: list[int] = field(default_factory=list)  # steps (indices in log) whose outcome is not printed yet
@@ -50,12 +50,12 @@ class Progress:
         for pattern in _STEPS:
             match = pattern.match(text)
             if match:
-                self.steps += 1
                 parts = match.groupdict()
                 where = (f"stage {parts['stage']} " if parts.get("stage") else "") + f"step {parts['step']}"
                 what = " ".join(parts["what"].split())
                 self.log.append([what, False])
-                if not what.startswith("FROM "):  # a stage's FROM has no outcome line
+                if not what.startswith("FROM "):  # a stage's FROM makes no layer: neither made nor from cache
+                    self.steps += 1
                     self.awaiting.append(len(self.log) - 1)
                 print(f"[{where}] {self.elapsed():7.1f}s  {what[:110]}", file=self.out, flush=True)
                 return
