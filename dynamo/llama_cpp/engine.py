@@ -13,7 +13,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from dynamo.runtime.protocol import Chunk, GenerateRequest, RequestError
+from dynamo.runtime.protocol import Chunk, GenerateRequest, RequestError, logprob_entry
 from dynamo.runtime.worker import EngineError, model_source
 
 DEFAULT_CONTEXT = 4096
@@ -133,8 +133,8 @@ class LlamaCppEngine:
         logprobs = Llama.logits_to_logprobs(llm.scores[llm.n_tokens - 1])
         best = numpy.argsort(-logprobs, kind="stable")[:wanted] if wanted else ()
         text = lambda other: llm.detokenize([int(other)]).decode(errors="ignore")  # noqa: E731
-        return [{"token": text(token), "logprob": float(logprobs[token]),
-                 "top": [{"token": text(other), "logprob": float(logprobs[other])} for other in best]}]
+        return [logprob_entry(text(token), float(logprobs[token]), ((text(other), float(logprobs[other]))
+                                                                      for other in best))]
 
 
 async def _threaded(pieces: Iterator[Any]) -> AsyncIterator[Any]:

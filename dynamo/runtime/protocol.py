@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +106,14 @@ class Chunk:
     prompt_tokens: int | None = None
     logprobs: list[dict[str, Any]] | None = None
     index: int = 0
+
+
+def logprob_entry(token: str, logprob: float, alternatives: Iterable[tuple[str, float]] = (),
+                  wanted: int | None = None) -> dict[str, Any]:
+    """One token's entry in a chunk's logprobs: the token, its logprob, and of the alternatives
+    (text, logprob) the `wanted` likeliest (all, when None), best first."""
+    best = sorted(alternatives, key=lambda alternative: alternative[1], reverse=True)[:wanted]
+    return {"token": token, "logprob": logprob, "top": [{"token": text, "logprob": value} for text, value in best]}
 
 
 class RequestError(ValueError):

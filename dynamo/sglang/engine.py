@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from dynamo.runtime import worker
-from dynamo.runtime.protocol import OPTIONAL_FEATURES, Chunk, GenerateRequest
+from dynamo.runtime.protocol import OPTIONAL_FEATURES, Chunk, GenerateRequest, logprob_entry
 from dynamo.runtime.worker import engine_prompt, missing_engine
 
 # Our names for SGLang's sampling parameters.
@@ -79,8 +79,7 @@ class TextTracker:
         if len(chosen) == self.tokens:  # cumulative: the new ones are at the end
             chosen, tops = chosen[self.logprobs_sent:], tops[self.logprobs_sent:]
         self.logprobs_sent += len(chosen)
-        return [{"token": text, "logprob": logprob,
-                 "top": [{"token": top_text, "logprob": top_logprob} for top_logprob, _, top_text in top or []]}
+        return [logprob_entry(text, logprob, ((top_text, top_logprob) for top_logprob, _, top_text in top or []))
                 for (logprob, _, text), top in zip(chosen, tops)]
 
 

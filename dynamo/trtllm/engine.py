@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from dynamo.runtime.protocol import OPTIONAL_FEATURES, Chunk, GenerateRequest
+from dynamo.runtime.protocol import OPTIONAL_FEATURES, Chunk, GenerateRequest, logprob_entry
 from dynamo.runtime.worker import EngineError, engine_prompt, missing_engine, model_source
 
 
@@ -97,12 +97,11 @@ def chunk(output: Any, completion: Any, request: GenerateRequest | None = None, 
         logprobs = []
         for token_id, value in zip(completion.token_ids_diff, getattr(completion, "logprobs_diff", None) or []):
             if isinstance(value, dict):
-                best = sorted(value.items(), key=lambda item: item[1].logprob, reverse=True)[:request.logprobs]
-                logprobs.append({"token": tokenizer.decode([token_id]), "logprob": value[token_id].logprob,
-                                 "top": [{"token": tokenizer.decode([option]), "logprob": entry.logprob}
-                                         for option, entry in best]})
+                logprobs.append(logprob_entry(tokenizer.decode([token_id]), value[token_id].logprob,
+                                              ((tokenizer.decode([option]), entry.logprob)
+                                               for option, entry in value.items()), request.logprobs))
             else:
-                logprobs.append({"token": tokenizer.decode([token_id]), "logprob": value, "top": []})
+                logprobs.append(logprob_entry(tokenizer.decode([token_id]), value))
     return Chunk(text=completion.text_diff, tokens=len(completion.token_ids_diff),
                  finish=None if finish is None else ("length" if finish == "length" else "stop"),
                  prompt_tokens=max(len(output.prompt_token_ids) - resumed, 0) if finish else None,

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from dynamo.runtime import worker
-from dynamo.runtime.protocol import OPTIONAL_FEATURES, Chunk, GenerateRequest
+from dynamo.runtime.protocol import OPTIONAL_FEATURES, Chunk, GenerateRequest, logprob_entry
 from dynamo.runtime.worker import engine_prompt, missing_engine
 
 
@@ -46,13 +46,9 @@ def logprob_entries(token_ids: list[int], logprobs: list[dict[int, Any]] | None,
     """vLLM's per-token {token id: Logprob(logprob, rank, decoded_token)} as our entries."""
     if logprobs is None:
         return None
-    entries = []
-    for token_id, alternatives in zip(token_ids, logprobs):
-        chosen = alternatives[token_id]
-        best = sorted(alternatives.values(), key=lambda option: option.logprob, reverse=True)[:wanted]
-        entries.append({"token": chosen.decoded_token, "logprob": chosen.logprob,
-                        "top": [{"token": option.decoded_token, "logprob": option.logprob} for option in best]})
-    return entries
+    return [logprob_entry(alternatives[token_id].decoded_token, alternatives[token_id].logprob,
+                          ((option.decoded_token, option.logprob) for option in alternatives.values()), wanted)
+            for token_id, alternatives in zip(token_ids, logprobs)]
 
 
 class DeltaTracker:
