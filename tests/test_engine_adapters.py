@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO
 
 from dynamo.runtime import worker
-from dynamo.runtime.protocol import GenerateRequest
+from dynamo.runtime.protocol import Chunk, GenerateRequest
 from dynamo.sglang import engine as sglang
 from dynamo.trtllm import engine as trtllm
 from dynamo.vllm import engine as vllm
@@ -295,3 +295,35 @@ def test_sglang_n_in_one_request():
     assert calls[0]["sampling_params"] == {"n": 2}
     assert [(c.index, c.text, c.finish) for c in chunks] == [(0, "a", None), (1, "x", None), (1, "y", "stop"),
                                                              (0, "b", "length")]
+
+
+def test_the_worker_closes_an_answer_nobody_reads():
+    """When the frontend goes away mid-answer the engine's answer is closed at once (vLLM and SGLang
+    abort the request then; llama.cpp stops its thread), not whenever the garbage collector gets to it."""
+    closed = []
+
+    class Endless:
+        features = frozenset()
+
+        async def generate(self, request):
+            try:
+                while True:
+                    yield Chunk(text="a", tokens=1)
+            finally:
+                closed.append(request.prompt)
+
+    class GoneAfterTwo:  # a FrameWriter whose peer went away
+        sent = 0
+
+        def send(self, frame):
+            self.sent += 1
+
+        async def drain(self):
+            if self.sent >= 2:
+                raise ConnectionError("reset by peer")
+
+    async def answer() -> list:
+        await worker.WorkerServer(Endless(), "test")._answer(1, {"model": "m", "prompt": "hi"}, GoneAfterTwo())
+        return list(closed)
+
+    assert asyncio.run(answer()) == ["hi"]

@@ -112,6 +112,11 @@ def test_completions_stop_sequence_and_max_tokens(served):
     streamed = "".join(c.choices[0].text for c in api.completions.create(
         model="mock", prompt="a b c", max_tokens=12, seed=3, stop=stop, stream=True) if c.choices)
     assert streamed == cut.choices[0].text
+    # An empty stop string, which every text contains, is left out rather than ending every answer at once.
+    assert api.completions.create(model="mock", prompt="a b c", max_tokens=12, seed=3, stop=["", stop]
+                                  ).choices[0].text == cut.choices[0].text
+    assert api.completions.create(model="mock", prompt="a b c", max_tokens=12, seed=3, stop=""
+                                  ).choices[0].text == full.choices[0].text
 
 
 @pytest.mark.parametrize("body, status, param", [

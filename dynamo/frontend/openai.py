@@ -157,9 +157,11 @@ class _Common(BaseModel):
     n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] = 1
 
     def stops(self) -> list[str]:
+        """The stop strings; an empty one, which every text contains, would end every answer at its
+        first token (llama.cpp's and vLLM's checks both find it), and is left out."""
         if self.stop is None:
             return []
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+        return [stop for stop in ([self.stop] if isinstance(self.stop, str) else self.stop) if stop]
 
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)

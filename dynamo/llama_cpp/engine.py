@@ -11,6 +11,7 @@ import os
 import random
 import threading
 from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from typing import Any
 
 from dynamo.runtime.protocol import Chunk, GenerateRequest, RequestError, logprob_entry
@@ -58,6 +59,15 @@ def split_at_stop(text: str, stops: list[str]) -> tuple[str, str, bool]:
     return text[:len(text) - held], text[len(text) - held:], False
 
 
+def release(pending: list[tuple[int, Any]], sent: int, held: str, stopped: bool) -> tuple[list[Any], list]:
+    """The logprob entries of the tokens whose text was pending, (where it begins, entry), once the
+    first `sent` characters go out: those of the tokens that begin there go out with them; the others
+    stay while text is `held` back, go out too when none is (tokens without text), and are dropped
+    when a stop string cut them off. Returns the entries that go out and those still pending."""
+    out = [entry for start, entry in pending if start < sent or not (held or stopped)]
+    return out, [(start - sent, entry) for start, entry in pending if start >= sent] if held else []
+
+
 class LlamaCppEngine:
     """`logits_all`: the model was loaded keeping every position's logits, which logprobs need."""
 
@@ -86,10 +96,13 @@ class LlamaCppEngine:
             resumed = self.llm.tokenize(request.resumed_text.encode(), add_bos=False, special=False) \
                 if request.resumed_text else []
             limit = max_tokens(request, self.llm.n_ctx(), len(prompt) + len(resumed))
-            async for chunk in _threaded(self._answer(prompt + resumed, request, limit)):
-                if chunk.finish:
-                    chunk.prompt_tokens = len(prompt)
-                yield chunk
+            # Closed here, not when the garbage collector gets to it: the thread must have stopped before
+            # the next request takes its turn on the context (two in llama.cpp at once abort the process).
+            async with aclosing(_threaded(self._answer(prompt + resumed, request, limit))) as chunks:
+                async for chunk in chunks:
+                    if chunk.finish:
+                        chunk.prompt_tokens = len(prompt)
+                    yield chunk
 
     def _answer(self, tokens: list[int], request: GenerateRequest, limit: int) -> Iterator[Chunk]:
         """The answer, a chunk a token, from llama.cpp's sampled token ids (run in a thread).
@@ -101,40 +114,45 @@ class LlamaCppEngine:
         import llama_cpp
 
         llm, stops = self.llm, request.stop or []
-        llm.set_seed(random.getrandbits(32) if request.seed is None else request.seed)
+        # llama.cpp's seed is 32 bits, and 0xFFFFFFFF asks it for a random one: any other seed maps below.
+        llm.set_seed(random.getrandbits(32) if request.seed is None else request.seed % 0xFFFFFFFF)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")  # as its non-streamed text
         held, produced = "", 0
+        pending: list[tuple[int, dict[str, Any]]] = []  # logprob entries of held text: (where it begins, entry)
         given = {"temp": request.temperature, "top_p": request.top_p}
         sampled = llm.generate(tokens, grammar=grammar(request), **{k: v for k, v in given.items() if v is not None})
         try:
             for token in sampled:
                 if llama_cpp.llama_token_is_eog(llm._model.vocab, token):  # as _create_completion asks
-                    yield Chunk(text=held, finish="stop")
+                    yield Chunk(text=held, finish="stop", logprobs=[entry for _, entry in pending] or None)
                     return
                 produced += 1
-                entries = self._logprobs(token, request.logprobs) if request.logprobs is not None else None
-                text, held, stopped = split_at_stop(held + decoder.decode(llm.detokenize([token])), stops)
-                if stopped:
-                    yield Chunk(text=text, tokens=1, finish="stop", logprobs=entries)
+                piece = decoder.decode(llm.detokenize([token]))
+                if request.logprobs is not None:
+                    pending.append((len(held), self._logprobs(token, request.logprobs)))
+                text, held, stopped = split_at_stop(held + piece, stops)
+                finish = "stop" if stopped else "length" if produced == limit else None
+                if finish == "length":  # what was held back goes out; a character cut by the limit does not
+                    text, held = text + held, ""
+                entries, pending = release(pending, len(text), held, stopped)
+                yield Chunk(text=text, tokens=1, finish=finish, logprobs=entries if request.logprobs is not None
+                            else None)
+                if finish:
                     return
-                if produced == limit:  # a character cut by the limit is left out
-                    yield Chunk(text=text + held, tokens=1, finish="length", logprobs=entries)
-                    return
-                yield Chunk(text=text, tokens=1, logprobs=entries)
         finally:
             sampled.close()
 
-    def _logprobs(self, token: int, wanted: int) -> list[dict[str, Any]]:
+    def _logprobs(self, token: int, wanted: int) -> dict[str, Any]:
         """The sampled token's logprob and the `wanted` likeliest, from the logits it was sampled from."""
         import numpy
         from llama_cpp import Llama
 
         llm = self.llm
         logprobs = Llama.logits_to_logprobs(llm.scores[llm.n_tokens - 1])
-        best = numpy.argsort(-logprobs, kind="stable")[:wanted] if wanted else ()
+        best = numpy.argpartition(-logprobs, wanted - 1)[:wanted] if wanted else ()  # not a sort of the vocabulary
         text = lambda other: llm.detokenize([int(other)]).decode(errors="ignore")  # noqa: E731
-        return [logprob_entry(text(token), float(logprobs[token]), ((text(other), float(logprobs[other]))
-                                                                      for other in best))]
+        return logprob_entry(text(token), float(logprobs[token]), ((text(other), float(logprobs[other]))
+                                                                     for other in best))
 
 
 async def _threaded(pieces: Iterator[Any]) -> AsyncIterator[Any]:

@@ -151,14 +151,18 @@ class WorkerServer:
             return
         native = request.n == 1 or "n" in self.engine.features
         left = request.n
+        answer = self.engine.generate(request) if native else fan_out(self.engine, request)
         try:
-            async for chunk in self.engine.generate(request) if native else fan_out(self.engine, request):
-                frames.send(chunk_frame(request_id, chunk))
-                await frames.drain()
-                if chunk.finish:
-                    left -= 1
-                    if not left:
-                        return
+            # Closed when this returns or is cancelled, not when the garbage collector gets to it: the
+            # engine stops generating for a request nobody waits for.
+            async with aclosing(answer) as chunks:
+                async for chunk in chunks:
+                    frames.send(chunk_frame(request_id, chunk))
+                    await frames.drain()
+                    if chunk.finish:
+                        left -= 1
+                        if not left:
+                            return
         except asyncio.CancelledError:
             raise
         except ConnectionError:
