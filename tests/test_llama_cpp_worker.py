@@ -47,6 +47,9 @@ def test_chat_and_completion_through_llama_cpp(served):
     text = "".join(piece.choices[0].text for piece in pieces if piece.choices)
     whole = api.completions.create(model="tiny-llama", prompt="hello", max_tokens=5, seed=5)
     assert text == whole.choices[0].text
+    # An empty stop string, which every text contains, is left out rather than ending the answer at once.
+    assert api.completions.create(model="tiny-llama", prompt="hello", max_tokens=5, seed=5, stop=[""]
+                                  ).choices[0].text == whole.choices[0].text
     assert pieces[-1].usage.completion_tokens == 5 and pieces[-1].usage.prompt_tokens == whole.usage.prompt_tokens
 
 
@@ -104,22 +107,31 @@ def chunks_of(engine, **fields) -> list:
 def test_a_stop_string_cuts_the_text_and_its_tokens_logprobs(logits_engine):
     """A stop string across tokens: the text up to it, and the logprobs of exactly the tokens sent
     (a token a character where the answer is ASCII, as the tiny model's bytes are)."""
-    seed, full = next((seed, chunks) for seed in range(200)
-                      if len(chunks := chunks_of(logits_engine, prompt="hi", max_tokens=12, seed=seed, logprobs=1)) == 12
-                      and len("".join(chunk.text for chunk in chunks[:8])) >= 7
-                      and all(len(chunk.text) <= 1 and chunk.text.isascii() for chunk in chunks[:8]))
+    chunks_of(logits_engine, prompt="hi", max_tokens=1)  # the context holds the prompt from here on (its
+    # logprobs differ in their last bits between a prompt evaluated whole and one taken from the cache)
+
+    def wanted(chunks: list) -> bool:  # 12 tokens, the first 8 a character of ASCII or none, 7 characters
+        text = "".join(chunk.text for chunk in chunks[:8])
+        return chunks[-1].finish == "length" and len(text) >= 7 and text[4:7] not in text[:6] and \
+            all(len(chunk.text) <= 1 and chunk.text.isascii() for chunk in chunks[:8])
+    seed, full = next((seed, chunks) for seed in range(2000)
+                      if wanted(chunks := chunks_of(logits_engine, prompt="hi", max_tokens=12, seed=seed, logprobs=1)))
     text = "".join(chunk.text for chunk in full)
     stop = text[4:7]
     cut = chunks_of(logits_engine, prompt="hi", max_tokens=12, seed=seed, logprobs=1, stop=[stop, "never there"])
     sent = "".join(chunk.text for chunk in cut)
-    assert sent == text[:text.index(stop)] and cut[-1].finish == "stop"
-    assert "".join(entry["token"] for chunk in cut for entry in chunk.logprobs or []) == sent
+    assert sent == text[:4] and cut[-1].finish == "stop"
+    assert "".join(entry["token"] for chunk in cut for entry in chunk.logprobs) == sent
     made = next(count for count in range(1, 13) if len("".join(chunk.text for chunk in full[:count])) == 7)
     assert sum(chunk.tokens for chunk in cut) == made  # the stop string's tokens were made, and counted
-    assert sum(len(chunk.logprobs or []) for chunk in cut) < made  # their logprobs were not sent
+    assert sum(len(chunk.logprobs) for chunk in cut) < made  # their logprobs were not sent
     # The same answer held back as the stop string began, then let go: the same logprobs, in order.
     held = chunks_of(logits_engine, prompt="hi", max_tokens=12, seed=seed, logprobs=1, stop=[text[4:6] + "\x00"])
-    assert [entry for chunk in held for entry in chunk.logprobs] == [entry for chunk in full for entry in chunk.logprobs]
+    assert "".join(chunk.text for chunk in held) == text
+    assert [entry["token"] for chunk in held for entry in chunk.logprobs] == \
+        [entry["token"] for chunk in full for entry in chunk.logprobs]
+    assert [entry["logprob"] for chunk in held for entry in chunk.logprobs] == \
+        pytest.approx([entry["logprob"] for chunk in full for entry in chunk.logprobs])
 
 
 def test_any_seed_gives_the_same_answer_again(logits_engine):
@@ -299,6 +311,16 @@ def test_logprobs(featured):
                                                 stream=True))
     assert [e.token for c in streamed if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content] \
         == [entry.token for entry in entries]
+    # text_offset streamed as unstreamed, for an answer with a character of several tokens (where a
+    # token's text and the text's pieces do not line up).
+    def several_bytes(seed: int):
+        answer = api.completions.create(model="full", prompt="hello", max_tokens=12, seed=seed, logprobs=1)
+        return answer if any(ord(character) > 0x7F for character in answer.choices[0].text) else None
+    seed, whole = next((seed, answer) for seed in range(100) if (answer := several_bytes(seed)))
+    pieces = list(api.completions.create(model="full", prompt="hello", max_tokens=12, seed=seed, logprobs=1,
+                                         stream=True))
+    assert [offset for piece in pieces if piece.choices and piece.choices[0].logprobs
+            for offset in piece.choices[0].logprobs.text_offset] == whole.choices[0].logprobs.text_offset
     # Without --logits-all llama.cpp has no logprobs to give: a 400 says so, never a silent 200.
     with pytest.raises(openai.BadRequestError, match="logprobs: the llama_cpp engine serving 'lean'") as refused:
         api.chat.completions.create(model="lean", messages=ASK, max_tokens=4, logprobs=True)

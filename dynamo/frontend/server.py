@@ -88,11 +88,13 @@ async def openai_errors(request: web.Request, handler) -> web.StreamResponse:
 
 class Answer:
     """One choice's frames, gathered: its text, tokens, logprobs and how it ended."""
-    __slots__ = ("texts", "characters", "tokens", "logprobs", "finish", "prompt_tokens")
+    __slots__ = ("texts", "offset", "tokens", "logprobs", "finish", "prompt_tokens")
 
     def __init__(self, logprobs: bool) -> None:
         self.texts: list[str] = []
-        self.characters = 0  # the text's length so far: where the next piece starts
+        # text_offset of the next logprob entry: the length of the entries' tokens so far, as an unstreamed
+        # answer counts it (a token's text can straddle two pieces of the text)
+        self.offset = 0
         self.tokens = 0
         self.logprobs: list[dict[str, Any]] | None = [] if logprobs else None
         self.finish: str | None = None
@@ -100,10 +102,11 @@ class Answer:
 
     def add(self, frame: dict[str, Any]) -> None:
         self.texts.append(frame["text"])
-        self.characters += len(frame["text"])
         self.tokens += frame["tokens"]
         if self.logprobs is not None:
-            self.logprobs.extend(frame.get("logprobs") or [])
+            entries = frame.get("logprobs") or []
+            self.logprobs.extend(entries)
+            self.offset += sum(len(entry["token"]) for entry in entries)
         if "finish" in frame:
             self.finish, self.prompt_tokens = frame["finish"], frame["prompt_tokens"]
 
@@ -300,7 +303,7 @@ class Frontend:
             try:
                 async for index, frame in self._frames(frames, response.model):
                     answer = answers[index]
-                    offset = answer.characters
+                    offset = answer.offset
                     answer.add(frame)
                     if (frame["text"] or not started[index] or frame.get("logprobs")) and not buffered[index]:
                         await stream.write(_sse(response.chunk(frame["text"], first=not started[index], index=index,

@@ -124,7 +124,8 @@ class LlamaCppEngine:
         try:
             for token in sampled:
                 if llama_cpp.llama_token_is_eog(llm._model.vocab, token):  # as _create_completion asks
-                    yield Chunk(text=held, finish="stop", logprobs=[entry for _, entry in pending] or None)
+                    yield Chunk(text=held, finish="stop", logprobs=[entry for _, entry in pending]
+                                if request.logprobs is not None else None)
                     return
                 produced += 1
                 piece = decoder.decode(llm.detokenize([token]))
@@ -182,7 +183,17 @@ async def _threaded(pieces: Iterator[Any]) -> AsyncIterator[Any]:
             yield piece
     finally:
         stop.set()
-        await asyncio.to_thread(thread.join)  # the next request must not share the context with this one
+        # The next request must not share the context with this one: wait for the thread even when
+        # cancelled again meanwhile (a cancel frame, then the connection dropping), then pass it on.
+        joined = asyncio.ensure_future(asyncio.to_thread(thread.join))
+        cancelled = False
+        while not joined.done():
+            try:
+                await asyncio.shield(joined)
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
 
 
 def _chat_formatter(llm: Any):
