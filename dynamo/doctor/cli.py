@@ -10,9 +10,9 @@ from pathlib import Path
 
 from dynamo.doctor import requirement
 from dynamo.doctor.facts import HostFacts, RecordingInvalid, from_recording, interpret, record
-from dynamo.doctor.judge import FAIL, MARKS, SCOPES, Finding, Subject, host_device, judge
+from dynamo.doctor.judge import FAIL, MARKS, SCOPES, Finding, Subject, host_device, judge, release_to_judge
 from dynamo.matrix import InvalidCombination, Matrix
-from dynamo.matrix.query import check_framework, default_release, find_release
+from dynamo.matrix.query import check_framework, find_release
 
 FRAMEWORK_PACKAGES = {"vllm": "vllm", "sglang": "sglang", "trtllm": "tensorrt-llm", "llama_cpp": "llama-cpp-python"}
 
@@ -64,12 +64,8 @@ def _subject(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> Subj
     device = args.cuda.lower().removeprefix("cuda") if args.cuda else None
     if device is None and args.framework:
         device = host_device(matrix, facts, args.framework)
-    if args.release or installed in matrix.release:
-        release = find_release(matrix, args.release or installed)
-    elif args.framework:  # the latest release, else the newest that ships this framework (and CUDA)
-        release = default_release(matrix, args.framework, device)[0]
-    else:
-        release = matrix.latest
+    release = find_release(matrix, args.release) if args.release else \
+        release_to_judge(matrix, installed, args.framework, device)
     framework = args.framework
     if framework is None:  # the engine installed here; the newest release that has it, unless one was asked for
         installed_engines = [fw for fw, pkg in FRAMEWORK_PACKAGES.items() if facts.packages.get(pkg)]
@@ -77,7 +73,7 @@ def _subject(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> Subj
         if framework is None and installed_engines and not args.release:
             framework = installed_engines[0]
             device = device or host_device(matrix, facts, framework)
-            release = default_release(matrix, framework, device)[0]
+            release = release_to_judge(matrix, None, framework, device)
     if device is None and framework:
         device = host_device(matrix, facts, framework)
     return Subject(release, framework, device)

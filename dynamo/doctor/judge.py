@@ -125,6 +125,16 @@ def host_device(matrix: Matrix, facts: HostFacts, framework: str | None) -> str 
     return None
 
 
+def release_to_judge(matrix: Matrix, installed: str | None, framework: str | None, device: str | None) -> str:
+    """The release to judge when none was asked for: the installed dynamo's; else the latest, or for a
+    framework the newest release that ships it on the device."""
+    from dynamo.matrix.query import default_release
+
+    if installed in matrix.release:
+        return installed
+    return default_release(matrix, framework, device)[0] if framework else matrix.latest
+
+
 def _target(matrix: Matrix, facts: HostFacts, subject: Subject) -> tuple[Target | None, str]:
     """The subject's build target, or None and the matrix's reason why there is none."""
     from dynamo.matrix.query import default_device, evaluate

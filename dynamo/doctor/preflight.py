@@ -31,9 +31,8 @@ def preflight(framework: str | None, argv: list[str], facts: HostFacts | None = 
         return rest
     # Imported here, so that a skipped preflight costs nothing.
     from dynamo.doctor.facts import RecordingInvalid, gather
-    from dynamo.doctor.judge import FAIL, MARKS, Subject, host_device, judge
+    from dynamo.doctor.judge import FAIL, MARKS, Subject, host_device, judge, release_to_judge
     from dynamo.matrix import MatrixInvalid, load
-    from dynamo.matrix.query import default_release
 
     try:
         matrix = load()
@@ -46,10 +45,7 @@ def preflight(framework: str | None, argv: list[str], facts: HostFacts | None = 
     installed = facts.packages.get("dynamo")
     known = framework in matrix.framework
     device = host_device(matrix, facts, framework if known else None)
-    if installed in matrix.release:
-        release = installed
-    else:  # the latest release, else the newest that ships this framework on this device
-        release = default_release(matrix, framework, device)[0] if known else matrix.latest
+    release = release_to_judge(matrix, installed, framework if known else None, device)
     framework = framework if framework in matrix.release[release].engines else None
     failures = [f for f in judge(matrix, facts, Subject(release, framework, device)) if f.status == FAIL]
     if failures:
