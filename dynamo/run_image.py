@@ -317,10 +317,11 @@ def command(options: Options, engine: str, gpus: bool, ulimits: dict[str, str]) 
     return [*args, options.image, *options.command]
 
 
-def preflight(options: Options, config: ImageConfig, gpus: bool) -> list[str]:
+def preflight(options: Options, config: ImageConfig, gpus: bool, engine: str = "docker") -> list[str]:
     """Check this host against the image's labels with `dynamo doctor --scope host`, and the NVIDIA
-    toolkit's requirements as the container's environment will hold them; the caveat warnings to
-    show. Raises RunError when the host cannot run the image."""
+    toolkit's requirements as the container's environment will hold them (docker --gpus; podman
+    gets the GPUs through CDI, where the toolkit checks none); the caveat warnings to show. Raises
+    RunError when the host cannot run the image."""
     labels = config.labels
     release, framework = labels.get("dev.dynamo.release"), labels.get("dev.dynamo.framework")
     if not release or not framework:
@@ -330,7 +331,9 @@ def preflight(options: Options, config: ImageConfig, gpus: bool) -> list[str]:
         raise RunError(f"{options.image} is a CUDA {image_cuda} image and needs GPUs; drop --gpus none"
                        " (or pass --skip-preflight)")
     require = []  # what the toolkit will read from the container's environment; "" for nothing
-    if image_cuda:
+    if image_cuda and engine == "podman":  # command(): --device nvidia.com/gpu=..., that is CDI
+        require = ["--cdi"]
+    elif image_cuda:
         require = [arg for text in requirement.from_env(container_env(options, config.env)) or ("",)
                    for arg in ("--require", text)]
     result = subprocess.run([sys.executable, str(REPO / "build.py"), "doctor", "--scope", "host", "--release", release,
@@ -377,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             where = f"{engine}'s image store" if options.engine else "neither Docker's nor podman's image store"
             raise RunError(f"image {options.image} is in {where}; build it: {build_hint(options)}")
         if options.preflight:
-            for line in preflight(options, config, gpus):
+            for line in preflight(options, config, gpus, engine):
                 warn(line)
         args = command(options, engine, gpus, settle_ulimits(options, engine, warn))
         if options.workspace:

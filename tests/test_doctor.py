@@ -99,3 +99,19 @@ def test_host_scope_reports_caveats_about_run_flags(matrix):
     assert caveat.fix.startswith("replace --network host with port mappings") and "-p 4222:4222" in caveat.fix
     assert not [f for f in judge(matrix, al2023, Subject("0.8.1", "vllm", "12.9"), scope="host") if f.check == "caveat"]
     assert [f.check for f in findings if f.status != "ok"] == ["caveat"]  # python and limits are not the host's
+
+
+def test_through_cdi_the_toolkit_checks_no_requirement():
+    """A GeForce RTX 4070 on R550 (CUDA 12.4) and a CUDA 12.9 image. Through `docker run --gpus` the
+    toolkit refuses it: a GeForce card has no forward-compatibility clause, and cuda>=12.9 is not met.
+    Through CDI (podman, which run.sh uses with --device nvidia.com/gpu=...) the toolkit checks no
+    NVIDIA_REQUIRE_* (NVIDIA/nvidia-container-toolkit#1470): the image starts and runs through CUDA 12.x
+    minor-version compatibility (R550 is above 12.x's floor, 525.60.13), with its limits."""
+    host = str(REPO / "tests" / "data" / "hosts" / "rtx4070-r550-frogging")
+    cell = ("doctor", "--release", "0.8.1", "--framework", "vllm", "--cuda", "12.9", "--facts", host, "--scope", "host",
+            "--json")
+    findings = lambda result: {f["check"]: f["status"] for f in json.loads(result.stdout)["findings"]}  # noqa: E731
+    hook, cdi = run_cli(*cell), run_cli(*cell, "--cdi")
+    assert (hook.returncode, cdi.returncode) == (1, 0), (hook.stdout, cdi.stdout)
+    assert findings(hook)["toolkit"] == "fail" and findings(cdi)["toolkit"] == "ok"
+    assert findings(hook)["driver"] == findings(cdi)["driver"] == "warn"  # minor-version compatibility either way

@@ -228,3 +228,20 @@ def test_the_image_serves_the_frontend_by_default(image):
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
         server.wait(30)
+
+
+@pytest.mark.parametrize("engine, toolkit", [("docker", ["--require", "cuda>=12.9"]), ("podman", ["--cdi"])])
+def test_the_preflight_asks_the_doctor_about_the_way_the_gpus_come(monkeypatch, engine, toolkit):
+    """docker --gpus goes through the toolkit's hook, which checks the container's NVIDIA_REQUIRE_*;
+    podman gets --device nvidia.com/gpu=all, CDI, which checks none (NVIDIA/nvidia-container-toolkit#1470)."""
+    from dynamo import run_image
+
+    asked = []
+    monkeypatch.setattr(run_image.subprocess, "run", lambda command, **_: asked.append(command) or
+                        subprocess.CompletedProcess(command, 0, stdout="", stderr=""))
+    config = run_image.ImageConfig(labels={"dev.dynamo.release": "0.8.1", "dev.dynamo.framework": "vllm",
+                                           "dev.dynamo.cuda.version": "12.9"}, env={"NVIDIA_REQUIRE_CUDA": "cuda>=12.9"})
+    assert run_image.preflight(run_image.parse(["--image", "x"]), config, True, engine) == []
+    assert asked[0][-len(toolkit):] == toolkit and ("--cdi" in asked[0]) == (engine == "podman")
+    assert "--device" in run_image.command(run_image.parse(["--image", "x"]), "podman", True, {}) and \
+        "--gpus" in run_image.command(run_image.parse(["--image", "x"]), "docker", True, {})

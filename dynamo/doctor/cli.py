@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--require", metavar="TEXT", action="append",
                         help="judge the NVIDIA container toolkit's answer to this NVIDIA_REQUIRE_* value (repeat: ANDed;"
                              " \"\" requires nothing) instead of the image's own or the matrix's")
+    parser.add_argument("--cdi", action="store_true",
+                        help="the container gets its GPUs through CDI (podman, docker --device nvidia.com/gpu=...),"
+                             " where the NVIDIA container toolkit checks no NVIDIA_REQUIRE_*")
     parser.add_argument("--facts", metavar="DIR", help="judge facts recorded on another machine instead of this one")
     parser.add_argument("--record", metavar="DIR", help="also write what this host's sources printed to DIR, the"
                                                         " recording that --facts reads")
@@ -37,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def subject_for(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> Subject:
     """From --image labels, else the flags, else what is installed here; --require replaces the requirements."""
-    subject = _subject(matrix, facts, args)
+    subject = dataclasses.replace(_subject(matrix, facts, args), cdi=args.cdi)
     return dataclasses.replace(subject, requirements=tuple(args.require)) if args.require is not None else subject
 
 
