@@ -4,6 +4,7 @@ The engines need a GPU, so their outputs here are objects shaped as the engines 
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -77,9 +78,7 @@ def test_vllm_n_in_one_request():
     both = tracker.chunks(SimpleNamespace(outputs=[completion(0, "a"), completion(1, "bc", "stop")], finished=False,
                                           prompt_token_ids=[1, 2]))
     assert [(c.index, c.text, c.finish, c.prompt_tokens) for c in both] == [(0, "a", None, None), (1, "bc", "stop", 2)]
-    # The finished sequence, should vLLM list it again, says nothing more: its choice ended once.
-    last = tracker.chunks(SimpleNamespace(outputs=[completion(0, "d", "length"), completion(1, "", "stop")],
-                                          finished=True, prompt_token_ids=[1, 2]))
+    last = tracker.chunks(SimpleNamespace(outputs=[completion(0, "d", "length")], finished=True, prompt_token_ids=[1, 2]))
     assert [(c.index, c.text, c.finish) for c in last] == [(0, "d", "length")]
 
 
@@ -127,10 +126,11 @@ def test_trtllm_streamed_outputs():
     def output(diff, ids, finished, reason=None):
         return SimpleNamespace(outputs=[SimpleNamespace(text_diff=diff, token_ids_diff=ids, finish_reason=reason,
                                                         index=0)], finished=finished, prompt_token_ids=[1] * 4)
-    assert trtllm.chunks(output("a", [1], False), set())[0].finish is None
-    [last] = trtllm.chunks(output("b", [2, 3], True, "stop"), set())
+    assert trtllm.chunks(output("a", [1], False))[0].finish is None
+    [last] = trtllm.chunks(output("b", [2, 3], True, "stop"))
     assert (last.text, last.tokens, last.finish, last.prompt_tokens) == ("b", 2, "stop", 4)
-    assert trtllm.chunks(output("", [], True, "length"), set())[0].finish == "length"
+    assert trtllm.chunks(output("", [], True, "length"))[0].finish == "length"
+    assert trtllm.chunks(output("", [], False)) == []  # no news
 
 
 def test_trtllm_n_in_one_request():
@@ -140,14 +140,14 @@ def test_trtllm_n_in_one_request():
 
     def sequence(index, diff, reason=None):
         return SimpleNamespace(index=index, text_diff=diff, token_ids_diff=[9] * len(diff), finish_reason=reason)
-    finished: set[int] = set()
     first = trtllm.chunks(SimpleNamespace(outputs=[sequence(0, "a", "length"), sequence(1, "b")], finished=False,
-                                          prompt_token_ids=[1] * 3), finished, request)
+                                          prompt_token_ids=[1] * 3), request)
     assert [(c.index, c.text, c.finish, c.prompt_tokens) for c in first] == [(0, "a", "length", 3), (1, "b", None, None)]
-    # TensorRT-LLM lists every sequence in each output: the finished one again, with nothing new.
+    # TensorRT-LLM lists every sequence in each output: the finished one again, with nothing new (the
+    # worker drops it: test_the_worker_ends_each_choice_once).
     then = trtllm.chunks(SimpleNamespace(outputs=[sequence(0, "", "length"), sequence(1, "c", "stop")], finished=True,
-                                         prompt_token_ids=[1] * 3), finished, request)
-    assert [(c.index, c.text, c.finish) for c in then] == [(1, "c", "stop")]
+                                         prompt_token_ids=[1] * 3), request)
+    assert [(c.index, c.text, c.finish) for c in then] == [(0, "", "length"), (1, "c", "stop")]
 
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
@@ -242,14 +242,14 @@ def test_trtllm_logprobs():
     floats = SimpleNamespace(outputs=[SimpleNamespace(text_diff="ab", token_ids_diff=[1, 2], logprobs_diff=[-0.1, -0.2],
                                                       finish_reason="length", index=0)], finished=True,
                              prompt_token_ids=[1] * 4)
-    [chunk] = trtllm.chunks(floats, set(), request, Tokenizer())
+    [chunk] = trtllm.chunks(floats, request, Tokenizer())
     assert chunk.logprobs == [{"token": "a", "logprob": -0.1, "top": []}, {"token": "b", "logprob": -0.2, "top": []}]
     assert chunk.prompt_tokens == 3
     ranked = SimpleNamespace(outputs=[SimpleNamespace(text_diff="a", token_ids_diff=[1], finish_reason=None, index=0,
                                                       logprobs_diff=[{1: SimpleNamespace(logprob=-0.3),
                                                                       3: SimpleNamespace(logprob=-0.2)}])],
                              finished=False, prompt_token_ids=[1])
-    assert trtllm.chunks(ranked, set(), request, Tokenizer())[0].logprobs == [
+    assert trtllm.chunks(ranked, request, Tokenizer())[0].logprobs == [
         {"token": "a", "logprob": -0.3, "top": [{"token": "c", "logprob": -0.2}]}]
     assert trtllm.sampling_kwargs(request) == {"logprobs": 1}
 
@@ -327,3 +327,33 @@ def test_the_worker_closes_an_answer_nobody_reads():
         return list(closed)
 
     assert asyncio.run(answer()) == ["hi"]
+
+
+class Sent:  # a FrameWriter that keeps the frames
+    def __init__(self):
+        self.frames = []
+
+    def send(self, frame):
+        self.frames.append(json.loads(frame))
+
+    async def drain(self):
+        pass
+
+
+def test_the_worker_ends_each_choice_once():
+    """An engine that lists a finished choice again (TensorRT-LLM lists every sequence in each output;
+    vLLM and SGLang might): the worker sends nothing more of it, and ends the request when every choice
+    has ended once, not at the second end of the first choice."""
+    class Repeating:
+        features = frozenset({"n"})
+
+        async def generate(self, request):
+            for index, text, finish in [(0, "a", "length"), (1, "b", None), (0, "", "length"), (1, "c", "stop"),
+                                        (1, "", "stop")]:
+                yield Chunk(text=text, tokens=len(text), finish=finish, prompt_tokens=3 if finish else None,
+                            index=index)
+
+    sent = Sent()
+    asyncio.run(worker.WorkerServer(Repeating(), "test")._answer(7, {"model": "m", "prompt": "hi", "n": 2}, sent))
+    assert [(frame.get("index", 0), frame["text"], frame.get("finish")) for frame in sent.frames] == [
+        (0, "a", "length"), (1, "b", None), (1, "c", "stop")]

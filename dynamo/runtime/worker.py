@@ -150,18 +150,20 @@ class WorkerServer:
                                     param=unsupported[0]))
             return
         native = request.n == 1 or "n" in self.engine.features
-        left = request.n
         answer = self.engine.generate(request) if native else fan_out(self.engine, request)
+        finished: set[int] = set()  # choices that ended: an engine that lists one again says nothing more of it
         try:
             # Closed when this returns or is cancelled, not when the garbage collector gets to it: the
             # engine stops generating for a request nobody waits for.
             async with aclosing(answer) as chunks:
                 async for chunk in chunks:
+                    if chunk.index in finished:
+                        continue
                     frames.send(chunk_frame(request_id, chunk))
                     await frames.drain()
                     if chunk.finish:
-                        left -= 1
-                        if not left:
+                        finished.add(chunk.index)
+                        if len(finished) == request.n:
                             return
         except asyncio.CancelledError:
             raise

@@ -94,17 +94,11 @@ class SglangEngine:
         trackers: dict[int, TextTracker] = {}  # one per choice: each streams its own text
         stream = await self.engine.async_generate(**generate_kwargs(request, engine_prompt(self.tokenizer, request)),
                                                   stream=True)
-        finished: set[int] = set()
         async for output in stream:
             index = output.get("index", 0)
-            if index in finished:
-                continue
             if index not in trackers:
                 trackers[index] = TextTracker(request)
-            chunk = dataclasses.replace(trackers[index].chunk(output), index=index)
-            if chunk.finish:
-                finished.add(index)
-            yield chunk
+            yield dataclasses.replace(trackers[index].chunk(output), index=index)
 
 
 def server_args(argv: list[str]) -> Any:

@@ -65,25 +65,17 @@ class TrtllmEngine:
 
         prompt = engine_prompt(self.llm.tokenizer, request)
         params = SamplingParams(**sampling_kwargs(request), **guided_decoding(request.output_schema()))
-        finished: set[int] = set()
         async for output in self.llm.generate_async(prompt, sampling_params=params, streaming=True):
-            for piece in chunks(output, finished, request, self.llm.tokenizer):
+            for piece in chunks(output, request, self.llm.tokenizer):
                 yield piece
 
 
-def chunks(output: Any, finished: set[int], request: GenerateRequest | None = None, tokenizer: Any = None
-           ) -> list[Chunk]:
+def chunks(output: Any, request: GenerateRequest | None = None, tokenizer: Any = None) -> list[Chunk]:
     """One streamed RequestOutput: a chunk per sequence (n of them, each with its index) that has
-    news; a sequence in `finished` (which this adds to) stays in the outputs but says nothing more."""
-    result = []
-    for completion in output.outputs:
-        if completion.index in finished or not (completion.text_diff or completion.token_ids_diff
-                                                or completion.finish_reason is not None):
-            continue
-        if completion.finish_reason is not None:
-            finished.add(completion.index)
-        result.append(chunk(output, completion, request, tokenizer))
-    return result
+    news. TensorRT-LLM lists every sequence in each output, a finished one too: the worker drops
+    what follows a sequence's end."""
+    return [chunk(output, completion, request, tokenizer) for completion in output.outputs
+            if completion.text_diff or completion.token_ids_diff or completion.finish_reason is not None]
 
 
 def chunk(output: Any, completion: Any, request: GenerateRequest | None = None, tokenizer: Any = None) -> Chunk:

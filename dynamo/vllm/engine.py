@@ -53,22 +53,18 @@ def logprob_entries(token_ids: list[int], logprobs: list[dict[int, Any]] | None,
 
 class DeltaTracker:
     """vLLM's outputs, asked for as deltas, turned into our chunks: one per sequence (CompletionOutput,
-    `index` among the request's n) that has news; a sequence has finished when its finish_reason is set."""
+    `index` among the request's n); a sequence has finished when its finish_reason is set (should
+    vLLM list it again, the worker drops what follows its end)."""
 
     def __init__(self, request: GenerateRequest | None = None) -> None:
         self.wanted = request.logprobs or 0 if request else 0
         self.resumed_tokens = request.resumed_tokens if request else 0
-        self.finished: set[int] = set()  # sequences that said their last
 
     def chunks(self, output: Any) -> list[Chunk]:
         prompt_tokens = max(len(output.prompt_token_ids or []) - self.resumed_tokens, 0)  # the answer so far is no prompt
         result = []
         for completion in output.outputs:
             finish = completion.finish_reason
-            if completion.index in self.finished:
-                continue
-            if finish is not None:
-                self.finished.add(completion.index)
             result.append(Chunk(text=completion.text, tokens=len(completion.token_ids),
                                 finish=None if finish is None else "stop" if finish == "abort" else finish,
                                 prompt_tokens=prompt_tokens if finish is not None else None,
