@@ -317,7 +317,7 @@ def command(options: Options, engine: str, gpus: bool, ulimits: dict[str, str]) 
     return [*args, options.image, *options.command]
 
 
-def preflight(options: Options, config: ImageConfig, gpus: bool, engine: str = "docker") -> list[str]:
+def preflight(options: Options, config: ImageConfig, gpus: bool, engine: str) -> list[str]:
     """Check this host against the image's labels with `dynamo doctor --scope host`, and the NVIDIA
     toolkit's requirements as the container's environment will hold them (docker --gpus; podman
     gets the GPUs through CDI, where the toolkit checks none); the caveat warnings to show. Raises

@@ -40,8 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def subject_for(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> Subject:
     """From --image labels, else the flags, else what is installed here; --require replaces the requirements."""
-    subject = dataclasses.replace(_subject(matrix, facts, args), cdi=args.cdi)
-    return dataclasses.replace(subject, requirements=tuple(args.require)) if args.require is not None else subject
+    subject = _subject(matrix, facts, args)
+    requirements = subject.requirements if args.require is None else tuple(args.require)
+    return dataclasses.replace(subject, requirements=requirements, cdi=args.cdi)
 
 
 def _subject(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> Subject:

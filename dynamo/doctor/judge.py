@@ -99,7 +99,7 @@ def judge(matrix: Matrix, facts: HostFacts, subject: Subject, scope: str = "all"
             if target.status == "experimental":
                 findings.append(Finding(WARN, "experimental", "; ".join(target.notes)))
             if _for_an_image(matrix, facts, target, scope):
-                findings += _toolkit(matrix, facts, target, subject.requirements, subject.cdi)
+                findings += _toolkit(matrix, facts, target, subject)
             findings += _driver(matrix, facts, target)
             findings += _gpus(matrix, facts, target)
             if inside:
@@ -320,18 +320,18 @@ def _runnable_elsewhere(matrix: Matrix, facts: HostFacts, target: Target) -> lis
     return found[:4]
 
 
-def _toolkit(matrix: Matrix, facts: HostFacts, target: Target, requirements: tuple[str, ...] | None,
-             cdi: bool = False) -> list[Finding]:
+def _toolkit(matrix: Matrix, facts: HostFacts, target: Target, subject: Subject) -> list[Finding]:
     """Will `docker run --gpus` start the image? The NVIDIA container toolkit decides, from the
     NVIDIA_REQUIRE_* of its environment: a built image's own, else what dynamo.images renders.
     Through CDI it checks none of them. Inside a started container that question has been answered."""
     if target.cuda is None or not facts.driver or _mismatch(facts) is not None:
         return []  # a CPU image asks for no GPU; no driver to start with: the driver finding says so
-    if cdi:
+    if subject.cdi:
         return [Finding(OK, "toolkit", "the GPUs come through CDI, where the NVIDIA container toolkit checks no"
                         " NVIDIA_REQUIRE_* (NVIDIA/nvidia-container-toolkit#1470): the image starts, and the driver"
                         " and GPU checks say how it runs")]
-    texts = (target.require_cuda,) if requirements is None else tuple(t for t in requirements if t.strip())
+    texts = (target.require_cuda,) if subject.requirements is None else \
+        tuple(t for t in subject.requirements if t.strip())
     if not texts:
         return [Finding(OK, "toolkit", "the NVIDIA container toolkit starts this image: its environment requires"
                         " nothing (no NVIDIA_REQUIRE_*, or NVIDIA_DISABLE_REQUIRE)")]
