@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from runtime_start import REPO, load_average
+
 sys.path.insert(0, str(REPO))
 
 from dynamo.imagebuild.image import Progress  # noqa: E402 -- after the checkout is on the path
@@ -41,10 +42,6 @@ class Timeline(Progress):
         if self.first_step is None and self.steps:
             self.first_step = self.elapsed()
         self.last_line = self.elapsed()
-
-
-def load() -> str:
-    return "load average {:.2f}, {:.2f}, {:.2f}".format(*os.getloadavg())
 
 
 def store_size(engine_name: str) -> str:
@@ -82,7 +79,7 @@ def main() -> None:
         progress = Timeline(out=open(os.devnull, "w"))
         summary = build_image(make_plan(matrix, **common, **extra), engine, progress)
         print(f"{label:<58} {summary.seconds:7.1f} s, {summary.steps} steps, {summary.cached} from cache"
-              f"  ({load()}{store_size(engine.name)})")
+              f"  (load average {load_average()}{store_size(engine.name)})")
         return progress
 
     def ran_again(progress: Timeline) -> list[str]:
@@ -103,7 +100,7 @@ def main() -> None:
     started = time.monotonic()
     subprocess.run(command, cwd=REPO, check=True, capture_output=True)
     print(f"{'rebuild, nothing changed (python build.py, end to end)':<58} {time.monotonic() - started:7.1f} s"
-          f"  ({load()})")
+          f"  (load average {load_average()})")
 
     touched = REPO / "dynamo" / "__init__.py"
     original = touched.read_text()

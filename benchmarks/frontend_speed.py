@@ -39,7 +39,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime_start import REPO, installed_env
+from runtime_start import REPO, installed_env, load_average
 
 CONCURRENCY = (1, 16, 64)
 ROUNDS = 2  # further 16-client rows of this code and the baseline, in turn, for the CPU comparison
@@ -134,10 +134,6 @@ def layouts(cores: list[int]) -> tuple[Layout, Layout | None]:
         return shared, None
     frontend = ",".join(str(core) for core in cores[:-1])
     return shared, Layout("pinned", ["taskset", "-c", frontend], ["taskset", "-c", str(cores[-1])])
-
-
-def load_average() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def measure(repo: Path, processes: int, layout: Layout, args: argparse.Namespace,

@@ -11,6 +11,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def load_average() -> str:
+    """The machine's load averages over 1, 5 and 15 minutes: other programs skew every figure."""
+    return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
 def installed_env(**extra: str) -> dict[str, str]:
     """This environment with our modules byte-compiled, as pip leaves an installed wheel; a checkout
     with PYTHONDONTWRITEBYTECODE=1 would compile the sources again at every start."""

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 import socket
 import subprocess
@@ -61,6 +62,11 @@ STANDIN = "localhost/standin:bookworm"  # amd64 + arm64 manifest list (buildah/p
 STANDIN_AMD64 = "localhost/standin:bookworm-amd64"
 DOCKER_STANDIN = "standin:bookworm-amd64"
 CA = "/etc/ssl/certs/ca-certificates.crt"  # this machine's bundle: its proxy intercepts TLS
+
+
+def rows(report: str) -> list[list[str]]:
+    """The rows of `build.py verify`'s table: mark, check, expected, found."""
+    return [re.split(r" {2,}", line) for line in report.splitlines() if line.startswith(("✓", "✗"))]
 
 
 def buildah_ready() -> str | None:

@@ -34,6 +34,10 @@ class Process:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def worker_address(self) -> str:
+        """HOST:PORT, from a worker's "worker ready: model 'm' (framework) on HOST:PORT, ..." line."""
+        return self.output().split(" on ", 1)[1].split(",", 1)[0]
+
     def wait_for(self, text: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while text not in self.output():

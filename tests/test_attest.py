@@ -4,13 +4,12 @@ stand-in base, attested with syft and cyclonedx-py, then checked, then checked a
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import uuid
 
 import pytest
-from conftest import CA, MATRIX_FILE, REPO, STANDIN_AMD64, buildah_ready, require, run_cli
+from conftest import CA, MATRIX_FILE, REPO, STANDIN_AMD64, buildah_ready, require, rows, run_cli
 
 from dynamo import attest, lock
 from dynamo.matrix import load
@@ -19,11 +18,6 @@ TAG = f"localhost/dynamo-test:{uuid.uuid4().hex[:8]}-attest"
 RELEASE = load(MATRIX_FILE).latest  # what build.py builds by default
 LOCK = REPO / f"locks/{RELEASE}/frontend-cpu-py3.11-amd64.txt"
 DOCUMENTS = f"attestations/{RELEASE}/frontend-cpu-py3.11-amd64.{{intoto,spdx}}.json"  # what verify's check names
-
-
-def rows(report: str) -> list[list[str]]:
-    """The rows of `build.py verify`'s table: mark, check, expected, found."""
-    return [re.split(r" {2,}", line) for line in report.splitlines() if line.startswith(("✓", "✗"))]
 
 
 @pytest.fixture(scope="module")

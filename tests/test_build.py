@@ -15,7 +15,18 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import CA, DOCKER_STANDIN, REPO, STANDIN, STANDIN_AMD64, buildah_ready, docker_ready, require, run_cli
+from conftest import (
+    CA,
+    DOCKER_STANDIN,
+    REPO,
+    STANDIN,
+    STANDIN_AMD64,
+    buildah_ready,
+    docker_ready,
+    require,
+    rows,
+    run_cli,
+)
 
 RUN_ID = uuid.uuid4().hex[:8]
 
@@ -131,8 +142,7 @@ def test_buildah_build_verify_and_mismatch(tmp_path):
     # Not attested yet (tests/test_attest.py attests): every check passes but the SBOM and provenance one.
     verified = run_cli("verify", tag, "--engine", "buildah", "--attestations", str(tmp_path))
     assert verified.returncode == 1
-    assert [line.split()[1:4] for line in verified.stdout.splitlines() if line.startswith("✗")] == \
-        [["SBOM", "and", "provenance"]], verified.stdout
+    assert [row[1] for row in rows(verified.stdout) if row[0] == "✗"] == ["SBOM and provenance"], verified.stdout
     assert verified.stdout.splitlines()[-1] == f"{tag}: 1 of 15 checks fail"
 
     mismatched = f"localhost/dynamo-test:{RUN_ID}-mismatch"
@@ -140,10 +150,9 @@ def test_buildah_build_verify_and_mismatch(tmp_path):
     assert result.returncode == 0 and "warning: this checkout is dynamo 1.6.1 but the image is for release 0.8.0" in result.stderr
     verified = run_cli("verify", mismatched, "--engine", "buildah", "--attestations", str(tmp_path))
     assert verified.returncode == 1
-    assert any(line.startswith("✗  dynamo package") and line.split()[-2:] == ["0.8.0", "1.6.1"]
-               for line in verified.stdout.splitlines()), verified.stdout
-    assert any(line.startswith("✗  label dev.dynamo.lock") and line.split()[-2:] == ["0.8.0/frontend-cpu-py3.11", "none"]
-               for line in verified.stdout.splitlines()), verified.stdout  # built --unlocked
+    assert ["✗", "dynamo package", "0.8.0", "1.6.1"] in rows(verified.stdout), verified.stdout
+    assert ["✗", "label dev.dynamo.lock", "0.8.0/frontend-cpu-py3.11", "none"] in rows(verified.stdout), \
+        verified.stdout  # built --unlocked
     assert verified.stdout.splitlines()[-1] == f"{mismatched}: 3 of 15 checks fail"  # and no attestations
 
 

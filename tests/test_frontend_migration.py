@@ -32,8 +32,7 @@ def start_workers(deployment, *frontend_args, count=2, mocker_args=()):  # noqa:
     workers = {}
     for _ in range(count):
         process = deployment.mocker("mock", "--itl-ms", "40", *mocker_args)
-        address = process.output().split(" on ", 1)[1].split(",", 1)[0]
-        workers[address] = process
+        workers[process.worker_address()] = process
     wait_for_instances(url, count)
     return url, workers
 

@@ -3,12 +3,13 @@ the frontend and a real mocker: the Responses API, lists of prompts, n, model lo
 
 from __future__ import annotations
 
-import json
 import socket
 
 import openai
 import pytest
 from test_frontend import client, deployment, http, served  # noqa: F401 (fixtures)
+
+from dynamo.runtime.protocol import GenerateRequest, decode, generate_frame
 
 CHAT = [{"role": "user", "content": "four words of prompt"}]
 
@@ -73,14 +74,15 @@ def test_n_is_one_request_to_the_worker(deployment):  # noqa: F811
     """The frontend sends n in one request; a worker whose engine answers one choice per request
     (the mocker, llama.cpp) runs the n choices itself and tags each frame with its choice."""
     worker = deployment.mocker("mock")
-    host, port = worker.output().split(" on ", 1)[1].split(",", 1)[0].rsplit(":", 1)
+    host, port = worker.worker_address().rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=10) as link:
-        link.sendall(json.dumps({"id": 1, "generate": {"model": "mock", "prompt": "a b", "n": 2, "seed": 3,
-                                                       "max_tokens": 2}}).encode() + b"\n")
+        link.sendall(generate_frame(1, GenerateRequest(model="mock", prompt="a b", n=2, seed=3, max_tokens=2)))
         received = b""
         while received.count(b"finish") < 2 and b'"error"' not in received:
-            received += link.recv(65536)
-    frames = [json.loads(line) for line in received.splitlines()]
+            data = link.recv(65536)
+            assert data, f"the worker closed the connection after {received!r}"
+            received += data
+    frames = [decode(line) for line in received.splitlines()]
     assert all(frame["id"] == 1 and "error" not in frame for frame in frames)
     texts = ["".join(frame["text"] for frame in frames if frame.get("index", 0) == index) for index in (0, 1)]
     assert texts[0] != texts[1] and all(len(text.split()) == 2 for text in texts)  # seeds 3 and 4

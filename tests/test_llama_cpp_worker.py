@@ -150,13 +150,18 @@ def test_a_closed_answer_stops_its_thread_before_the_next_turn(logits_engine):
 
     from dynamo.runtime.protocol import GenerateRequest
 
-    async def abandon() -> list:
+    def threads() -> list:
+        return [thread for thread in threading.enumerate() if thread.name == "llama-cpp"]
+
+    async def abandon() -> tuple[list, list]:
         answer = logits_engine.generate(GenerateRequest(model="m", prompt="hi", max_tokens=240, seed=1))
         await anext(answer)
         await anext(answer)
+        running = threads()
         await answer.aclose()
-        return [thread for thread in threading.enumerate() if thread.name == "llama-cpp"]
-    assert asyncio.run(abandon()) == []
+        return running, threads()
+    running, left = asyncio.run(abandon())
+    assert len(running) == 1 and left == []  # it was generating, and has stopped
 
 
 def test_stop_strings_end_the_answer_before_them():

@@ -42,20 +42,25 @@ def test_a_validated_matrix_is_read_back_without_validating(matrix_file, monkeyp
 
 def test_a_changed_byte_is_validated_in_full(matrix_file, monkeypatch):
     load(matrix_file)
+    before = _entries(matrix_file.parent / "__pycache__")
     matrix_file.write_text(re.sub(r'(?m)^latest = ".*"$', 'latest = "9.9.9"', matrix_file.read_text()))
     with pytest.raises(MatrixInvalid) as caught:
         load(matrix_file)
     assert any("latest" in line and "9.9.9" in line for line in caught.value.lines()), caught.value.lines()
-    assert len(_entries(matrix_file.parent / "__pycache__")) == 1  # a broken matrix is never kept
+    assert _entries(matrix_file.parent / "__pycache__") == before  # a broken matrix is never kept
 
 
-def test_a_corrupt_entry_costs_a_validation_and_is_replaced(matrix_file):
+def test_a_corrupt_entry_costs_a_validation_and_is_replaced(matrix_file, monkeypatch):
     expected = load(matrix_file)
     [entry] = (matrix_file.parent / "__pycache__").glob("*.pickle")
-    entry.write_bytes(b"\x80\x04 not a pickle")
+    corrupt = b"\x80\x04 not a pickle"
+    entry.write_bytes(corrupt)
+    validate, validated = dynamo.matrix.validate.validate, []
+    monkeypatch.setattr(dynamo.matrix.validate, "validate", lambda matrix: validated.append(1) or validate(matrix))
     assert load(matrix_file) == expected
-    assert entry.read_bytes().startswith(b"\x80")
-    assert load(matrix_file) == expected
+    assert validated == [1] and entry.read_bytes() != corrupt
+    _no_validation(monkeypatch)
+    assert load(matrix_file) == expected  # from the entry written anew
 
 
 def test_where_the_matrix_is_read_only_the_users_cache_keeps_it(matrix_file, monkeypatch):
