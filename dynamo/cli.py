@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from dynamo.doctor import add_arguments as doctor_arguments
 from dynamo.matrix import InvalidCombination, MatrixInvalid, load, targets
 from dynamo.matrix.load import default_path, display_name
 from dynamo.matrix.query import engine_for, find_release
@@ -213,10 +214,8 @@ def _doctor(args: argparse.Namespace) -> int:
 MATRIX_HELP = "the support matrix to read (default: $DYNAMO_MATRIX or matrix/support_matrix.toml)"
 
 
-def build_parser(prog: str = "dynamo", command: str | None = None) -> argparse.ArgumentParser:
-    """`prog` is how the user called us: `dynamo`, or `python build.py`, where `build` is implicit.
-    `command`: the one subcommand that will be parsed; the doctor's arguments (whose module imports
-    all of the doctor, 10 ms) are added only for it or when it is None (every subcommand)."""
+def build_parser(prog: str = "dynamo") -> argparse.ArgumentParser:
+    """`prog` is how the user called us: `dynamo`, or `python build.py`, where `build` is implicit."""
     parser = argparse.ArgumentParser(
         prog=prog, description="Build, verify and check LLM-serving images against the support matrix.")
     # --matrix goes before the command (`dynamo --matrix F doctor`) or after it (`matrix check --matrix F`).
@@ -308,9 +307,7 @@ def build_parser(prog: str = "dynamo", command: str | None = None) -> argparse.A
     attest.set_defaults(run=_attest)
 
     doctor = commands.add_parser("doctor", parents=[common], help="can this host run this release/image? checks and fixes")
-    if command in (None, "doctor"):
-        from dynamo.doctor.cli import add_arguments
-        add_arguments(doctor)
+    doctor_arguments(doctor)
     doctor.set_defaults(run=_doctor)
     return parser
 
@@ -333,9 +330,7 @@ def _with_command(argv: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "dynamo") -> int:
-    argv = _with_command(list(sys.argv[1:] if argv is None else argv))
-    index = _command_index(argv)
-    args = build_parser(prog, argv[index] if index < len(argv) else None).parse_args(argv)
+    args = build_parser(prog).parse_args(_with_command(list(sys.argv[1:] if argv is None else argv)))
     try:
         return args.run(args)
     except MatrixInvalid as exc:

@@ -80,7 +80,6 @@ def covered(cc: str, archs: tuple[str, ...]) -> bool:
     return any(int(a.split(".")[0]) == major and int(a.split(".")[1]) <= minor for a in archs)
 
 
-SCOPES = ("all", "host")  # host: only what the host decides for a container (CPU, driver, GPUs)
 
 
 def judge(matrix: Matrix, facts: HostFacts, subject: Subject, scope: str = "all") -> list[Finding]:
