@@ -22,6 +22,7 @@ from pathlib import Path
 
 from dynamo import images
 from dynamo.containers import ImageInfo, engine_with_image
+from dynamo.imagebuild.source import split_revision
 from dynamo.tools import find_tool
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -67,8 +68,7 @@ def image_facts(ref: str, engine_name: str | None = None) -> ImageFacts:
 
 def facts_of(ref: str, info: ImageInfo, engine_name: str) -> ImageFacts:
     """The facts of an image its engine has already described."""
-    image_id = info.id if info.id.startswith("sha256:") else f"sha256:{info.id}"
-    return ImageFacts(ref, image_id, info.labels, info.architecture, engine_name)
+    return ImageFacts(ref, info.id, info.labels, info.architecture, engine_name)
 
 
 def _tool(name: str) -> str:
@@ -121,7 +121,8 @@ def provenance(facts: ImageFacts, lock: Path | None, checkout: Path = CHECKOUT,
     """An in-toto Statement with the SLSA v1 provenance predicate for the image."""
     # the commit the image was built from, as its build recorded it (not this checkout's HEAD)
     revision = facts.labels.get("org.opencontainers.image.revision", "")
-    commit, dirty = revision.removesuffix("-dirty") or "unknown", revision.endswith("-dirty")
+    commit, dirty = split_revision(revision)
+    commit = commit or "unknown"
     base_name = facts.labels.get("org.opencontainers.image.base.name", "")
     base_digest = facts.labels.get("org.opencontainers.image.base.digest", "")
     dependencies = [{"uri": f"git+file://{checkout}", "digest": {"gitCommit": commit}}]

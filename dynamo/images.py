@@ -111,12 +111,16 @@ def cpu_baseline() -> str:
     return " ".join(f"{arch}={name}" for arch, (name, _) in CPU_BASELINES.items())
 
 
+def timestamp(epoch: int) -> str:
+    """A time as images record it (created, each step's history): RFC 3339 in UTC, "2001-09-09T01:46:40Z"."""
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def source_args(revision: str, source_date_epoch: int, source_url: str) -> dict[str, str]:
     """The build args that tie an image to its source: the commit, its time (every timestamp in the
     image is this one) and where the source lives."""
-    created = datetime.fromtimestamp(source_date_epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {"SOURCE_DATE_EPOCH": str(source_date_epoch), "CREATED": created, "REVISION": revision,
-            "SOURCE_URL": source_url}
+    return {"SOURCE_DATE_EPOCH": str(source_date_epoch), "CREATED": timestamp(source_date_epoch),
+            "REVISION": revision, "SOURCE_URL": source_url}
 
 
 # The OCI labels set from the source args (images.source_args), each from the build arg of the same meaning.

@@ -82,8 +82,17 @@ class LockSpec:
             INDEXES + " ".join((PYPI, *self.indexes)), ""])
 
 
+_canonical_name = cache(canonicalize_name)  # the same few hundred names in every lock
+
+
 def _name(requirement: str) -> str:
-    return canonicalize_name(images.parse_requirement(requirement).name)
+    """The canonical name of a requirement: "vllm[flashinfer]==0.12.0" -> "vllm"."""
+    return _canonical_name(images.parse_requirement(requirement).name)
+
+
+def _locked_name(name: str) -> str:
+    """The canonical name of a lock line's "name[extras]"."""
+    return _canonical_name(name.split("[", 1)[0])
 
 
 @cache
@@ -163,12 +172,9 @@ def generate(lock: LockSpec, checkout: Path = CHECKOUT) -> Locked:
     return Locked(path, len(pinned(body)), time.monotonic() - started)
 
 
-_canonical_name = cache(canonicalize_name)  # the same few hundred names in every lock
-
-
 def pinned(text: str) -> dict[str, str]:
     """{canonical name: version} of a lock's `name==version` lines."""
-    return {_canonical_name(name.split("[", 1)[0]): version for name, version in _PINNED_LINE.findall("\n" + text)}
+    return {_locked_name(name): version for name, version in _PINNED_LINE.findall("\n" + text)}
 
 
 def _header_value(text: str, prefix: str) -> str | None:
@@ -205,7 +211,7 @@ def problems(lock: LockSpec, checkout: Path = CHECKOUT) -> list[str]:
         requirement = images.parse_requirement(text_requirement)
         if requirement.marker is not None and not requirement.marker.evaluate(environment):
             continue
-        version = versions.get(canonicalize_name(requirement.name))
+        version = versions.get(_canonical_name(requirement.name))
         try:
             fits = version is not None and requirement.specifier.contains(Version(version), prereleases=True)
         except InvalidVersion:
@@ -224,7 +230,7 @@ def read_hashes(path: Path) -> dict[str, tuple[str, set[str]]]:
         stripped = line.strip()
         if line and not line[0].isspace() and not line.startswith(("#", "-")):
             name, _, version = line.split(" ", 1)[0].partition("==")
-            current = canonicalize_name(name.split("[", 1)[0])
+            current = _locked_name(name)
             found[current] = (version, set())
         elif stripped.startswith("--hash=sha256:") and current is not None:
             found[current][1].add(stripped.removeprefix("--hash=sha256:").rstrip(" \\"))

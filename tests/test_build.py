@@ -429,3 +429,16 @@ def test_the_recorded_source_is_what_the_build_context_holds():
 
     allowed = [line[1:].rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")]
     assert sorted(CONTEXT_PATHS) == sorted(allowed)
+
+
+def test_the_stale_cache_count_starts_where_the_built_stage_does():
+    """The runtime stage of a CUDA cell starts from the CUDA runtime image, not from the devel image the
+    other stages build on: its own history comes after the runtime image's."""
+    from dynamo.imagebuild.plan import make_plan
+    from dynamo.matrix import load
+
+    matrix = load()
+    runtime = make_plan(matrix, framework="vllm", cuda="12.9", release="0.8.1", platforms=["linux/amd64"])
+    dev = make_plan(matrix, framework="vllm", cuda="12.9", release="0.8.1", platforms=["linux/amd64"], stage="dev")
+    assert runtime.stage_base == runtime.target.runtime_image != runtime.base_image
+    assert dev.stage_base == dev.base_image

@@ -58,7 +58,7 @@ class Buildah(CliEngine):
         data = json.loads(self._run("inspect", "--type", "image", ref).stdout)
         config = data.get("OCIv1", {})
         images = json.loads(self._run("images", "--json", data["FromImageID"]).stdout or "[]")
-        return ImageInfo(id=data["FromImageID"], size=_bytes(images[0].get("size", "0")) if images else 0,
+        return ImageInfo(id=f"sha256:{data['FromImageID']}", size=_bytes(images[0].get("size", "0")) if images else 0,
                          labels=config.get("config", {}).get("Labels") or {},
                          architecture=config.get("architecture", ""), env=env_dict(config.get("config", {}).get("Env")),
                          history=tuple(entry.get("created", "") for entry in config.get("history") or ()))

@@ -25,7 +25,7 @@ class EngineError(Exception):
 class ImageInfo:
     """A local image as its engine describes it."""
 
-    id: str
+    id: str  # "sha256:<hex>", whatever the engine prints
     size: int  # bytes; 0 when the engine does not say
     labels: dict[str, str] = field(default_factory=dict)
     architecture: str = ""

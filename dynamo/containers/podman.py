@@ -22,8 +22,9 @@ class Podman(Buildah):
 
     def inspect(self, ref: str) -> ImageInfo:
         data = json.loads(self._run("image", "inspect", ref).stdout)[0]
-        return ImageInfo(id=data["Id"], size=data.get("Size", 0), labels=data.get("Labels") or {},
-                         architecture=data.get("Architecture", ""), env=env_dict((data.get("Config") or {}).get("Env")))
+        return ImageInfo(id=f"sha256:{data['Id']}", size=data.get("Size", 0), labels=data.get("Labels") or {},
+                         architecture=data.get("Architecture", ""), env=env_dict((data.get("Config") or {}).get("Env")),
+                         history=tuple(entry.get("created", "") for entry in data.get("History") or ()))
 
     def run(self, ref: str, command: list[str]) -> subprocess.CompletedProcess:
         return CliEngine.run(self, ref, command)

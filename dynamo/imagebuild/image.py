@@ -7,9 +7,9 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import TextIO
 
+from dynamo import images
 from dynamo.containers import ContainerEngine, EngineError, ImageInfo
 from dynamo.imagebuild.plan import BuildPlan
 
@@ -105,7 +105,7 @@ def build_image(plan: BuildPlan, engine: ContainerEngine, progress: Progress) ->
             info = engine.inspect(temp_ref)
             _check_labels(plan, info.labels)
             size = info.size
-            if info.history and (stale := _steps_from_another_time(plan, info, engine.inspect(plan.base_image))):
+            if info.history and (stale := _steps_from_another_time(plan, info, engine.inspect(plan.stage_base))):
                 warnings.append(f"{stale} step(s) came from a layer cache made at another SOURCE_DATE_EPOCH"
                                 f" ({engine.name}'s cache ignores --timestamp), so this image is not the one a build"
                                 " from empty caches gives; build with --no-cache for the reproducible image")
@@ -129,8 +129,8 @@ def _steps_from_another_time(plan: BuildPlan, image: ImageInfo, base: ImageInfo)
     buildah 1.28 matches cached steps without --timestamp, so a step made for an earlier commit comes back
     with that commit's time and its parent's id in the history comment (the same class of problem as
     https://github.com/moby/buildkit/issues/4748 and https://github.com/podman-container-tools/buildah/issues/7038)."""
-    created = datetime.fromtimestamp(plan.source_date_epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return sum(when != created for when in image.history[len(base.history):])
+    made = images.timestamp(plan.source_date_epoch)  # what --timestamp gives every step
+    return sum(when != made for when in image.history[len(base.history):])
 
 
 def _check_labels(plan: BuildPlan, labels: dict[str, str]) -> None:

@@ -51,6 +51,12 @@ class BuildPlan:
     def base_image(self) -> str:
         return self.build_args["BASE_IMAGE"]
 
+    @property
+    def stage_base(self) -> str:
+        """The image the built stage starts from: the runtime stage's own (a CUDA runtime image),
+        the others the base image."""
+        return self.build_args["RUNTIME_IMAGE"] if self.stage == "runtime" else self.base_image
+
     def labels(self) -> dict[str, str]:
         """Our labels as the image will carry them (build-arg overrides included)."""
         return images.labels_from_args(self.target.framework, self.build_args)

@@ -22,7 +22,7 @@ from dynamo import images
 from dynamo.containers import Buildah, EngineError
 from dynamo.imagebuild.image import Progress, build_image
 from dynamo.imagebuild.plan import CHECKOUT, BuildPlan, PlanError, make_plan
-from dynamo.imagebuild.source import Source, export
+from dynamo.imagebuild.source import Source, export, split_revision
 from dynamo.matrix import Matrix
 
 OCI = "org.opencontainers.image."
@@ -67,7 +67,7 @@ def recorded_plan(matrix: Matrix, labels: dict[str, str], architecture: str, con
     except ValueError:
         raise PlanError(f"the image's label {OCI}created={created!r} is not a time; it was not built reproducibly"
                         " (build it again with this version of build.py)") from None
-    source = Source(revision=labels[OCI + "revision"], epoch=epoch, url=labels.get(OCI + "source", ""), dirty=False)
+    source = Source(revision=labels[OCI + "revision"], epoch=epoch, url=labels.get(OCI + "source", ""))
     stage = "dev" if labels.get(OCI + "title", "").endswith("-dev") else "runtime"
     return make_plan(matrix, framework=label("framework"), cuda=label("device").removeprefix("cuda") or None,
                      release=label("release"), platforms=[f"linux/{architecture}"], python=label("python.version"),
@@ -87,8 +87,9 @@ def reproduce(matrix: Matrix, image: str, *, ca_cert: str | None = None, checkou
     if not revision:
         raise EngineError(f"{image} records no commit ({OCI}revision): it was built outside a git checkout or by an"
                           " older build.py, so it cannot be reproduced")
-    if revision.endswith("-dirty"):
-        raise EngineError(f"{image} was built from uncommitted changes to {revision.removesuffix('-dirty')}: it cannot"
+    commit, dirty = split_revision(revision)
+    if dirty:
+        raise EngineError(f"{image} was built from uncommitted changes to {commit}: it cannot"
                           " be reproduced; build it from a clean checkout")
     rebuilt = f"localhost/dynamo-reproduce:{info.id.removeprefix('sha256:')[:12]}"
     with tempfile.TemporaryDirectory(prefix="dynamo-reproduce-") as tmp:
@@ -102,18 +103,10 @@ def reproduce(matrix: Matrix, image: str, *, ca_cert: str | None = None, checkou
         cache_dir.mkdir()
         try:
             summary = build_image(plan, Buildah(cache_dir=cache_dir), progress or Progress())
-            differences = () if _same(summary.image_id, info.id) else tuple(compare(image, rebuilt, Path(tmp)))
+            differences = () if summary.image_id == info.id else tuple(compare(image, rebuilt, Path(tmp)))
         finally:
             engine.remove(rebuilt)
-    return Reproduction(image_id=_id(info.id), rebuilt_id=_id(summary.image_id), differences=differences)
-
-
-def _id(image_id: str) -> str:
-    return image_id if image_id.startswith("sha256:") else f"sha256:{image_id}"
-
-
-def _same(a: str, b: str) -> bool:
-    return _id(a) == _id(b)
+    return Reproduction(image_id=info.id, rebuilt_id=summary.image_id, differences=differences)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,12 +15,24 @@ from pathlib import Path
 CONTEXT_PATHS = ("pyproject.toml", "README.md", "matrix", "dynamo", "container/constraints", "locks")
 
 
+DIRTY = "-dirty"  # a revision's suffix when the build context had uncommitted changes
+
+
+def split_revision(revision: str) -> tuple[str, bool]:
+    """A recorded revision as (the commit, whether the build context had uncommitted changes)."""
+    return revision.removesuffix(DIRTY), revision.endswith(DIRTY)
+
+
 @dataclass(frozen=True)
 class Source:
     revision: str  # the commit ("<commit>-dirty" with uncommitted changes), "" outside a git checkout
     epoch: int  # SOURCE_DATE_EPOCH: the commit's time
     url: str  # where the source can be fetched ("" when the checkout has no remote)
-    dirty: bool  # the build context has uncommitted changes: the revision does not describe it
+
+    @property
+    def dirty(self) -> bool:
+        """The build context has uncommitted changes: the revision does not describe it."""
+        return split_revision(self.revision)[1]
 
 
 def _git(checkout: Path, *args: str) -> str | None:
@@ -36,11 +48,11 @@ def source_of(checkout: Path) -> Source:
     head = _git(checkout, "log", "-1", "--format=%H %ct")
     if not head:
         epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
-        return Source(revision="", epoch=int(epoch) if epoch.isdigit() else 0, url="", dirty=False)
+        return Source(revision="", epoch=int(epoch) if epoch.isdigit() else 0, url="")
     revision, epoch = head.split()
     dirty = bool(_git(checkout, "status", "--porcelain", "--", *CONTEXT_PATHS))
-    return Source(revision=f"{revision}-dirty" if dirty else revision, epoch=int(epoch),
-                  url=_git(checkout, "config", "--get", "remote.origin.url") or "", dirty=dirty)
+    return Source(revision=f"{revision}{DIRTY}" if dirty else revision, epoch=int(epoch),
+                  url=_git(checkout, "config", "--get", "remote.origin.url") or "")
 
 
 def export(checkout: Path, revision: str, into: Path) -> None:

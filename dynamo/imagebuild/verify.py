@@ -64,7 +64,7 @@ def probe(engine: ContainerEngine, image: str) -> dict:
         raise EngineError(f"unexpected output from {image}: {result.stdout.strip()[-200:]!r}") from None
 
 
-def verify(matrix: Matrix, engine: ContainerEngine, image: str, attestations: Path = attest.CHECKOUT) -> list[Check]:
+def verify(matrix: Matrix, engine: ContainerEngine, image: str, attestations: Path) -> list[Check]:
     """Every check, passing or not: the image's labels against the matrix, the image's contents
     against its labels, and the image against its SBOM and provenance under `attestations`."""
     info = engine.inspect(image)

@@ -240,6 +240,7 @@ def bump(text: str, release: str, engines: dict[str, str], nixl: dict[str, str] 
         raise UpdateError(f"release {release!r} is not in the matrix; `matrix import {release}` adds it")
     table = document["release"][release].get("engines", {})
     style = _inline_style(table)
+    written = [other for engines_of in _written_engines(document) for other in engines_of.values()]
     for framework, changes in _per_engine(engines, nixl or {}, cuda or {}).items():
         if framework not in table:
             raise UpdateError(f"release {release} does not ship {framework!r}; it ships {', '.join(table)}")
@@ -250,7 +251,7 @@ def bump(text: str, release: str, engines: dict[str, str], nixl: dict[str, str] 
             continue
         # The line written again in the file's style: unchanged values as the file has them, a new key
         # where the file's order puts it (tomlkit would append it, dropping the space before "}").
-        order = _key_order([engine, *(other for written in _written_engines(document) for other in written.values())])
+        order = _key_order([engine, *written])
         values = {key: engine.item(key) for key in engine} | changes
         table[framework] = tomlkit.value(_inline(_ordered(values, order), style))
     return tomlkit.dumps(document)
