@@ -17,7 +17,8 @@ from pathlib import Path
 from dynamo.matrix.model import Matrix
 
 # The modules whose code decides what a validated matrix is (every module validating imports, under
-# dynamo/): a change to any of them is a new key.
+# dynamo/): a change to any of them is a new key; so is another Python, pickle protocol or packaging
+# (whose versions and specifiers the checks use).
 _CODE = ("__init__.py", "frozen.py", "doctor/__init__.py", "doctor/requirement.py", "matrix/__init__.py",
          "matrix/cache.py", "matrix/checks.py", "matrix/convert.py", "matrix/load.py", "matrix/model.py",
          "matrix/query.py", "matrix/validate.py")
@@ -27,7 +28,10 @@ CACHE_ENV = "DYNAMO_CACHE_DIR"
 
 @functools.cache  # once per process: read() and then write() on a miss both need it
 def _code_digest() -> bytes:
-    digest = hashlib.sha256(f"{sys.version_info[:2]} pickle {pickle.DEFAULT_PROTOCOL}".encode())
+    import packaging
+
+    digest = hashlib.sha256(f"{sys.version_info[:2]} pickle {pickle.DEFAULT_PROTOCOL} packaging"
+                            f" {packaging.__version__}".encode())
     for name in _CODE:
         digest.update((_DYNAMO_DIR / name).read_bytes())
     return digest.digest()
