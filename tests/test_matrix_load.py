@@ -181,8 +181,6 @@ IMPOSSIBLE = [
     (("cuda_major", "13", "minor_compat_driver"), "400.00",
      "cuda_major.13.minor_compat_driver: '400.00' is not above CUDA 12.9's floor '575.51.03'; a 13.x toolkit"
      " needs a newer driver than every older major's"),
-    (("cuda_major", "13", "nixl_extra", "name"), "cu12",
-     "cuda_major.13.nixl_extra.name: 'cu12' is not NIXL's build for CUDA 13; expected name = \"cu13\""),
     (("cuda", "12.6", "driver_linux"), "575.00.00",
      "cuda.\"12.8\".driver_linux: '570.26' is below CUDA 12.6's '575.00.00'; a newer toolkit never needs an older"
      " driver: correct one of them"),

@@ -48,18 +48,11 @@ class Cuda(Frozen):
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
-class NixlExtra(Frozen):
-    """NIXL's pip extra that installs its build for one CUDA major (nixl[cu13] pulls nixl-cu13), and
-    the first NIXL version that has it."""
-
-    name: str = required(checks.identifier)
-    since: str = required(checks.version)
-
-
-@dataclass(kw_only=True, eq=False, repr=False)
 class CudaMajor(Frozen):
     minor_compat_driver: str = required(checks.driver)
-    nixl_extra: NixlExtra | None = None  # absent: NIXL is installed without an extra
+    # the first NIXL whose extra cu<major> installs its build for the major (nixl[cu13] pulls
+    # nixl-cu13); absent: NIXL is installed without an extra
+    nixl_extra_since: str | None = checked(checks.version)
 
 
 @dataclass(kw_only=True, eq=False, repr=False)

@@ -151,12 +151,17 @@ def engine_nixl(release: Release, engine: Engine) -> str | None:
     return engine.nixl or release.nixl
 
 
+def nixl_extra(major: str) -> str:
+    """NIXL's pip extra that installs its build for a CUDA major: nixl[cu13] pulls nixl-cu13."""
+    return f"cu{major}"
+
+
 def nixl_extras(matrix: Matrix, nixl: str | None, cuda: str | None) -> tuple[str, ...]:
-    """NIXL's extra for a CUDA toolkit's major version (cu13 for 13.0), where the matrix names one and
-    this NIXL has it; none for the CPU or an unknown NIXL."""
+    """NIXL's extra for a CUDA toolkit's major version (cu13 for 13.0), where the matrix says from
+    which NIXL on it exists and this NIXL has it; none for the CPU or an unknown NIXL."""
     major = cuda.split(".")[0] if cuda else None
-    extra = matrix.cuda_major[major].nixl_extra if nixl and major in matrix.cuda_major else None
-    return (extra.name,) if extra is not None and version(nixl) >= version(extra.since) else ()
+    since = matrix.cuda_major[major].nixl_extra_since if nixl and major in matrix.cuda_major else None
+    return (nixl_extra(major),) if since is not None and version(nixl) >= version(since) else ()
 
 
 def nixl_requirement(nixl: str, extras: tuple[str, ...]) -> str:

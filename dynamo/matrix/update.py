@@ -23,6 +23,7 @@ from packaging.version import Version
 from tomlkit.items import InlineTable, Item
 
 from dynamo.matrix.model import Matrix
+from dynamo.matrix.query import nixl_extra
 
 DISTRIBUTION = "ai-dynamo"
 
@@ -124,10 +125,10 @@ def release_from_metadata(matrix: Matrix, metadata: Message, *, name: str | None
 
 
 def _inferred_cuda(matrix: Matrix, framework: str, nixl_pin: Requirement | None, before, name: str) -> list[str]:
-    """The newest release's CUDA for the engine, when NIXL's extra (the matrix's [cuda_major] nixl_extra:
-    nixl[cu13] is CUDA 13) names no other major."""
+    """The newest release's CUDA for the engine, when NIXL's extra (nixl[cu13] is CUDA 13, where the
+    matrix's [cuda_major] has a nixl_extra_since) names no other major."""
     extras = set(nixl_pin.extras) if nixl_pin else set()
-    majors = {major for major, info in matrix.cuda_major.items() if info.nixl_extra and info.nixl_extra.name in extras}
+    majors = {major for major, info in matrix.cuda_major.items() if info.nixl_extra_since and nixl_extra(major) in extras}
     known = sorted(before.cuda) if before is not None else []
     if known and (not majors or {v.split(".")[0] for v in known} <= majors):
         return known
