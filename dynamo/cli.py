@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dynamo.doctor import add_arguments as doctor_arguments
-from dynamo.matrix import InvalidCombination, MatrixInvalid, load, targets
+from dynamo.matrix import InvalidCombination, Matrix, MatrixInvalid, load, targets
 from dynamo.matrix.load import default_path, display_name
 from dynamo.matrix.query import engine_for, find_release
 from dynamo.matrix.report import release_report, targets_table
@@ -116,6 +116,8 @@ def _build(args: argparse.Namespace) -> int:
         from dynamo.containers import Buildah
         print(f"note: {exc}; showing the buildah command", file=sys.stderr)
         engine = Buildah()
+    if (low := low_disk(matrix, plan, engine)) and not args.dry_run:
+        print(f"warning: {low}", file=sys.stderr)
     if args.dry_run:
         try:
             command = engine.describe_build(plan, "localhost/dynamo-build-tmp:ID")
@@ -134,6 +136,24 @@ def _build(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print(summary.text())
     return EXIT_OK
+
+
+def low_disk(matrix: Matrix, plan, engine) -> str | None:
+    """Why the engine's store may run out of space during this build (the matrix's measured peak), or None."""
+    import shutil
+
+    need = matrix.framework[plan.targets[0].framework].build_disk_gib
+    path = Path(engine.store_path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    if not need or not path.exists():
+        return None
+    free = shutil.disk_usage(path).free / 2**30
+    if free >= need * len(plan.targets):
+        return None
+    return (f"{free:.0f} GiB free in {path}, and a {plan.targets[0].framework} image needs about"
+            f" {need * len(plan.targets)} GiB at its peak: free some space (e.g. `{engine.name.split('-')[0]} image prune`)"
+            " or the build may fail near its end")
 
 
 def describe_plan(plan, engine_name: str, command: str) -> str:
@@ -269,7 +289,8 @@ def build_parser(prog: str = "dynamo") -> argparse.ArgumentParser:
     build.add_argument("--cache-from", action="append")
     build.add_argument("--cache-to", action="append")
     build.add_argument("--build-arg", action="append", metavar="KEY=VALUE", help="override a build arg, repeatable")
-    build.add_argument("--base-image", metavar="REF", help="build on this image instead of the matrix's base image")
+    build.add_argument("--base-image", metavar="REF", help="build on this image instead of the matrix's base images:"
+                       " it replaces both the devel image (stages base, dev) and the runtime image (runtime)")
     build.add_argument("--engine", choices=ENGINE_CHOICES, help="default: detected (docker with buildx, buildah,"
                                                                " podman, then docker's classic builder)")
     build.add_argument("--ca-cert", metavar="FILE", help="CA bundle for TLS-intercepting proxies; never kept in the image")

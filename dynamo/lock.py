@@ -23,9 +23,10 @@ from packaging.markers import default_environment
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from dynamo import images
+from dynamo import cuda_builds, images
 from dynamo.matrix import InvalidCombination, Matrix, Target
 from dynamo.matrix.query import check_framework, engine_devices, evaluate, find_release
+from dynamo.pipcheck import DROPPED
 from dynamo.tools import find_tool
 
 if sys.version_info >= (3, 11):
@@ -48,6 +49,10 @@ _PINNED_LINE = re.compile(r"\n([^\s#-][^\s=]*)==(\S*)")
 class LockError(Exception):
     """A cell cannot be locked or its lock is unusable; str() is one line naming the cell and the fix."""
 
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
 
 @dataclass(frozen=True)
 class LockSpec:
@@ -55,7 +60,9 @@ class LockSpec:
 
     target: Target
     requirements: tuple[str, ...]
-    indexes: tuple[str, ...]  # extra indexes besides PyPI, from the matrix
+    indexes: tuple[str, ...]  # extra indexes besides PyPI that every resolution uses (the framework's)
+    # the indexes of the engine's builds for the cell's CUDA, used when PyPI's builds target another
+    cuda_indexes: tuple[str, ...] = ()
 
     @property
     def cell(self) -> str:
@@ -74,12 +81,13 @@ class LockSpec:
     def relative_path(self) -> str:
         return images.lock_file(self.target)
 
-    def header(self) -> str:
+    def header(self, indexes: tuple[str, ...], dropped: list[str]) -> str:
         return "\n".join([
             f"{HEADER} for {self.cell} on {self.target.platform} ({self.python_platform}),"
             f" Python {self.target.python}; do not edit by hand.",
             INPUTS + json.dumps(list(self.requirements)),
-            INDEXES + " ".join((PYPI, *self.indexes)), ""])
+            INDEXES + " ".join((PYPI, *indexes)),
+            DROPPED + " ".join(dropped), ""])
 
 
 _canonical_name = cache(canonicalize_name)  # the same few hundred names in every lock
@@ -109,8 +117,10 @@ def spec(matrix: Matrix, target: Target, checkout: Path = CHECKOUT) -> LockSpec:
     top = [r for r in (target.engine_requirement, *target.extra_requirements, target.nixl_requirement) if r]
     pinned_names = {_name(r) for r in top}
     ours = [dep for dep in package_dependencies(checkout / "pyproject.toml") if _name(dep) not in pinned_names]
-    indexes = [url for url in (framework.cuda_index_url.get(target.cuda or ""), framework.extra_index_url) if url]
-    return LockSpec(target=target, requirements=tuple(top + ours), indexes=tuple(indexes))
+    cuda_indexes = [url.replace("{version}", target.engine_pin or "") for url in framework.cuda_indexes.get(target.cuda or "", ())]
+    return LockSpec(target=target, requirements=tuple(top + ours),
+                    indexes=(framework.extra_index_url,) if framework.extra_index_url else (),
+                    cuda_indexes=tuple(cuda_indexes))
 
 
 @cache
@@ -144,32 +154,75 @@ class Locked:
 
 
 def generate(lock: LockSpec, checkout: Path = CHECKOUT) -> Locked:
-    """Resolve with uv and write the lock; LockError when an index is unreachable or uv fails."""
-    for url in lock.indexes:
+    """Resolve with uv inside the cell's CUDA (cuda_builds.constraints) and write the lock: from PyPI, and
+    where PyPI's builds target another CUDA, from the matrix's indexes of builds for the cell's CUDA.
+    LockError, with nothing written, when an index is unreachable or no coherent set exists."""
+    started = time.monotonic()
+    try:
+        body, indexes, dropped = _resolve(lock, lock.indexes)
+    except LockError as from_pypi:
+        if not lock.cuda_indexes:
+            raise
+        for url in lock.cuda_indexes:
+            if (why := unreachable(url)) is not None:
+                raise LockError(f"{lock.where}: PyPI's builds do not fit CUDA {lock.target.cuda} ({from_pypi.reason});"
+                                f" the matrix names index {url} for it, which cannot be reached ({why}); lock it"
+                                f" where it can be, or build this cell with --unlocked") from None
+        body, indexes, dropped = _resolve(lock, lock.cuda_indexes + lock.indexes)
+    path = checkout / lock.relative_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(lock.header(indexes, dropped) + body)
+    return Locked(path, len(pinned(body)), time.monotonic() - started)
+
+
+def _resolve(lock: LockSpec, indexes: tuple[str, ...]) -> tuple[str, tuple[str, ...], list[str]]:
+    """(the lock's body, the indexes it came from, the other CUDA major's builds left out)."""
+    for url in indexes:
         if (why := unreachable(url)) is not None:
             raise LockError(f"{lock.where}: index {url} cannot be reached ({why}); lock it"
                             f" where it can, or build this cell with --unlocked")
-    started = time.monotonic()
+    cuda = lock.target.cuda
+    body = _uv_compile(lock, indexes, [])
+    dropped = cuda_builds.other_major_alternates(pinned(body), cuda) if cuda else []
+    if dropped:
+        body = _uv_compile(lock, indexes, dropped)
+    incoherent = cuda_builds.problems(pinned(body), cuda, lock.where)
+    if incoherent:
+        more = "" if len(incoherent) == 1 else f" (and {len(incoherent) - 1} more)"
+        raise LockError(incoherent[0] + more, reason=incoherent[0].removeprefix(f"{lock.where}: ") + more)
+    return body, indexes, dropped
+
+
+def _uv_compile(lock: LockSpec, indexes: tuple[str, ...], dropped: list[str]) -> str:
+    """uv's lock of the cell's requirements, constrained to its CUDA, without the `dropped` distributions."""
     with tempfile.TemporaryDirectory() as scratch:
-        inputs = Path(scratch) / "requirements.in"
-        inputs.write_text("\n".join(lock.requirements) + "\n")
+        work = Path(scratch)
+        (work / "requirements.in").write_text("\n".join(lock.requirements) + "\n")
+        constraints = cuda_builds.constraints(lock.target.cuda, lock.target.nixl) if lock.target.cuda else []
+        (work / "constraints.txt").write_text("".join(f"{line}\n" for line in constraints))
+        # uv removes a dependency that an override gives a marker no platform has (uv's docs, "overrides").
+        (work / "overrides.txt").write_text("".join(f"{name} ; sys_platform == 'never'\n" for name in dropped))
         # --python: resolve with this interpreter for the target version and platform, instead of first
         # searching the machine for an interpreter of the target's version (seconds per lock).
-        command = [uv_binary(), "pip", "compile", inputs.name, "--generate-hashes", "--no-header", "--quiet",
+        command = [uv_binary(), "pip", "compile", "requirements.in", "--generate-hashes", "--no-header", "--quiet",
+                   "--constraint", "constraints.txt", "--override", "overrides.txt",
                    "--python", sys.executable,
                    "--python-version", lock.target.python, "--python-platform", lock.python_platform,
-                   "--index-url", PYPI, "--output-file", str(Path(scratch) / "lock.txt")]
-        for url in lock.indexes:
+                   "--index-url", PYPI, "--output-file", "lock.txt"]
+        for url in indexes:
             command += ["--extra-index-url", url]
         result = subprocess.run(command, capture_output=True, text=True, cwd=scratch)  # "# via -r requirements.in"
         if result.returncode != 0:
-            reason = next((line.strip() for line in result.stderr.splitlines() if line.strip()), "no output")
-            raise LockError(f"{lock.where}: uv could not resolve it: {reason}")
-        body = (Path(scratch) / "lock.txt").read_text()
-    path = checkout / lock.relative_path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(lock.header() + body)
-    return Locked(path, len(pinned(body)), time.monotonic() - started)
+            raise LockError(f"{lock.where}: uv could not resolve it: {_uv_reason(result.stderr)}",
+                            reason=_uv_reason(result.stderr))
+        return (work / "lock.txt").read_text()
+
+
+def _uv_reason(stderr: str) -> str:
+    """uv's explanation in one line: its first "Because ..." clause, else its first line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    cause = next((line.removeprefix("╰─▶ ").removeprefix("cause: ") for line in lines if "Because" in line), None)
+    return (cause or (lines[0] if lines else "no output"))[:300]
 
 
 def pinned(text: str) -> dict[str, str]:
@@ -185,11 +238,35 @@ def _header_value(text: str, prefix: str) -> str | None:
     return None
 
 
+UNLOCKABLE = "unlockable.list"  # locks/<release>/unlockable.list: "<lock file>: why" of each cell `lock` could not lock
+
+
+def unlockable(checkout: Path, release: str) -> dict[str, str]:
+    """{lock file name: why it could not be written} as the last `lock` of the release recorded it."""
+    path = checkout / "locks" / release / UNLOCKABLE
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return dict(line.split(": ", 1) for line in lines if ": " in line and not line.startswith("#"))
+
+
+def record_unlockable(checkout: Path, release: str, failed: dict[str, str], locked: list[str]) -> None:
+    """Keep locks/<release>/unlockable.list up to date: add the lock files that failed, drop those written."""
+    found = {name: why for name, why in unlockable(checkout, release).items() if name not in locked} | failed
+    path = checkout / "locks" / release / UNLOCKABLE
+    if not found:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# Written by `python build.py lock`: the cells it could not lock coherently here, and why.\n"
+                    + "".join(f"{name}: {why}\n" for name, why in sorted(found.items())))
+
+
 def problems(lock: LockSpec, checkout: Path = CHECKOUT) -> list[str]:
     """Why the committed lock no longer fits the matrix (one line each; empty: up to date)."""
     path = checkout / lock.relative_path
     fix = f"run `python build.py lock --release {lock.target.release} --framework {lock.target.framework}`"
     if not path.is_file():
+        if why := unlockable(checkout, lock.target.release).get(path.name):
+            return [f"{lock.where}: cannot be locked coherently here, so it has no lock: {why}"]
         return [f"{lock.where}: no lock ({lock.relative_path}); {fix}"]
     text = path.read_text()
     recorded = json.loads(_header_value(text, INPUTS) or "[]")
@@ -200,10 +277,12 @@ def problems(lock: LockSpec, checkout: Path = CHECKOUT) -> list[str]:
         found.append(f"{lock.relative_path}: stale: the matrix asks for {', '.join(added)} instead of"
                      f" {', '.join(dropped)}; {fix}")
     indexes = (_header_value(text, INDEXES) or "").split()
-    if indexes != [PYPI, *lock.indexes]:
+    allowed = [[PYPI, *lock.indexes], [PYPI, *lock.cuda_indexes, *lock.indexes]]
+    if indexes not in allowed:
         found.append(f"{lock.relative_path}: stale: resolved from {' '.join(indexes) or 'no recorded index'}, the matrix"
-                     f" names {' '.join([PYPI, *lock.indexes])}; {fix}")
+                     f" names {' or '.join(' '.join(urls) for urls in allowed)}; {fix}")
     versions = pinned(text)
+    found += cuda_builds.problems(versions, lock.target.cuda, lock.relative_path)
     environment = default_environment() | {"python_version": lock.target.python,
                                            "python_full_version": f"{lock.target.python}.0",
                                            "sys_platform": "linux", "platform_system": "Linux"}
@@ -337,15 +416,19 @@ def run(matrix: Matrix, args, checkout: Path = CHECKOUT) -> int:
             return 1
         print(f"ok: {len(specs)} locks match the matrix")
         return 0
-    failed = 0
+    failed: dict[str, str] = {}
+    locked = []
     for lock in specs:
         try:
             done = generate(lock, checkout)
         except LockError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            failed += 1
+            failed[Path(lock.relative_path).name] = str(exc).removeprefix(f"{lock.where}: ")
             continue
+        locked.append(done.path.name)
         print(f"locked {lock.cell} {lock.target.platform} Python {lock.target.python}: {done.packages} packages"
               f" in {done.seconds:.1f}s -> {lock.relative_path}")
-    print(f"{len(specs) - failed} of {len(specs)} locks written" + (f"; {failed} failed" if failed else ""))
+    if specs:
+        record_unlockable(checkout, specs[0].target.release, failed, locked)
+    print(f"{len(specs) - len(failed)} of {len(specs)} locks written" + (f"; {len(failed)} failed" if failed else ""))
     return 1 if failed else 0

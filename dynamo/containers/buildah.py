@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 class Buildah(CliEngine):
     name = cli = "buildah"
     store = "containers-storage, which buildah and podman share (container/run.sh runs it with podman)"
+    store_path = "/var/lib/containers/storage"
     multi_platform = True
     install_hint = "apt-get install buildah"
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 class DockerBuildx(CliEngine):
     name = "docker-buildx"
     store = "the Docker daemon's image store"
+    store_path = "/var/lib/docker"
     cli = "docker"
     multi_platform = True
     install_hint = "install the docker-buildx plugin"

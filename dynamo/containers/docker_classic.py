@@ -18,6 +18,7 @@ class DockerClassic(ContainerEngine):
 
     name = "docker"
     store = "the Docker daemon's image store"
+    store_path = "/var/lib/docker"
     install_hint = "apt-get install docker.io, then start dockerd"
 
     def __init__(self) -> None:

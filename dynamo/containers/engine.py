@@ -53,6 +53,7 @@ class ContainerEngine(ABC):
     multi_platform: ClassVar[bool] = False
     install_hint: ClassVar[str]
     store: ClassVar[str]  # where a built image is, in words
+    store_path: ClassVar[str]  # the folder the store keeps its layers in (root's default), for the free-space check
 
     @classmethod
     @abstractmethod

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dynamo.doctor import requirement
 from dynamo.doctor.facts import HostFacts, RecordingInvalid, from_recording, interpret, record
+from dynamo.doctor.image import baked
 from dynamo.doctor.judge import FAIL, MARKS, Finding, Subject, host_device, judge, release_to_judge
 from dynamo.matrix import InvalidCombination, Matrix
 from dynamo.matrix.query import check_framework, find_release
@@ -41,10 +42,13 @@ def _subject(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> Subj
         return Subject(find_release(matrix, label("release")), label("framework"),
                        (label("cuda.version") or "cpu") if label("device") else None,
                        requirement.from_env(info.env))
-    installed = facts.packages.get("dynamo")
+    cell = baked()
+    installed = cell.release if cell is not None else facts.packages.get("dynamo")
     if args.framework:
         check_framework(matrix, args.framework)
     device = args.cuda.lower().removeprefix("cuda") if args.cuda else None
+    if device is None and cell is not None and args.framework in (None, cell.framework):
+        device = cell.device  # in one of our images: the device it was built for
     if device is None and args.framework:
         device = host_device(matrix, facts, args.framework)
     release = find_release(matrix, args.release) if args.release else \

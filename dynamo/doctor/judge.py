@@ -475,9 +475,9 @@ def _packages(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]
 
 def _limits(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]:
     out = []
-    gpus = max(1, len(facts.gpus))
+    gpus = len(facts.gpus)  # NCCL's shared memory is per GPU: with none (the frontend, a CPU engine) it needs none
     need = GIB * gpus
-    if facts.shm_bytes is not None:
+    if facts.shm_bytes is not None and gpus:
         if facts.shm_bytes >= need:
             out.append(Finding(OK, "shm", f"/dev/shm {facts.shm_bytes / GIB:.1f} GiB"))
         else:

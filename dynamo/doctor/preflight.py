@@ -31,6 +31,7 @@ def preflight(framework: str | None, argv: list[str], facts: HostFacts | None = 
         return rest
     # Imported here, so that a skipped preflight costs nothing.
     from dynamo.doctor.facts import RecordingInvalid, gather
+    from dynamo.doctor.image import baked
     from dynamo.doctor.judge import FAIL, MARKS, Subject, host_device, judge, release_to_judge
     from dynamo.matrix import MatrixInvalid, load
 
@@ -42,10 +43,13 @@ def preflight(framework: str | None, argv: list[str], facts: HostFacts | None = 
         print("preflight: cannot check this host:", *lines, sep="\n", file=out)
         print(f"(fix the above; {SKIP_FLAG} or {SKIP_ENV}=1 starts anyway)", file=out)
         raise SystemExit(1) from None
-    installed = facts.packages.get("dynamo")
     known = framework in matrix.framework
-    device = host_device(matrix, facts, framework if known else None)
-    release = release_to_judge(matrix, installed, framework if known else None, device)
+    cell = baked()
+    if cell is not None and cell.release in matrix.release:  # in one of our images: the cell it was built as
+        release, device = cell.release, cell.device
+    else:
+        device = host_device(matrix, facts, framework if known else None)
+        release = release_to_judge(matrix, facts.packages.get("dynamo"), framework if known else None, device)
     framework = framework if framework in matrix.release[release].engines else None
     failures = [f for f in judge(matrix, facts, Subject(release, framework, device)) if f.status == FAIL]
     if failures:

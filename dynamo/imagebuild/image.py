@@ -24,6 +24,8 @@ _CACHED = re.compile(r"Using cache|^#\d+ CACHED")
 # buildah's outcome of a step: "--> Using cache ID" or "--> ID". It interleaves stages: a `COPY --from=app`
 # step is announced, then app's steps with their outcomes, then the COPY's own outcome.
 _OUTCOME = re.compile(r"^--> ")
+# An ARG instruction's NAME=default pairs: engines print the Dockerfile's text, not the values they build with.
+_ARG_DEFAULT = re.compile(r'\b([A-Za-z_][A-Za-z0-9_]*)=("[^"]*"|\S*)')
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Progress:
     cached: int = 0
     log: list[list] = field(default_factory=list)  # [step text, came from cache]
     awaiting: list[int] = field(default_factory=list)  # steps (indices in log) whose outcome is not printed yet
+    build_args: dict[str, str] = field(default_factory=dict)  # shown in ARG steps instead of the Dockerfile's defaults
 
     def line(self, text: str) -> None:
         if self.verbose:
@@ -52,13 +55,23 @@ class Progress:
             if match:
                 parts = match.groupdict()
                 where = (f"stage {parts['stage']} " if parts.get("stage") else "") + f"step {parts['step']}"
-                what = " ".join(parts["what"].split())
+                what = self._with_build_args(" ".join(parts["what"].split()))
                 self.log.append([what, False])
                 if not what.startswith("FROM "):  # a stage's FROM makes no layer: neither made nor from cache
                     self.steps += 1
                     self.awaiting.append(len(self.log) - 1)
                 print(f"[{where}] {self.elapsed():7.1f}s  {what[:110]}", file=self.out, flush=True)
                 return
+
+    def _with_build_args(self, what: str) -> str:
+        if not what.startswith("ARG ") or not self.build_args:
+            return what
+        def value(match: re.Match) -> str:
+            if match[1] not in self.build_args:
+                return match[0]
+            actual = self.build_args[match[1]]
+            return f'{match[1]}="{actual}"' if " " in actual or not actual else f"{match[1]}={actual}"
+        return _ARG_DEFAULT.sub(value, what)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -96,6 +109,7 @@ def build_image(plan: BuildPlan, engine: ContainerEngine, progress: Progress) ->
         raise EngineError(f"{engine.name} cannot build {', '.join(plan.platforms)} together; install buildah"
                           f" (apt-get install buildah) or docker buildx and pass --engine buildah")
     engine.ensure_base_image(plan.base_image)
+    progress.build_args = dict(plan.build_args)
     temp_ref = f"localhost/dynamo-build-tmp:{uuid.uuid4().hex[:12]}"
     size = 0  # a manifest list has no single size
     warnings: list[str] = []

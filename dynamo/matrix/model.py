@@ -92,12 +92,17 @@ class Framework(Frozen):
     package: str | None = checked(checks.distribution)  # None: no engine (the frontend image)
     module: str = required(checks.module)
     extra_index_url: str | None = None
-    # An index that serves the framework's builds for one CUDA toolkit (PyPI's wheels target another).
-    cuda_index_url: dict[str, str] = checked(keys=checks.cuda_version, factory=dict)
+    # Per CUDA toolkit, the indexes of the engine's builds for it, used where PyPI's builds of a version
+    # target another toolkit; "{version}" stands for the engine's version.
+    cuda_indexes: dict[str, tuple[str, ...]] = checked(keys=checks.cuda_version, factory=dict)
     cuda_archs: tuple[str, ...] = checked(checks.compute_capability, default=())
     cpu: bool = False
     nixl: bool = True
     memlock_unlimited: bool = False
+    # builds native code in the image: its environment is made on the devel image and copied into the
+    # runtime image (otherwise it is installed on the runtime image, which the runtime image then is)
+    compiles: bool = False
+    build_disk_gib: int | None = checked(checks.positive)  # free space a build needs at its peak, where measured
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
