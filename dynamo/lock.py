@@ -266,7 +266,7 @@ def problems(lock: LockSpec, checkout: Path = CHECKOUT) -> list[str]:
     fix = f"run `python build.py lock --release {lock.target.release} --framework {lock.target.framework}`"
     if not path.is_file():
         if why := unlockable(checkout, lock.target.release).get(path.name):
-            return [f"{lock.where}: cannot be locked coherently here, so it has no lock: {why}"]
+            return [f"{lock.where}: cannot be locked here, so it has no lock: {why}"]
         return [f"{lock.where}: no lock ({lock.relative_path}); {fix}"]
     text = path.read_text()
     recorded = json.loads(_header_value(text, INPUTS) or "[]")

@@ -30,19 +30,41 @@ def matrix_with(tmp_path: Path, old: str, new: str) -> Path:
 
 
 @pytest.mark.parametrize("release, cells", [
-    # the latest release: its CUDA 13 cells come from indexes this machine cannot reach
-    ("1.6.1", [("frontend", "cpu")]),
-    ("0.8.1", [("frontend", "cpu"), ("vllm", "cuda12.9"), ("sglang", "cuda12.9"), ("llama_cpp", "cpu"),
-               ("llama_cpp", "cuda12.9")]),
-    ("1.2.1", [("vllm", "cuda12.9")]),  # what `build.py --framework vllm --cuda 12.9` builds
+    # the latest release: PyPI's vLLM 0.31.0 is a CUDA 13.0 build (torch 2.13), so its cells lock from PyPI
+    ("1.6.1", [("frontend", "cpu", "amd64 arm64"), ("vllm", "cuda13.0", "amd64 arm64")]),
+    # PyPI's torch 2.9 for aarch64 is a CPU build: 0.8.1's arm64 vLLM and SGLang cells need PyTorch's index
+    ("0.8.1", [("frontend", "cpu", "amd64 arm64"), ("vllm", "cuda12.9", "amd64"), ("sglang", "cuda12.9", "amd64"),
+               ("llama_cpp", "cpu", "amd64 arm64"), ("llama_cpp", "cuda12.9", "amd64 arm64")]),
 ])
 def test_committed_locks_cover_the_lockable_cells(matrix, release, cells):
     paths = {lock.spec(matrix, target).relative_path for target in lock.lock_targets(matrix, release=release)}
-    for framework, device in cells:
+    for framework, device, arches in cells:
         for python in ("3.10", "3.11", "3.12"):
-            for arch in ("amd64", "arm64"):
+            for arch in arches.split():
                 name = f"locks/{release}/{framework}-{device}-py{python}-{arch}.txt"
                 assert name in paths and (REPO / name).is_file(), name
+
+
+@pytest.mark.parametrize("release", ["0.8.1", "1.2.1"])
+def test_a_cell_that_cannot_be_locked_here_says_why(matrix, release):
+    """Every cell of a release with locks is locked, or recorded by `lock` with the reason it could not be."""
+    why = lock.unlockable(REPO, release)
+    assert why, f"locks/{release}/{lock.UNLOCKABLE} lists nothing"
+    locked = {path.name for path in (REPO / "locks" / release).glob("*.txt")}
+    attempted = {name.split("-")[0] for name in [*why, *locked]}  # the frameworks `lock` was run for
+    for target in lock.lock_targets(matrix, release=release):
+        spec = lock.spec(matrix, target)
+        if target.framework in attempted:
+            assert (REPO / spec.relative_path).is_file() != (Path(spec.relative_path).name in why), spec.relative_path
+    # 1.2.1's vLLM for CUDA 12.9 (what `build.py --framework vllm --cuda 12.9` picks): PyPI's vLLM 0.20.1 and
+    # torch 2.11 are CUDA 13.0 builds, and the matrix's index of 12.9 builds cannot be reached from here
+    if release == "1.2.1":
+        reason = why["vllm-cuda12.9-py3.11-amd64.txt"]
+        assert reason.startswith("PyPI's builds do not fit CUDA 12.9 (") and "torch==2.11.0" in reason, reason
+        assert "https://wheels.vllm.ai/0.20.1/cu129" in reason and "cannot be reached" in reason, reason
+        plan = run_cli("--framework", "vllm", "--cuda", "12.9", "--dry-run")
+        assert plan.returncode == 2 and len(plan.stderr.strip().splitlines()[-1:]) == 1
+        assert "cannot be locked here, so it has no lock: PyPI's builds do not fit CUDA 12.9" in plan.stderr, plan.stderr
 
 
 def test_every_committed_lock_belongs_to_a_cell(matrix):
@@ -81,13 +103,18 @@ def test_lock_check_passes_on_the_committed_locks():
 
 
 def test_lock_check_names_each_missing_cell():
-    result = run_cli("lock", "--check", "--release", "0.8.1", "--framework", "trtllm")
+    result = run_cli("lock", "--check", "--release", "1.6.1", "--framework", "sglang")
     assert result.returncode == 1
     lines = result.stderr.splitlines()
-    assert lines[0] == ("0.8.1-trtllm-cuda13.0 (linux/amd64, Python 3.10): no lock"
-                        " (locks/0.8.1/trtllm-cuda13.0-py3.10-amd64.txt);"
-                        " run `python build.py lock --release 0.8.1 --framework trtllm`")
-    assert lines[-1] == "4 problem(s) in the locks of 1 cell(s)"
+    assert lines[0] == ("1.6.1-sglang-cuda13.0 (linux/amd64, Python 3.10): no lock"
+                        " (locks/1.6.1/sglang-cuda13.0-py3.10-amd64.txt);"
+                        " run `python build.py lock --release 1.6.1 --framework sglang`")
+    assert lines[-1] == "6 problem(s) in the locks of 1 cell(s)"
+    recorded = run_cli("lock", "--check", "--release", "0.8.1", "--framework", "trtllm")  # `lock` said why
+    assert recorded.stderr.splitlines()[0] == (
+        "0.8.1-trtllm-cuda13.0 (linux/amd64, Python 3.10): cannot be locked here, so it has no lock: index"
+        " https://pypi.nvidia.com cannot be reached ([Errno -2] Name or service not known); lock it where it can,"
+        " or build this cell with --unlocked")
 
 
 def test_a_changed_pin_makes_its_locks_stale_in_lock_check_and_render_check(tmp_path):
@@ -112,7 +139,15 @@ def test_an_unreachable_index_fails_the_cell_in_one_line_and_writes_nothing(tmp_
     changed = matrix_with(tmp_path, 'extra_index_url = "https://pypi.nvidia.com"',
                           'extra_index_url = "http://127.0.0.1:9/simple"')
     before = sorted(p.name for p in committed_locks())
-    result = run_cli("lock", "--release", "0.8.1", "--framework", "trtllm", "--matrix", str(changed))
+    record = REPO / "locks/0.8.1" / lock.UNLOCKABLE
+    recorded = record.read_text()
+    try:
+        result = run_cli("lock", "--release", "0.8.1", "--framework", "trtllm", "--matrix", str(changed))
+        written = lock.unlockable(REPO, "0.8.1")
+    finally:
+        record.write_text(recorded)  # `lock` records why, in the checkout: put the committed record back
+    assert written["trtllm-cuda13.0-py3.10-amd64.txt"].startswith("index http://127.0.0.1:9/simple cannot be reached (")
+    assert written["vllm-cuda12.9-py3.10-arm64.txt"] == lock.unlockable(REPO, "0.8.1")["vllm-cuda12.9-py3.10-arm64.txt"]
     assert result.returncode == 1 and TRACEBACK not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 4
@@ -181,10 +216,14 @@ def test_the_release_pipeline_checks_pins_and_locks_then_publishes_attestations(
 
 
 def test_a_changed_index_makes_the_locks_stale(tmp_path):
-    changed = matrix_with(tmp_path, 'module = "llama_cpp"\n', 'module = "llama_cpp"\ncuda_index_url = { "12.9" = "https://example.invalid/simple" }\n')
+    # an index every resolution uses (the framework's extra_index_url): every lock of the framework is stale
+    changed = matrix_with(tmp_path, 'module = "llama_cpp"\n', 'module = "llama_cpp"\nextra_index_url = "https://example.invalid/simple"\n')
     result = run_cli("lock", "--check", "--release", "0.8.1", "--framework", "llama_cpp", "--matrix", str(changed))
     assert result.returncode == 1
     assert ("locks/0.8.1/llama_cpp-cuda12.9-py3.12-amd64.txt: stale: resolved from https://pypi.org/simple, the matrix"
-            " names https://pypi.org/simple https://example.invalid/simple;"
+            " names https://pypi.org/simple https://example.invalid/simple or https://pypi.org/simple https://example.invalid/simple;"
             " run `python build.py lock --release 0.8.1 --framework llama_cpp`") in result.stderr.splitlines()
-    assert not any("llama_cpp-cpu-" in line for line in result.stderr.splitlines())  # the CPU cell has no such index
+    # an index of builds for one CUDA is used only where PyPI's builds do not fit: a lock from PyPI stands
+    indexed = matrix_with(tmp_path, 'module = "llama_cpp"\n', 'module = "llama_cpp"\ncuda_indexes = { "12.9" = ["https://example.invalid/simple"] }\n')
+    result = run_cli("lock", "--check", "--release", "0.8.1", "--framework", "llama_cpp", "--matrix", str(indexed))
+    assert result.returncode == 0, result.stderr
