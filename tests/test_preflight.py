@@ -94,3 +94,29 @@ def test_a_broken_matrix_stops_the_preflight_with_one_line_per_problem(raw, tmp_
         assert lines[0] == "preflight: cannot check this host:", (name, lines)
         assert lines[1].startswith("m.toml: ") and "problem(s)" not in lines[1], (name, lines)
         assert lines[-1].endswith("--skip-preflight or DYN_SKIP_PREFLIGHT=1 starts anyway)"), (name, lines)
+
+
+def test_in_an_image_the_preflight_judges_the_release_it_was_built_as(monkeypatch):
+    """An image of release 1.2.1 built from a 1.6.1 checkout carries our 1.6.1 package beside vLLM 0.20.1:
+    the worker's preflight judged release 1.6.1 (which pins vLLM 0.31.0) and refused to start."""
+    monkeypatch.delenv("DYN_SKIP_PREFLIGHT", raising=False)
+    facts = from_recording(HOSTS / "b200x2-r610")
+    facts.packages = {"dynamo": "1.6.1", "vllm": "0.20.1", "nixl": "0.10.1"}
+    out = io.StringIO()
+    with pytest.raises(SystemExit):
+        preflight("vllm", [], facts=facts, out=out)  # outside an image: our package's release
+    assert "✗ package: vllm 0.20.1 is installed; release 1.6.1 pins 0.31.0" in out.getvalue()
+    monkeypatch.setenv("DYN_IMAGE_RELEASE", "1.2.1")
+    monkeypatch.setenv("DYN_IMAGE_FRAMEWORK", "vllm")
+    monkeypatch.setenv("DYN_IMAGE_DEVICE", "cuda12.9")
+    assert preflight("vllm", ["--model", "x"], facts=facts, out=io.StringIO()) == ["--model", "x"]
+    # the frontend in the same image runs on the CPU: the image's device is its engine's, not the frontend's
+    assert preflight("frontend", [], facts=facts, out=io.StringIO()) == []
+
+
+def test_the_frontend_starts_under_dockers_default_shm_on_a_host_without_gpu(monkeypatch):
+    monkeypatch.delenv("DYN_SKIP_PREFLIGHT", raising=False)
+    facts = from_recording(HOSTS / "no-gpu-debian")
+    facts.shm_bytes = 64 * 2**20 - 2 * 2**20  # Docker's default 64 MB, as df shows it in a container: 62 MiB
+    assert preflight("frontend", [], facts=facts, out=io.StringIO()) == []
+    assert preflight("llama_cpp", [], facts=facts, out=io.StringIO()) == []

@@ -45,8 +45,10 @@ def preflight(framework: str | None, argv: list[str], facts: HostFacts | None = 
         raise SystemExit(1) from None
     known = framework in matrix.framework
     cell = baked()
-    if cell is not None and cell.release in matrix.release:  # in one of our images: the cell it was built as
-        release, device = cell.release, cell.device
+    if cell is not None and cell.release in matrix.release:  # in one of our images: the release it was built as
+        release = cell.release
+        # the image's device for its own engine; another entry point (the frontend, the mocker) runs on the host's
+        device = cell.device if framework == cell.framework else host_device(matrix, facts, framework if known else None)
     else:
         device = host_device(matrix, facts, framework if known else None)
         release = release_to_judge(matrix, facts.packages.get("dynamo"), framework if known else None, device)
