@@ -148,7 +148,7 @@ def cuda_checks(cuda: str, found: dict) -> list[Check]:
         checks.append(Check("torch's CUDA", f"CUDA {major}.x, at most {cuda}", torch_cuda, fits))
     if found.get("sonames"):
         wrong = {name: paths for name, paths in found["sonames"].items() if name != f"libcudart.so.{major}"}
-        shown = "; ".join(f"{name} ({paths[0]})" for name, paths in sorted(found["sonames"].items()))
+        shown = "; ".join(f"{name} ({len(paths)} libraries, e.g. {paths[0]})" for name, paths in sorted(found["sonames"].items()))
         checks.append(Check("libcudart of native libraries", f"libcudart.so.{major}", shown, not wrong))
     for line in cuda_builds.problems(found["packages"], cuda, "installed"):
         checks.append(Check("CUDA build", f"CUDA {cuda} builds only", line.removeprefix("installed: "), False))
@@ -197,6 +197,6 @@ def report(image: str, checks: list[Check]) -> str:
     return table(("", "CHECK", "EXPECTED", "FOUND"), rows) + "\n" + verdict
 
 
-def _cell(text: str, width: int = 100) -> str:
+def _cell(text: str, width: int = 72) -> str:
     """A table cell of at most `width` characters (NVIDIA_REQUIRE_CUDA is 4,000): the start, and the length."""
     return text if len(text) <= width else f"{text[:width - 20]}… ({len(text)} characters)"
