@@ -16,11 +16,10 @@ Run: python benchmarks/build_cache.py [--framework F --cuda X] [--engine buildah
 (--warm: skip the two cold builds, for an image whose layers are cached already, e.g. vLLM's 8.5 GiB)
 """
 
-import json
-
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
