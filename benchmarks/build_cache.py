@@ -135,9 +135,9 @@ def main() -> None:
 def layers(engine_name: str, ref: str) -> dict[str, int]:
     """{layer digest: size} of an image, as skopeo reads it from the engine's store."""
     transport = "containers-storage:" if engine_name in ("buildah", "podman") else "docker-daemon:"
-    found = subprocess.run(["skopeo", "inspect", "--format", "{{json .LayersData}}", transport + ref],
-                           capture_output=True, text=True, check=True).stdout
-    return {layer["Digest"]: layer["Size"] for layer in json.loads(found)}
+    manifest = subprocess.run(["skopeo", "inspect", "--raw", transport + ref], capture_output=True, text=True,
+                              check=True).stdout
+    return {layer["digest"]: layer["size"] for layer in json.loads(manifest)["layers"]}
 
 
 if __name__ == "__main__":
