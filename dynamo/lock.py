@@ -46,12 +46,15 @@ INDEXES = "# indexes: "
 _PINNED_LINE = re.compile(r"\n([^\s#-][^\s=]*)==(\S*)")
 
 
+UNREACHABLE_FIX = "lock it where it can be reached, or build this cell with --unlocked"
+
+
 class LockError(Exception):
     """A cell cannot be locked or its lock is unusable; str() is one line naming the cell and the fix."""
 
-    def __init__(self, message: str, reason: str = "") -> None:
+    def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
-        self.reason = reason or message
+        self.reason = reason  # the cause alone: no cell, no fix (locks/<release>/unlockable.list records it)
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,8 @@ def unreachable(url: str, timeout: float = 10) -> str | None:
 def uv_binary() -> str:
     found = find_tool("uv")
     if found is None:
-        raise LockError("uv is not installed: pip install uv (it resolves for another platform and Python)")
+        raise LockError("uv is not installed: pip install uv (it resolves for another platform and Python)",
+                        reason="uv is not installed")
     return found
 
 
@@ -165,9 +169,9 @@ def generate(lock: LockSpec, checkout: Path = CHECKOUT) -> Locked:
             raise
         for url in lock.cuda_indexes:
             if (why := unreachable(url)) is not None:
-                raise LockError(f"{lock.where}: PyPI's builds do not fit CUDA {lock.target.cuda} ({from_pypi.reason});"
-                                f" the matrix names index {url} for it, which cannot be reached ({why}); lock it"
-                                f" where it can be, or build this cell with --unlocked") from None
+                reason = (f"PyPI's builds do not fit CUDA {lock.target.cuda} ({from_pypi.reason}); the matrix names"
+                          f" index {url} for it, which cannot be reached ({why})")
+                raise LockError(f"{lock.where}: {reason}; {UNREACHABLE_FIX}", reason=reason) from None
         body, indexes, dropped = _resolve(lock, lock.cuda_indexes + lock.indexes)
     path = checkout / lock.relative_path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,8 +183,8 @@ def _resolve(lock: LockSpec, indexes: tuple[str, ...]) -> tuple[str, tuple[str, 
     """(the lock's body, the indexes it came from, the other CUDA major's builds left out)."""
     for url in indexes:
         if (why := unreachable(url)) is not None:
-            raise LockError(f"{lock.where}: index {url} cannot be reached ({why}); lock it"
-                            f" where it can, or build this cell with --unlocked")
+            reason = f"index {url} cannot be reached ({why})"
+            raise LockError(f"{lock.where}: {reason}; {UNREACHABLE_FIX}", reason=reason)
     cuda = lock.target.cuda
     body = _uv_compile(lock, indexes, [])
     dropped = cuda_builds.other_major_alternates(pinned(body), cuda) if cuda else []
@@ -266,7 +270,7 @@ def problems(lock: LockSpec, checkout: Path = CHECKOUT) -> list[str]:
     fix = f"run `python build.py lock --release {lock.target.release} --framework {lock.target.framework}`"
     if not path.is_file():
         if why := unlockable(checkout, lock.target.release).get(path.name):
-            return [f"{lock.where}: cannot be locked here, so it has no lock: {why}"]
+            return [f"{lock.where}: cannot be locked here, so it has no lock: {why}"]  # build adds the --unlocked hint
         return [f"{lock.where}: no lock ({lock.relative_path}); {fix}"]
     text = path.read_text()
     recorded = json.loads(_header_value(text, INPUTS) or "[]")
@@ -423,7 +427,7 @@ def run(matrix: Matrix, args, checkout: Path = CHECKOUT) -> int:
             done = generate(lock, checkout)
         except LockError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            failed[Path(lock.relative_path).name] = str(exc).removeprefix(f"{lock.where}: ")
+            failed[Path(lock.relative_path).name] = exc.reason
             continue
         locked.append(done.path.name)
         print(f"locked {lock.cell} {lock.target.platform} Python {lock.target.python}: {done.packages} packages"

@@ -195,7 +195,9 @@ def test_images_install_nixl_built_for_their_cuda(outputs):
     assert outputs["container/constraints/0.8.0/vllm.txt"].splitlines()[1:] == [
         "# pip constraints for vLLM 0.12.0 in Dynamo 0.8.0; the image installs: vllm nixl[cu13] (cuda13.0),"
         " vllm nixl[cu12] (cuda12.9)", "vllm==0.12.0", "nixl==0.8.0"]
-    # the lock resolves the asked-for build at NIXL's own version (plain nixl 0.10.1 let nixl-cu12 float to 1.5.1)
-    spec = lock.spec(load(MATRIX_FILE), found[("1.2.1", "vllm", "cuda12.9")])
-    assert "nixl[cu12]==0.10.1" in spec.requirements
-    assert lock.pinned((REPO / spec.relative_path).read_text())["nixl-cu12"] == "0.10.1"
+    # the lock resolves the asked-for build at NIXL's own version (plain nixl 0.10.1 let nixl-cu12 float to 1.5.1),
+    # and leaves out the CUDA 12 build that nixl 1.4.1 requires beside the CUDA 13 one
+    spec = lock.spec(load(MATRIX_FILE), found[("1.6.1", "vllm", "cuda13.0")])
+    assert "nixl[cu13]==1.4.1" in spec.requirements
+    pinned = lock.pinned((REPO / spec.relative_path).read_text())
+    assert pinned["nixl-cu13"] == "1.4.1" and "nixl-cu12" not in pinned
