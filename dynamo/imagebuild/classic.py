@@ -1,8 +1,10 @@
 """What Docker's classic builder needs: our Dockerfile without `RUN --mount`, in a deterministic context.
 
 Cache mounts only make builds faster, so they are dropped. The CA-bundle secret mount becomes a
-COPY into the stages that use it (the wheel and framework stages, which never ship: the runtime
-image copies only /opt/dynamo out of them).
+COPY into the stages that use it and never ship (wheel, framework): a COPY is a layer, and a stage
+built on one keeps it. So the runtime stage, which other engines build on the framework stage, starts
+from runtime-base and copies the framework's /opt/dynamo instead (one large layer, as every classic
+build had), and the shipped stages get no CA: they install only what is already here.
 """
 
 from __future__ import annotations
@@ -21,15 +23,25 @@ CA_IN_CONTEXT = ".dynamo-ca-cert.pem"
 _MOUNT = re.compile(r"--mount=\S+\s*")
 
 
+SHIPPED = ("runtime", "dev")
+_FROM_FRAMEWORK = "FROM framework AS runtime"
+
+
 def transform(dockerfile: str, with_ca: bool) -> str:
-    """The Dockerfile with every RUN --mount option removed; with_ca: the CA COPY'd where mounted."""
+    """The Dockerfile with every RUN --mount option removed; with_ca: the CA COPY'd where mounted, in the
+    stages that never ship."""
     out: list[str] = []
     stage_start = None  # index in `out` of the current stage's FROM line
     ca_stages: list[int] = []
+    shipped = False
     for line in dockerfile.splitlines():
         if line.startswith("FROM "):
             stage_start = len(out)
-        if "id=ca_cert" in line and stage_start is not None and stage_start not in ca_stages:
+            shipped = line.split()[-1] in SHIPPED
+            if line.strip() == _FROM_FRAMEWORK:
+                out += ["FROM runtime-base AS runtime", "COPY --from=framework /opt/dynamo /opt/dynamo"]
+                continue
+        if "id=ca_cert" in line and stage_start is not None and stage_start not in ca_stages and not shipped:
             ca_stages.append(stage_start)
         stripped = _MOUNT.sub("", line)
         if stripped != line and stripped.strip() == "\\":
@@ -68,10 +80,11 @@ def context_files(plan: BuildPlan) -> list[Path]:
 @contextlib.contextmanager
 def context_tar(plan: BuildPlan) -> Iterator[io.BytesIO]:
     """A tar of the context, the same bytes for the same inputs (sorted, mtime 0, root-owned)."""
-    if plan.ca_cert and plan.stage == "dev":
+    if plan.ca_cert and (plan.stage == "dev" or plan.build_args.get("LOCK") == "none"):
         from dynamo.containers import EngineError
-        raise EngineError("Docker's classic builder would leave the CA bundle in the dev image; build the dev"
-                          " target with --engine buildah, or with docker buildx")
+        why = "the dev image" if plan.stage == "dev" else "an unlocked runtime image (pip resolves in its last stage)"
+        raise EngineError(f"Docker's classic builder would leave the CA bundle in {why}; build it"
+                          " with --engine buildah, or with docker buildx")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         def add(name: str, data: bytes, mode: int = 0o644) -> None:
