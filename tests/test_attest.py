@@ -100,7 +100,7 @@ def test_attest_writes_sboms_and_provenance_that_match_the_image(image, tmp_path
     assert verified.returncode == 1 and "Traceback" not in verified.stderr
     failing = [row for row in rows(verified.stdout) if row[0] == "✗"]
     assert sorted(failing) == sorted(["✗", "SBOM and provenance", DOCUMENTS, finding] for finding in lines), verified.stdout
-    assert verified.stdout.splitlines()[-1] == f"{image}: 3 of 17 checks fail"
+    assert verified.stdout.splitlines()[-1] == f"{image}: 3 of 18 checks fail"
 
 
 def test_an_image_without_attestations_is_one_line(image, tmp_path):
@@ -114,4 +114,4 @@ def test_an_image_without_attestations_is_one_line(image, tmp_path):
     assert verified.returncode == 1
     failing = [row for row in rows(verified.stdout) if row[0] == "✗"]
     assert failing == [["✗", "SBOM and provenance", DOCUMENTS, result.stderr.strip()]], verified.stdout
-    assert verified.stdout.splitlines()[-1] == f"{image}: 1 of 15 checks fail"
+    assert verified.stdout.splitlines()[-1] == f"{image}: 1 of 16 checks fail"
