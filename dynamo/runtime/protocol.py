@@ -28,6 +28,8 @@ from typing import Any
 MAX_FRAME = 64 * 1024 * 1024
 # The request fields an engine may not support, each named as the OpenAI parameter it comes from.
 OPTIONAL_FEATURES = ("tools", "logprobs", "response_format")
+# Temperatures below this are greedy decoding (vLLM's _SAMPLING_EPS; SGLang's is 1e-6).
+GREEDY_TEMPERATURE = 1e-5
 
 
 @dataclass
@@ -66,8 +68,9 @@ class GenerateRequest:
         return {key: value for key, value in values.items() if value is not None}
 
     def greedy(self) -> bool:
-        """Whether the answer is the likeliest one (temperature 0): the same answer every time."""
-        return self.temperature == 0
+        """Whether the answer is the likeliest one, the same every time: a temperature of 0 (below
+        vLLM's 1e-5, which it takes for 0)."""
+        return self.temperature is not None and self.temperature < GREEDY_TEMPERATURE
 
     def choice(self, index: int) -> GenerateRequest:
         """Choice `index` of an n-choice request as a request of its own: its seed, when one is given,
