@@ -415,3 +415,25 @@ def test_trtllm_samples_unless_greedy():
         {"temperature": 0.7, "top_p": 1.0}
     assert trtllm.sampling_kwargs(GenerateRequest(model="m", prompt="x", top_p=0.5)) == {"top_p": 0.5}
     assert trtllm.sampling_kwargs(GenerateRequest(model="m", prompt="x", temperature=0)) == {"temperature": 0}
+
+
+def test_sglang_seeded_choices_each_have_their_seed():
+    """SGLang gives all n choices of one request the same sampling_seed (one answer n times): with a
+    seed, each choice is a request of its own, seeded seed + index as vLLM seeds its n."""
+    calls = []
+
+    async def async_generate(**kwargs):
+        calls.append(kwargs["sampling_params"])
+
+        async def stream():
+            yield {"text": f"s{kwargs['sampling_params']['sampling_seed']}",
+                   "meta_info": {"completion_tokens": 1, "prompt_tokens": 1, "finish_reason": {"type": "stop"}}}
+        return stream()
+
+    engine = sglang.SglangEngine(SimpleNamespace(async_generate=async_generate,
+                                                 tokenizer_manager=SimpleNamespace(tokenizer=RecordingTokenizer())))
+
+    async def collect(request):
+        return sorted([(c.index, c.text) async for c in engine.generate(request)])
+    assert asyncio.run(collect(GenerateRequest(model="m", prompt="hi", n=2, seed=7))) == [(0, "s7"), (1, "s8")]
+    assert calls == [{"sampling_seed": 7}, {"sampling_seed": 8}]

@@ -6,11 +6,12 @@ import argparse
 import dataclasses
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from dynamo.runtime import worker
 from dynamo.runtime.protocol import OPTIONAL_FEATURES, Chunk, GenerateRequest, RequestError, logprob_entry
-from dynamo.runtime.worker import engine_prompt, finish_reason, missing_engine
+from dynamo.runtime.worker import engine_prompt, fan_out, finish_reason, missing_engine
 
 # Our names for SGLang's sampling parameters.
 SAMPLING_NAMES = {"max_tokens": "max_new_tokens", "temperature": "temperature", "top_p": "top_p",
@@ -108,6 +109,14 @@ class SglangEngine:
         self.tokenizer = engine.tokenizer_manager.tokenizer
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
+        if request.n > 1 and request.seed is not None:
+            # SGLang gives each of the n choices the one sampling_seed: they would be one answer n
+            # times. Each choice is asked for on its own, with the seed moved by its index, as vLLM
+            # seeds its n sequences.
+            async with aclosing(fan_out(self, request)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+            return
         trackers: dict[int, TextTracker] = {}  # one per choice: each streams its own text
         stream = await self.engine.async_generate(**generate_kwargs(request, engine_prompt(self.tokenizer, request)),
                                                   stream=True)

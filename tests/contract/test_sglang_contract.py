@@ -106,8 +106,13 @@ class SglangContract(unittest.TestCase):
                 built = RecordingEngine()
                 frames = serve(adapter.SglangEngine(built.mock), request, "sglang")
                 self.assertEqual([frame for frame in frames if "error" in frame], [])
-                [kwargs] = built.calls
+                kwargs = built.calls[0]
                 self.check_sampling(request, kwargs["sampling_params"])
+                if request.seed is not None and request.n > 1:  # one request per choice, each its own seed
+                    self.assertEqual([call["sampling_params"]["sampling_seed"] for call in built.calls],
+                                     [request.seed + index for index in range(request.n)])
+                else:
+                    self.assertEqual(len(built.calls), 1)
                 self.check_prompt(request, kwargs, built.tokenizer)
                 prompt = kwargs.get("input_ids") or built.tokenizer.encode(kwargs["prompt"])
                 answers = choices(frames)
@@ -120,7 +125,7 @@ class SglangContract(unittest.TestCase):
     def check_sampling(self, request: GenerateRequest, params: dict[str, Any]) -> None:
         expected = {"max_new_tokens": request.max_tokens, "temperature": request.temperature, "top_p": request.top_p,
                     "sampling_seed": request.seed, "stop": request.stop or None,
-                    "n": None if request.n == 1 or request.temperature == 0 else request.n}
+                    "n": None if request.n == 1 or request.temperature == 0 or request.seed is not None else request.n}
         self.assertEqual({key: params.get(key) for key in expected}, expected)
         schema = request.output_schema()
         self.assertEqual(params.get("json_schema"), None if schema is None else json.dumps(schema))
