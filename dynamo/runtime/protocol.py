@@ -105,9 +105,9 @@ class GenerateRequest:
 @dataclass
 class Chunk:
     """A piece of an engine's answer. The last chunk of a choice carries `finish` ("stop" or
-    "length", as worker.finish_reason maps the engine's reason) and the token counts. `logprobs`, when asked for: one entry per token of `text`,
-    {"token": str, "logprob": float, "top": [{"token": str, "logprob": float}, ...]}. `index`: which
-    of the request's n choices it belongs to."""
+    "length", as worker.finish_reason maps the engine's reason) and the token counts. `logprobs`,
+    when asked for: one entry per token of `text`, {"token": str, "logprob": float, "top":
+    [{"token": str, "logprob": float}, ...]}. `index`: which of the request's n choices it belongs to."""
     text: str = ""
     tokens: int = 0
     finish: str | None = None
