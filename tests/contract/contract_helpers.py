@@ -86,6 +86,18 @@ def request_shapes() -> dict[str, GenerateRequest]:
     }
 
 
+def expected_prompt(request: GenerateRequest, hf_tokenizer: Any) -> str | list[int]:
+    """What the engine should be given: the prompt's token ids or text, a chat through the model's
+    template with its tools, and after it the answer so far of a migrated request."""
+    if request.prompt_token_ids is not None:
+        resumed = hf_tokenizer.encode(request.resumed_text, add_special_tokens=False) if request.resumed_text else []
+        return request.prompt_token_ids + resumed
+    if request.messages is not None:
+        return hf_tokenizer.apply_chat_template(request.messages, tools=request.tools, tokenize=False,
+                                                add_generation_prompt=True) + request.resumed_text
+    return request.prompt + request.resumed_text
+
+
 class Frames:
     """A FrameWriter that keeps the frames the worker sends."""
 

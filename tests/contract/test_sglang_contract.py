@@ -14,7 +14,15 @@ from http import HTTPStatus
 from typing import Any
 from unittest import mock
 
-from contract_helpers import OPENAI_FINISH_REASONS, choices, engine, request_shapes, serve, tokenizer
+from contract_helpers import (
+    OPENAI_FINISH_REASONS,
+    choices,
+    engine,
+    expected_prompt,
+    request_shapes,
+    serve,
+    tokenizer,
+)
 
 from dynamo.runtime.protocol import GenerateRequest
 
@@ -113,7 +121,8 @@ class SglangContract(unittest.TestCase):
                                      [request.seed + index for index in range(request.n)])
                 else:
                     self.assertEqual(len(built.calls), 1)
-                self.check_prompt(request, kwargs, built.tokenizer)
+                wanted = expected_prompt(request, built.tokenizer)
+                self.assertEqual(kwargs.get("prompt") if isinstance(wanted, str) else kwargs.get("input_ids"), wanted)
                 prompt = kwargs.get("input_ids") or built.tokenizer.encode(kwargs["prompt"])
                 answers = choices(frames)
                 self.assertEqual(sorted(answers), list(range(request.n)))
@@ -129,16 +138,6 @@ class SglangContract(unittest.TestCase):
         self.assertEqual({key: params.get(key) for key in expected}, expected)
         schema = request.output_schema()
         self.assertEqual(params.get("json_schema"), None if schema is None else json.dumps(schema))
-
-    def check_prompt(self, request: GenerateRequest, kwargs: dict[str, Any], hf_tokenizer: Any) -> None:
-        if request.prompt_token_ids is not None:
-            resumed = hf_tokenizer.encode(request.resumed_text, add_special_tokens=False) if request.resumed_text else []
-            self.assertEqual(kwargs["input_ids"], request.prompt_token_ids + resumed)
-        elif request.messages is not None:
-            self.assertEqual(kwargs["prompt"], hf_tokenizer.apply_chat_template(
-                request.messages, tools=request.tools, tokenize=False, add_generation_prompt=True) + request.resumed_text)
-        else:
-            self.assertEqual(kwargs["prompt"], request.prompt)
 
     def check_logprobs(self, request: GenerateRequest, entries: list[dict[str, Any]]) -> None:
         if request.logprobs is None:

@@ -12,7 +12,15 @@ import unittest
 from typing import Any
 from unittest import mock
 
-from contract_helpers import OPENAI_FINISH_REASONS, choices, engine, request_shapes, serve, tokenizer
+from contract_helpers import (
+    OPENAI_FINISH_REASONS,
+    choices,
+    engine,
+    expected_prompt,
+    request_shapes,
+    serve,
+    tokenizer,
+)
 
 from dynamo.runtime.protocol import GenerateRequest
 
@@ -96,7 +104,8 @@ class VllmContract(unittest.TestCase):
                 self.assertEqual([frame for frame in frames if "error" in frame], [])
                 [(prompt, params)] = built.calls  # one engine request, also for n choices
                 self.check_params(request, params)
-                self.check_prompt(request, prompt, built.tokenizer)
+                wanted = expected_prompt(request, built.tokenizer)
+                self.assertEqual(prompt, wanted if isinstance(wanted, str) else {"prompt_token_ids": wanted})
                 answers = choices(frames)
                 self.assertEqual(sorted(answers), list(range(request.n)))
                 prompt_ids = prompt["prompt_token_ids"] if isinstance(prompt, dict) else built.tokenizer.encode(prompt)
@@ -117,16 +126,6 @@ class VllmContract(unittest.TestCase):
         schema = request.output_schema()
         structured = getattr(params, "structured_outputs", None) or getattr(params, "guided_decoding", None)
         self.assertEqual(structured.json if structured else None, schema)
-
-    def check_prompt(self, request: GenerateRequest, prompt: Any, hf_tokenizer: Any) -> None:
-        if request.prompt_token_ids is not None:
-            resumed = hf_tokenizer.encode(request.resumed_text, add_special_tokens=False) if request.resumed_text else []
-            self.assertEqual(prompt, {"prompt_token_ids": request.prompt_token_ids + resumed})
-        elif request.messages is not None:
-            self.assertEqual(prompt, hf_tokenizer.apply_chat_template(
-                request.messages, tools=request.tools, tokenize=False, add_generation_prompt=True) + request.resumed_text)
-        else:
-            self.assertEqual(prompt, request.prompt)
 
     def check_logprobs(self, request: GenerateRequest, entries: list[dict[str, Any]]) -> None:
         if request.logprobs is None:
