@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO
 
 from dynamo.runtime import worker
-from dynamo.runtime.protocol import Chunk, GenerateRequest
+from dynamo.runtime.protocol import Chunk, GenerateRequest, RequestError
 from dynamo.sglang import engine as sglang
 from dynamo.trtllm import engine as trtllm
 from dynamo.vllm import engine as vllm
@@ -63,6 +63,9 @@ def test_vllm_delta_outputs():
     assert (first.text, first.tokens, first.finish) == ("Hel", 2, None)
     assert (last.text, last.tokens, last.finish, last.prompt_tokens) == ("lo", 1, "length", 3)
     assert vllm.DeltaTracker().chunks(output("", [], True, "abort"))[0].finish == "stop"
+    assert vllm.DeltaTracker().chunks(output("", [], True, "repetition"))[0].finish == "stop"
+    with pytest.raises(RuntimeError, match="vLLM failed the request inside the engine"):
+        vllm.DeltaTracker().chunks(output("", [], True, "error"))
 
 
 def test_vllm_n_in_one_request():
@@ -130,13 +133,15 @@ def test_trtllm_streamed_outputs():
     [last] = trtllm.chunks(output("b", [2, 3], True, "stop"))
     assert (last.text, last.tokens, last.finish, last.prompt_tokens) == ("b", 2, "stop", 4)
     assert trtllm.chunks(output("", [], True, "length"))[0].finish == "length"
+    assert [trtllm.chunks(output("", [], True, reason))[0].finish for reason in ("timeout", "cancelled")] == \
+        ["stop", "stop"]
     assert trtllm.chunks(output("", [], False)) == []  # no news
 
 
 def test_trtllm_n_in_one_request():
     """n goes to SamplingParams.n; each sequence of RequestOutput.outputs is its choice's chunk."""
     request = GenerateRequest(model="m", prompt="x", n=2)
-    assert trtllm.sampling_kwargs(request) == {"n": 2} and "n" in trtllm.TrtllmEngine.features
+    assert trtllm.sampling_kwargs(request) == {"n": 2, "top_p": 1.0} and "n" in trtllm.TrtllmEngine.features
 
     def sequence(index, diff, reason=None):
         return SimpleNamespace(index=index, text_diff=diff, token_ids_diff=[9] * len(diff), finish_reason=reason)
@@ -221,37 +226,54 @@ def test_sglang_structured_output_and_logprobs():
     request = GenerateRequest(model="m", prompt="x", max_tokens=3, logprobs=1,
                               response_format={"type": "json_schema", "schema": schema})
     assert sglang.sampling_params(request) == {"max_new_tokens": 3, "json_schema": '{"type": "object"}'}
+    # Engine.async_generate has no return_text_in_logprobs (SGLang 0.5.6.post2, 0.5.21): tokens come as ids
     assert sglang.generate_kwargs(request, [1, 2]) == {
         "input_ids": [1, 2], "sampling_params": {"max_new_tokens": 3, "json_schema": '{"type": "object"}'},
-        "return_logprob": True, "top_logprobs_num": 1, "return_text_in_logprobs": True}
+        "return_logprob": True, "top_logprobs_num": 1}
     assert "prompt" in sglang.generate_kwargs(GenerateRequest(model="m", prompt="x"), "x")
-    tracker = sglang.TextTracker(request)
+    tracker = sglang.TextTracker(request, LetterTokenizer())
     first = tracker.chunk({"text": "a", "meta_info": {"completion_tokens": 1, "output_token_logprobs": [
-        (-0.1, 7, "a")], "output_top_logprobs": [[(-0.1, 7, "a")]]}})
+        (-0.1, 1, None)], "output_top_logprobs": [[(-0.1, 1, None)]]}})
     second = tracker.chunk({"text": "ab", "meta_info": {"completion_tokens": 2, "output_token_logprobs": [
-        (-0.1, 7, "a"), (-0.2, 8, "b")], "output_top_logprobs": [[(-0.1, 7, "a")], [(-0.05, 9, "c")]]}})
+        (-0.1, 1, None), (-0.2, 2, None)], "output_top_logprobs": [[(-0.1, 1, None)], [(-0.05, 3, None)]]}})
     assert first.logprobs == [{"token": "a", "logprob": -0.1, "top": [{"token": "a", "logprob": -0.1}]}]
     assert second.logprobs == [{"token": "b", "logprob": -0.2, "top": [{"token": "c", "logprob": -0.05}]}]
 
 
+def test_sglang_finish_reasons():
+    """SGLang's stop and length end the answer; an abort with a status code is an error (a 400 the
+    request's fault), as SGLang's own server answers it; an abort without one ends the answer."""
+    assert [sglang.finish(reason) for reason in (None, {"type": "stop", "matched": 2}, {"type": "length", "length": 4},
+                                                 {"type": "abort", "message": "Aborted", "status_code": None})] == \
+        [None, "stop", "length", "stop"]
+    with pytest.raises(RequestError, match="input is longer than the context"):
+        sglang.finish({"type": "abort", "message": "input is longer than the context", "status_code": 400})
+    with pytest.raises(RuntimeError, match=r"SGLang aborted the request \(503\): out of memory"):
+        sglang.finish({"type": "abort", "message": "out of memory", "status_code": 503})
+
+
+class LetterTokenizer:
+    """Decodes token id i as the i-th letter."""
+
+    def decode(self, ids):
+        return "".join(chr(96 + i) for i in ids)
+
+
 def test_trtllm_logprobs():
-    class Tokenizer:
-        def decode(self, ids):
-            return "".join(chr(96 + i) for i in ids)
     request = GenerateRequest(model="m", prompt="x", logprobs=1, resumed_tokens=1)
     floats = SimpleNamespace(outputs=[SimpleNamespace(text_diff="ab", token_ids_diff=[1, 2], logprobs_diff=[-0.1, -0.2],
                                                       finish_reason="length", index=0)], finished=True,
                              prompt_token_ids=[1] * 4)
-    [chunk] = trtllm.chunks(floats, request, Tokenizer())
+    [chunk] = trtllm.chunks(floats, request, LetterTokenizer())
     assert chunk.logprobs == [{"token": "a", "logprob": -0.1, "top": []}, {"token": "b", "logprob": -0.2, "top": []}]
     assert chunk.prompt_tokens == 3
     ranked = SimpleNamespace(outputs=[SimpleNamespace(text_diff="a", token_ids_diff=[1], finish_reason=None, index=0,
                                                       logprobs_diff=[{1: SimpleNamespace(logprob=-0.3),
                                                                       3: SimpleNamespace(logprob=-0.2)}])],
                              finished=False, prompt_token_ids=[1])
-    assert trtllm.chunks(ranked, request, Tokenizer())[0].logprobs == [
+    assert trtllm.chunks(ranked, request, LetterTokenizer())[0].logprobs == [
         {"token": "a", "logprob": -0.3, "top": [{"token": "c", "logprob": -0.2}]}]
-    assert trtllm.sampling_kwargs(request) == {"logprobs": 1}
+    assert trtllm.sampling_kwargs(request) == {"logprobs": 1, "top_p": 1.0}
 
 
 @pytest.mark.parametrize("module, package", [("dynamo.vllm", "vLLM"), ("dynamo.sglang.worker", "SGLang"),
@@ -357,3 +379,61 @@ def test_the_worker_ends_each_choice_once():
     asyncio.run(worker.WorkerServer(Repeating(), "test")._answer(7, {"model": "m", "prompt": "hi", "n": 2}, sent))
     assert [(frame.get("index", 0), frame["text"], frame.get("finish")) for frame in sent.frames] == [
         (0, "a", "length"), (1, "b", None), (1, "c", "stop")]
+
+
+@pytest.mark.parametrize("features", [frozenset({"n"}), frozenset()], ids=["engine-n", "fan-out"])
+def test_greedy_n_is_one_answer_sent_n_times(features):
+    """temperature 0 with n > 1: vLLM and TensorRT-LLM refuse it ("n must be 1 when using greedy
+    sampling"), and every choice would be the same answer anyway. The engine is asked once, for one
+    choice, and the client gets n identical choices, not a 500."""
+    asked = []
+
+    class Greedy:
+        async def generate(self, request):
+            asked.append(request)
+            if request.n > 1 and request.greedy():
+                raise ValueError(f"n must be 1 when using greedy sampling, got {request.n}.")
+            yield Chunk(text="Hi", tokens=1, logprobs=[{"token": "Hi", "logprob": -0.5, "top": []}])
+            yield Chunk(text="!", tokens=1, finish="stop", prompt_tokens=2)
+
+    Greedy.features = features
+    sent = Sent()
+    asyncio.run(worker.WorkerServer(Greedy(), "test")._answer(
+        3, {"model": "m", "prompt": "hi", "n": 3, "temperature": 0, "seed": 4}, sent))
+    assert [(request.n, request.seed) for request in asked] == [(1, 4)]
+    assert [(frame.get("index", 0), frame["text"], frame.get("finish")) for frame in sent.frames] == [
+        (0, "Hi", None), (1, "Hi", None), (2, "Hi", None), (0, "!", "stop"), (1, "!", "stop"), (2, "!", "stop")]
+    assert all("error" not in frame for frame in sent.frames)
+    assert GenerateRequest(model="m", prompt="x", temperature=0.0).greedy()
+    assert not GenerateRequest(model="m", prompt="x").greedy()  # the engine's default temperature samples
+
+
+def test_trtllm_samples_unless_greedy():
+    """TensorRT-LLM takes no top_p and no top_k for greedy (and refuses n > 1 then); a request that
+    is not greedy gets OpenAI's top_p of 1, a greedy one nothing that would make it sample."""
+    assert trtllm.sampling_kwargs(GenerateRequest(model="m", prompt="x", temperature=0.7)) == \
+        {"temperature": 0.7, "top_p": 1.0}
+    assert trtllm.sampling_kwargs(GenerateRequest(model="m", prompt="x", top_p=0.5)) == {"top_p": 0.5}
+    assert trtllm.sampling_kwargs(GenerateRequest(model="m", prompt="x", temperature=0)) == {"temperature": 0}
+
+
+def test_sglang_seeded_choices_each_have_their_seed():
+    """SGLang gives all n choices of one request the same sampling_seed (one answer n times): with a
+    seed, each choice is a request of its own, seeded seed + index as vLLM seeds its n."""
+    calls = []
+
+    async def async_generate(**kwargs):
+        calls.append(kwargs["sampling_params"])
+
+        async def stream():
+            yield {"text": f"s{kwargs['sampling_params']['sampling_seed']}",
+                   "meta_info": {"completion_tokens": 1, "prompt_tokens": 1, "finish_reason": {"type": "stop"}}}
+        return stream()
+
+    engine = sglang.SglangEngine(SimpleNamespace(async_generate=async_generate,
+                                                 tokenizer_manager=SimpleNamespace(tokenizer=RecordingTokenizer())))
+
+    async def collect(request):
+        return sorted([(c.index, c.text) async for c in engine.generate(request)])
+    assert asyncio.run(collect(GenerateRequest(model="m", prompt="hi", n=2, seed=7))) == [(0, "s7"), (1, "s8")]
+    assert calls == [{"sampling_seed": 7}, {"sampling_seed": 8}]

@@ -28,6 +28,8 @@ from typing import Any
 MAX_FRAME = 64 * 1024 * 1024
 # The request fields an engine may not support, each named as the OpenAI parameter it comes from.
 OPTIONAL_FEATURES = ("tools", "logprobs", "response_format")
+# Temperatures below this are greedy decoding (vLLM's _SAMPLING_EPS; SGLang's is 1e-6).
+GREEDY_TEMPERATURE = 1e-5
 
 
 @dataclass
@@ -40,7 +42,8 @@ class GenerateRequest:
     {"type": "json_object"} or {"type": "json_schema", "schema": {...}}. `resumed_text` and
     `resumed_tokens` are the answer a worker that died had already produced: the engine goes on
     from there (migration), and `max_tokens` already counts them out. `n` is the number of choices:
-    one engine request where the engine can (its features hold "n"), else the worker runs n."""
+    one engine request where the engine can (its features hold "n"), else the worker runs n; a
+    greedy request's n choices are one answer, sent n times (worker.answer)."""
     model: str
     messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
@@ -63,6 +66,11 @@ class GenerateRequest:
         values = {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
                   "seed": self.seed, "stop": self.stop or None}
         return {key: value for key, value in values.items() if value is not None}
+
+    def greedy(self) -> bool:
+        """Whether the answer is the likeliest one, the same every time: a temperature of 0 (below
+        vLLM's 1e-5, which it takes for 0)."""
+        return self.temperature is not None and self.temperature < GREEDY_TEMPERATURE
 
     def choice(self, index: int) -> GenerateRequest:
         """Choice `index` of an n-choice request as a request of its own: its seed, when one is given,
@@ -97,9 +105,9 @@ class GenerateRequest:
 @dataclass
 class Chunk:
     """A piece of an engine's answer. The last chunk of a choice carries `finish` ("stop" or
-    "length") and the token counts. `logprobs`, when asked for: one entry per token of `text`,
-    {"token": str, "logprob": float, "top": [{"token": str, "logprob": float}, ...]}. `index`: which
-    of the request's n choices it belongs to."""
+    "length", as worker.finish_reason maps the engine's reason) and the token counts. `logprobs`,
+    when asked for: one entry per token of `text`, {"token": str, "logprob": float, "top":
+    [{"token": str, "logprob": float}, ...]}. `index`: which of the request's n choices it belongs to."""
     text: str = ""
     tokens: int = 0
     finish: str | None = None

@@ -149,13 +149,11 @@ class WorkerServer:
                                                  f"{request.model!r} does not support it; leave it out", 400,
                                     param=unsupported[0]))
             return
-        native = request.n == 1 or "n" in self.engine.features
-        answer = self.engine.generate(request) if native else fan_out(self.engine, request)
         finished: set[int] = set()  # choices that ended: an engine that lists one again says nothing more of it
         try:
             # Closed when this returns or is cancelled, not when the garbage collector gets to it: the
             # engine stops generating for a request nobody waits for.
-            async with aclosing(answer) as chunks:
+            async with aclosing(answer(self.engine, request)) as chunks:
                 async for chunk in chunks:
                     if chunk.index in finished:
                         continue
@@ -173,6 +171,28 @@ class WorkerServer:
             frames.send(error_frame(request_id, str(error), 400))
         except Exception as error:  # the engine failed on this request; the worker goes on
             frames.send(error_frame(request_id, f"the engine failed: {type(error).__name__}: {error}", 500))
+
+
+def answer(engine: Engine, request: GenerateRequest) -> AsyncIterator[Chunk]:
+    """The chunks of a request's n choices: one engine request where the engine answers n ("n" in
+    its features), else n requests at once (fan_out). A greedy request's choices would all be the
+    same answer: it is asked for once and sent as each choice (vLLM and TensorRT-LLM refuse greedy
+    n > 1; SGLang and llama.cpp would compute the same answer n times)."""
+    if request.n == 1:
+        return engine.generate(request)
+    if request.greedy():
+        return copies(engine.generate(request.choice(0)), request.n)
+    if "n" in engine.features:
+        return engine.generate(request)
+    return fan_out(engine, request)
+
+
+async def copies(chunks: AsyncIterator[Chunk], n: int) -> AsyncIterator[Chunk]:
+    """One answer's chunks as each of n choices."""
+    async with aclosing(chunks):
+        async for chunk in chunks:
+            for index in range(n):
+                yield dataclasses.replace(chunk, index=index)
 
 
 async def fan_out(engine: Engine, request: GenerateRequest) -> AsyncIterator[Chunk]:
@@ -255,6 +275,16 @@ def chat_prompt(tokenizer, messages: list[dict], tools: list[dict] | None = None
         return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
     except ValueError as error:  # transformers: the model has no chat template
         raise RequestError(f"the model cannot format a chat ({error}); use /v1/completions with a prompt") from None
+
+
+def finish_reason(engine: str, reason: str) -> str:
+    """An engine's reason for ending a sequence as OpenAI's: "length" when the token limit cut it,
+    "stop" for every other end (an end-of-sequence token or stop string, an abort, vLLM's
+    repetition detection, TensorRT-LLM's timeout or cancellation). vLLM's "error" is no answer: the
+    request failed inside the engine, and the client gets a 500, as from vLLM's own server."""
+    if reason == "error":
+        raise RuntimeError(f"{engine} failed the request inside the engine (finish reason 'error'); retry it")
+    return "length" if reason == "length" else "stop"
 
 
 def missing_engine(package: str, extra: str) -> EngineError:

@@ -6,11 +6,12 @@ import argparse
 import dataclasses
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from dynamo.runtime import worker
-from dynamo.runtime.protocol import OPTIONAL_FEATURES, Chunk, GenerateRequest, logprob_entry
-from dynamo.runtime.worker import engine_prompt, missing_engine
+from dynamo.runtime.protocol import OPTIONAL_FEATURES, Chunk, GenerateRequest, RequestError, logprob_entry
+from dynamo.runtime.worker import engine_prompt, fan_out, finish_reason, missing_engine
 
 # Our names for SGLang's sampling parameters.
 SAMPLING_NAMES = {"max_tokens": "max_new_tokens", "temperature": "temperature", "top_p": "top_p",
@@ -35,22 +36,40 @@ def sampling_params(request: GenerateRequest) -> dict[str, Any]:
 
 
 def generate_kwargs(request: GenerateRequest, prompt: str | list[int]) -> dict[str, Any]:
-    """Engine.async_generate's arguments: the prompt (text or input_ids), sampling, logprobs."""
+    """Engine.async_generate's arguments: the prompt (text or input_ids), sampling, logprobs (token
+    ids and logprobs: async_generate has no return_text_in_logprobs, so TextTracker decodes them)."""
     kwargs: dict[str, Any] = {"prompt": prompt} if isinstance(prompt, str) else {"input_ids": prompt}
     kwargs["sampling_params"] = sampling_params(request)
     if request.logprobs is not None:
-        kwargs.update(return_logprob=True, top_logprobs_num=request.logprobs, return_text_in_logprobs=True)
+        kwargs.update(return_logprob=True, top_logprobs_num=request.logprobs)
     return kwargs
 
 
-class TextTracker:
-    """SGLang streams the whole text so far (unless --incremental-streaming-output); we send the new part."""
+def finish(reason: dict[str, Any] | None) -> str | None:
+    """SGLang's finish_reason ({"type": "stop" | "length" | "abort", ...}) as OpenAI's. An abort
+    with a status code is SGLang refusing or failing the request: a 400 is the request's fault
+    (its message says why), any other code the engine's; an abort without one ends the answer."""
+    if not reason:
+        return None
+    status = reason.get("status_code")
+    if reason.get("type") == "abort" and status is not None:
+        message = reason.get("message") or "SGLang aborted the request"
+        if status == 400:
+            raise RequestError(message)
+        raise RuntimeError(f"SGLang aborted the request ({int(status)}): {message}")
+    return finish_reason("SGLang", reason.get("type", "stop"))
 
-    def __init__(self, request: GenerateRequest | None = None) -> None:
+
+class TextTracker:
+    """SGLang streams the whole text so far (unless --incremental-streaming-output); we send the new
+    part. `tokenizer` decodes the tokens of the logprobs."""
+
+    def __init__(self, request: GenerateRequest | None = None, tokenizer: Any = None) -> None:
         self.text = ""
         self.tokens = 0
         self.logprobs_sent = 0
         self.resumed_tokens = request.resumed_tokens if request else 0
+        self.tokenizer = tokenizer
 
     def chunk(self, output: dict[str, Any]) -> Chunk:
         meta = output.get("meta_info", {})
@@ -61,16 +80,13 @@ class TextTracker:
             delta, self.text = text, self.text + text
         completion_tokens = meta.get("completion_tokens", self.tokens)
         tokens, self.tokens = completion_tokens - self.tokens, completion_tokens
-        finish = meta.get("finish_reason")
-        reason = None
-        if finish:
-            reason = "length" if finish.get("type") == "length" else "stop"
+        reason = finish(meta.get("finish_reason"))
         prompt_tokens = max(meta.get("prompt_tokens", 0) - self.resumed_tokens, 0) if reason else None
         return Chunk(text=delta, tokens=tokens, finish=reason, prompt_tokens=prompt_tokens,
                      logprobs=self._logprobs(meta, tokens))
 
     def _logprobs(self, meta: dict[str, Any], tokens: int) -> list[dict[str, Any]] | None:
-        """output_token_logprobs [(logprob, id, text)] and output_top_logprobs [[(logprob, id, text)]]:
+        """output_token_logprobs [(logprob, id, None)] and output_top_logprobs [[(logprob, id, None)]]:
         the whole answer's so far (or only the new ones, with incremental output)."""
         chosen = meta.get("output_token_logprobs")
         if chosen is None:
@@ -79,8 +95,10 @@ class TextTracker:
         if len(chosen) == self.tokens:  # cumulative: the new ones are at the end
             chosen, tops = chosen[self.logprobs_sent:], tops[self.logprobs_sent:]
         self.logprobs_sent += len(chosen)
-        return [logprob_entry(text, logprob, ((top_text, top_logprob) for top_logprob, _, top_text in top or []))
-                for (logprob, _, text), top in zip(chosen, tops)]
+        decode = self.tokenizer.decode
+        return [logprob_entry(decode([token_id]), logprob,
+                              ((decode([top_id]), top_logprob) for top_logprob, top_id, _ in top or []))
+                for (logprob, token_id, _), top in zip(chosen, tops)]
 
 
 class SglangEngine:
@@ -91,13 +109,21 @@ class SglangEngine:
         self.tokenizer = engine.tokenizer_manager.tokenizer
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
+        if request.n > 1 and request.seed is not None:
+            # SGLang gives each of the n choices the one sampling_seed: they would be one answer n
+            # times. Each choice is asked for on its own, with the seed moved by its index, as vLLM
+            # seeds its n sequences.
+            async with aclosing(fan_out(self, request)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+            return
         trackers: dict[int, TextTracker] = {}  # one per choice: each streams its own text
         stream = await self.engine.async_generate(**generate_kwargs(request, engine_prompt(self.tokenizer, request)),
                                                   stream=True)
         async for output in stream:
             index = output.get("index", 0)
             if index not in trackers:
-                trackers[index] = TextTracker(request)
+                trackers[index] = TextTracker(request, self.tokenizer)
             yield dataclasses.replace(trackers[index].chunk(output), index=index)
 
 

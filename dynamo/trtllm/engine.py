@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dynamo.runtime.protocol import OPTIONAL_FEATURES, Chunk, GenerateRequest, logprob_entry
-from dynamo.runtime.worker import EngineError, engine_prompt, missing_engine, model_source
+from dynamo.runtime.worker import EngineError, engine_prompt, finish_reason, missing_engine, model_source
 
 
 def llm_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -36,7 +36,13 @@ def llm_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def sampling_kwargs(request: GenerateRequest) -> dict[str, Any]:
+    """SamplingParams arguments. TensorRT-LLM's LLM API decodes greedily when no top_p or top_k is
+    given (SamplingParams._greedy_decoding; older versions whatever the temperature) and refuses
+    n > 1 then: a request that is not greedy gets OpenAI's default top_p of 1, and samples as it
+    would on vLLM and SGLang. (Greedy n > 1 never reaches the engine: worker.answer.)"""
     kwargs = request.sampling()
+    if not request.greedy():
+        kwargs.setdefault("top_p", 1.0)
     if request.logprobs is not None:
         kwargs["logprobs"] = request.logprobs
     if request.n > 1:
@@ -95,7 +101,7 @@ def chunk(output: Any, completion: Any, request: GenerateRequest | None = None, 
             else:
                 logprobs.append(logprob_entry(tokenizer.decode([token_id]), value))
     return Chunk(text=completion.text_diff, tokens=len(completion.token_ids_diff),
-                 finish=None if finish is None else ("length" if finish == "length" else "stop"),
+                 finish=None if finish is None else finish_reason("TensorRT-LLM", finish),
                  prompt_tokens=max(len(output.prompt_token_ids) - resumed, 0) if finish else None,
                  logprobs=logprobs, index=completion.index)
 

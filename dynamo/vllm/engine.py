@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 from dynamo.runtime import worker
 from dynamo.runtime.protocol import OPTIONAL_FEATURES, Chunk, GenerateRequest, logprob_entry
-from dynamo.runtime.worker import engine_prompt, missing_engine
+from dynamo.runtime.worker import engine_prompt, finish_reason, missing_engine
 
 
 def engine_argv(args: argparse.Namespace, engine_flags: list[str]) -> list[str]:
@@ -54,7 +55,8 @@ def logprob_entries(token_ids: list[int], logprobs: list[dict[int, Any]] | None,
 class DeltaTracker:
     """vLLM's outputs, asked for as deltas, turned into our chunks: one per sequence (CompletionOutput,
     `index` among the request's n); a sequence has finished when its finish_reason is set (should
-    vLLM list it again, the worker drops what follows its end)."""
+    vLLM list it again, the worker drops what follows its end). vLLM's finish reasons (stop,
+    length, abort, repetition, error) become OpenAI's through worker.finish_reason."""
 
     def __init__(self, request: GenerateRequest | None = None) -> None:
         self.wanted = request.logprobs or 0 if request else 0
@@ -66,7 +68,7 @@ class DeltaTracker:
         for completion in output.outputs:
             finish = completion.finish_reason
             result.append(Chunk(text=completion.text, tokens=len(completion.token_ids),
-                                finish=None if finish is None else "stop" if finish == "abort" else finish,
+                                finish=None if finish is None else finish_reason("vLLM", finish),
                                 prompt_tokens=prompt_tokens if finish is not None else None,
                                 logprobs=logprob_entries(completion.token_ids, getattr(completion, "logprobs", None),
                                                          self.wanted), index=completion.index))
@@ -111,4 +113,7 @@ async def create(args: argparse.Namespace, engine_flags: list[str]) -> VllmEngin
     except ImportError:
         raise missing_engine("vLLM", "vllm") from None
     engine = AsyncLLMEngine.from_engine_args(parse_engine_args(engine_argv(args, engine_flags)))
-    return VllmEngine(engine, await engine.get_tokenizer())
+    tokenizer = engine.get_tokenizer()
+    if inspect.isawaitable(tokenizer):  # a coroutine in older vLLM; plain in 0.20.1 and 0.31.0
+        tokenizer = await tokenizer
+    return VllmEngine(engine, tokenizer)
