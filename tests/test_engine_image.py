@@ -15,8 +15,11 @@ from conftest import CA, REPO, STANDIN_AMD64, buildah_ready, require, rows, run_
 IMAGE = "localhost/dynamo:1.6.1-vllm-cuda13.0"
 
 
-def podman(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
+def podman(command: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    # rootful podman's own nofile and nproc defaults can exceed a sandbox's hard limits (run.sh lowers them
+    # the same way, dynamo.run_image); these commands need few of either
+    limits = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"] if command == "run" else []
+    return subprocess.run(["podman", command, *limits, *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
