@@ -50,7 +50,9 @@ class Instance:
 
 
 class Discovery(ABC):
-    """Register this worker, or watch the workers of a namespace."""
+    """Register this worker, or watch the workers of a namespace. `problem`: why the view of the
+    workers may be stale (the backend cannot be reached and is retried), or None."""
+    problem: str | None = None
 
     @abstractmethod
     async def register(self, instance: Instance) -> None: ...
