@@ -190,6 +190,15 @@ def run_many(args: argparse.Namespace, count: int) -> int:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may reach any interface
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = preflight("frontend", sys.argv[1:] if argv is None else argv)
     flags = parser()
@@ -205,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
         limits.from_arguments(args)
     except ValueError as error:
         flags.error(str(error))
-    if not args.api_key and args.http_host not in ("127.0.0.1", "::1", "localhost") and not args.interactive:
+    if not (args.api_key or args.interactive or _loopback(args.http_host)):
         print(f"frontend: warning: listening on {args.http_host} without an API key: whoever reaches port "
               f"{args.http_port} can use the models (set {auth.ENVIRONMENT}, or --http-host 127.0.0.1)",
               file=sys.stderr)

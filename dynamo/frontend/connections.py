@@ -16,6 +16,9 @@ from dynamo.frontend.limits import ConnectionLimits
 from dynamo.frontend.openai import InvalidRequest, error_body
 
 log = logging.getLogger("dynamo.frontend")
+# Seconds spent reading what is left of a refused body before closing, so that the client reads the
+# answer rather than a reset (aiohttp's default: 10).
+LINGER_SECONDS = 1.0
 
 
 class ClientGone(Exception):
@@ -42,20 +45,29 @@ class GuardedHandler(RequestHandler):
 
     def __init__(self, manager: web.Server, site: GuardedSite, **kwargs) -> None:
         super().__init__(manager, loop=asyncio.get_running_loop(), keepalive_timeout=site.limits.read_timeout,
-                         access_log=None, **kwargs)
+                         lingering_time=LINGER_SECONDS, access_log=None, **kwargs)
         self.site = site
         self.counted = False
+        self.refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.site.open >= self.site.limits.max_connections:
             log.info("refused a connection: %d are open (--max-connections)", self.site.open)
+            self.refused = True
             transport.write(error_response(503, f"the frontend has {self.site.open} connections open, its "
                                                 f"limit (--max-connections); retry later", "service_unavailable"))
-            transport.close()
+            transport.write_eof()
+            # closed once the request has been read (and dropped): closing with it unread would reset
+            # the connection, and the client could lose the answer
+            self._loop.call_later(LINGER_SECONDS, transport.close)
             return
         self.counted = True
         self.site.open += 1
         super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.refused:
+            super().data_received(data)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self.counted:

@@ -347,8 +347,8 @@ def parse(kind: type[BaseModel], body: bytes) -> Any:
 
 
 def _invalid(errors: list[Any]) -> InvalidRequest:
-    """The first bad field's error. Of a union's errors, the one from the member that read the input
-    furthest, else one not about the input's type (17 stop strings: too many, not "not a string")."""
+    """The first bad field's error. Of a union's errors, one from a member of the input's type (17 stop
+    strings: too many, not "not a string"), the one that read the input furthest."""
     first = errors[0]
     if first["type"] == "json_invalid":
         reason = first["msg"].removeprefix("Invalid JSON: ")
@@ -356,9 +356,8 @@ def _invalid(errors: list[Any]) -> InvalidRequest:
     if not first["loc"]:
         return InvalidRequest(f"the request body is a JSON {_json_type(first['input'])}; send a JSON object")
     field = [error for error in errors if error["loc"][:1] == first["loc"][:1]]
-    deepest = max(len(error["loc"]) for error in field)
-    field = [error for error in field if len(error["loc"]) == deepest]
-    first = next((error for error in field if not error["type"].endswith("_type")), field[0])
+    field = [error for error in field if not error["type"].endswith("_type")] or field  # members of another type
+    first = max(field, key=lambda error: len(error["loc"]))
     param = ".".join(str(part) for part in first["loc"] if not _is_type_tag(part)) or None
     return InvalidRequest(f"{param}: {first['msg']}" if param else first["msg"], param=param)
 

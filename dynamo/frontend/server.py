@@ -73,7 +73,15 @@ def failure(error: WorkerFailed | WorkerGone, model: str) -> InvalidRequest:
 
 @web.middleware
 async def openai_errors(request: web.Request, handler) -> web.StreamResponse:
-    """Every error is an OpenAI-style JSON body; nothing escapes as a bare 500 page."""
+    """Every error is an OpenAI-style JSON body; nothing escapes as a bare 500 page. A request whose
+    body was not read to its end (too slow, too big) closes its connection with the answer."""
+    answer = await _answer_or_error(request, handler)
+    if answer.status >= 400 and not request.content.is_eof():
+        answer.force_close()
+    return answer
+
+
+async def _answer_or_error(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except InvalidRequest as error:

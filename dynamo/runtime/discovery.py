@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import socket
+import stat
 import tempfile
 import threading
 from abc import ABC, abstractmethod
@@ -71,6 +72,41 @@ def default_directory() -> Path:
     return Path(base) / "dynamo" / "discovery"
 
 
+def private_directory(path: Path) -> Path:
+    """`path`, created 0700 where missing, and trusted only when no other user can have planted a
+    worker there: it is ours and only we can write it, and so is every directory above it, unless
+    root owns that one and it is not writable by others or is sticky (/tmp). Else DiscoveryError."""
+    missing = []
+    for directory in (path, *path.parents):
+        if directory.exists():
+            break
+        missing.append(directory)
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # another of our processes made it first: checked below like any other
+        except OSError as error:
+            raise DiscoveryError(f"cannot create the discovery directory {directory}: {error.strerror}; "
+                                 f"pass --discovery-dir with a directory of yours") from None
+    me = os.geteuid()
+    for directory in (path, *path.parents):
+        info = directory.stat()
+        writable_by_others = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if directory == path:
+            problem = (f"it belongs to user {info.st_uid}" if info.st_uid != me
+                       else "others can write it" if writable_by_others else None)
+        else:
+            problem = (f"{directory} belongs to user {info.st_uid}" if info.st_uid not in (me, 0)
+                       else f"others can write {directory}" if writable_by_others and not info.st_mode & stat.S_ISVTX
+                       else None)
+        if problem:
+            raise DiscoveryError(f"the discovery directory {path} is not private ({problem}): another user could "
+                                 f"register a worker and receive the prompts; pass --discovery-dir with a "
+                                 f"directory only you can write")
+    return path
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -85,13 +121,13 @@ class EmbeddedDiscovery(Discovery):
     """Instances are files in DIRECTORY/NAMESPACE; all processes run on this machine."""
 
     def __init__(self, directory: Path, namespace: str) -> None:
-        self.directory = directory / namespace
+        self.directory = directory / namespace  # made private (private_directory) when first used
         self._file: Path | None = None
         self._read: dict[str, Instance] = {}  # file name → instance: a worker's file never changes
 
     async def register(self, instance: Instance) -> None:
+        private_directory(self.directory)
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
             path = self.directory / f"{instance.id}.json"
             partial = path.with_suffix(".tmp")
             partial.write_text(instance.to_json())
@@ -131,6 +167,7 @@ class EmbeddedDiscovery(Discovery):
         return found
 
     async def watch(self, on_change: Callable[[Snapshot], None]) -> None:
+        private_directory(self.directory)  # made now, so that no other user can make it first
         last: Snapshot | None = None
         while True:
             now = self.snapshot()
