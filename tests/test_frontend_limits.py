@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from processes import Deployment
 from test_frontend import client, http, metrics_text, wait_for_models
 
-from dynamo.frontend.limits import MAX_MESSAGES
+from dynamo.frontend.limits import MAX_MESSAGES, MAX_OBJECTS, MAX_VALUES
 from dynamo.frontend.openai import ChatRequest, CompletionRequest, InvalidRequest, ResponsesRequest, parse
 from dynamo.runtime.protocol import generate_frame
 
@@ -84,6 +84,24 @@ def test_token_ids_and_prompt_counts_are_bounded(prompt, param):
     assert refused.value.param == param
 
 
+@pytest.mark.parametrize("kind, body, refused", [
+    (ChatRequest, {"model": "m", "messages": [{"role": "user", "content": ""}] * 560_000}, f"{MAX_OBJECTS} JSON objects"),
+    (ChatRequest, {"model": "m", "messages": HI, "tools": [{}] * (MAX_OBJECTS + 1)}, f"{MAX_OBJECTS} JSON objects"),
+    (CompletionRequest, {"model": "m", "prompt": [0] * 2_000_000}, f"{MAX_VALUES} JSON values"),
+    (CompletionRequest, {"model": "m", "prompt": ["ab"] * 2_000_000}, f"{MAX_VALUES} JSON values"),
+    (CompletionRequest, {"model": "m", "prompt": "{[,]}" * 1_000_000}, None),  # a prompt of code is no structure
+    (CompletionRequest, {"model": "m", "prompt": list(range(2**20))}, None),
+])
+def test_bodies_holding_too_much_are_refused_before_parsing(kind, body, refused):
+    data = json.dumps(body).encode()
+    if refused is None:
+        parse(kind, data)
+        return
+    with pytest.raises(InvalidRequest, match=f"holds more than {refused}") as error:
+        parse(kind, data)
+    assert error.value.status == 413
+
+
 @pytest.mark.parametrize("body", [
     '{"model": "m", "messages": [{"role": "user", "content": "\\ud800"}]}',
     '{"model": "m", "prompt": "a", "stop": ["\\udfff"]}',
@@ -146,7 +164,7 @@ def test_any_bytes_are_parsed_or_refused(data, kind):
 
 def test_hostile_bodies_over_http(served):
     code, answer, _ = http(served + "/v1/chat/completions", {"model": "mock", "messages": [{}] * 560_000})
-    assert code == 400 and answer["error"]["param"] == "messages" and f"at most {MAX_MESSAGES}" in answer["error"]["message"]
+    assert code == 413 and f"more than {MAX_OBJECTS} JSON objects" in answer["error"]["message"]
     code, answer, _ = http(served + "/v1/completions", '{"model": "mock", "prompt": "\\ud800"}')
     assert code == 400 and "not valid JSON" in answer["error"]["message"]
     code, answer, _ = http(served + "/v1/completions", {"model": "mock", "prompt": "hi", "max_tokens": "3"})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass
+from json.decoder import scanstring
 from typing import Annotated
 
 from pydantic import Field
@@ -17,8 +18,44 @@ MAX_MESSAGES = 4096  # messages of a chat, items of a Responses input, parts of 
 MAX_PROMPT_TOKENS = 1 << 20  # token ids of one prompt: beyond any model's context
 MAX_TOOLS = 128  # OpenAI's own limit on tools
 
+# What a body may hold, counted before it is parsed: the parser's tree costs ~800 bytes an object
+# and the capped lists are checked only once the whole body is parsed, so 560,000 empty messages
+# (15.5 MB) would cost 443 MB to refuse. The most a legitimate request needs: 2^20 token ids, and
+# objects for 4,096 messages with their content parts, tools and schemas.
+MAX_OBJECTS = 1 << 16
+MAX_VALUES = MAX_PROMPT_TOKENS + MAX_OBJECTS
+
 # A token id as engines store it (int32); vocabularies are far smaller, and the engine checks its own.
 TokenId = Annotated[int, Field(ge=0, lt=1 << 31)]
+
+
+def excess(body: bytes) -> str | None:
+    """What the JSON body holds more of than a request may (objects or values), or None. Counted
+    outside its strings, at C speed, stopping at the first count over its limit: the bytes'
+    counts (strings included) are an upper bound, and only a body over it is counted exactly."""
+    objects, values = body.count(b"{"), body.count(b"{") + body.count(b"[") + body.count(b",")
+    if objects <= MAX_OBJECTS and values <= MAX_VALUES:
+        return None
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        return None  # the parser names it
+    objects = values = end = 0
+    while True:
+        quote = text.find('"', end)
+        stop = len(text) if quote < 0 else quote
+        objects += text.count("{", end, stop)
+        values += text.count("[", end, stop) + text.count(",", end, stop)
+        if objects > MAX_OBJECTS:
+            return f"more than {MAX_OBJECTS} JSON objects"
+        if objects + values > MAX_VALUES:
+            return f"more than {MAX_VALUES} JSON values"
+        if quote < 0:
+            return None
+        try:
+            end = scanstring(text, quote + 1)[1]
+        except ValueError:
+            return None  # not JSON: the parser names it
 
 
 @dataclass(frozen=True)

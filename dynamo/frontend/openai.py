@@ -12,7 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dynamo.frontend.limits import MAX_MESSAGES, MAX_PROMPT_TOKENS, MAX_TOOLS, TokenId
+from dynamo.frontend.limits import MAX_MESSAGES, MAX_PROMPT_TOKENS, MAX_TOOLS, TokenId, excess
 from dynamo.runtime.protocol import GenerateRequest
 
 MAX_STOP_SEQUENCES = 16
@@ -339,7 +339,11 @@ class ResponsesRequest(BaseModel):
 def parse(kind: type[BaseModel], body: bytes) -> Any:
     """The request, or InvalidRequest naming the first bad field. Parsed and validated in one pass
     (pydantic's JSON mode, which refuses JSON nested deeper than 200 and lone UTF-16 surrogates),
-    strictly: "10", true and 4.0 are not integers, "yes" is not a boolean."""
+    strictly: "10", true and 4.0 are not integers, "yes" is not a boolean. A body holding more than
+    any request needs is refused before it is parsed (limits.excess)."""
+    if too_much := excess(body):
+        raise InvalidRequest(f"the request body holds {too_much}: more messages, prompts, token ids or tools "
+                             f"than a request may have; send fewer", status=413)
     try:
         return kind.model_validate_json(body, strict=True)
     except ValidationError as error:
