@@ -20,14 +20,16 @@ LEASE_TTL = 2
 class Etcd:
     """A real etcd on 127.0.0.1 that a test can stop, start again (same data) and freeze."""
 
-    def __init__(self, tmp_path) -> None:
+    def __init__(self, tmp_path, start: bool = True) -> None:
         require(None if shutil.which("etcd") else "etcd is not installed (apt-get install etcd-server)")
         self.tmp_path = tmp_path
         self.client, self.peer = free_port(), free_port()
         self.endpoint = f"http://127.0.0.1:{self.client}"
         from etcd3gw.client import Etcd3Client
         self.api = Etcd3Client(host="127.0.0.1", port=self.client, timeout=2)
-        self.start()
+        self.server: subprocess.Popen | None = None
+        if start:
+            self.start()
 
     def start(self) -> None:
         peer = f"http://127.0.0.1:{self.peer}"
@@ -47,6 +49,8 @@ class Etcd:
                 time.sleep(0.2)
 
     def stop(self) -> None:
+        if self.server is None or self.server.poll() is not None:
+            return
         self.server.send_signal(signal.SIGCONT)  # were it frozen
         self.server.terminate()
         self.server.wait(10)
@@ -190,3 +194,22 @@ def test_workers_register_again_after_etcd_froze_past_their_leases(outage):
     assert traffic.failures == [] and traffic.answered > 50, (traffic.answered, traffic.failures[:3])
     for worker in deployment.processes[1:3]:
         assert "registering again" in worker.output() and "Traceback" not in worker.output()
+
+
+def test_frontend_started_before_etcd_catches_up(tmp_path):
+    server = Etcd(tmp_path, start=False)
+    deployment = Deployment(tmp_path, DYN_DISCOVERY="etcd", ETCD_ENDPOINTS=server.endpoint)
+    try:
+        url = deployment.frontend("--lease-ttl", str(LEASE_TTL))
+        deadline = time.monotonic() + 10
+        while "cannot reach etcd" not in (waiting := health(url))["message"]:
+            assert time.monotonic() < deadline, waiting
+            time.sleep(0.1)
+        assert waiting["status"] == "unhealthy" and http(url + "/health")[0] == 503
+        server.start()
+        deployment.mocker("mock", "--lease-ttl", str(LEASE_TTL))
+        wait_for_instances(url, 1)
+        assert health(url)["status"] == "healthy"
+    finally:
+        deployment.stop()
+        server.stop()
