@@ -231,9 +231,6 @@ class EtcdDiscovery(Discovery):
         threading.Thread(target=self._keep_alive, name="etcd-lease", daemon=True).start()
 
     def _keep_alive(self) -> None:
-        from etcd3gw.exceptions import Etcd3Exception
-        from requests.exceptions import RequestException
-
         while not self._stop.wait(self.lease_ttl / 3):
             try:
                 if self._lease.refresh() > 0:
@@ -243,8 +240,8 @@ class EtcdDiscovery(Discovery):
                             self.endpoint)
                 self._put()
                 log.warning("registered with etcd at %s again", self.endpoint)
-            except (RequestException, Etcd3Exception):
-                continue  # etcd away: the next refresh may still be in time, or registers again
+            except Exception:  # etcd away, or an answer etcd3gw cannot read: this thread must go on
+                continue  # the next refresh may still be in time, or registers again
 
     async def unregister(self) -> None:
         self._stop.set()
