@@ -95,10 +95,9 @@ async def drain(runner, timeout: float) -> None:
     """Stop listening, let the answers in flight finish for up to `timeout` seconds, then cut them
     (their workers are told to stop) and close."""
     print(f"frontend stopping: answers in flight get {timeout:g} s (--shutdown-timeout)", file=sys.stderr, flush=True)
-    try:
-        async with asyncio.timeout(timeout + 1):  # aiohttp's wait, then its cancelling, each get `timeout`
-            await runner.cleanup()
-    except TimeoutError:
+    try:  # aiohttp's wait, then its cancelling, each get `timeout`: the whole is bounded here
+        await asyncio.wait_for(runner.cleanup(), timeout + 1)
+    except asyncio.TimeoutError:
         pass
 
 

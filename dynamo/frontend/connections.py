@@ -117,9 +117,8 @@ class GuardedSite(web.BaseSite):
 async def read_body(request: web.Request, timeout: float) -> bytes:
     """The request's body, which must arrive within `timeout` seconds (408 otherwise)."""
     try:
-        async with asyncio.timeout(timeout):
-            return await request.read()
-    except TimeoutError:
+        return await asyncio.wait_for(request.read(), timeout)
+    except asyncio.TimeoutError:  # not TimeoutError itself before Python 3.11
         raise InvalidRequest(f"the request body did not arrive within {timeout:g} s (--read-timeout)",
                              status=408, code="timeout") from None
     except ConnectionError:

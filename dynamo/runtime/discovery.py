@@ -213,7 +213,7 @@ class EtcdDiscovery(Discovery):
         try:
             # etcd3gw sets no timeout on creating a watch: a frozen etcd would hold it forever
             return await asyncio.wait_for(asyncio.to_thread(function, *args, **kwargs), CALL_SECONDS + 1)
-        except (RequestException, Etcd3Exception, TimeoutError) as error:
+        except (RequestException, Etcd3Exception, asyncio.TimeoutError) as error:
             raise DiscoveryError(f"cannot reach etcd at {self.endpoint} ({type(error).__name__}); "
                                  f"start etcd there or pass --etcd-endpoints") from None
 
@@ -285,7 +285,7 @@ class EtcdDiscovery(Discovery):
                         changed.clear()
                         try:
                             await asyncio.wait_for(changed.wait(), timeout=view.quiet(loop.time()))
-                        except TimeoutError:
+                        except asyncio.TimeoutError:
                             break  # quiet for a while: list, and watch anew (a watch etcd's restart broke says nothing)
                 finally:
                     cancel()
