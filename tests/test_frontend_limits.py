@@ -9,6 +9,7 @@ import signal
 import socket
 import threading
 import time
+from unittest import mock
 
 import openai
 import pytest
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from processes import Deployment
 from test_frontend import client, http, metrics_text, wait_for_models
 
+from dynamo.frontend import limits
 from dynamo.frontend.limits import MAX_MESSAGES, MAX_OBJECTS, MAX_VALUES
 from dynamo.frontend.openai import ChatRequest, CompletionRequest, InvalidRequest, ResponsesRequest, parse
 from dynamo.runtime.protocol import generate_frame
@@ -100,6 +102,35 @@ def test_bodies_holding_too_much_are_refused_before_parsing(kind, body, refused)
     with pytest.raises(InvalidRequest, match=f"holds more than {refused}") as error:
         parse(kind, data)
     assert error.value.status == 413
+
+
+def structure(value) -> tuple[int, int]:
+    """(objects, objects + arrays + commas) of a JSON value, as its text has them outside strings."""
+    if not isinstance(value, dict | list):
+        return 0, 0
+    items = list(value.values()) if isinstance(value, dict) else value
+    objects, values = int(isinstance(value, dict)), 1 + max(len(items) - 1, 0)
+    for item in items:
+        inner = structure(item)
+        objects, values = objects + inner[0], values + inner[1]
+    return objects, values
+
+
+_tricky = st.text(st.sampled_from('{[,]}"\\ab\u00e9\U0001f600\n'), max_size=6)  # structure's bytes inside strings
+tricky_values = st.recursive(st.none() | st.integers() | _tricky, lambda inner: st.lists(inner, max_size=5)
+                             | st.dictionaries(_tricky, inner, max_size=5), max_leaves=30)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=tricky_values, ascii_only=st.booleans())
+def test_excess_counts_the_structure_outside_strings(value, ascii_only):
+    objects, values = structure(value)
+    body = json.dumps(value, ensure_ascii=ascii_only).encode()
+    with mock.patch.object(limits, "MAX_OBJECTS", 3), mock.patch.object(limits, "MAX_VALUES", 12):
+        found = limits.excess(body)
+    exceeded = {"more than 3 JSON objects"} if objects > 3 else set()
+    exceeded |= {"more than 12 JSON values"} if values > 12 else set()
+    assert found in exceeded if exceeded else found is None  # whichever it met first, when both
 
 
 @pytest.mark.parametrize("body", [
