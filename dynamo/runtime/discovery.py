@@ -79,8 +79,9 @@ def default_directory() -> Path:
 
 def private_directory(path: Path) -> Path:
     """`path`, created 0700 where missing, and trusted only when no other user can have planted a
-    worker there: it is ours and only we can write it, and so is every directory above it, unless
-    root owns that one and it is not writable by others or is sticky (/tmp). Else DiscoveryError."""
+    worker there: it is ours and no one else can write it, and every directory above it is ours or
+    root's and no one else can write it unless it is sticky (/tmp). Else DiscoveryError."""
+    path = path.absolute()
     missing = []
     for directory in (path, *path.parents):
         if directory.exists():
