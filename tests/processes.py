@@ -38,6 +38,10 @@ class Process:
         """HOST:PORT, from a worker's "worker ready: model 'm' (framework) on HOST:PORT, ..." line."""
         return self.output().split(" on ", 1)[1].split(",", 1)[0]
 
+    def instance_id(self) -> str:
+        """A worker's instance id, from its ready line (", instance ID, ")."""
+        return self.output().split(", instance ", 1)[1].split(",", 1)[0]
+
     def wait_for(self, text: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while text not in self.output():

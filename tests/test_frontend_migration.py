@@ -22,7 +22,7 @@ def busy_worker(url: str, workers: dict, timeout: float = 10):
     while time.monotonic() < deadline:
         for instance in http(url + "/health")[1]["instances"]:
             if instance["inflight"]:
-                return workers[instance["address"]]
+                return workers[instance["id"]]
         time.sleep(0.02)
     raise AssertionError("no worker took the request")
 
@@ -32,7 +32,7 @@ def start_workers(deployment, *frontend_args, count=2, mocker_args=()):  # noqa:
     workers = {}
     for _ in range(count):
         process = deployment.mocker("mock", "--itl-ms", "40", *mocker_args)
-        workers[process.worker_address()] = process
+        workers[process.instance_id()] = process
     wait_for_instances(url, count)
     return url, workers
 

@@ -1,4 +1,5 @@
-"""python -m dynamo.frontend [--http-port 8000] [--processes N] [--migration-limit N] [--interactive]"""
+"""python -m dynamo.frontend [--http-host 0.0.0.0] [--http-port 8000] [--api-key KEY] [--processes N]
+[--migration-limit N] [--interactive]"""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ from dynamo.doctor.preflight import preflight
 
 
 def parser() -> argparse.ArgumentParser:
+    from dynamo.frontend import auth, limits
     from dynamo.frontend.router import ROUTER_MODES
     from dynamo.runtime import discovery
 
     flags = argparse.ArgumentParser(prog="python -m dynamo.frontend",
                                     description="OpenAI-compatible HTTP frontend that routes to the workers it discovers.")
     flags.add_argument("--http-host", default=os.environ.get("DYN_HTTP_HOST", "0.0.0.0"),
-                       help="address to listen on (default: %(default)s)")
+                       help="address to listen on; 0.0.0.0 (every interface) so that a container's published "
+                            "port reaches it, 127.0.0.1 for this machine only (default: %(default)s, or DYN_HTTP_HOST)")
     flags.add_argument("--http-port", type=int, default=int(os.environ.get("DYN_HTTP_PORT", "8000")),
                        help="port to listen on (default: %(default)s, or DYN_HTTP_PORT)")
     flags.add_argument("--processes", type=int, default=int(os.environ.get("DYN_FRONTEND_PROCESSES", "1")),
@@ -35,6 +38,8 @@ def parser() -> argparse.ArgumentParser:
     flags.add_argument("--model", help="--interactive: the model to chat with (default: the first one served)")
     flags.add_argument("--max-tokens", type=int, help="--interactive: longest answer in tokens")
     flags.add_argument("--skip-preflight", action="store_true", help="start without checking this host")
+    auth.add_arguments(flags)
+    limits.add_arguments(flags)
     discovery.add_arguments(flags)
     return flags
 
@@ -43,6 +48,8 @@ async def serve(args: argparse.Namespace, reuse_port: bool = False) -> None:
     from aiohttp import web
 
     from dynamo import runtime
+    from dynamo.frontend import limits
+    from dynamo.frontend.connections import GuardedSite
     from dynamo.frontend.interactive import chat
     from dynamo.frontend.metrics import Metrics
     from dynamo.frontend.router import Router
@@ -50,7 +57,8 @@ async def serve(args: argparse.Namespace, reuse_port: bool = False) -> None:
     from dynamo.runtime import discovery
 
     router = Router(args.router_mode, args.migration_limit, Metrics())
-    watcher = asyncio.create_task(discovery.from_arguments(args).watch(router.update))
+    backend = discovery.from_arguments(args)
+    watcher = asyncio.create_task(backend.watch(router.update))
     try:
         if args.interactive:
             await asyncio.wait([asyncio.create_task(chat(router, args.model, args.max_tokens)), watcher],
@@ -58,11 +66,14 @@ async def serve(args: argparse.Namespace, reuse_port: bool = False) -> None:
             if watcher.done():
                 watcher.result()  # discovery failed: say why
             return
-        runner = web.AppRunner(Frontend(router).app(), access_log=None, handle_signals=False)
+        bounds = limits.from_arguments(args)
+        frontend = Frontend(router, discovery=backend, limits=bounds, api_key=args.api_key)
+        runner = web.AppRunner(frontend.app(), access_log=None, handle_signals=False,
+                               shutdown_timeout=bounds.shutdown_timeout)
         await runner.setup()
         runtime.freeze_startup_objects()
         try:
-            await web.TCPSite(runner, args.http_host, args.http_port, backlog=1024, reuse_port=reuse_port).start()
+            await GuardedSite(runner, args.http_host, args.http_port, bounds, reuse_port).start()
         except OSError as error:
             raise OSError(f"cannot listen on {args.http_host}:{args.http_port} ({error.strerror}); "
                           f"pass another --http-port") from None
@@ -75,9 +86,19 @@ async def serve(args: argparse.Namespace, reuse_port: bool = False) -> None:
         await asyncio.wait([asyncio.create_task(stop.wait()), watcher], return_when=asyncio.FIRST_COMPLETED)
         if watcher.done():
             watcher.result()
-        await runner.cleanup()
+        await drain(runner, bounds.shutdown_timeout)
     finally:
         watcher.cancel()
+
+
+async def drain(runner, timeout: float) -> None:
+    """Stop listening, let the answers in flight finish for up to `timeout` seconds, then cut them
+    (their workers are told to stop) and close."""
+    print(f"frontend stopping: answers in flight get {timeout:g} s (--shutdown-timeout)", file=sys.stderr, flush=True)
+    try:  # aiohttp's wait, then its cancelling, each get `timeout`: the whole is bounded here
+        await asyncio.wait_for(runner.cleanup(), timeout + 1)
+    except asyncio.TimeoutError:
+        pass
 
 
 def run_one(args: argparse.Namespace, reuse_port: bool = False) -> int:
@@ -168,6 +189,15 @@ def run_many(args: argparse.Namespace, count: int) -> int:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may reach any interface
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = preflight("frontend", sys.argv[1:] if argv is None else argv)
     flags = parser()
@@ -176,6 +206,17 @@ def main(argv: list[str] | None = None) -> None:
         flags.error(f"--migration-limit {args.migration_limit}: must not be negative")
     if args.processes < 0:
         flags.error(f"--processes {args.processes}: must be 0 (one per core) or more")
+    from dynamo.frontend import auth, limits
+
+    try:
+        auth.check(args.api_key)
+        limits.from_arguments(args)
+    except ValueError as error:
+        flags.error(str(error))
+    if not (args.api_key or args.interactive or _loopback(args.http_host)):
+        print(f"frontend: warning: listening on {args.http_host} without an API key: whoever reaches port "
+              f"{args.http_port} can use the models (set {auth.ENVIRONMENT}, or --http-host 127.0.0.1)",
+              file=sys.stderr)
     from dynamo import runtime
 
     runtime.configure_logging()

@@ -12,6 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from dynamo.frontend.limits import MAX_MESSAGES, MAX_PROMPT_TOKENS, MAX_TOOLS, TokenId, excess
 from dynamo.runtime.protocol import GenerateRequest
 
 MAX_STOP_SEQUENCES = 16
@@ -74,8 +75,8 @@ class ToolCall(BaseModel):
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[_Part] | None = None
-    tool_calls: list[ToolCall] | None = None
+    content: str | Annotated[list[_Part], Field(max_length=MAX_MESSAGES)] | None = None
+    tool_calls: Annotated[list[ToolCall], Field(max_length=MAX_TOOLS)] | None = None
     tool_call_id: str | None = None
     name: str | None = None
 
@@ -177,9 +178,9 @@ class _Common(BaseModel):
 
 
 class ChatRequest(_Common):
-    messages: Annotated[list[Message], Field(min_length=1)]
+    messages: Annotated[list[Message], Field(min_length=1, max_length=MAX_MESSAGES)]
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
-    tools: list[Tool] | None = None
+    tools: Annotated[list[Tool], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: ToolChoice | None = None
     logprobs: bool = False
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
@@ -214,9 +215,12 @@ def check_tools(tools: list[Tool] | None, choice: str | NamedToolChoice | None
     return [tool.model_dump(exclude_none=True) for tool in tools], choice
 
 
+_TokenIds = Annotated[list[TokenId], Field(min_length=1, max_length=MAX_PROMPT_TOKENS)]
+
+
 class CompletionRequest(_Common):
-    prompt: (str | Annotated[list[str], Field(min_length=1)] | Annotated[list[int], Field(min_length=1)]
-             | Annotated[list[Annotated[list[int], Field(min_length=1)]], Field(min_length=1)])
+    prompt: (str | Annotated[list[str], Field(min_length=1, max_length=MAX_CHOICES)] | _TokenIds
+             | Annotated[list[_TokenIds], Field(min_length=1, max_length=MAX_CHOICES)])
     logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
 
     def to_generate(self) -> list[GenerateRequest]:
@@ -232,7 +236,7 @@ class _InputMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     type: Literal["message"] = "message"
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[_Part]
+    content: str | Annotated[list[_Part], Field(max_length=MAX_MESSAGES)]
 
 
 class _FunctionCall(BaseModel):
@@ -281,13 +285,14 @@ class ResponsesRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     n: ClassVar[int] = 1  # one answer, always
     model: Annotated[str, Field(min_length=1)]
-    input: str | Annotated[list[_InputMessage | _FunctionCall | _FunctionOutput], Field(min_length=1)]
+    input: str | Annotated[list[_InputMessage | _FunctionCall | _FunctionOutput],
+                           Field(min_length=1, max_length=MAX_MESSAGES)]
     instructions: str | None = None
     max_output_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
     stream: bool = False
-    tools: list[_ResponsesTool] | None = None
+    tools: Annotated[list[_ResponsesTool], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: Literal["none", "auto", "required"] | _ResponsesNamedChoice | None = None
     text: _TextOptions | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
@@ -331,27 +336,38 @@ class ResponsesRequest(BaseModel):
                                 response_format=response_format)]
 
 
-
-
 def parse(kind: type[BaseModel], body: bytes) -> Any:
-    """The request, or InvalidRequest naming the first bad field. A valid body is parsed and
-    validated in one pass (pydantic's JSON mode); a bad one again step by step, to say what is wrong."""
+    """The request, or InvalidRequest naming the first bad field. Parsed and validated in one pass
+    (pydantic's JSON mode, which refuses JSON nested deeper than 200 and lone UTF-16 surrogates),
+    strictly: "10", true and 4.0 are not integers, "yes" is not a boolean. A body holding more than
+    any request needs is refused before it is parsed (limits.excess)."""
+    if too_much := excess(body):
+        raise InvalidRequest(f"the request body holds {too_much}: more messages, prompts, token ids or tools "
+                             f"than a request may have; send fewer", status=413)
     try:
-        return kind.model_validate_json(body)
-    except ValidationError:
-        pass
-    try:
-        data = json.loads(body)
-    except ValueError as error:
-        raise InvalidRequest(f"the request body is not valid JSON ({error}); send a JSON object") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest(f"the request body is a JSON {type(data).__name__}; send a JSON object")
-    try:
-        return kind.model_validate(data)
+        return kind.model_validate_json(body, strict=True)
     except ValidationError as error:
-        first = error.errors(include_url=False)[0]
-        param = ".".join(str(part) for part in first["loc"] if not _is_type_tag(part)) or None
-        raise InvalidRequest(f"{param}: {first['msg']}" if param else first["msg"], param=param) from None
+        raise _invalid(error.errors(include_url=False)) from None
+
+
+def _invalid(errors: list[Any]) -> InvalidRequest:
+    """The first bad field's error. Of a union's errors, one from a member of the input's type (17 stop
+    strings: too many, not "not a string"), the one that read the input furthest."""
+    first = errors[0]
+    if first["type"] == "json_invalid":
+        reason = first["msg"].removeprefix("Invalid JSON: ")
+        return InvalidRequest(f"the request body is not valid JSON ({reason}); send a JSON object")
+    if not first["loc"]:
+        return InvalidRequest(f"the request body is a JSON {_json_type(first['input'])}; send a JSON object")
+    field = [error for error in errors if error["loc"][:1] == first["loc"][:1]]
+    field = [error for error in field if not error["type"].endswith("_type")] or field  # members of another type
+    first = max(field, key=lambda error: len(error["loc"]))
+    param = ".".join(str(part) for part in first["loc"] if not _is_type_tag(part)) or None
+    return InvalidRequest(f"{param}: {first['msg']}" if param else first["msg"], param=param)
+
+
+def _json_type(value: Any) -> str:
+    return {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(value), "null")
 
 
 def _is_type_tag(part: Any) -> bool:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
 from aiohttp import web
 
+from dynamo.frontend import auth
+from dynamo.frontend.connections import ClientGone, read_body
+from dynamo.frontend.limits import MAX_BODY, ConnectionLimits
 from dynamo.frontend.metrics import CONTENT_TYPE, Metrics
 from dynamo.frontend.openai import (
     ChatRequest,
@@ -27,12 +30,13 @@ from dynamo.frontend.openai import (
     usage,
 )
 from dynamo.frontend.router import NoWorker, Router, WorkerFailed, WorkerGone
+from dynamo.runtime.discovery import Discovery
 from dynamo.runtime.interleave import interleave
 from dynamo.runtime.protocol import GenerateRequest
 
 log = logging.getLogger("dynamo.frontend")
-MAX_BODY = 16 * 1024 * 1024
 SSE_DONE = b"data: [DONE]\n\n"
+METRICS = web.AppKey("metrics", Metrics)
 WORKER_HEADER = "x-dynamo-worker"  # the instance that answered, for debugging and tests
 _ENCODER = json.JSONEncoder(ensure_ascii=False)  # json.dumps would build one per call for ensure_ascii
 
@@ -69,11 +73,23 @@ def failure(error: WorkerFailed | WorkerGone, model: str) -> InvalidRequest:
 
 @web.middleware
 async def openai_errors(request: web.Request, handler) -> web.StreamResponse:
-    """Every error is an OpenAI-style JSON body; nothing escapes as a bare 500 page."""
+    """Every error is an OpenAI-style JSON body; nothing escapes as a bare 500 page. A request whose
+    body was not read to its end (too slow, too big) closes its connection with the answer."""
+    answer = await _answer_or_error(request, handler)
+    if answer.status >= 400 and not request.content.is_eof():
+        answer.force_close()
+    return answer
+
+
+async def _answer_or_error(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except InvalidRequest as error:
         return _json(error.body(), error.status)
+    except ClientGone:
+        log.info("client %s hung up while sending %s %s", request.remote, request.method, request.path)
+        request.app[METRICS].disconnects.labels("unknown").inc()
+        return _json(error_body("the request did not arrive whole", "invalid_request_error"), 400)
     except web.HTTPException as error:
         if error.status < 400:
             raise
@@ -128,13 +144,22 @@ def _ending(answer: Answer, request: GenerateRequest) -> tuple[str | None, list[
 
 
 class Frontend:
-    def __init__(self, router: Router, metrics: Metrics | None = None) -> None:
+    """`discovery`: its problem, when it has one, shows in /health. `api_key`: required on /v1 when given."""
+
+    def __init__(self, router: Router, metrics: Metrics | None = None, discovery: Discovery | None = None,
+                 limits: ConnectionLimits = ConnectionLimits(), api_key: str | None = None) -> None:
         self.router = router
         self.metrics = metrics or router.metrics or Metrics()
+        self.discovery = discovery
+        self.limits = limits
+        self.api_key = api_key
+        self.id = uuid.uuid4().hex[:12]  # which frontend process answered /health, naming neither pid nor host
         self.first_seen: dict[str, int] = {}
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[openai_errors], client_max_size=MAX_BODY)
+        middlewares = [openai_errors] + ([auth.require(self.api_key)] if self.api_key else [])
+        app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
+        app[METRICS] = self.metrics
         app.add_routes([
             web.get("/v1/models", self.models),
             web.get("/v1/models/{model:.+}", self.model),
@@ -166,13 +191,17 @@ class Frontend:
     async def health(self, _request: web.Request) -> web.Response:
         totals = self.metrics.worker_inflight_totals()  # all processes' requests, when there are several
         instances = [{"id": c.instance.id, "model": c.instance.model, "framework": c.instance.framework,
-                      "address": c.instance.address,
                       "inflight": c.inflight if totals is None else totals.get(c.instance.id, 0)}
                      for c in self.router.clients.values() if not c.broken]
+        problem = self.discovery.problem if self.discovery else None
+        body: dict[str, Any] = {"status": "degraded" if problem else "healthy", "instances": instances,
+                                "frontend": self.id}
+        if problem:
+            body["message"] = problem  # the workers known before are still served
         if not instances:
-            return _json({"status": "unhealthy", "message": "no worker is registered", "instances": [],
-                          "process": os.getpid()}, 503)
-        return _json({"status": "healthy", "instances": instances, "process": os.getpid()})
+            body.update(status="unhealthy", message=problem or "no worker is registered")
+            return _json(body, 503)
+        return _json(body)
 
     async def live(self, _request: web.Request) -> web.Response:
         return _json({"status": "live"})
@@ -192,7 +221,7 @@ class Frontend:
     async def _serve(self, http: web.Request, kind: type, endpoint: str) -> web.StreamResponse:
         """Parse, route every choice, answer; counts the request whatever happens."""
         start = time.perf_counter()
-        parsed = parse(kind, await http.read())
+        parsed = parse(kind, await read_body(http, self.limits.read_timeout))
         prompts = parsed.to_generate()  # one engine request per prompt, each for n choices
         requests = [request for request in prompts for _ in range(parsed.n)]  # each choice's
         model = parsed.model
@@ -217,7 +246,7 @@ class Frontend:
                 result, completed = await self._collect(Response(kind is ChatRequest, model), requests, answers,
                                                         frames, firsts[0]["worker"], parsed.n), True
                 if http.transport is None or http.transport.is_closing():  # the client left while we waited
-                    self.metrics.disconnects.labels(model).inc()
+                    self._client_left(http, model)
             if completed:
                 status = "success"
                 series.duration.observe(time.perf_counter() - start)
@@ -249,6 +278,10 @@ class Frontend:
             if isinstance(result, WorkerFailed | WorkerGone):
                 raise failure(result, model)
         return results
+
+    def _client_left(self, http: web.Request, model: str) -> None:
+        log.info("client %s hung up before its answer from %s ended", http.remote, model)
+        self.metrics.disconnects.labels(model).inc()
 
     def _finished(self, answer: Answer, model: str) -> None:
         series = self.metrics.of(model)
@@ -327,7 +360,7 @@ class Frontend:
             await stream.write(SSE_DONE)
             await stream.write_eof()
         except ConnectionResetError:
-            self.metrics.disconnects.labels(response.model).inc()  # closing the frames tells the worker to stop
+            self._client_left(http, response.model)  # closing the frames tells the worker to stop
         return stream, completed
 
     async def _respond(self, http: web.Request, parsed: ResponsesRequest, request: GenerateRequest, answer: Answer,
@@ -393,7 +426,7 @@ class Frontend:
             await stream.write_eof()
             completed = True
         except ConnectionResetError:
-            self.metrics.disconnects.labels(parsed.model).inc()
+            self._client_left(http, parsed.model)
         return stream, completed
 
 

@@ -224,7 +224,7 @@ async def serve(engine: Engine, args: argparse.Namespace, framework: str) -> Non
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    print(f"worker ready: model {instance.model!r} ({framework}) on {instance.address}, "
+    print(f"worker ready: model {instance.model!r} ({framework}) on {instance.address}, instance {instance.id}, "
           f"{args.discovery} discovery, namespace {args.namespace}", file=sys.stderr, flush=True)
     try:
         await stop.wait()
