@@ -20,7 +20,8 @@ from pathlib import Path
 from dynamo.imagebuild.plan import BuildPlan
 
 CA_IN_CONTEXT = ".dynamo-ca-cert.pem"
-_MOUNT = re.compile(r"--mount=\S+\s*")
+# RUN --mount and COPY --chmod need BuildKit; the context tar fixes modes itself (context_tar)
+_MOUNT = re.compile(r"--mount=\S+\s*|(?<=^COPY )--chmod=\S+\s*")
 
 
 SHIPPED = ("runtime", "dev")
