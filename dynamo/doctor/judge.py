@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import asdict, dataclass
 
 from packaging.version import InvalidVersion, Version
 
 from dynamo.doctor import requirement
-from dynamo.doctor.facts import Gpu, HostFacts, cuda_suffix_mismatches
+from dynamo.doctor.facts import Gpu, HostFacts, cuda_suffix_mismatches, gpu_field
 from dynamo.frozen import Frozen
 from dynamo.matrix import InvalidCombination, Matrix, Target, targets
 from dynamo.matrix.query import arch_name, matching_caveats, normalize_arch
@@ -51,14 +52,28 @@ def _version(text: str | None) -> Version | None:
         return None
 
 
-_SUFFIX = r"(?i)(?:[\s-]+(?:\d+\s?GB|PCIe|PCIE|SXM\d*|HBM\d\w*|NVL|Laptop GPU))+$"
+# The words NVIDIA appends to a model's name: memory ("80GB", "16 GB"), form factor, memory kind.
+_SUFFIX_WORD = re.compile(r"(?i)\d+GB|PCIe|SXM\d*|HBM\d\w*|NVL")
+TRUNCATED = "..."  # how nvidia-smi's table ends a name too long for its column
 
 
 def model_name(gpu_name: str) -> str:
     """The name NVIDIA's list gives a GPU: "NVIDIA H100 80GB HBM3" -> "h100", "Tesla V100-SXM2-16GB" ->
-    "tesla v100" (case-folded; the matrix's [gpu] keys are compared the same way)."""
+    "tesla v100" (case-folded; the matrix's [gpu] keys are compared the same way). Word by word from
+    the end, in time linear in the name."""
     name = re.sub(r"^NVIDIA\s+", "", gpu_name.strip(), flags=re.IGNORECASE)
-    return re.sub(_SUFFIX, "", name).strip().casefold()
+    words = [(m.group(), m.end()) for m in re.finditer(r"[^\s-]+", name)]
+    end = len(words)  # the first word is the model's, never a suffix
+    while end > 1:
+        last, before = words[end - 1][0], words[end - 2][0]
+        if _SUFFIX_WORD.fullmatch(last):
+            end -= 1
+        elif end > 2 and ((last.upper() == "GB" and before.isdigit())
+                          or (last.lower(), before.lower()) == ("gpu", "laptop")):
+            end -= 2
+        else:
+            break
+    return name[:words[end - 1][1]].casefold() if words else ""
 
 
 @dataclass(eq=False, repr=False)
@@ -68,10 +83,43 @@ class Identity(Frozen):
 
 
 def identify(matrix: Matrix, gpu: Gpu) -> Identity:
-    """Brand and compute capability from the source (NVML, nvidia-smi), else the matrix's exact GPU table."""
-    cc, brand = next(((cc, brand) for cc, brands in matrix.gpu.items() for brand, names in brands.items()
-                      if any(model_name(name) == model_name(gpu.name) for name in names)), (None, None))
-    return Identity(gpu.compute_capability or cc, gpu.brand or brand)
+    """Brand and compute capability from the source (NVML, nvidia-smi), else the matrix's GPU table."""
+    known = known_gpu(matrix, gpu.name)
+    return Identity(gpu.compute_capability or known.compute_capability, gpu.brand or known.brand)
+
+
+def known_gpu(matrix: Matrix, gpu_name: str) -> Identity:
+    """What the matrix's GPU table says of a name: matched exactly; a name nvidia-smi's table cut short
+    ("Tesla V100-SXM2...") by its prefix, when every GPU it may be agrees (every V100 is 7.0)."""
+    rows = tuple((cc, brand, name) for cc, brands in matrix.gpu.items() for brand, names in brands.items()
+                 for name in names)
+    return _known(rows, gpu_name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _known(rows: tuple[tuple[str, str, str], ...], gpu_name: str) -> Identity:
+    table = [(model_name(name), cc, brand) for cc, brand, name in rows]
+    model = model_name(gpu_name)
+    found = {(cc, brand) for name, cc, brand in table if name == model}
+    if not found and gpu_name.endswith(TRUNCATED):
+        prefix = re.sub(r"^NVIDIA\s+", "", gpu_name.removesuffix(TRUNCATED).strip(), flags=re.IGNORECASE).casefold()
+        found = {(cc, brand) for name, cc, brand in table
+                 if name.startswith(prefix) or (prefix.startswith(name) and prefix[len(name)] in " -")}
+    ccs, brands = {cc for cc, _ in found}, {brand for _, brand in found}
+    return Identity(ccs.pop() if len(ccs) == 1 else None, brands.pop() if len(brands) == 1 else None)
+
+
+def contradictions(matrix: Matrix, facts: HostFacts, source: str) -> list[str]:
+    """A recorded compute capability that NVIDIA's list contradicts for the GPU's name (an H100 at 12.0):
+    a recording no real host printed."""
+    problems = []
+    for index, gpu in enumerate(facts.gpus):
+        known = known_gpu(matrix, gpu.name).compute_capability
+        if gpu.compute_capability and known and gpu.compute_capability != known:
+            problems.append(f"{source}/{facts.gpu_file}: {gpu_field(facts.gpu_file or '', index, 'compute_capability')}:"
+                            f" {gpu.compute_capability}, but every {gpu.name} is {known} (NVIDIA's list, the matrix's"
+                            f" [gpu] table)")
+    return problems
 
 
 def covered(cc: str, archs: tuple[str, ...]) -> bool:
