@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from packaging.version import InvalidVersion, Version
@@ -410,50 +411,84 @@ def _driver(matrix: Matrix, facts: HostFacts, target: Target, fixes: bool = True
         return [Finding(OK, "driver", "the CPU build needs no GPU driver")]
     if (mismatch := _mismatch(facts)) is not None:
         return [mismatch]
+
     def fix() -> str | None:  # only a warning or a failure names one: the hint looks at every target
         return _fixes(matrix, facts, target) if fixes else None
 
-    floor, floor_text = Version(target.driver_linux), target.driver_linux  # shown as recorded: 575.51.03
     host = _version(facts.driver)
-    if host is None and "no devices were found" in (facts.gpu_error or "").lower():
-        return [Finding(FAIL, "driver", f"the NVIDIA driver is loaded but sees no GPU ({facts.gpu_error})",
-                        "check that the GPU is seated, powered and supported by this driver (`dmesg | grep -i NVRM`)"
-                        + ("; or run on the CPU: --cuda cpu" if matrix.framework[target.framework].cpu else ""))]
     if host is None:
-        said = f" ({facts.gpu_error})" if facts.gpu_error else ""
-        where = "in WSL2 (no GPU through /dev/dxg)" if facts.wsl else "found"
-        return [Finding(FAIL, "driver", f"no NVIDIA driver {where}{said}; CUDA {target.cuda} needs >= {floor_text}", fix())]
+        return [_no_driver(matrix, facts, target, fix)]
     if facts.wsl:
-        windows = int((target.published_windows or str(floor.major)).split(".")[0])
-        if host.major >= windows:
-            return [Finding(OK, "driver", f"Windows driver {facts.driver} >= {windows}.xx, the floor of CUDA"
-                            f" {target.cuda} under WSL2")]
-        return [Finding(FAIL, "driver", f"Windows driver {facts.driver} is below {windows}.xx, the floor of CUDA"
-                        f" {target.cuda} under WSL2 (forward compatibility does not apply there)", fix())]
-    if host >= floor:
-        return [Finding(OK, "driver", f"driver {facts.driver} >= {floor_text}, the floor of CUDA {target.cuda}")]
-    below = f"driver {facts.driver} is below {floor_text} (CUDA {target.cuda})"
+        return [_windows_driver(facts, target, host, fix)]
+    if host >= Version(target.driver_linux):
+        return [Finding(OK, "driver", f"driver {facts.driver} >= {target.driver_linux}, the floor of CUDA {target.cuda}")]
+    return [_forward_compatible(matrix, facts, target, host, fix) or _minor_compatible(matrix, facts, target, host, fix)
+            or _insufficient(matrix, facts, target, fix)]
+
+
+def _below(facts: HostFacts, target: Target) -> str:
+    return f"driver {facts.driver} is below {target.driver_linux} (CUDA {target.cuda})"  # the floor as recorded
+
+
+def _no_driver(matrix: Matrix, facts: HostFacts, target: Target, fix: Callable[[], str | None]) -> Finding:
+    if "no devices were found" in (facts.gpu_error or "").lower():
+        return Finding(FAIL, "driver", f"the NVIDIA driver is loaded but sees no GPU ({facts.gpu_error})",
+                       "check that the GPU is seated, powered and supported by this driver (`dmesg | grep -i NVRM`)"
+                       + ("; or run on the CPU: --cuda cpu" if matrix.framework[target.framework].cpu else ""))
+    said = f" ({facts.gpu_error})" if facts.gpu_error else ""
+    where = "in WSL2 (no GPU through /dev/dxg)" if facts.wsl else "found"
+    return Finding(FAIL, "driver", f"no NVIDIA driver {where}{said}; CUDA {target.cuda} needs >= {target.driver_linux}",
+                   fix())
+
+
+def _windows_driver(facts: HostFacts, target: Target, host: Version, fix: Callable[[], str | None]) -> Finding:
+    """Under WSL2 the Windows driver's floor applies, and forward compatibility does not."""
+    windows = int((target.published_windows or str(Version(target.driver_linux).major)).split(".")[0])
+    if host.major >= windows:
+        return Finding(OK, "driver", f"Windows driver {facts.driver} >= {windows}.xx, the floor of CUDA {target.cuda}"
+                       f" under WSL2")
+    return Finding(FAIL, "driver", f"Windows driver {facts.driver} is below {windows}.xx, the floor of CUDA"
+                   f" {target.cuda} under WSL2 (forward compatibility does not apply there)", fix())
+
+
+def _forward_compatible(matrix: Matrix, facts: HostFacts, target: Target, host: Version,
+                        fix: Callable[[], str | None]) -> Finding | None:
+    """Below the floor on one of the matrix's forward-compatibility branches: the image's cuda-compat
+    libraries run it on data-center and professional GPUs."""
     compat = matrix.forward_compat
     branches = compat.branches.get(target.cuda, ()) if compat else ()
     brands = [identify(matrix, gpu).brand for gpu in facts.gpus]
-    if host.major in branches and brands:
-        capable = [b in compat.brands for b in brands if b]
-        if all(capable) and len(capable) == len(brands):
-            return [Finding(WARN, "driver", f"{below}; it runs through forward compatibility (the image's cuda-compat"
-                            f" libraries on R{host.major}, data-center and professional GPUs only)", fix())]
-        if None in brands and all(capable):
-            return [Finding(WARN, "driver", f"{below}; forward compatibility works only if every GPU is a data-center"
-                            f" or professional one (a GPU here is unknown)", fix())]
+    if host.major not in branches or not brands:
+        return None
+    capable = [b in compat.brands for b in brands if b]
+    if all(capable) and len(capable) == len(brands):
+        return Finding(WARN, "driver", f"{_below(facts, target)}; it runs through forward compatibility (the image's"
+                       f" cuda-compat libraries on R{host.major}, data-center and professional GPUs only)", fix())
+    if None in brands and all(capable):
+        return Finding(WARN, "driver", f"{_below(facts, target)}; forward compatibility works only if every GPU is a"
+                       f" data-center or professional one (a GPU here is unknown)", fix())
+    return None
+
+
+def _minor_compatible(matrix: Matrix, facts: HostFacts, target: Target, host: Version,
+                      fix: Callable[[], str | None]) -> Finding | None:
+    """Below the floor, on a driver of the same CUDA major: minor-version compatibility, with its limits."""
     major = target.cuda.split(".")[0]
     minor = matrix.cuda_major.get(major)
     if minor and host >= Version(minor.minor_compat_driver) and (driver_cuda(matrix, facts) or "").split(".")[0] == major:
-        return [Finding(WARN, "driver", f"{below}; it runs through CUDA {major}.x minor-version compatibility with a"
-                        f" limited feature set: code that JIT-compiles newer PTX fails (cudaErrorUnsupportedPtxVersion,"
-                        f" 222)", fix())]
-    insufficient = f"{below}: \"CUDA driver version is insufficient\" (error 35)"
+        return Finding(WARN, "driver", f"{_below(facts, target)}; it runs through CUDA {major}.x minor-version"
+                       f" compatibility with a limited feature set: code that JIT-compiles newer PTX fails"
+                       f" (cudaErrorUnsupportedPtxVersion, 222)", fix())
+    return None
+
+
+def _insufficient(matrix: Matrix, facts: HostFacts, target: Target, fix: Callable[[], str | None]) -> Finding:
+    message = f"{_below(facts, target)}: \"CUDA driver version is insufficient\" (error 35)"
+    compat = matrix.forward_compat
+    brands = [identify(matrix, gpu).brand for gpu in facts.gpus]
     if brands and not all(b in (compat.brands if compat else ()) for b in brands):
-        insufficient += "; forward compatibility needs a data-center or professional GPU (error 804 elsewhere)"
-    return [Finding(FAIL, "driver", insufficient, fix())]
+        message += "; forward compatibility needs a data-center or professional GPU (error 804 elsewhere)"
+    return Finding(FAIL, "driver", message, fix())
 
 
 def _gpus(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]:
