@@ -10,7 +10,7 @@ import os
 import pytest
 from conftest import REPO, run_cli
 
-from dynamo.doctor.facts import RecordingInvalid, from_recording
+from dynamo.doctor.facts import from_recording
 from dynamo.doctor.judge import Subject, judge, known_gpu, model_name
 
 HOST = json.dumps({"arch": "x86_64", "python": "3.12.3"})
