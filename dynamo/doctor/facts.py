@@ -556,10 +556,8 @@ def interpret(files: dict[str, str], source: str) -> HostFacts:
     nvml_reading = _nvml(nvml, f"{source}/nvml.json", problems) if nvml is not None else None
     if problems:
         raise RecordingInvalid(problems)
-    if "os-release" in files:
-        set_os(facts, files["os-release"])
-    if "proc-driver-nvidia-version" in files:
-        facts.kernel_module = parse_proc_version(files["proc-driver-nvidia-version"])
+    set_os(facts, files.get("os-release", ""))
+    facts.kernel_module = parse_proc_version(files.get("proc-driver-nvidia-version", ""))
     reports = {name: parse(files[name]) for name, parse in SMI_REPORTS.items() if files.get(name)}
     errors = [f"NVML: {nvml.get('error')}"] if nvml is not None and nvml_reading is None else []
     reading = nvml_reading or _smi_reading(files.get("nvidia-smi.csv"), reports)
