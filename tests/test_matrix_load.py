@@ -304,8 +304,11 @@ HOSTILE = {
         'framework.trtllm.extra_index_url: expected a URL such as "https://pypi.nvidia.com" (https or http or file; no'
         " spaces or shell characters), got 'https://pypi.nvidia.com $(touch /tmp/x) ; echo'"),
     "a file URL with pip options and backquotes": (
-        lambda raw: _set(raw, ("framework", "vllm", "cuda_index_url", "13.0"), "file:///etc/passwd --trusted-host * `id`"),
-        'framework.vllm.cuda_index_url."13.0": expected a URL such as'),
+        lambda raw: _set(raw, ("framework", "vllm", "cuda_indexes", "13.0"), ["file:///etc/passwd --trusted-host * `id`"]),
+        'framework.vllm.cuda_indexes."13.0"[0]: expected a URL such as'),
+    "an index with a placeholder other than {version}": (
+        lambda raw: _set(raw, ("framework", "vllm", "cuda_indexes", "13.0"), ["https://wheels.vllm.ai/{os.system}/cu130"]),
+        'framework.vllm.cuda_indexes."13.0"[0]: expected a URL such as'),
     "an http link": (lambda raw: _set(raw, ("caveat", 0, "link"), "http://example.com/x"),
                      "caveat[0].link: expected a URL such as \"https://pypi.nvidia.com\" (https; no spaces"),
     "an artifact URL with no host": (lambda raw: _set(raw, ("artifact", "ai-dynamo", "url"), "https:///x"),

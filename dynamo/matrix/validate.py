@@ -462,12 +462,14 @@ def _fields(value: object, path: Path, field: str = "") -> Iterator[tuple[Path, 
 
 
 def _check_urls(m: Matrix) -> Iterator[tuple[Path, str]]:
-    """Every URL of the matrix (a field named *url or link) is one: https; a package index may also be a
-    mirror (http on a local network, file:). Nothing a shell would read: templates write them into RUN lines."""
+    """Every URL of the matrix (a field named *url, *indexes or link) is one: https; a package index may
+    also be a mirror (http on a local network, file:). Nothing a shell would read: templates write them
+    into RUN lines. An index's "{version}" stands for the engine's version."""
     for path, field, value in _fields(m, ()):
-        if isinstance(value, str) and (field.endswith("url") or field == "link"):
-            schemes = ("https", "http", "file") if field.endswith("index_url") else ("https",)
-            if (expected := checks.url(value, schemes)) is not None:
+        if isinstance(value, str) and field.endswith(("url", "indexes", "link")):
+            index = field.endswith(("index_url", "indexes"))
+            schemes = ("https", "http", "file") if index else ("https",)
+            if (expected := checks.url(value.replace("{version}", "0.0") if index else value, schemes)) is not None:
                 yield path, f"expected {expected}, got {value!r}"
 
 
