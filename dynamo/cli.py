@@ -350,8 +350,49 @@ def _with_command(argv: list[str]) -> list[str]:
     return argv
 
 
+# Options that mean something when given as "": `doctor --require ""` requires nothing.
+EMPTY_MEANS_SOMETHING = ("require",)
+# What an empty option needs instead, where its help does not say it in a few words.
+EXPECTED = {"cuda": "a CUDA version of the matrix such as 12.9, or cpu",
+            "platform": "OS/ARCH[,OS/ARCH...], e.g. linux/amd64 or linux/amd64,linux/arm64",
+            "release": "a release of the matrix such as 0.8.1 (`dynamo matrix list`)",
+            "python": "a Python version of the release such as 3.12", "facts": "the folder `doctor --record DIR` wrote",
+            "framework": "vllm, sglang, trtllm, llama_cpp or frontend"}
+
+
+def _options(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Every option's destination and its flag, through the subcommands."""
+    found = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _options(sub)
+        elif action.option_strings:
+            found[action.dest] = action.option_strings[-1]
+    return found
+
+
+def bad_value(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """The first option given as "" (which would silently mean "not given") or image reference that no
+    engine could read (which would end in the engine's own traceback): one line naming it."""
+    from dynamo.matrix import checks
+
+    image = getattr(args, "image", None)  # verify's and attest's IMAGE, doctor's --image
+    if image is not None and (problem := checks.any_image_ref(image)) is not None:
+        return f"{'--image' if args.command == 'doctor' else 'IMAGE'} {image!r} is not an image reference: {problem}"
+    for dest, flag in _options(parser).items():
+        value = getattr(args, dest, None)
+        values = value if isinstance(value, list) else [value]
+        if dest not in EMPTY_MEANS_SOMETHING and any(isinstance(v, str) and not v.strip() for v in values):
+            return f"{flag} needs a value" + (f": {EXPECTED[dest]}" if dest in EXPECTED else "")
+    return None
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "dynamo") -> int:
-    args = build_parser(prog).parse_args(_with_command(list(sys.argv[1:] if argv is None else argv)))
+    parser = build_parser(prog)
+    args = parser.parse_args(_with_command(list(sys.argv[1:] if argv is None else argv)))
+    if (problem := bad_value(parser, args)) is not None:
+        return _error(problem)
     try:
         return args.run(args)
     except MatrixInvalid as exc:

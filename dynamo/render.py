@@ -7,6 +7,7 @@ compares in memory and reports each file that differs, is missing, or is stale.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Container, Iterable, Sequence
 from itertools import groupby
 from pathlib import Path
@@ -41,6 +42,7 @@ def environment(templates: Path) -> jinja2.Environment:
                              # compiled templates kept in the temp dir, keyed by their source's checksum
                              bytecode_cache=jinja2.FileSystemBytecodeCache())
     env.globals["md_table"] = md_table
+    env.filters["shell"] = shlex.quote  # a value written into a shell line (a RUN): one word, never code
     return env
 
 

@@ -135,7 +135,39 @@ def parse(argv: list[str]) -> Options:
     if options.engine not in (None, *ENGINES):
         raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got '{options.engine}'")
     options.image = options.image or f"dynamo:latest-{options.framework}"
+    check_values(options)
     return options
+
+
+# What the engine accepts, in docker's own forms: a value outside them would reach `docker run` raw.
+# -p [IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/PROTOCOL] (docker run --publish)
+PORT_MAPPING = re.compile(r"(?:(?:\[[0-9a-fA-F:.]+\]|[0-9.]+):)?(?:(?P<host>\d{1,5}(?:-\d{1,5})?)?:)?"
+                          r"(?P<container>\d{1,5}(?:-\d{1,5})?)(?:/(?:tcp|udp|sctp))?")
+# --gpus auto, none, all, a count, or docker's KEY=VALUE list ("device=0,1", "count=2,capabilities=utility")
+GPU_SPEC = re.compile(r"auto|none|all|\d{1,3}|\"?(?:count|device|driver|capabilities)=[\w.:-]+"
+                      r"(?:,(?:(?:count|device|driver|capabilities)=)?[\w.:-]+)*\"?", re.ASCII)
+# --shm-size: a size above 0 as docker reads it (go-units RAMInBytes): 10G, 512m, 1.5GiB, 67108864
+SHM_SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?) ?[kKmMgGtTpP]?[iI]?[bB]?", re.ASCII)
+
+
+def check_values(options: Options) -> None:
+    """One UsageError naming the first value the engine would refuse with its own error, or take as
+    something else."""
+    from dynamo.matrix import checks
+
+    if checks.any_image_ref(options.image) is not None:
+        raise UsageError(f"--image {options.image!r} is not an image reference: {checks.any_image_ref(options.image)}")
+    for port in options.ports:
+        match = PORT_MAPPING.fullmatch(port)
+        numbers = re.findall(r"\d+", f"{match['host'] or ''} {match['container']}") if match else []
+        if not match or not all(1 <= int(n) <= 65535 for n in numbers):
+            raise UsageError(f"-p {port!r}: expected [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp], ports 1 to 65535,"
+                             " e.g. -p 8000:8000")
+    if not GPU_SPEC.fullmatch(options.gpus):
+        raise UsageError(f"--gpus {options.gpus!r}: expected auto, all, none, a count or device=ID[,ID...]")
+    size = SHM_SIZE.fullmatch(options.shm_size)
+    if not size or float(size["number"]) <= 0:
+        raise UsageError(f"--shm-size {options.shm_size!r}: expected a size above 0 such as 10G or 512m")
 
 
 # ---------------------------------------------------------------- where the image is

@@ -104,7 +104,9 @@ def test_usage_names_the_command_the_user_typed():
 
 @pytest.mark.parametrize("flag, value, message", [
     ("--cuda", "", "error: --cuda needs a value: a CUDA version of the matrix such as 12.9, or cpu"),
-    ("--platform", "", "error: --platform needs OS/ARCH[,OS/ARCH...]"),
+    ("--platform", "", "error: --platform needs a value: OS/ARCH[,OS/ARCH...]"),
+    ("--python", "", "error: --python needs a value: a Python version of the release such as 3.12"),
+    ("--release", " ", "error: --release needs a value: a release of the matrix such as 0.8.1"),
     ("--platform", "linux/amd64,", "error: --platform needs OS/ARCH[,OS/ARCH...]"),
     ("--tag", "BAD TAG!", "error: --tag 'BAD TAG!' is not an image reference: [REGISTRY/]NAME[:TAG]"),
     ("--tag", "Dynamo:x", "error: --tag 'Dynamo:x' is not an image reference"),
@@ -114,6 +116,32 @@ def test_empty_or_malformed_flags_are_one_line(flag, value, message):
     result = run_cli("--framework", "frontend", flag, value, "--dry-run")
     assert result.returncode == 2
     assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (("verify", "UPPER:case"), "error: IMAGE 'UPPER:case' is not an image reference: [REGISTRY/]NAME[:TAG]"),
+    (("verify", ""), "error: IMAGE '' is not an image reference"),
+    (("attest", "x;touch y", "--check"), "error: IMAGE 'x;touch y' is not an image reference"),
+    (("doctor", "--image", "x;y"), "error: --image 'x;y' is not an image reference"),
+    (("doctor", "--release", ""), "error: --release needs a value"),
+    (("doctor", "--facts", ""), "error: --facts needs a value: the folder `doctor --record DIR` wrote"),
+    (("doctor", "--framework", ""), "error: --framework needs a value"),
+    (("matrix", "show", "--release", ""), "error: --release needs a value"),
+    (("lock", "--check", "--framework", ""), "error: --framework needs a value"),
+])
+def test_bad_values_are_one_line_before_any_engine_runs(args, message):
+    """Once a docker SDK traceback (exit 1), or an empty value silently meaning "not given"."""
+    result = run_cli(*args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_an_empty_requirement_still_means_none():
+    host = "tests/data/hosts/b200x2-r610"  # on a host, not inside a container
+    result = run_cli("doctor", "--facts", host, "--release", "0.8.1", "--framework", "vllm", "--cuda", "12.9",
+                     "--scope", "host", "--require", "", "--json")
+    (toolkit,) = [f for f in json.loads(result.stdout)["findings"] if f["check"] == "toolkit"]
+    assert toolkit["status"] == "ok" and "requires nothing" in toolkit["message"], result.stderr
 
 
 @pytest.mark.parametrize("ref", ["dynamo:x", "localhost:5000/dynamo/frontend:0.8.1-cpu", "registry.example.com/a_b/c-d",

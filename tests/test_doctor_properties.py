@@ -9,6 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dynamo.doctor.facts import (
+    MAX_NAME,
+    RecordingInvalid,
     from_recording,
     parse_cuda_version_json,
     parse_os_release,
@@ -51,15 +53,49 @@ def test_parsers_never_raise(text):
 @SETTINGS
 @given(table=mangled(), csv=mangled(), proc=mangled(), numbers=st.lists(st.integers(-2, 2**40), min_size=3, max_size=3))
 def test_judging_any_recording_never_raises(tmp_path, matrix, table, csv, proc, numbers):
+    """Judged, or refused with each problem naming its file; refused whenever a limit no host has is
+    recorded (a negative /dev/shm size, a limit below -1, which means unlimited)."""
     (tmp_path / "nvidia-smi.txt").write_text(table)
     (tmp_path / "nvidia-smi.csv").write_text(csv)
     (tmp_path / "proc-driver-nvidia-version").write_text(proc)
     (tmp_path / "host.json").write_text(json.dumps({"arch": "x86_64", "python": "3.12.3", "shm_bytes": numbers[0],
                                                     "memlock": [numbers[1], numbers[1]], "nofile": [numbers[2], -1]}))
-    facts = from_recording(tmp_path)
+    try:
+        facts = from_recording(tmp_path)
+    except RecordingInvalid as exc:
+        assert exc.problems and all(p.startswith(f"{tmp_path}/") for p in exc.problems), exc.problems
+        return
+    assert numbers[0] >= 0 and min(numbers[1:]) >= -1
     for subject in (Subject("0.8.1", "vllm", "12.9"), Subject("0.8.1", "trtllm", None), Subject("0.8.1", None, None)):
         for finding in judge(matrix, facts, subject):
             assert finding.status in ("ok", "warn", "fail") and finding.message
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+                    max_leaves=20)
+GPU = st.fixed_dictionaries({"name": st.text(max_size=120)},
+                            optional={"memory_mib": JSON | st.integers(), "compute_capability": JSON | st.from_regex(
+                                r"\A\d{1,3}\.\d{1,2}\Z"), "mig": JSON, "brand": JSON})
+NVML = st.fixed_dictionaries({}, optional={"driver": JSON | st.from_regex(r"\A\d{1,25}(\.\d{1,4}){0,3}\Z"),
+                                           "cuda_driver_version": JSON | st.integers(), "gpus": st.lists(GPU, max_size=3),
+                                           "error": JSON})
+
+
+@SETTINGS
+@given(nvml=NVML | JSON)
+def test_any_nvml_json_is_judged_or_refused_naming_it(tmp_path, matrix, nvml):
+    (tmp_path / "host.json").write_text(json.dumps({"arch": "x86_64", "python": "3.12.3"}))
+    (tmp_path / "nvml.json").write_text(json.dumps(nvml))
+    try:
+        facts = from_recording(tmp_path)
+    except RecordingInvalid as exc:
+        assert all(p.startswith(f"{tmp_path}/nvml.json: ") for p in exc.problems), exc.problems
+        return
+    for gpu in facts.gpus:  # what was taken is what a real GPU could report
+        assert len(gpu.name) <= MAX_NAME and (gpu.memory_mib is None or gpu.memory_mib >= 0)
+    for finding in judge(matrix, facts, Subject("0.8.1", "vllm", "12.9")):
+        assert finding.status in ("ok", "warn", "fail") and finding.message
 
 
 @SETTINGS

@@ -18,6 +18,10 @@ from dynamo.matrix.update import bump, import_release
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 versions = st.builds(lambda a, b, c: f"{a}.{b}.{c}", st.integers(0, 3), st.integers(0, 40), st.integers(0, 9))
+# above every engine and NIXL of the shipped matrix: a newer release never goes back to an older engine,
+# and NIXL has a build for CUDA 13 from 0.8.0 on
+newer_versions = st.builds(lambda a, b, c: f"{a}.{b}.{c}", st.integers(4, 6), st.integers(0, 40), st.integers(0, 9))
+TODAY = datetime.date.today()
 VOLTA_FREE = {"vllm": ["7.5", "8.0", "8.6", "9.0", "10.0", "10.3", "12.0", "12.1"],
               "sglang": ["7.5", "8.0", "8.6", "9.0", "10.0", "12.0"]}
 
@@ -28,18 +32,18 @@ def new_release(draw) -> tuple[str, dict]:
     name = f"2.{draw(st.integers(0, 30))}.{draw(st.integers(0, 9))}"
     release: dict = {}
     if draw(st.booleans()):
-        release["nixl"] = draw(versions)
-    if draw(st.booleans()):
-        release["published"] = draw(st.dates(datetime.date(2026, 1, 1), datetime.date(2030, 12, 31))).isoformat()
+        release["nixl"] = draw(newer_versions)
+    if draw(st.booleans()):  # published: between Dynamo's first release and today
+        release["published"] = draw(st.dates(datetime.date(2026, 1, 1), TODAY)).isoformat()
     if draw(st.booleans()):
         release["wheel"] = f"{name}.post{draw(st.integers(1, 3))}"
     engines: dict = {"frontend": {}}
     for framework in ("vllm", "sglang", "trtllm"):
         if not draw(st.booleans()):
             continue
-        engine: dict = {"version": draw(versions)}
+        engine: dict = {"version": draw(newer_versions)}
         if draw(st.booleans()):
-            engine["nixl"] = draw(versions)
+            engine["nixl"] = draw(newer_versions)
         if framework == "trtllm":
             engine["cuda"] = {draw(st.sampled_from(["13.0", "13.1"])): "supported"}
             engine["base_image"] = "nvcr.io/nvidia/pytorch:25.12-py3"
@@ -59,6 +63,7 @@ def test_engine_nixl_cuda_and_archs(raw_matrix, generated):
     name, release = generated
     raw = copy.deepcopy(raw_matrix)
     raw["release"][name] = release
+    raw["latest"] = name  # the newest release
     matrix = from_dict(raw, "m.toml")
     loaded = matrix.release[name]
     assert (loaded.published, loaded.wheel) == (release.get("published"), release.get("wheel"))
@@ -117,6 +122,18 @@ def test_import_keeps_the_file_and_loads_back_the_same_release(generated):
     assert all(line in old for line in text.replace('latest = "1.6.1"', f'latest = "{name}"').splitlines())
 
 
+def _goes_back(matrix, release: str, framework: str, version: str) -> bool:
+    """Whether `version` in `release` puts the framework's engine out of release order (patch releases apart)."""
+    if matrix.release[release].patch_of is not None or matrix.release[release].status == "development":
+        return False
+    history = sorted((Version(name), Version(version) if name == release else Version(rel.engines[framework].version))
+                     for name, rel in matrix.release.items()
+                     if name != "main" and rel.patch_of is None and (rel.status or "released") == "released"
+                     and framework in rel.engines and rel.engines[framework].version)
+    engines = [engine for _, engine in history]
+    return engines != sorted(engines)
+
+
 @SETTINGS
 @given(data=st.data(), version=versions)
 def test_bump_changes_only_the_engine_line(matrix, data, version):
@@ -131,6 +148,11 @@ def test_bump_changes_only_the_engine_line(matrix, data, version):
         assert any(f".engines.{framework}.pin: " in line for line in caught.value.lines()), caught.value.lines()
         return
     new_text = bump(text, release, {framework: version})
+    if _goes_back(matrix, release, framework, version):
+        with pytest.raises(MatrixInvalid) as caught:
+            loads(new_text, "m.toml")
+        assert any("a newer release never goes back to an older engine" in line for line in caught.value.lines())
+        return
     bumped = loads(new_text, "m.toml")
     assert bumped.release[release].engines[framework].version == version
     changed = [line for line, old in zip(new_text.splitlines(), text.splitlines()) if line != old]
@@ -166,6 +188,11 @@ def test_published_takes_real_dates_only(raw_matrix, day, text, bad_day):
             return exc.lines()
         return []
 
-    assert problems(day.isoformat()) == [] and problems(day.isoformat()[:7]) == []
+    if datetime.date(2025, 3, 1) <= day <= TODAY:  # between Dynamo's first release and today
+        assert problems(day.isoformat()) == [] and problems(day.isoformat()[:7]) == []
+    elif day > TODAY.replace(day=28) + datetime.timedelta(days=4) or day < datetime.date(2025, 3, 1):
+        for value in (day.isoformat(), day.isoformat()[:7]):  # the month too lies wholly outside
+            (line,) = problems(value)
+            assert line.startswith(f'm.toml: release."1.6.1".published: {value!r} is not between'), line
     assert problems(f"{day.isoformat()[:8]}{bad_day}")[0].startswith('m.toml: release."1.6.1".published: expected a date')
     assert all(line.startswith('m.toml: release."1.6.1".published: ') for line in problems(text))

@@ -201,3 +201,16 @@ def test_images_install_nixl_built_for_their_cuda(outputs):
     assert "nixl[cu13]==1.4.1" in spec.requirements
     pinned = lock.pinned((REPO / spec.relative_path).read_text())
     assert pinned["nixl-cu13"] == "1.4.1" and "nixl-cu12" not in pinned
+
+
+def test_urls_are_quoted_where_a_shell_reads_them():
+    """The matrix refuses such a URL (test_matrix_load); the template quotes it anyway, so that a value
+    that slipped past validation is one word to the shell, never a command."""
+    import dataclasses
+
+    matrix = load(MATRIX_FILE)
+    hostile = "https://pypi.nvidia.com/$(touch /tmp/x) ; echo"
+    trtllm = dataclasses.replace(matrix.framework["trtllm"], extra_index_url=hostile)
+    outputs = render.render_all(dataclasses.replace(matrix, framework=matrix.framework | {"trtllm": trtllm}))
+    (dockerfile,) = [text for path, text in outputs.items() if path.endswith("Dockerfile.trtllm")]
+    assert "--extra-index-url 'https://pypi.nvidia.com/$(touch /tmp/x) ; echo' ${INSTALL}" in dockerfile

@@ -155,6 +155,29 @@ def test_bad_input_is_one_line():
     assert run_sh("--ulimit", "memlock").stderr.strip() == "run.sh: error: --ulimit expects NAME=VALUE, got 'memlock'"
 
 
+@pytest.mark.parametrize("args, message", [
+    (("-p", "notaport"), "-p 'notaport': expected [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp]"),
+    (("-p", "8000:70000"), "-p '8000:70000': expected"),
+    (("--gpus", "all;x"), "--gpus 'all;x': expected auto, all, none, a count or device=ID[,ID...]"),
+    (("--shm-size", "-1"), "--shm-size '-1': expected a size above 0 such as 10G or 512m"),
+    (("--shm-size", "0"), "--shm-size '0': expected a size above 0"),
+    (("--image", "x;y"), "--image 'x;y' is not an image reference"),
+])
+def test_values_the_engine_would_refuse_are_one_line(args, message):
+    """Checked before any engine is asked: these once reached `docker run` as given."""
+    result = run_sh(*args, "--dry-run")
+    assert result.returncode == 2 and result.stderr == f"run.sh: error: {result.stderr.removeprefix('run.sh: error: ')}"
+    assert result.stderr.startswith(f"run.sh: error: {message}") and result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.mark.parametrize("args", [("-p", "8000:8000"), ("-p", "127.0.0.1:8000-8010:8000-8010/udp"), ("--gpus", "2"),
+                                  ("--gpus", "device=0,1"), ("--gpus", "none"), ("--shm-size", "1.5GiB")])
+def test_values_docker_takes_are_taken(args):
+    from dynamo.run_image import parse
+
+    parse(list(args))  # raises UsageError otherwise
+
+
 def test_doctor_reads_an_images_labels(cuda_image, image):
     result = run_cli("doctor", "--image", cuda_image, "--scope", "host")
     assert result.returncode == 1

@@ -11,7 +11,7 @@ from pathlib import Path
 from dynamo.doctor import requirement
 from dynamo.doctor.facts import HostFacts, RecordingInvalid, from_recording, interpret, record
 from dynamo.doctor.image import baked
-from dynamo.doctor.judge import FAIL, MARKS, Finding, Subject, host_device, judge, release_to_judge
+from dynamo.doctor.judge import FAIL, MARKS, Finding, Subject, contradictions, host_device, judge, release_to_judge
 from dynamo.matrix import InvalidCombination, Matrix
 from dynamo.matrix.query import check_framework, find_release
 
@@ -83,25 +83,12 @@ def text_report(subject: Subject, facts: HostFacts, findings: list[Finding]) -> 
 
 
 def run(matrix: Matrix, args: argparse.Namespace) -> int:
-    if args.facts:
-        directory = Path(args.facts)
-        if not directory.is_dir():
-            print(f"error: --facts {args.facts}: no such directory of recorded host facts", file=sys.stderr)
-            return 2
-        try:
-            facts = from_recording(directory)
-        except RecordingInvalid as exc:
-            for problem in exc.problems:
-                print(f"error: {problem}", file=sys.stderr)
-            return 2
-    else:
-        recording = record()
-        facts = interpret(recording, "this host")
-        if args.record:
-            directory = Path(args.record)
-            directory.mkdir(parents=True, exist_ok=True)
-            for name, text in recording.items():
-                (directory / name).write_text(text)
+    try:
+        facts = recorded_facts(matrix, Path(args.facts)) if args.facts is not None else live_facts(args.record)
+    except RecordingInvalid as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
     subject = subject_for(matrix, facts, args)
     findings = judge(matrix, facts, subject, args.scope)
     if args.json:
@@ -111,3 +98,25 @@ def run(matrix: Matrix, args: argparse.Namespace) -> int:
     else:
         print(text_report(subject, facts, findings))
     return 1 if any(f.status == FAIL for f in findings) else 0
+
+
+def recorded_facts(matrix: Matrix, directory: Path) -> HostFacts:
+    """--facts DIR: a recording, refused when unreadable or when it says what no host prints."""
+    if not directory.is_dir():
+        raise RecordingInvalid([f"--facts {directory}: no such directory of recorded host facts"])
+    facts = from_recording(directory)
+    if problems := contradictions(matrix, facts, str(directory)):
+        raise RecordingInvalid(problems)
+    return facts
+
+
+def live_facts(record_to: str | None) -> HostFacts:
+    """This host's facts; with --record DIR, what its sources printed is written there too."""
+    recording = record()
+    facts = interpret(recording, "this host")
+    if record_to is not None:
+        directory = Path(record_to)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, text in recording.items():
+            (directory / name).write_text(text)
+    return facts

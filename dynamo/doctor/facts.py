@@ -16,6 +16,7 @@ import os
 import platform
 import re
 import resource
+import stat
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ class HostFacts:
     kernel_module: str | None = None  # from /proc/driver/nvidia/version
     gpus: list[Gpu] = field(default_factory=list)
     gpu_source: str = "none"  # nvml, nvidia-smi, proc or none
+    gpu_file: str | None = None  # the recording's file the driver and GPUs were read from
     gpu_error: str | None = None  # what the GPU sources said when they failed
     container_cuda: str | None = None
     packages: dict[str, str | None] = field(default_factory=dict)
@@ -76,9 +78,18 @@ class HostFacts:
 
 # -- parsers ------------------------------------------------------------------------------------
 
+# No tool prints a longer line (nvidia-smi's widest table is about 120 characters): the parsers skip
+# longer ones, so that each reads its text in time linear in its length.
+MAX_LINE = 512
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if len(line) <= MAX_LINE]
+
+
 def parse_os_release(text: str) -> dict[str, str]:
     values = {}
-    for line in text.splitlines():
+    for line in _lines(text):
         key, sep, value = line.partition("=")
         if sep:
             values[key.strip()] = value.strip().strip('"').strip("'")
@@ -92,6 +103,7 @@ def set_os(facts: HostFacts, os_release: str) -> None:
 
 
 CSV_COLUMNS = ("name", "driver_version", "memory.total", "compute_cap", "mig.mode.current")
+MIG_MODES = {"Enabled": True, "Disabled": False}
 
 
 def parse_smi_csv(text: str) -> tuple[str | None, list[Gpu]]:
@@ -100,7 +112,7 @@ def parse_smi_csv(text: str) -> tuple[str | None, list[Gpu]]:
     columns are found by name, in any order and among others."""
     driver, gpus = None, []
     positions = {column: index for index, column in enumerate(CSV_COLUMNS)}
-    for line in text.splitlines():
+    for line in _lines(text):
         cells = [cell.strip() for cell in line.split(",")]
         names = [cell.split(" [")[0] for cell in cells]  # "memory.total [MiB]"
         if "driver_version" in names:
@@ -112,18 +124,15 @@ def parse_smi_csv(text: str) -> tuple[str | None, list[Gpu]]:
         driver = row["driver_version"]
         memory = re.match(r"(\d+)\s*MiB", row.get("memory.total", ""))
         cc = row.get("compute_cap") if re.fullmatch(r"\d+\.\d+", row.get("compute_cap", "")) else None
-        mig = {"Enabled": True, "Disabled": False}.get(row.get("mig.mode.current", ""))
-        gpus.append(Gpu(row["name"], int(memory.group(1)) if memory else None, cc, mig))
+        gpus.append(Gpu(row["name"], int(memory.group(1)) if memory else None, cc,
+                        MIG_MODES.get(row.get("mig.mode.current", ""))))
     return driver, gpus
 
 
-# Compiled on first use (re keeps them): a host without nvidia-smi never needs them.
 _SMI_DRIVER = r"(?:Driver Version|KMD Version):\s*(?P<driver>\d+(?:\.\d+)+)"
 _SMI_CUDA = r"CUDA (?:UMD )?Version:\s*(?P<cuda>\S+)"
-# "|   0  NVIDIA H100 80GB HBM3          On  |", Jetson's "|   0  Orin (nvgpu)   N/A  |", or on an older
-# table "|   0  Tesla P4            Off  |".
-_SMI_GPU = r"^\|\s+(?P<index>\d+)\s+(?P<name>.+?)\s{2,}(?:On|Off|N/A)\s+\|"
 _SMI_MEMORY = r"(?P<used>\d+)MiB\s*/\s*(?P<total>\d+)MiB"
+PERSISTENCE_MODES = ("On", "Off", "N/A")
 
 
 def _cuda_version(text: str | None) -> str | None:
@@ -131,32 +140,48 @@ def _cuda_version(text: str | None) -> str | None:
     return text if text and re.fullmatch(r"\d+\.\d+", text) else None
 
 
+def _table_gpu_name(line: str) -> str | None:
+    """The GPU's name on the first line of its block: "|   0  NVIDIA H100 80GB HBM3          On  |",
+    Jetson's "|   0  Orin (nvgpu)   N/A  |", an older table's "|   0  Tesla P4            Off  |": the
+    first cell is an index, the name and the persistence mode, two or more spaces before the mode."""
+    first, bar, _ = line.removeprefix("|").partition("|")
+    if not line.startswith("|") or not bar:
+        return None
+    index, _, rest = first.strip().partition(" ")
+    name, gap, mode = rest.strip().rpartition("  ")
+    if not (index.isascii() and index.isdigit()) or not gap or mode not in PERSISTENCE_MODES or not name.strip():
+        return None
+    return name.strip()
+
+
 def parse_smi_table(text: str) -> tuple[str | None, str | None, list[Gpu]]:
     """The plain `nvidia-smi` table: driver, the driver's CUDA version, and the GPUs (names and
     memory; the table has no compute capability). R610+ calls them KMD and CUDA UMD Version; tables
     before R410 print no CUDA version; a table pasted inside a log may be indented."""
+    lines = [line.strip() for line in _lines(text)]
+    text = "\n".join(lines)
     driver = re.search(_SMI_DRIVER, text)
     cuda = re.search(_SMI_CUDA, text)
     gpus: list[Gpu] = []
-    lines = [line.strip() for line in text.splitlines()]
     for i, line in enumerate(lines):
-        match = re.match(_SMI_GPU, line)
-        if match:
+        name = _table_gpu_name(line)
+        if name:
             memory = re.search(_SMI_MEMORY, lines[i + 1]) if i + 1 < len(lines) else None
             # The block's third line ends with the MIG mode: Enabled, Disabled or N/A.
             last_cell = lines[i + 2].strip("|").split("|")[-1].strip() if i + 2 < len(lines) else ""
-            mig = {"Enabled": True, "Disabled": False}.get(last_cell)
-            gpus.append(Gpu(match.group("name").strip(), int(memory.group("total")) if memory else None, None, mig))
+            gpus.append(Gpu(name, int(memory.group("total")) if memory else None, None, MIG_MODES.get(last_cell)))
     return (driver.group("driver") if driver else None), _cuda_version(cuda.group("cuda") if cuda else None), gpus
 
 
 def parse_smi_query(text: str) -> tuple[str | None, str | None, list[Gpu]]:
     """`nvidia-smi -q`: driver, CUDA version (R410+), and per GPU name, brand, memory, MIG mode."""
+    lines = _lines(text)
+    text = "\n".join(lines)
     driver = re.search(r"^Driver Version\s*:\s*(\d+(?:\.\d+)+)", text, re.MULTILINE)
     cuda = re.search(r"^CUDA Version\s*:\s*(\S+)", text, re.MULTILINE)
     gpus: list[Gpu] = []
     section = ""
-    for raw in text.splitlines():
+    for raw in lines:
         key, sep, value = (part.strip() for part in raw.partition(":"))
         if not sep:
             section = key
@@ -170,7 +195,7 @@ def parse_smi_query(text: str) -> tuple[str | None, str | None, list[Gpu]]:
         elif key == "Total" and section == "FB Memory Usage" and (memory := re.match(r"(\d+)\s*MiB", value)):
             gpus[-1].memory_mib = int(memory.group(1))
         elif key == "Current" and section == "MIG Mode":
-            gpus[-1].mig = {"Enabled": True, "Disabled": False}.get(value)
+            gpus[-1].mig = MIG_MODES.get(value)
     return (driver.group(1) if driver else None), _cuda_version(cuda.group(1) if cuda else None), gpus
 
 
@@ -190,7 +215,7 @@ def parse_smi_xml(text: str) -> tuple[str | None, str | None, list[Gpu]]:
         mig = gpu.findtext("mig_mode/current_mig")
         brand = (gpu.findtext("product_brand") or "").replace(" ", "").lower()
         gpus.append(Gpu(gpu.findtext("product_name") or "unknown", int(total.group(1)) if total else None, None,
-                        {"Enabled": True, "Disabled": False}.get(mig or ""), brand or None))
+                        MIG_MODES.get(mig or ""), brand or None))
     return driver, _cuda_version(cuda), gpus
 
 
@@ -334,38 +359,99 @@ def gather(root: Path = Path("/")) -> HostFacts:
 
 
 def from_recording(directory: Path) -> HostFacts:
-    """Facts recorded on another machine: the files its sources printed (see `record`)."""
+    """Facts recorded on another machine: the files its sources printed (see `record`). Raises
+    RecordingInvalid for a file that is not text a tool printed, or a folder with none."""
     files, problems = {}, []
-    for path in sorted(directory.iterdir()) if directory.is_dir() else []:
-        if path.name in RECORDING_FILES and path.is_file():
-            try:
-                files[path.name] = path.read_bytes().decode("utf-8")
-            except UnicodeDecodeError as exc:
-                problems.append(f"{directory / path.name}: not UTF-8 text (byte {exc.start}); record the tool's output"
-                                f" as text")
-            except OSError as exc:
-                problems.append(f"{directory / path.name}: cannot be read ({exc.strerror})")
+    for name in RECORDING_FILES:
+        path = directory / name
+        if os.path.lexists(path):  # a dangling or looping link is there, and unreadable
+            text = _recorded_text(path, problems)
+            if text is not None:
+                files[name] = text
+    if not files and not problems:
+        problems.append(f"{directory}: no recorded file (expected {', '.join(RECORDING_FILES)}); `dynamo doctor"
+                        f" --record DIR` writes them")
     if problems:
         raise RecordingInvalid(problems)
     return interpret(files, str(directory))
+
+
+def _recorded_text(path: Path, problems: list[str]) -> str | None:
+    """One recorded file's text, or None with the reason in `problems`."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            problems.append(f"{path}: not a file; record the tool's output into a file of that name")
+            return None
+        with path.open("rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        problems.append(f"{path}: cannot be read ({exc.strerror})")
+        return None
+    if len(data) > MAX_FILE_BYTES:
+        problems.append(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB, more than any GPU tool prints")
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problems.append(f"{path}: not UTF-8 text (byte {exc.start}); record the tool's output as text")
+        return None
+    if "\x00" in text:
+        problems.append(f"{path}: a NUL byte at byte {data.index(0)}: not text a tool printed; record the tool's"
+                        f" output as text")
+        return None
+    return text
 
 
 # -- the interpreter -------------------------------------------------------------------------------
 
 RECORDING_FILES = ("host.json", "os-release", "proc-driver-nvidia-version", "nvml.json", "nvidia-smi.csv",
                    "nvidia-smi.xml", "nvidia-smi-q.txt", "nvidia-smi.txt")
+# Bounds no real host exceeds: what lies beyond them is a corrupt or hostile recording, refused.
+MAX_FILE_BYTES = 4 * 2**20  # an 8-GPU `nvidia-smi -q -x` report is about 100 KB
+MAX_GPUS = 64  # the largest single hosts have 16 (DGX-2, HGX B300 has 8)
+MAX_NAME = 96  # NVML_DEVICE_NAME_V2_BUFFER_SIZE: NVML's names fit in 96 bytes
+MAX_MEMORY_MIB = 2**22  # 4 TiB, over ten times the largest GPU's memory (B300: 288 GB)
+DRIVER_VERSION = r"\d{2,3}(?:\.\d{1,3}){1,2}"  # "580.95.05"; under WSL2 the Windows driver's "555.99"
+CUDA_VERSION = r"\d{1,2}\.\d{1,2}"  # "12.8"
+COMPUTE_CAPABILITY = r"\d{1,2}\.\d"  # "9.0", "12.1"
+
+
+def _whole(low: int):
+    return lambda value: type(value) is int and value >= low
+
+
+def _limit_pair(value: object) -> bool:
+    return value is None or (isinstance(value, list) and len(value) == 2 and all(_whole(-1)(v) for v in value))
+
+
+def _packages(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and (v is None or isinstance(v, str))
+                                           for k, v in value.items())
+
+
+_string = lambda value: isinstance(value, str)  # noqa: E731
+_flag = lambda value: isinstance(value, bool)  # noqa: E731
 _LIMIT = "[soft, hard] whole numbers (-1 for unlimited)"
-HOST_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
-    "arch": ((str,), "a string such as \"x86_64\""), "os_id": ((str,), "a string"), "os_version": ((str,), "a string"),
-    "os_name": ((str,), "a string"), "in_container": ((bool,), "true or false"),
-    "python": ((str,), "a version string such as \"3.12.3\""), "glibc": ((str,), "a string"),
-    "container_cuda": ((str, type(None)), "a CUDA version such as \"12.9\" or null"),
-    "packages": ((dict,), "a table of package name -> version string or null"),
-    "shm_bytes": ((int, type(None)), "a whole number of bytes or null"),
-    "memlock": ((list, type(None)), _LIMIT), "nofile": ((list, type(None)), _LIMIT),
-    "kernel_release": ((str,), "a string such as \"6.8.0-45-generic\""),
-    "wsl": ((bool,), "true or false"),
+HOST_FIELDS = {
+    "arch": (_string, "a string such as \"x86_64\""), "os_id": (_string, "a string"),
+    "os_version": (_string, "a string"), "os_name": (_string, "a string"),
+    "in_container": (_flag, "true or false"),
+    "python": (_string, "a version string such as \"3.12.3\""), "glibc": (_string, "a string"),
+    "container_cuda": (lambda value: value is None or (isinstance(value, str) and re.fullmatch(CUDA_VERSION, value)),
+                       "a CUDA version such as \"12.9\" or null"),
+    "packages": (_packages, "a table of package name -> version string or null"),
+    "shm_bytes": (lambda value: value is None or _whole(0)(value), "a whole number of bytes (0 or more) or null"),
+    "memlock": (_limit_pair, _LIMIT), "nofile": (_limit_pair, _LIMIT),
+    "kernel_release": (_string, "a string such as \"6.8.0-45-generic\""),
+    "wsl": (_flag, "true or false"),
 }
+
+
+def _shown(value: object) -> str:
+    """A value for a one-line message: scalars as JSON, cut short; containers by their kind."""
+    if isinstance(value, (list, dict)):
+        return f"a JSON {'array' if isinstance(value, list) else 'object'}"
+    return json.dumps(value)[:60]
 
 
 def _json(files: dict[str, str], name: str, source: str, problems: list[str]) -> dict | None:
@@ -375,6 +461,9 @@ def _json(files: dict[str, str], name: str, source: str, problems: list[str]) ->
         data = json.loads(files[name])
     except ValueError as exc:
         problems.append(f"{source}/{name}: not JSON ({exc})")
+        return None
+    except RecursionError:
+        problems.append(f"{source}/{name}: JSON nested too deep; a recording is a flat object")
         return None
     if not isinstance(data, dict):
         problems.append(f"{source}/{name}: expected a JSON object, got {type(data).__name__}")
@@ -386,108 +475,192 @@ def _host_fields(host: dict, where: str, problems: list[str]) -> dict:
     values = {}
     for key, value in host.items():
         if key not in HOST_FIELDS:
-            problems.append(f"{where}: {key}: unknown field; expected one of {', '.join(HOST_FIELDS)}")
+            problems.append(f"{where}: {_shown(key)}: unknown field; expected one of {', '.join(HOST_FIELDS)}")
             continue
-        types_, expected = HOST_FIELDS[key]
-        ok = isinstance(value, types_) and not (isinstance(value, bool) and bool not in types_)
-        if ok and key in ("memlock", "nofile") and value is not None:
-            ok = len(value) == 2 and all(type(v) is int for v in value)
-            value = tuple(value) if ok else value
-        if ok and key == "packages":
-            ok = all(isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in value.items())
-        if ok and key == "container_cuda" and value is not None:
-            ok = re.fullmatch(r"\d+\.\d+", value) is not None
-        if ok:
-            values[key] = value
+        valid, expected = HOST_FIELDS[key]
+        if not valid(value):
+            problems.append(f"{where}: {key}: expected {expected}, got {_shown(value)}")
         else:
-            problems.append(f"{where}: {key}: expected {expected}, got {json.dumps(value)[:60]}")
+            values[key] = tuple(value) if key in ("memlock", "nofile") and value is not None else value
     return values
 
 
-def _nvml(nvml: dict, where: str, problems: list[str]) -> tuple[str, str, list[Gpu]] | None:
-    """nvml.json's driver, CUDA version and GPUs; None when NVML failed (its "error")."""
+@dataclass
+class GpuReading:
+    """What one GPU source said: the driver, the newest CUDA it supports, the GPUs."""
+
+    file: str  # the recording's file name: nvml.json, nvidia-smi.csv, ...
+    driver: str | None
+    cuda: str | None
+    gpus: list[Gpu]
+
+
+def _nvml(nvml: dict, where: str, problems: list[str]) -> GpuReading | None:
+    """nvml.json's driver, CUDA version and GPUs; None when NVML failed (its "error"). Checks the
+    shape; `_implausible` checks the values, as for every source."""
     if "error" in nvml:
         return None
     before = len(problems)
     driver, cuda = nvml.get("driver"), nvml.get("cuda_driver_version")
-    if not isinstance(driver, str) or not re.fullmatch(r"\d+(\.\d+)+", driver):
-        problems.append(f"{where}: driver: expected a driver version such as \"580.95.05\", got {json.dumps(driver)}")
-    if type(cuda) is not int or cuda <= 0:
-        problems.append(f"{where}: cuda_driver_version: expected NVML's number such as 12080, got {json.dumps(cuda)}")
-    gpus = []
+    if not isinstance(driver, str):
+        problems.append(f"{where}: driver: expected a driver version such as \"580.95.05\", got {_shown(driver)}")
+    if not (type(cuda) is int and 1000 <= cuda < 100_000):
+        problems.append(f"{where}: cuda_driver_version: expected NVML's number such as 12080, got {_shown(cuda)}")
     items = nvml.get("gpus", [])
-    if not isinstance(items, list):
-        problems.append(f"{where}: gpus: expected a list, got {json.dumps(items)[:60]}")
+    if not isinstance(items, list) or len(items) > MAX_GPUS:
+        problems.append(f"{where}: gpus: expected a list of at most {MAX_GPUS} GPUs, got {_shown(items)}"
+                        + (f" of {len(items)}" if isinstance(items, list) else ""))
         items = []
-    for i, item in enumerate(items):
-        field = f"{where}: gpus[{i}]"
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            problems.append(f"{field}: expected an object with a \"name\" string")
-            continue
-        cc, memory, mig, brand = (item.get(k) for k in ("compute_capability", "memory_mib", "mig", "brand"))
-        if cc is not None and not (isinstance(cc, str) and re.fullmatch(r"\d+\.\d+", cc)):
-            problems.append(f"{field}.compute_capability: expected MAJOR.MINOR such as \"9.0\", got {json.dumps(cc)}")
-        if memory is not None and type(memory) is not int:
-            problems.append(f"{field}.memory_mib: expected a whole number, got {json.dumps(memory)}")
-        if mig is not None and not isinstance(mig, bool):
-            problems.append(f"{field}.mig: expected true, false or null, got {json.dumps(mig)}")
-        if brand is not None and not isinstance(brand, str):
-            problems.append(f"{field}.brand: expected a string such as \"tesla\", got {json.dumps(brand)}")
-        gpus.append(Gpu(item["name"], memory, cc, mig, brand.lower() if isinstance(brand, str) else None))
+    gpus = [gpu for i, item in enumerate(items) if (gpu := _nvml_gpu(item, f"{where}: gpus[{i}]", problems))]
     if len(problems) > before:
         return None
-    return driver, cuda_from_int(cuda), gpus
+    return GpuReading("nvml.json", driver, cuda_from_int(cuda), gpus)
+
+
+_NVML_GPU_FIELDS = {"compute_capability": (str, "a string such as \"9.0\""), "memory_mib": (int, "a whole number"),
+                    "mig": (bool, "true, false or null"), "brand": (str, "a string such as \"tesla\"")}
+
+
+def _nvml_gpu(item: object, field: str, problems: list[str]) -> Gpu | None:
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+        problems.append(f"{field}: expected an object with a \"name\" string")
+        return None
+    for key, (kind, expected) in _NVML_GPU_FIELDS.items():
+        value = item.get(key)
+        if value is not None and (type(value) is not kind):
+            problems.append(f"{field}.{key}: expected {expected}, got {_shown(value)}")
+            return None
+    brand = item.get("brand")
+    return Gpu(item["name"], item.get("memory_mib"), item.get("compute_capability"), item.get("mig"),
+               brand.lower() if brand else None)
 
 
 def _said(text: str) -> str:
     """What a failing tool printed, every line (a driver/library mismatch spans two)."""
-    lines = [line.strip() for line in text.replace("\x00", "").splitlines() if line.strip()]
+    lines = [line.strip() for line in _lines(text) if line.strip()]
     return " / ".join(lines[:4])
 
 
+# nvidia-smi's reports, in the order they are trusted, with their parsers
+SMI_REPORTS = {"nvidia-smi.xml": lambda text: parse_smi_xml(text), "nvidia-smi-q.txt": lambda text: parse_smi_query(text),
+               "nvidia-smi.txt": lambda text: parse_smi_table(text)}
+
+
 def interpret(files: dict[str, str], source: str) -> HostFacts:
-    """The one judge of what the sources printed, live or recorded. Raises RecordingInvalid."""
-    problems: list[str] = []
+    """The one judge of what the sources printed, live or recorded. Raises RecordingInvalid for a
+    recording that is malformed or absurd, each problem naming the file and field."""
+    problems = _overlong(files, source)
     host = _json(files, "host.json", source, problems) or {}
     facts = HostFacts(**_host_fields(host, f"{source}/host.json", problems))
     nvml = _json(files, "nvml.json", source, problems)
-    nvml_facts = _nvml(nvml, f"{source}/nvml.json", problems) if nvml is not None else None
+    nvml_reading = _nvml(nvml, f"{source}/nvml.json", problems) if nvml is not None else None
     if problems:
         raise RecordingInvalid(problems)
-    if "os-release" in files:
-        set_os(facts, files["os-release"])
-    if "proc-driver-nvidia-version" in files:
-        facts.kernel_module = parse_proc_version(files["proc-driver-nvidia-version"])
-    table, csv = files.get("nvidia-smi.txt"), files.get("nvidia-smi.csv")
-    reports = [parse_smi_xml(files["nvidia-smi.xml"]) if "nvidia-smi.xml" in files else (None, None, []),
-               parse_smi_query(files["nvidia-smi-q.txt"]) if "nvidia-smi-q.txt" in files else (None, None, []),
-               parse_smi_table(table) if table else (None, None, [])]  # in the order they are trusted
-    csv_facts = parse_smi_csv(csv) if csv else (None, [])
-    errors = []
-    if nvml is not None and nvml_facts is None:
-        errors.append(f"NVML: {nvml.get('error')}")
-    if nvml_facts is not None:
-        facts.driver, facts.driver_cuda, facts.gpus = nvml_facts
-        facts.gpu_source = "nvml"
-    elif csv_facts[0]:
-        facts.driver, facts.gpus = csv_facts
-        facts.driver_cuda = next((cuda for _, cuda, _ in reports if cuda), None)
-        facts.gpu_source = "nvidia-smi"
-    elif report := next((r for r in reports if r[0]), None):
-        facts.driver, facts.driver_cuda, facts.gpus = report
-        facts.gpu_source = "nvidia-smi"
+    set_os(facts, files.get("os-release", ""))
+    facts.kernel_module = parse_proc_version(files.get("proc-driver-nvidia-version", ""))
+    reports = {name: parse(files[name]) for name, parse in SMI_REPORTS.items() if files.get(name)}
+    errors = [f"NVML: {nvml.get('error')}"] if nvml is not None and nvml_reading is None else []
+    reading = nvml_reading or _smi_reading(files.get("nvidia-smi.csv"), reports)
+    if reading is not None:
+        _take(facts, reading)
     else:
-        errors += [f"nvidia-smi: {_said(text)}" for text in (csv, table) if text and _said(text)]
+        errors += [f"nvidia-smi: {_said(text)}" for text in (files.get("nvidia-smi.csv"), files.get("nvidia-smi.txt"))
+                   if text and _said(text)]
         if facts.kernel_module:
-            facts.driver, facts.gpu_source = facts.kernel_module, "proc"
-    for _, _, others in reports:  # the brand, where only another report of the same GPUs says it
-        if len(others) == len(facts.gpus):
-            for gpu, other in zip(facts.gpus, others):
-                gpu.brand = gpu.brand or other.brand
+            facts.driver, facts.gpu_source, facts.gpu_file = facts.kernel_module, "proc", "proc-driver-nvidia-version"
+    _fill_brands(facts.gpus, reports)
     if facts.gpu_source in ("nvidia-smi", "nvml") and not facts.gpus:
         errors.append(f"{facts.gpu_source}: no GPU listed")
     facts.gpu_error = "; ".join(errors) or None
+    problems = _unread_table(files, reports, source) + _implausible(facts, source)
+    if problems:
+        raise RecordingInvalid(problems)
     return facts
+
+
+LINE_FILES = ("os-release", "proc-driver-nvidia-version", "nvidia-smi.csv", "nvidia-smi-q.txt", "nvidia-smi.txt")
+
+
+def _overlong(files: dict[str, str], source: str) -> list[str]:
+    """A line longer than any tool prints, in a file read line by line."""
+    problems = []
+    for name in LINE_FILES:
+        number, line = next(((n, line) for n, line in enumerate(files.get(name, "").splitlines(), 1)
+                             if len(line) > MAX_LINE), (0, ""))
+        if number:
+            problems.append(f"{source}/{name}: line {number} has {len(line):,} characters; no tool prints a line over"
+                            f" {MAX_LINE}")
+    return problems
+
+
+def _smi_reading(csv: str | None, reports: dict[str, tuple[str | None, str | None, list[Gpu]]]) -> GpuReading | None:
+    """nvidia-smi's answer: its CSV query (with the CUDA version from a report, which alone says it),
+    else the most trusted report that names a driver."""
+    driver, gpus = parse_smi_csv(csv) if csv else (None, [])
+    if driver:
+        return GpuReading("nvidia-smi.csv", driver, next((cuda for _, cuda, _ in reports.values() if cuda), None), gpus)
+    return next((GpuReading(name, *report) for name, report in reports.items() if report[0]), None)
+
+
+def _take(facts: HostFacts, reading: GpuReading) -> None:
+    facts.driver, facts.driver_cuda, facts.gpus = reading.driver, reading.cuda, reading.gpus
+    facts.gpu_source = "nvml" if reading.file == "nvml.json" else "nvidia-smi"
+    facts.gpu_file = reading.file
+
+
+def _fill_brands(gpus: list[Gpu], reports: dict[str, tuple[str | None, str | None, list[Gpu]]]) -> None:
+    """The brand, where only another report of the same GPUs says it."""
+    for _, _, others in reports.values():
+        if len(others) == len(gpus):
+            for gpu, other in zip(gpus, others):
+                gpu.brand = gpu.brand or other.brand
+
+
+def _unread_table(files: dict[str, str], reports: dict, source: str) -> list[str]:
+    """An nvidia-smi table (its borders are there) with no driver in it: translated or mangled, it would
+    be judged as a host without a driver."""
+    table = files.get("nvidia-smi.txt", "")
+    bordered = any(line.strip().startswith(("+--", "|==")) for line in _lines(table))
+    if bordered and not reports.get("nvidia-smi.txt", (None,))[0]:
+        return [f"{source}/nvidia-smi.txt: a table with no \"Driver Version\": not nvidia-smi's own (English) table;"
+                f" record `LC_ALL=C nvidia-smi` as printed"]
+    return []
+
+
+def gpu_field(file: str, index: int, key: str) -> str:
+    """A GPU's field as its recording names it."""
+    if file == "nvml.json":
+        return f"gpus[{index}].{key}"
+    return f"GPU {index} {key.replace('_', ' ').replace(' mib', '')}"
+
+
+def _implausible(facts: HostFacts, source: str) -> list[str]:
+    """Values no real host reports, each naming the file and field."""
+    where = f"{source}/{facts.gpu_file}"
+    problems = []
+    if facts.driver and not re.fullmatch(DRIVER_VERSION, facts.driver):
+        problems.append(f"{where}: driver: {_shown(facts.driver)} is not an NVIDIA driver version such as 580.95.05")
+    if facts.driver_cuda and not re.fullmatch(CUDA_VERSION, facts.driver_cuda):
+        problems.append(f"{where}: CUDA version: {_shown(facts.driver_cuda)} is not a CUDA version such as 12.8")
+    if len(facts.gpus) > MAX_GPUS:
+        return [*problems, f"{where}: {len(facts.gpus)} GPUs; no host has more than {MAX_GPUS}"]
+    for index, gpu in enumerate(facts.gpus):
+        problems += [f"{where}: {gpu_field(facts.gpu_file, index, key)}: {problem}"
+                     for key, problem in _implausible_gpu(gpu)]
+    return problems
+
+
+def _implausible_gpu(gpu: Gpu) -> list[tuple[str, str]]:
+    """(field, problem) for each value of one GPU that no real GPU reports."""
+    problems = []
+    if len(gpu.name) > MAX_NAME:
+        problems.append(("name", f"{len(gpu.name)} characters; NVML's names are shorter than {MAX_NAME}"))
+    if gpu.memory_mib is not None and not 0 <= gpu.memory_mib <= MAX_MEMORY_MIB:
+        problems.append(("memory_mib", f"{gpu.memory_mib} MiB; a GPU has between 0 and 4 TiB"))
+    if gpu.compute_capability is not None and not re.fullmatch(COMPUTE_CAPABILITY, gpu.compute_capability):
+        problems.append(("compute_capability", f"expected MAJOR.MINOR such as \"9.0\", got"
+                                               f" {_shown(gpu.compute_capability)}"))
+    return problems
 
 
 def _container_cuda(root: Path) -> str | None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from packaging.version import InvalidVersion, Version
 
 from dynamo.doctor import requirement
-from dynamo.doctor.facts import Gpu, HostFacts, cuda_suffix_mismatches
+from dynamo.doctor.facts import Gpu, HostFacts, cuda_suffix_mismatches, gpu_field
 from dynamo.frozen import Frozen
 from dynamo.matrix import InvalidCombination, Matrix, Target, targets
 from dynamo.matrix.query import arch_name, matching_caveats, normalize_arch
@@ -51,14 +53,28 @@ def _version(text: str | None) -> Version | None:
         return None
 
 
-_SUFFIX = r"(?i)(?:[\s-]+(?:\d+\s?GB|PCIe|PCIE|SXM\d*|HBM\d\w*|NVL|Laptop GPU))+$"
+# The words NVIDIA appends to a model's name: memory ("80GB", "16 GB"), form factor, memory kind.
+_SUFFIX_WORD = re.compile(r"(?i)\d+GB|PCIe|SXM\d*|HBM\d\w*|NVL")
+TRUNCATED = "..."  # how nvidia-smi's table ends a name too long for its column
 
 
 def model_name(gpu_name: str) -> str:
     """The name NVIDIA's list gives a GPU: "NVIDIA H100 80GB HBM3" -> "h100", "Tesla V100-SXM2-16GB" ->
-    "tesla v100" (case-folded; the matrix's [gpu] keys are compared the same way)."""
+    "tesla v100" (case-folded; the matrix's [gpu] keys are compared the same way). Word by word from
+    the end, in time linear in the name."""
     name = re.sub(r"^NVIDIA\s+", "", gpu_name.strip(), flags=re.IGNORECASE)
-    return re.sub(_SUFFIX, "", name).strip().casefold()
+    words = [(m.group(), m.end()) for m in re.finditer(r"[^\s-]+", name)]
+    end = len(words)  # the first word is the model's, never a suffix
+    while end > 1:
+        last, before = words[end - 1][0], words[end - 2][0]
+        if _SUFFIX_WORD.fullmatch(last):
+            end -= 1
+        elif end > 2 and ((last.upper() == "GB" and before.isdigit())
+                          or (last.lower(), before.lower()) == ("gpu", "laptop")):
+            end -= 2
+        else:
+            break
+    return name[:words[end - 1][1]].casefold() if words else ""
 
 
 @dataclass(eq=False, repr=False)
@@ -68,10 +84,43 @@ class Identity(Frozen):
 
 
 def identify(matrix: Matrix, gpu: Gpu) -> Identity:
-    """Brand and compute capability from the source (NVML, nvidia-smi), else the matrix's exact GPU table."""
-    cc, brand = next(((cc, brand) for cc, brands in matrix.gpu.items() for brand, names in brands.items()
-                      if any(model_name(name) == model_name(gpu.name) for name in names)), (None, None))
-    return Identity(gpu.compute_capability or cc, gpu.brand or brand)
+    """Brand and compute capability from the source (NVML, nvidia-smi), else the matrix's GPU table."""
+    known = known_gpu(matrix, gpu.name)
+    return Identity(gpu.compute_capability or known.compute_capability, gpu.brand or known.brand)
+
+
+def known_gpu(matrix: Matrix, gpu_name: str) -> Identity:
+    """What the matrix's GPU table says of a name: matched exactly; a name nvidia-smi's table cut short
+    ("Tesla V100-SXM2...") by its prefix, when every GPU it may be agrees (every V100 is 7.0)."""
+    rows = tuple((cc, brand, name) for cc, brands in matrix.gpu.items() for brand, names in brands.items()
+                 for name in names)
+    return _known(rows, gpu_name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _known(rows: tuple[tuple[str, str, str], ...], gpu_name: str) -> Identity:
+    table = [(model_name(name), cc, brand) for cc, brand, name in rows]
+    model = model_name(gpu_name)
+    found = {(cc, brand) for name, cc, brand in table if name == model}
+    if not found and gpu_name.endswith(TRUNCATED):
+        prefix = re.sub(r"^NVIDIA\s+", "", gpu_name.removesuffix(TRUNCATED).strip(), flags=re.IGNORECASE).casefold()
+        found = {(cc, brand) for name, cc, brand in table
+                 if name.startswith(prefix) or (prefix.startswith(name) and prefix[len(name)] in " -")}
+    ccs, brands = {cc for cc, _ in found}, {brand for _, brand in found}
+    return Identity(ccs.pop() if len(ccs) == 1 else None, brands.pop() if len(brands) == 1 else None)
+
+
+def contradictions(matrix: Matrix, facts: HostFacts, source: str) -> list[str]:
+    """A recorded compute capability that NVIDIA's list contradicts for the GPU's name (an H100 at 12.0):
+    a recording no real host printed."""
+    problems = []
+    for index, gpu in enumerate(facts.gpus):
+        known = known_gpu(matrix, gpu.name).compute_capability
+        if gpu.compute_capability and known and gpu.compute_capability != known:
+            problems.append(f"{source}/{facts.gpu_file}: {gpu_field(facts.gpu_file or '', index, 'compute_capability')}:"
+                            f" {gpu.compute_capability}, but every {gpu.name} is {known} (NVIDIA's list, the matrix's"
+                            f" [gpu] table)")
+    return problems
 
 
 def covered(cc: str, archs: tuple[str, ...]) -> bool:
@@ -362,50 +411,84 @@ def _driver(matrix: Matrix, facts: HostFacts, target: Target, fixes: bool = True
         return [Finding(OK, "driver", "the CPU build needs no GPU driver")]
     if (mismatch := _mismatch(facts)) is not None:
         return [mismatch]
+
     def fix() -> str | None:  # only a warning or a failure names one: the hint looks at every target
         return _fixes(matrix, facts, target) if fixes else None
 
-    floor, floor_text = Version(target.driver_linux), target.driver_linux  # shown as recorded: 575.51.03
     host = _version(facts.driver)
-    if host is None and "no devices were found" in (facts.gpu_error or "").lower():
-        return [Finding(FAIL, "driver", f"the NVIDIA driver is loaded but sees no GPU ({facts.gpu_error})",
-                        "check that the GPU is seated, powered and supported by this driver (`dmesg | grep -i NVRM`)"
-                        + ("; or run on the CPU: --cuda cpu" if matrix.framework[target.framework].cpu else ""))]
     if host is None:
-        said = f" ({facts.gpu_error})" if facts.gpu_error else ""
-        where = "in WSL2 (no GPU through /dev/dxg)" if facts.wsl else "found"
-        return [Finding(FAIL, "driver", f"no NVIDIA driver {where}{said}; CUDA {target.cuda} needs >= {floor_text}", fix())]
+        return [_no_driver(matrix, facts, target, fix)]
     if facts.wsl:
-        windows = int((target.published_windows or str(floor.major)).split(".")[0])
-        if host.major >= windows:
-            return [Finding(OK, "driver", f"Windows driver {facts.driver} >= {windows}.xx, the floor of CUDA"
-                            f" {target.cuda} under WSL2")]
-        return [Finding(FAIL, "driver", f"Windows driver {facts.driver} is below {windows}.xx, the floor of CUDA"
-                        f" {target.cuda} under WSL2 (forward compatibility does not apply there)", fix())]
-    if host >= floor:
-        return [Finding(OK, "driver", f"driver {facts.driver} >= {floor_text}, the floor of CUDA {target.cuda}")]
-    below = f"driver {facts.driver} is below {floor_text} (CUDA {target.cuda})"
+        return [_windows_driver(facts, target, host, fix)]
+    if host >= Version(target.driver_linux):
+        return [Finding(OK, "driver", f"driver {facts.driver} >= {target.driver_linux}, the floor of CUDA {target.cuda}")]
+    return [_forward_compatible(matrix, facts, target, host, fix) or _minor_compatible(matrix, facts, target, host, fix)
+            or _insufficient(matrix, facts, target, fix)]
+
+
+def _below(facts: HostFacts, target: Target) -> str:
+    return f"driver {facts.driver} is below {target.driver_linux} (CUDA {target.cuda})"  # the floor as recorded
+
+
+def _no_driver(matrix: Matrix, facts: HostFacts, target: Target, fix: Callable[[], str | None]) -> Finding:
+    if "no devices were found" in (facts.gpu_error or "").lower():
+        return Finding(FAIL, "driver", f"the NVIDIA driver is loaded but sees no GPU ({facts.gpu_error})",
+                       "check that the GPU is seated, powered and supported by this driver (`dmesg | grep -i NVRM`)"
+                       + ("; or run on the CPU: --cuda cpu" if matrix.framework[target.framework].cpu else ""))
+    said = f" ({facts.gpu_error})" if facts.gpu_error else ""
+    where = "in WSL2 (no GPU through /dev/dxg)" if facts.wsl else "found"
+    return Finding(FAIL, "driver", f"no NVIDIA driver {where}{said}; CUDA {target.cuda} needs >= {target.driver_linux}",
+                   fix())
+
+
+def _windows_driver(facts: HostFacts, target: Target, host: Version, fix: Callable[[], str | None]) -> Finding:
+    """Under WSL2 the Windows driver's floor applies, and forward compatibility does not."""
+    windows = int((target.published_windows or str(Version(target.driver_linux).major)).split(".")[0])
+    if host.major >= windows:
+        return Finding(OK, "driver", f"Windows driver {facts.driver} >= {windows}.xx, the floor of CUDA {target.cuda}"
+                       f" under WSL2")
+    return Finding(FAIL, "driver", f"Windows driver {facts.driver} is below {windows}.xx, the floor of CUDA"
+                   f" {target.cuda} under WSL2 (forward compatibility does not apply there)", fix())
+
+
+def _forward_compatible(matrix: Matrix, facts: HostFacts, target: Target, host: Version,
+                        fix: Callable[[], str | None]) -> Finding | None:
+    """Below the floor on one of the matrix's forward-compatibility branches: the image's cuda-compat
+    libraries run it on data-center and professional GPUs."""
     compat = matrix.forward_compat
     branches = compat.branches.get(target.cuda, ()) if compat else ()
     brands = [identify(matrix, gpu).brand for gpu in facts.gpus]
-    if host.major in branches and brands:
-        capable = [b in compat.brands for b in brands if b]
-        if all(capable) and len(capable) == len(brands):
-            return [Finding(WARN, "driver", f"{below}; it runs through forward compatibility (the image's cuda-compat"
-                            f" libraries on R{host.major}, data-center and professional GPUs only)", fix())]
-        if None in brands and all(capable):
-            return [Finding(WARN, "driver", f"{below}; forward compatibility works only if every GPU is a data-center"
-                            f" or professional one (a GPU here is unknown)", fix())]
+    if host.major not in branches or not brands:
+        return None
+    capable = [b in compat.brands for b in brands if b]
+    if all(capable) and len(capable) == len(brands):
+        return Finding(WARN, "driver", f"{_below(facts, target)}; it runs through forward compatibility (the image's"
+                       f" cuda-compat libraries on R{host.major}, data-center and professional GPUs only)", fix())
+    if None in brands and all(capable):
+        return Finding(WARN, "driver", f"{_below(facts, target)}; forward compatibility works only if every GPU is a"
+                       f" data-center or professional one (a GPU here is unknown)", fix())
+    return None
+
+
+def _minor_compatible(matrix: Matrix, facts: HostFacts, target: Target, host: Version,
+                      fix: Callable[[], str | None]) -> Finding | None:
+    """Below the floor, on a driver of the same CUDA major: minor-version compatibility, with its limits."""
     major = target.cuda.split(".")[0]
     minor = matrix.cuda_major.get(major)
     if minor and host >= Version(minor.minor_compat_driver) and (driver_cuda(matrix, facts) or "").split(".")[0] == major:
-        return [Finding(WARN, "driver", f"{below}; it runs through CUDA {major}.x minor-version compatibility with a"
-                        f" limited feature set: code that JIT-compiles newer PTX fails (cudaErrorUnsupportedPtxVersion,"
-                        f" 222)", fix())]
-    insufficient = f"{below}: \"CUDA driver version is insufficient\" (error 35)"
+        return Finding(WARN, "driver", f"{_below(facts, target)}; it runs through CUDA {major}.x minor-version"
+                       f" compatibility with a limited feature set: code that JIT-compiles newer PTX fails"
+                       f" (cudaErrorUnsupportedPtxVersion, 222)", fix())
+    return None
+
+
+def _insufficient(matrix: Matrix, facts: HostFacts, target: Target, fix: Callable[[], str | None]) -> Finding:
+    message = f"{_below(facts, target)}: \"CUDA driver version is insufficient\" (error 35)"
+    compat = matrix.forward_compat
+    brands = [identify(matrix, gpu).brand for gpu in facts.gpus]
     if brands and not all(b in (compat.brands if compat else ()) for b in brands):
-        insufficient += "; forward compatibility needs a data-center or professional GPU (error 804 elsewhere)"
-    return [Finding(FAIL, "driver", insufficient, fix())]
+        message += "; forward compatibility needs a data-center or professional GPU (error 804 elsewhere)"
+    return Finding(FAIL, "driver", message, fix())
 
 
 def _gpus(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]:

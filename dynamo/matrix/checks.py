@@ -78,9 +78,33 @@ def specifier(value: str) -> str | None:
 
 
 def release_name(value: str) -> str | None:
-    if value == "main" or version(value) is None:
+    """"main" or a version in PEP 440's normal form: the name becomes a path (constraints/<name>/) and
+    a pin (ai-dynamo==<name>), where " 1.6.3 " or "v1.6.2" would be another name for the same release."""
+    if value == "main" or (version(value) is None and str(Version(value)) == value):
         return None
-    return '"main" or a PEP 440 version such as "0.8.1" or "0.8.1.post1"'
+    return '"main" or a PEP 440 version in its normal form such as "0.8.1" or "0.8.1.post1"'
+
+
+# Characters a URL of the matrix may hold: RFC 3986's, less those a shell reads (; & $ ` ' " ( ) * ! | < >).
+_URL_CHARACTERS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@%+=,]+", re.ASCII)
+
+
+def url(value: str, schemes: tuple[str, ...] = ("https",)) -> str | None:
+    """An absolute URL of one of `schemes`, with a host (file: has none), and no whitespace or
+    character a shell would read, since a URL is written into shell lines (a Dockerfile's RUN)."""
+    from urllib.parse import urlsplit
+
+    expected = f"a URL such as \"https://pypi.nvidia.com\" ({' or '.join(schemes)}; no spaces or shell characters)"
+    if not _URL_CHARACTERS.fullmatch(value):
+        return expected
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError:
+        return expected
+    if parts.scheme not in schemes or (parts.scheme != "file" and not parts.hostname):
+        return expected
+    return None
 
 
 # PEP 508's name: letters and digits, with . _ - inside (a bare name: no extras, version or marker).

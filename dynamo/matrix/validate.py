@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 from collections.abc import Iterator
 
 from packaging.specifiers import SpecifierSet
@@ -10,7 +12,16 @@ from packaging.version import Version
 from dynamo.matrix import checks
 from dynamo.matrix.convert import Path, Problem
 from dynamo.matrix.model import Engine, Matrix, Release, ReleaseFields
-from dynamo.matrix.query import FEATURES, condition_values, engine_archs, human_list
+from dynamo.matrix.query import (
+    FEATURES,
+    condition_values,
+    engine_archs,
+    engine_nixl,
+    human_list,
+    nixl_extras,
+    reaches,
+    release_artifacts,
+)
 
 
 def validate(matrix: Matrix) -> list[Problem]:
@@ -20,9 +31,11 @@ def validate(matrix: Matrix) -> list[Problem]:
 def _all(m: Matrix) -> Iterator[tuple[Path, str]]:
     yield from _check_latest(m)
     yield from _check_cuda(m)
+    yield from _check_cuda_majors(m)
     yield from _check_driver_order(m)
     yield from _check_hardware(m)
     yield from _check_gpus(m)
+    yield from _check_first_cuda(m)
     yield from _check_defaults(m)
     yield from _check_release_names(m)
     for name, release in m.release.items():
@@ -31,6 +44,8 @@ def _all(m: Matrix) -> Iterator[tuple[Path, str]]:
     yield from _check_artifacts(m)
     yield from _check_forward_compat(m)
     yield from _check_gpu_table(m)
+    yield from _check_urls(m)
+    yield from _check_history(m)
 
 
 def _undefined(path: Path, what: str, value: str, defined) -> tuple[Path, str]:
@@ -48,6 +63,12 @@ def _check_latest(m: Matrix) -> Iterator[tuple[Path, str]]:
         yield _undefined(("latest",), "release", m.latest, m.release)
     elif m.latest == "main":
         yield ("latest",), "the latest release must be a published version, not the development branch 'main'"
+    elif newer := [name for name, release in m.release.items() if name != "main"
+                   and _effective(m, release, "status") == "released" and Version(name) > Version(m.latest)]:
+        yield ("latest",), (f"{m.latest!r} is not the newest release ({len(newer)} released after it); latest ="
+                            f" {max(newer, key=Version)!r}")
+    elif not m.release[m.latest].engines:
+        yield ("latest",), f"release {m.latest!r} ships no engine; the latest release is one users can run"
 
 
 def _check_cuda(m: Matrix) -> Iterator[tuple[Path, str]]:
@@ -70,6 +91,16 @@ def _check_cuda(m: Matrix) -> Iterator[tuple[Path, str]]:
                 yield (path + ("published_linux",),
                        f"{cuda.published_linux!r} disagrees with driver_linux {cuda.driver_linux!r}: "
                        f"expected \"{cuda.driver_linux.split('.')[0]}.xx+\"")
+
+
+def _check_cuda_majors(m: Matrix) -> Iterator[tuple[Path, str]]:
+    """CUDA's majors follow one another (12, 13): a toolkit whose major skips ahead is a typo."""
+    majors = sorted({int(version.split(".")[0]) for version in m.cuda})
+    for before, after in zip(majors, majors[1:]):
+        if after != before + 1:
+            for version in (v for v in m.cuda if int(v.split(".")[0]) == after):
+                yield ("cuda", version), (f"CUDA {version} follows CUDA {before}.x with no major between them; CUDA's"
+                                          f" majors come one after another (a typo?)")
 
 
 def _check_driver_order(m: Matrix) -> Iterator[tuple[Path, str]]:
@@ -123,6 +154,24 @@ def _check_gpus(m: Matrix) -> Iterator[tuple[Path, str]]:
     for name, arch in m.gpu_arch.items():
         if arch.capabilities and (len(arch.capabilities) != 2 or Version(arch.capabilities[0]) > Version(arch.capabilities[1])):
             yield ("gpu_arch", name, "capabilities"), "expected [lowest, highest], such as [\"8.0\", \"8.7\"]"
+
+
+def _check_first_cuda(m: Matrix) -> Iterator[tuple[Path, str]]:
+    """An engine's own cuda_archs names what its kernels are built for: a first_cuda after every CUDA of
+    such an engine would leave the capability out of all its targets silently. (The framework's
+    list looks ahead: an older engine leaves out what its toolkit cannot build yet.)"""
+    for cc, info in m.compute_capability.items():
+        if info.first_cuda is None:
+            continue
+        left_out = [f"release {name}'s {framework} (CUDA {human_list(sorted(engine.cuda, key=Version))})"
+                    for name, release in m.release.items() for framework, engine in release.engines.items()
+                    if engine.cuda and cc in (engine.cuda_archs or ())
+                    and all(Version(cuda) < Version(info.first_cuda) for cuda in engine.cuda)]
+        if left_out:
+            more = f" and {len(left_out) - 1} more" if len(left_out) > 1 else ""
+            yield ("compute_capability", cc, "first_cuda"), (
+                f"CUDA {info.first_cuda} is after every CUDA of {left_out[0]}{more}, whose cuda_archs list {cc}: it"
+                f" would be left out of their images; correct first_cuda, or those cuda_archs")
 
 
 def _check_hardware(m: Matrix) -> Iterator[tuple[Path, str]]:
@@ -248,6 +297,7 @@ def _check_engine(m: Matrix, path: Path, release: Release, framework: str,
     if release.patch_of is None:
         yield from _check_engine_cuda(m, path, engine.cuda, engine.base_image)
         yield from _check_engine_archs(m, path, release, framework, engine)
+        yield from _check_engine_nixl(m, path, release, framework, engine)
     else:
         yield from _check_patch_engine(m, path, release.patch_of, framework, engine)
 
@@ -282,6 +332,30 @@ def _check_engine_archs(m: Matrix, path: Path, release: Release, framework: str,
             yield path + ("cuda_archs",), (
                 f"compute capability {cc} (in {source}) cannot be built with CUDA"
                 f" {human_list(sorted(engine.cuda, key=Version))}; set cuda_archs for this engine without {cc}")
+
+
+# NIXL without an extra is its CUDA 12 build: 0.6.x and 0.7.x are one CUDA 12 wheel, and from 0.8.0
+# `nixl` is a meta-package whose plain install pulls nixl-cu12 (PyPI's METADATA; see [cuda_major]).
+PLAIN_NIXL_CUDA_MAJOR = "12"
+
+
+def _check_engine_nixl(m: Matrix, path: Path, release: Release, framework: str,
+                       engine: Engine) -> Iterator[tuple[Path, str]]:
+    """Each CUDA major of the engine gets NIXL's build for it: through the extra cu<major>, or the plain
+    wheel for CUDA 12. An older NIXL on CUDA 13 would install its CUDA 12 wheel."""
+    nixl = engine_nixl(release, engine) if m.framework[framework].nixl else None
+    if nixl is None:
+        return
+    for cuda in sorted(engine.cuda, key=Version):
+        major = cuda.split(".")[0]
+        if major != PLAIN_NIXL_CUDA_MAJOR and not nixl_extras(m, nixl, cuda):
+            since = m.cuda_major[major].nixl_extra_since if major in m.cuda_major else None
+            where = path + ("nixl",) if engine.nixl else path[:2] + ("nixl",)
+            yield where, (f"NIXL {nixl} has no build for CUDA {major} ({framework} ships CUDA {cuda}): the image would"
+                          f" get its CUDA {PLAIN_NIXL_CUDA_MAJOR} wheel; "
+                          + (f"use NIXL {since} or newer (nixl[cu{major}])" if since else
+                             f"set nixl_extra_since in [cuda_major.\"{major}\"]"))
+            return
 
 
 def _check_patch_engine(m: Matrix, path: Path, base_name: str, framework: str,
@@ -370,3 +444,101 @@ def _check_gpu_table(m: Matrix) -> Iterator[tuple[Path, str]]:
                 if name.casefold() in seen:
                     yield ("gpu", cc, brand, i), f"{name!r} is listed twice (also under {seen[name.casefold()]})"
                 seen[name.casefold()] = cc
+
+
+def _fields(value: object, path: Path, field: str = "") -> Iterator[tuple[Path, str, object]]:
+    """Every value of the matrix with its key path and the name of the field that holds it."""
+    if dataclasses.is_dataclass(value):
+        for f in dataclasses.fields(value):
+            yield from _fields(getattr(value, f.name), path + (f.name,), f.name)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _fields(item, path + (key,), field)
+    elif isinstance(value, (tuple, list)):
+        for i, item in enumerate(value):
+            yield from _fields(item, path + (i,), field)
+    else:
+        yield path, field, value
+
+
+def _check_urls(m: Matrix) -> Iterator[tuple[Path, str]]:
+    """Every URL of the matrix (a field named *url, *indexes or link) is one: https; a package index may
+    also be a mirror (http on a local network, file:). Nothing a shell would read: templates write them
+    into RUN lines. An index's "{version}" stands for the engine's version."""
+    for path, field, value in _fields(m, ()):
+        if isinstance(value, str) and field.endswith(("url", "indexes", "link")):
+            index = field.endswith(("index_url", "indexes"))
+            schemes = ("https", "http", "file") if index else ("https",)
+            if (expected := checks.url(value.replace("{version}", "0.0") if index else value, schemes)) is not None:
+                yield path, f"expected {expected}, got {value!r}"
+
+
+# Dynamo's first release, 0.1.0, was published in March 2025 (GTC 2025); no release is older.
+FIRST_PUBLISHED = "2025-03"
+
+
+def _check_history(m: Matrix) -> Iterator[tuple[Path, str]]:
+    yield from _check_published(m)
+    yield from _check_engine_history(m)
+    yield from _check_caveat_cells(m)
+    published = {a for name in m.release for a in release_artifacts(m, name)}
+    for name in m.artifact:
+        if name not in published:
+            yield ("artifact", name), (f"no release publishes {name!r}: list it in a release's artifacts, or check its"
+                                       f" since, dropped_in, framework and cuda_major")
+
+
+def _check_published(m: Matrix) -> Iterator[tuple[Path, str]]:
+    """A published date between Dynamo's first release and today."""
+    today = datetime.date.today().isoformat()
+    for name, release in m.release.items():
+        date = release.published
+        if date is not None and not FIRST_PUBLISHED <= date <= today:
+            yield ("release", name, "published"), (f"{date!r} is not between Dynamo's first release ({FIRST_PUBLISHED})"
+                                                   f" and today ({today}); a release not yet out has no published date")
+
+
+def _check_engine_history(m: Matrix) -> Iterator[tuple[Path, str]]:
+    """A framework's engine never goes back to an older version in a newer release (patch releases
+    follow their base)."""
+    released = sorted((name for name, release in m.release.items() if name != "main" and release.patch_of is None
+                       and _effective(m, release, "status") == "released"), key=Version)
+    last: dict[str, tuple[str, Version]] = {}
+    for name in released:
+        for framework, engine in m.release[name].engines.items():
+            if engine.version is None:
+                continue
+            before = last.get(framework)
+            if before is not None and Version(engine.version) < before[1]:
+                yield ("release", name, "engines", framework, "version"), (
+                    f"{framework} {engine.version} is older than {before[1]} in release {before[0]}; a newer release"
+                    f" never goes back to an older engine")
+            last[framework] = (name, Version(engine.version))
+
+
+def _check_caveat_cells(m: Matrix) -> Iterator[tuple[Path, str]]:
+    """A caveat limited to releases names cells they ship: a framework in each, with a CUDA it ships."""
+    for i, caveat in enumerate(m.caveat):
+        frameworks = condition_values(caveat.when.get("framework", ()))
+        cudas = condition_values(caveat.when.get("cuda", ()))
+        for j, name in enumerate(caveat.releases):
+            release = m.release.get(name)
+            if release is None:
+                continue  # reported at the caveat's releases
+            if not reaches(name, caveat.since):
+                yield ("caveat", i, "releases", j), f"release {name} is before the caveat's since ({caveat.since})"
+                continue
+            cells = {(fw, cuda) for fw, engine in _shipped_engines(m, release).items() for cuda in engine.cuda}
+            cells |= {(fw, None) for fw in _shipped_engines(m, release)}
+            if not any((not frameworks or fw in frameworks) and (not cudas or cuda in cudas) for fw, cuda in cells):
+                wanted = " on ".join(filter(None, [human_list(list(frameworks), "or") if frameworks else "",
+                                                   f"CUDA {human_list(list(cudas), 'or')}" if cudas else ""]))
+                yield ("caveat", i, "releases", j), f"release {name} ships no {wanted}; the caveat cannot apply to it"
+
+
+def _shipped_engines(m: Matrix, release: Release) -> dict[str, Engine]:
+    """A release's engines, with a patch release's CUDA support taken from its base."""
+    base = m.release.get(release.patch_of) if release.patch_of else None
+    if base is None:
+        return release.engines
+    return {fw: base.engines.get(fw, engine) for fw, engine in release.engines.items()}
