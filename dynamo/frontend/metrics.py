@@ -5,6 +5,7 @@ values to that directory and /metrics, from any process, adds them up."""
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -15,6 +16,9 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 # Tokens, from a one-word answer to a long context.
 LENGTH_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from dynamo.runtime.discovery import Instance
 
 
 class ModelMetrics:
@@ -59,6 +63,24 @@ class Metrics:
                                      ["worker", "model"], registry=self.registry, multiprocess_mode="livesum")
         self.worker_errors = Counter(f"{PREFIX}_worker_errors", "Requests a worker failed (status) or dropped (gone)",
                                      ["worker", "model", "kind"], registry=self.registry)
+
+        # KV-aware routing (kv_index.py). A worker's cached fraction: cached_prompt_tokens / prompt_tokens.
+        self.worker_prompt_tokens = Counter(f"{PREFIX}_worker_prompt_tokens", "Prompt tokens each worker answered",
+                                            ["worker", "model"], registry=self.registry)
+        self.worker_cached_tokens = Counter(f"{PREFIX}_worker_cached_prompt_tokens",
+                                            "Prompt tokens each worker found in its KV cache", ["worker", "model"],
+                                            registry=self.registry)
+        self.kv_decisions = Counter(f"{PREFIX}_kv_routing_decisions", "Requests the KV router sent to each worker",
+                                    ["worker", "model"], registry=self.registry)
+        self.kv_overlap = Histogram(f"{PREFIX}_kv_routing_overlap_fraction",
+                                    "Part of each request's prompt blocks the chosen worker held, as the router saw it",
+                                    ["model"], buckets=(0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 1), registry=self.registry)
+
+    def count_prompt(self, instance: Instance, prompt_tokens: int, cached_tokens: int) -> None:
+        """A worker answered a prompt of which `cached_tokens` came from its KV cache."""
+        labels = (instance.id, instance.model)
+        self.worker_prompt_tokens.labels(*labels).inc(prompt_tokens)
+        self.worker_cached_tokens.labels(*labels).inc(cached_tokens)
 
     def of(self, model: str) -> ModelMetrics:
         found = self._models.get(model)

@@ -40,7 +40,9 @@ log = logging.getLogger("dynamo.worker")
 
 class Engine(Protocol):
     """`features`: the optional request features (protocol.OPTIONAL_FEATURES) the engine can serve,
-    and "n" when one engine request can answer n choices (its chunks then carry their `index`)."""
+    and "n" when one engine request can answer n choices (its chunks then carry their `index`).
+    An engine with a KV cache may also have `kv_events`, a kv_events.KvPublisher: frontends that
+    route by KV cache subscribe to it."""
     features: frozenset[str]
 
     def generate(self, request: GenerateRequest) -> AsyncIterator[Chunk]: ...
@@ -127,6 +129,8 @@ class WorkerServer:
                     self.active.add(task)
                     task.add_done_callback(lambda done, rid=request_id: (running.pop(rid, None),
                                                                          self.active.discard(done)))
+                elif frame.get("subscribe") == "kv" and getattr(self.engine, "kv_events", None):
+                    self.engine.kv_events.subscribe(frames)
                 elif frame.get("cancel") and request_id in running:
                     log.info("request %s cancelled by the frontend", request_id)
                     running[request_id].cancel()
@@ -135,6 +139,8 @@ class WorkerServer:
         finally:
             for task in list(running.values()):
                 task.cancel()
+            if getattr(self.engine, "kv_events", None):
+                self.engine.kv_events.unsubscribe(frames)
             writer.close()
 
     async def _answer(self, request_id: int, body: dict, frames: FrameWriter) -> None:
