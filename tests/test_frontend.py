@@ -268,6 +268,9 @@ def test_bad_flags_are_one_line(deployment, tmp_path):
         ("dynamo.mocker", [], "needs --model-name"),
         ("dynamo.mocker", ["--model-name", "m", "--itl-ms", "-1"], "--itl-ms -1.0: must not be negative"),
         ("dynamo.mocker", ["--model-name", "m", "--unknown-flag"], "unrecognized arguments: --unknown-flag"),
+        ("dynamo.mocker", ["--model-name", "m", "--model-path", str(tmp_path)], "no tokenizer.json there"),
+        ("dynamo.mocker", ["--model-name", "m", "--num-gpu-blocks", "0"], "--num-gpu-blocks 0: must be positive"),
+        ("dynamo.frontend", ["--router-mode", "kv", "--kv-ttl", "0"], "--kv-ttl 0.0: must be positive"),
         ("dynamo.frontend", ["--http-port", "not-a-port"], "invalid int value"),
         ("dynamo.llama_cpp", ["--model-path", str(tmp_path / "missing.gguf")], "no such GGUF file"),
     ]:

@@ -14,7 +14,15 @@ from dynamo.frontend.kv_index import KvRouting, Ticket
 from dynamo.runtime.discovery import Instance, Snapshot
 from dynamo.runtime.interleave import interleave
 from dynamo.runtime.kv_events import SUBSCRIBE
-from dynamo.runtime.protocol import FrameWriter, GenerateRequest, decode, encode, generate_frame, split_frames
+from dynamo.runtime.protocol import (
+    FrameWriter,
+    GenerateRequest,
+    RequestError,
+    decode,
+    encode,
+    generate_frame,
+    split_frames,
+)
 
 if TYPE_CHECKING:  # prometheus_client must not be imported before the frontend's processes start
     from dynamo.frontend.metrics import Metrics
@@ -233,6 +241,23 @@ class Router:
             choices = [client for client in choices if client.inflight == fewest]
         return choices[turn % len(choices)], None
 
+    def preprocessed(self, request: GenerateRequest) -> GenerateRequest:
+        """The request as token ids where its model's workers take them (frontend/preprocess.py)."""
+        if request.prompt_token_ids is not None:
+            return request
+        folder = next((client.instance.model_dir for client in self.candidates(request.model)
+                       if client.instance.model_dir), None)
+        if folder is None:
+            return request
+        from dynamo.frontend.preprocess import PreprocessError, preprocessor
+
+        try:
+            return preprocessor(folder).prepare(request)
+        except RequestError as error:
+            raise WorkerFailed(str(error), 400) from None
+        except PreprocessError as error:
+            raise WorkerFailed(f"the frontend cannot preprocess for {request.model!r}: {error}", 500) from None
+
     async def generate(self, request: GenerateRequest, migrations: int = 0) -> AsyncIterator[dict[str, Any]]:
         """Route the request; a worker that cannot be reached before answering is skipped, and one
         that dies while answering is replaced (migration): the next worker gets the request with
@@ -244,7 +269,7 @@ class Router:
         tokens: dict[int, int] = {}
         finished: set[int] = set()
         started = False
-        current = request
+        request = current = self.preprocessed(request)
         while True:
             try:
                 client, ticket = self.pick(current, tried)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ class MockEngine:
     speedup: float = 1.0  # every delay is divided by it
     block_size: int = DEFAULT_BLOCK_SIZE
     kv_blocks: int = 16384  # the KV cache's capacity in blocks
+    model_dir: str = ""  # a model folder: the frontend sends token ids of its tokenizer
     features = frozenset()
 
     def __post_init__(self) -> None:
@@ -120,7 +122,13 @@ def create(args: argparse.Namespace, engine_flags: list[str]) -> MockEngine:
     for flag in ("speedup_ratio", "block_size", "num_gpu_blocks"):
         if getattr(args, flag) <= 0:
             raise EngineError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be positive")
+    model_dir = ""
+    if args.model_path:
+        model_dir = os.path.abspath(os.path.expanduser(args.model_path))
+        if not os.path.isfile(os.path.join(model_dir, "tokenizer.json")):
+            raise EngineError(f"--model-path {args.model_path}: no tokenizer.json there; give a Hugging Face model "
+                              f"folder (python -m dynamo.mocker.tiny_model DIR writes a small one)")
     return MockEngine(ttft=args.ttft_ms / 1000, itl=args.itl_ms / 1000, default_max_tokens=args.max_tokens,
                       context_length=args.context_length or 8192,
                       prefill_per_token=args.prefill_us_per_token / 1e6, speedup=args.speedup_ratio,
-                      block_size=args.block_size, kv_blocks=args.num_gpu_blocks)
+                      block_size=args.block_size, kv_blocks=args.num_gpu_blocks, model_dir=model_dir)

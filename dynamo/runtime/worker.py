@@ -42,7 +42,8 @@ class Engine(Protocol):
     """`features`: the optional request features (protocol.OPTIONAL_FEATURES) the engine can serve,
     and "n" when one engine request can answer n choices (its chunks then carry their `index`).
     An engine with a KV cache may also have `kv_events`, a kv_events.KvPublisher: frontends that
-    route by KV cache subscribe to it."""
+    route by KV cache subscribe to it. One that takes token ids may have `model_dir`, the model folder
+    the frontend then templates and tokenizes chats with (frontend/preprocess.py)."""
     features: frozenset[str]
 
     def generate(self, request: GenerateRequest) -> AsyncIterator[Chunk]: ...
@@ -223,7 +224,8 @@ async def serve(engine: Engine, args: argparse.Namespace, framework: str) -> Non
     server = await asyncio.start_server(worker.handle, args.host, args.port, limit=MAX_FRAME)
     port = server.sockets[0].getsockname()[1]
     instance = discovery.Instance(id=uuid.uuid4().hex[:12], model=served_name(args), framework=framework,
-                                  address=_advertised(args, port), pid=os.getpid(), host=discovery.this_host())
+                                  address=_advertised(args, port), pid=os.getpid(), host=discovery.this_host(),
+                                  model_dir=getattr(engine, "model_dir", ""))
     await backend.register(instance)
     runtime.freeze_startup_objects()
     stop = asyncio.Event()

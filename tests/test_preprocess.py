@@ -1,0 +1,68 @@
+"""Preprocessing in the frontend: the model folder's chat template and tokenizer, workers that
+receive token ids, and usage counted from them."""
+
+from __future__ import annotations
+
+import pytest
+from test_frontend import client, deployment, http, wait_for_instances  # noqa: F401 (fixture)
+
+pytest.importorskip("tokenizers")
+
+from dynamo.frontend.preprocess import Preprocessor  # noqa: E402
+from dynamo.mocker import tiny_model  # noqa: E402
+from dynamo.runtime.protocol import GenerateRequest, RequestError  # noqa: E402
+
+CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello model"}]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return tiny_model.write(tmp_path_factory.mktemp("tiny"))
+
+
+def test_chat_template_as_transformers_renders_it(model_dir):
+    preprocessor = Preprocessor(model_dir)
+    assert preprocessor.chat_text(CHAT) == ("<|im_start|>system\nBe brief.<|im_end|>\n"
+                                            "<|im_start|>user\nhello model<|im_end|>\n<|im_start|>assistant\n")
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]
+    text = preprocessor.chat_text(CHAT, tools)
+    assert '\n{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}\n' in text
+
+
+def test_template_errors_are_the_requests(tmp_path):
+    folder = tiny_model.write(tmp_path / "strict")
+    (folder / "chat_template.jinja").write_text("{{ raise_exception('only user messages') }}")  # wins over the config's
+    with pytest.raises(RequestError, match="only user messages"):
+        Preprocessor(folder).chat_text(CHAT)
+
+
+def test_tokens_are_the_tokenizers_whatever_is_cached(model_dir):
+    preprocessor = Preprocessor(model_dir)
+    long = [{"role": "system", "content": "the model says hello " * 300}, {"role": "user", "content": "why?"}]
+    for chat in (CHAT, long, long + [{"role": "assistant", "content": "<|im_start|> inside"}]):
+        text = preprocessor.chat_text(chat)
+        whole = preprocessor.tokenizer.encode(text, add_special_tokens=False).ids
+        assert preprocessor.tokens(text) == whole
+        assert preprocessor.tokens(text) == whole  # again, from the cache
+    request = preprocessor.prepare(GenerateRequest(model="m", messages=CHAT))
+    assert request.messages is None and request.prompt_token_ids == preprocessor.tokens(preprocessor.chat_text(CHAT))
+
+
+def test_workers_get_token_ids_and_usage_counts_them(deployment, model_dir):  # noqa: F811
+    url = deployment.frontend("--router-mode", "kv")
+    deployment.mocker("tiny", "--model-path", str(model_dir), "--block-size", "4")
+    wait_for_instances(url, 1)
+    preprocessor = Preprocessor(model_dir)
+    expected = len(preprocessor.tokens(preprocessor.chat_text(CHAT)))
+    api = client(url)
+    first = api.chat.completions.create(model="tiny", messages=CHAT, max_tokens=3)
+    again = api.chat.completions.create(model="tiny", messages=CHAT, max_tokens=3)
+    assert first.usage.prompt_tokens == expected != sum(len(m["content"].split()) + 2 for m in CHAT)
+    assert (first.usage.prompt_tokens_details.cached_tokens, again.usage.prompt_tokens_details.cached_tokens) \
+        == (0, expected - expected % 4)
+    completion = api.completions.create(model="tiny", prompt="hello model", max_tokens=1)
+    assert completion.usage.prompt_tokens == len(preprocessor.tokens("hello model"))
+    status, body, _ = http(url + "/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user"}]})
+    assert status == 200 and body["usage"]["prompt_tokens"] == len(preprocessor.tokens(
+        preprocessor.chat_text([{"role": "user", "content": ""}])))
+
