@@ -5,12 +5,24 @@ tokens (tight: 4 of the 8 prompts fit in each), then a large one (all 8 fit). Fo
 part of the prompt tokens that came from the KV cache (the answers' usage.prompt_tokens_details.
 cached_tokens), time to first token p50/p99/mean and requests/s.
 
-The mocker's timing (its flags below): prefill runs one at a time per worker at PREFILL_US per
-uncached token, answers decode side by side at ITL_MS per token, MAX_TOKENS tokens each.
+The model is a tiny one written here (dynamo.mocker.tiny_model: its tokenizer and chat template; a
+system prompt of 1,000 of its words is about 2,000 tokens); the frontend templates and tokenizes, the
+mockers get token ids. The mocker's timing (its flags below): prefill runs one at a time per worker
+at PREFILL_US per uncached token, answers decode side by side at ITL_MS per token, MAX_TOKENS each.
+Before the rows: the frontend's CPU time to template and tokenize one of these chats, the first
+time and again (preprocess.py keeps the tokens of the text between special tokens).
+
+--upstream VENV runs the same rows on upstream Dynamo installed there (its Rust frontend with
+--router-mode kv or round-robin, its mockers with --num-gpu-blocks-override and --block-size 64 at
+its own timing model, DYN_LOG=warn), one stack after the other on the same machine. Its mocker's
+tokens decode to empty text with the tiny tokenizer, so its TTFT is to its first chunk (the role,
+which it sends with the first token); ours is to the first token. The connections are kept alive:
+upstream's server does not set TCP_NODELAY, which costs it about 40 ms per streamed response
+(../shared/notes/upstream-peer.md), in its TTFT too.
 
 Targets: kv on the tight cache caches at least the 82-84 % upstream reached; its mean TTFT gain over
-our round-robin is at least upstream's 12 %.
-Run: python benchmarks/kv_routing.py [--repeat N] [--requests N]
+our round-robin is at least upstream's 12 %; templating and tokenizing costs <= 0.3 ms.
+Run (needs `tokenizers`): python benchmarks/kv_routing.py [--repeat N] [--requests N] [--upstream VENV]
 """
 
 from __future__ import annotations
@@ -26,14 +38,16 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 from runtime_start import installed_env, load_average
 
 from dynamo.frontend.kv_index import DEFAULT_WEIGHT
+from dynamo.mocker import tiny_model
 
 PROMPTS = 8
-PROMPT_WORDS = 2000
+PROMPT_WORDS = 1000  # about 2,000 tokens of the tiny model's
 CONNECTIONS = 8
 BLOCK_SIZE = 64
 CACHES = {"tight": 160, "large": 4096}  # blocks per worker
@@ -41,10 +55,14 @@ PREFILL_US = 40  # per uncached prompt token
 ITL_MS = 5
 MAX_TOKENS = 32
 VOCABULARY = [f"{syllable}{number}" for syllable in ("ka", "lo", "mi", "ru", "te", "zo") for number in range(50)]
+UPSTREAM_ENV = {"DYN_DISCOVERY_BACKEND": "file", "DYN_REQUEST_PLANE": "tcp", "DYN_EVENT_PLANE": "zmq",
+                "DYN_TCP_RPC_HOST": "127.0.0.1", "DYN_TCP_RESPONSE_STREAM_HOST": "127.0.0.1",
+                "DYN_EVENT_PLANE_HOST": "127.0.0.1", "DYN_LOG": "warn"}
 
 
 @dataclass
 class Row:
+    stack: str
     cache: str
     mode: str
     cached: float  # fraction of prompt tokens
@@ -77,7 +95,7 @@ async def one(session: aiohttp.ClientSession, url: str, body: str) -> tuple[floa
             if not line.startswith(b"data: {"):
                 continue
             chunk = json.loads(line[6:])
-            if first is None and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+            if first is None and chunk["choices"]:  # ours: the first token; upstream's: its role chunk
                 first = time.perf_counter() - started
             if chunk.get("usage"):
                 usage = chunk["usage"]
@@ -107,8 +125,10 @@ def wait_ready(url: str, workers: int, processes: list[subprocess.Popen], timeou
                 raise SystemExit(f"{process.args} exited with {process.returncode}")
         try:
             with urllib.request.urlopen(url + "/health", timeout=2) as response:
-                if len(json.loads(response.read())["instances"]) == workers:
-                    return
+                instances = json.loads(response.read()).get("instances", [])
+            # upstream lists each worker's endpoints: its "generate" ones are the workers
+            if sum(instance.get("endpoint", "generate") == "generate" for instance in instances) == workers:
+                return
         except OSError:
             pass
         if time.monotonic() > deadline:
@@ -116,19 +136,33 @@ def wait_ready(url: str, workers: int, processes: list[subprocess.Popen], timeou
         time.sleep(0.2)
 
 
-def measure(cache: str, mode: str, bodies: list[str], port: int, weight: float) -> Row:
-    with tempfile.TemporaryDirectory() as discovery:
-        env = installed_env(DYN_DISCOVERY_DIR=discovery, DYN_NAMESPACE="kvbench")
+def commands(stack: str, mode: str, cache: str, port: int, model: Path, args: argparse.Namespace
+             ) -> tuple[list[str], list[str]]:
+    """The frontend's and a mocker's command lines."""
+    if stack == "ours":
         python = [sys.executable, "-m"]
-        processes = [subprocess.Popen([*python, "dynamo.frontend", "--http-host", "127.0.0.1", "--http-port",
-                                       str(port), "--router-mode", mode, "--kv-overlap-weight", str(weight),
-                                       "--skip-preflight"], env=env,
-                                      stderr=subprocess.DEVNULL)]
-        processes += [subprocess.Popen([*python, "dynamo.mocker", "--model-name", "mock", "--skip-preflight",
-                                        "--block-size", str(BLOCK_SIZE), "--num-gpu-blocks", str(CACHES[cache]),
-                                        "--prefill-us-per-token", str(PREFILL_US), "--itl-ms", str(ITL_MS)],
-                                       env=env, stderr=subprocess.DEVNULL) for _ in range(2)]
-        url = f"http://127.0.0.1:{port}"
+        return ([*python, "dynamo.frontend", "--http-host", "127.0.0.1", "--http-port", str(port), "--router-mode",
+                 mode, "--kv-overlap-weight", str(args.weight), "--skip-preflight"],
+                [*python, "dynamo.mocker", "--model-name", "mock", "--model-path", str(model), "--skip-preflight",
+                 "--block-size", str(BLOCK_SIZE), "--num-gpu-blocks", str(CACHES[cache]),
+                 "--prefill-us-per-token", str(PREFILL_US), "--itl-ms", str(ITL_MS)])
+    python = [str(args.upstream / "bin" / "python"), "-m"]
+    return ([*python, "dynamo.frontend", "--http-host", "127.0.0.1", "--http-port", str(port), "--router-mode", mode],
+            [*python, "dynamo.mocker", "--model-name", "mock", "--model-path", str(model),
+             "--block-size", str(BLOCK_SIZE), "--num-gpu-blocks-override", str(CACHES[cache])])
+
+
+def measure(stack: str, cache: str, mode: str, bodies: list[str], model: Path, args: argparse.Namespace) -> Row:
+    with tempfile.TemporaryDirectory() as scratch:
+        if stack == "ours":
+            env = installed_env(DYN_DISCOVERY_DIR=scratch, DYN_NAMESPACE="kvbench")
+        else:  # from a directory of its own: our checkout's dynamo/ must not shadow upstream's
+            env = {key: value for key, value in installed_env().items() if key != "PYTHONPATH"}
+            env.update(UPSTREAM_ENV, DYN_FILE_KV=scratch)
+        frontend, mocker = commands(stack, mode, cache, args.port, model, args)
+        processes = [subprocess.Popen(frontend, env=env, cwd=scratch, stderr=subprocess.DEVNULL)]
+        processes += [subprocess.Popen(mocker, env=env, cwd=scratch, stderr=subprocess.DEVNULL) for _ in range(2)]
+        url = f"http://127.0.0.1:{args.port}"
         try:
             wait_ready(url, 2, processes)
             results, seconds = asyncio.run(drive(url, bodies))
@@ -138,9 +172,31 @@ def measure(cache: str, mode: str, bodies: list[str], port: int, weight: float) 
             for process in processes:
                 process.wait()
     ttfts = sorted(result[0] * 1000 for result in results)
-    return Row(cache, mode, sum(r[2] for r in results) / sum(r[1] for r in results),
+    return Row(stack, cache, mode, sum(r[2] for r in results) / sum(r[1] for r in results),
                statistics.median(ttfts), ttfts[int(0.99 * (len(ttfts) - 1))], statistics.fmean(ttfts),
                len(results) / seconds)
+
+
+def preprocessing_cost(model: Path, bodies: list[str]) -> tuple[float, float, int]:
+    """(CPU ms to template and tokenize a chat whose system prompt comes for the first time, CPU ms
+    when it came before, its tokens), over the workload's chats in order."""
+    from dynamo.frontend.preprocess import Preprocessor
+    from dynamo.runtime.protocol import GenerateRequest
+
+    preprocessor = Preprocessor(model)
+    seen: set[str] = set()
+    first: list[float] = []
+    again: list[float] = []
+    tokens = 0
+    for body in bodies:
+        messages = json.loads(body)["messages"]
+        request = GenerateRequest(model="mock", messages=messages)
+        started = time.process_time()
+        tokens = len(preprocessor.prepare(request).prompt_token_ids)
+        spent = (time.process_time() - started) * 1000
+        (again if messages[0]["content"] in seen else first).append(spent)
+        seen.add(messages[0]["content"])
+    return statistics.fmean(first), statistics.fmean(again), tokens
 
 
 def main() -> None:
@@ -148,30 +204,43 @@ def main() -> None:
     flags.add_argument("--requests", type=int, default=480)
     flags.add_argument("--repeat", type=int, default=1, help="rounds of every row, in turn (default: 1)")
     flags.add_argument("--port", type=int, default=18022)
-    flags.add_argument("--weight", type=float, default=DEFAULT_WEIGHT, help="the frontend's --kv-overlap-weight")
+    flags.add_argument("--weight", type=float, default=DEFAULT_WEIGHT, help="our frontend's --kv-overlap-weight")
     flags.add_argument("--caches", nargs="+", choices=CACHES, default=list(CACHES))
     flags.add_argument("--modes", nargs="+", choices=("round-robin", "kv", "kv-approx"), default=["round-robin", "kv"])
+    flags.add_argument("--upstream", type=Path, help="a venv with upstream Dynamo (ai-dynamo) to run the rows on too")
     args = flags.parse_args()
+    if args.upstream and not (args.upstream / "bin" / "python").exists():
+        flags.error(f"--upstream {args.upstream}: no bin/python there; give the venv upstream Dynamo is installed in")
+    stacks = ["ours", "upstream"] if args.upstream else ["ours"]
     bodies = workload(args.requests)
-    print(f"{args.requests} streamed chats over {CONNECTIONS} connections, {PROMPTS} system prompts of "
-          f"{PROMPT_WORDS} words; 2 mockers: blocks of {BLOCK_SIZE}, prefill {PREFILL_US} us/uncached token "
-          f"(one at a time), {ITL_MS} ms/token, {MAX_TOKENS} tokens; load average {load_average()}")
-    print(f"{'cache':6} {'mode':12} {'cached':>7} {'TTFT p50':>9} {'p99':>7} {'mean':>7} {'req/s':>6}")
-    rows: list[Row] = []
-    for _ in range(args.repeat):
+    with tempfile.TemporaryDirectory() as scratch:
+        model = tiny_model.write(Path(scratch) / "tiny")
+        first, again, tokens = preprocessing_cost(model, bodies)
+        print(f"{args.requests} streamed chats over {CONNECTIONS} connections, {PROMPTS} system prompts "
+              f"({tokens} tokens with the question); 2 mockers: blocks of {BLOCK_SIZE}, ours at {PREFILL_US} us per "
+              f"uncached token (one prefill at a time), {ITL_MS} ms/token, {MAX_TOKENS} tokens; "
+              f"load average {load_average()}")
+        print(f"templating + tokenizing one chat in our frontend: {first:.3f} ms CPU the first time its system "
+              f"prompt comes, {again:.3f} ms after")
+        print(f"{'stack':9} {'cache':6} {'mode':12} {'cached':>7} {'TTFT p50':>9} {'p99':>7} {'mean':>7} {'req/s':>6}")
+        rows: list[Row] = []
+        for _ in range(args.repeat):
+            for cache in args.caches:
+                for stack in stacks:
+                    for mode in args.modes:
+                        if stack == "upstream" and mode == "kv-approx":
+                            continue
+                        row = measure(stack, cache, mode, bodies, model, args)
+                        rows.append(row)
+                        print(f"{stack:9} {cache:6} {mode:12} {row.cached:7.1%} {row.ttft_p50:7.1f}ms "
+                              f"{row.ttft_p99:5.0f}ms {row.ttft_mean:5.1f}ms {row.rps:6.1f}", flush=True)
+    for stack in stacks:
         for cache in args.caches:
-            for mode in args.modes:
-                row = measure(cache, mode, bodies, args.port, args.weight)
-                rows.append(row)
-                print(f"{cache:6} {mode:12} {row.cached:7.1%} {row.ttft_p50:7.1f}ms {row.ttft_p99:5.0f}ms "
-                      f"{row.ttft_mean:5.1f}ms {row.rps:6.1f}", flush=True)
-    for cache in CACHES:
-        mean = {mode: statistics.fmean(r.ttft_mean for r in rows if r.cache == cache and r.mode == mode)
-                for mode in ("round-robin", "kv")}
-        rps = {mode: statistics.fmean(r.rps for r in rows if r.cache == cache and r.mode == mode)
-               for mode in ("round-robin", "kv")}
-        print(f"{cache}: kv's mean TTFT {1 - mean['kv'] / mean['round-robin']:.0%} lower than round-robin's, "
-              f"throughput x{rps['kv'] / rps['round-robin']:.2f}")
+            chosen = [row for row in rows if row.stack == stack and row.cache == cache]
+            mean = {mode: statistics.fmean(r.ttft_mean for r in chosen if r.mode == mode) for mode in ("round-robin", "kv")}
+            rps = {mode: statistics.fmean(r.rps for r in chosen if r.mode == mode) for mode in ("round-robin", "kv")}
+            print(f"{stack} {cache}: kv's mean TTFT {1 - mean['kv'] / mean['round-robin']:.0%} lower than "
+                  f"round-robin's, throughput x{rps['kv'] / rps['round-robin']:.2f}")
     print(f"load average after: {load_average()}")
 
 
