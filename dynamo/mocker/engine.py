@@ -2,13 +2,14 @@
 
 The answer depends only on the seed (or the prompt, when no seed is given), so tests can check it;
 a request resumed after a migration goes on exactly where the first worker stopped. A "token" is a
-whitespace-separated word, for the prompt's count as for the answer's, or one prompt token id.
-It serves none of the optional features (tools, logprobs, response_format).
+whitespace-separated word, for the prompt's count as for the answer's, or one prompt token id (with
+--model-path the frontend templates and tokenizes, and sends only ids). It serves none of the
+optional features (tools, logprobs, response_format).
 
-Timing, divided by the speed-up factor: prefills run one at a time (one accelerator), each taking
-`ttft` plus `prefill_per_token` for each prompt token not found in its paged KV cache (kv_cache.py);
-the answer's tokens then come every `itl`, requests decoding side by side. The usage reports the
-prompt tokens that came from the cache.
+Timing, divided by the speed-up factor: a request waits `ttft`, then its prefill takes
+`prefill_per_token` for each prompt token not found in the paged KV cache (kv_cache.py), one prefill
+at a time (one accelerator); the answer's tokens then come every `itl`, requests decoding side by
+side. The usage reports the prompt tokens that came from the cache.
 """
 
 from __future__ import annotations
@@ -48,10 +49,12 @@ class MockEngine:
         self._prefilling = asyncio.Lock()
 
     async def _prefill(self, uncached_tokens: int) -> None:
-        delay = (self.ttft + self.prefill_per_token * uncached_tokens) / self.speedup
-        if delay:
+        if self.ttft:
+            await asyncio.sleep(self.ttft / self.speedup)
+        compute = self.prefill_per_token * uncached_tokens / self.speedup
+        if compute:
             async with self._prefilling:
-                await asyncio.sleep(delay)
+                await asyncio.sleep(compute)
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
         tokens = prompt_tokens(request)
