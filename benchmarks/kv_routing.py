@@ -239,8 +239,8 @@ def main() -> None:
             chosen = [row for row in rows if row.stack == stack and row.cache == cache]
             mean = {mode: statistics.fmean(r.ttft_mean for r in chosen if r.mode == mode) for mode in ("round-robin", "kv")}
             rps = {mode: statistics.fmean(r.rps for r in chosen if r.mode == mode) for mode in ("round-robin", "kv")}
-            print(f"{stack} {cache}: kv's mean TTFT {1 - mean['kv'] / mean['round-robin']:.0%} lower than "
-                  f"round-robin's, throughput x{rps['kv'] / rps['round-robin']:.2f}")
+            print(f"{stack} {cache}: kv against round-robin: mean TTFT {mean['kv'] / mean['round-robin'] - 1:+.0%}, "
+                  f"throughput x{rps['kv'] / rps['round-robin']:.2f}")
     print(f"load average after: {load_average()}")
 
 
