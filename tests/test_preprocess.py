@@ -66,3 +66,14 @@ def test_workers_get_token_ids_and_usage_counts_them(deployment, model_dir):  # 
     assert status == 200 and body["usage"]["prompt_tokens"] == len(preprocessor.tokens(
         preprocessor.chat_text([{"role": "user", "content": ""}])))
 
+
+
+def test_the_token_cache_keeps_to_its_size(model_dir, monkeypatch):
+    from dynamo.frontend import preprocess
+
+    monkeypatch.setattr(preprocess, "CACHED_CHARACTERS", 1000)
+    preprocessor = Preprocessor(model_dir)
+    for number in range(20):
+        text = preprocessor.chat_text([{"role": "user", "content": f"question {number} " * 20}])
+        assert preprocessor.tokens(text) == preprocessor.tokenizer.encode(text, add_special_tokens=False).ids
+    assert 0 < sum(map(len, preprocessor._pieces)) <= 1000

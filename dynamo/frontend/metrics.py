@@ -5,7 +5,6 @@ values to that directory and /metrics, from any process, adds them up."""
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -16,9 +15,6 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 # Tokens, from a one-word answer to a long context.
 LENGTH_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-
-if TYPE_CHECKING:
-    from dynamo.runtime.discovery import Instance
 
 
 class ModelMetrics:
@@ -75,12 +71,6 @@ class Metrics:
         self.kv_overlap = Histogram(f"{PREFIX}_kv_routing_overlap_fraction",
                                     "Part of each request's prompt blocks the chosen worker held, as the router saw it",
                                     ["model"], buckets=(0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 1), registry=self.registry)
-
-    def count_prompt(self, instance: Instance, prompt_tokens: int, cached_tokens: int) -> None:
-        """A worker answered a prompt of which `cached_tokens` came from its KV cache."""
-        labels = (instance.id, instance.model)
-        self.worker_prompt_tokens.labels(*labels).inc(prompt_tokens)
-        self.worker_cached_tokens.labels(*labels).inc(cached_tokens)
 
     def of(self, model: str) -> ModelMetrics:
         found = self._models.get(model)

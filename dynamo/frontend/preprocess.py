@@ -13,7 +13,7 @@ the text is then tokenized without adding special tokens, as the template writes
 
 Speed: `tokenizers` splits a text at its added tokens (<|im_start|> and the like) before anything
 else, so the text between two of them is tokenized the same wherever it stands. The tokens of each
-such piece are kept (the PIECES most recently used), and a long system prompt that comes again costs
+such piece are kept (the most recently used, up to CACHED_CHARACTERS of text), and a long system prompt that comes again costs
 a dictionary lookup, not a second tokenization. Tokenizers whose added tokens strip or normalize
 their neighbours are tokenized whole every time.
 """
@@ -31,7 +31,7 @@ from typing import Any
 
 from dynamo.runtime.protocol import GenerateRequest, RequestError
 
-PIECES = 4096
+CACHED_CHARACTERS = 16 * 1024 * 1024
 SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
 
 
@@ -90,6 +90,7 @@ class Preprocessor:
         contents = sorted((token.content for token in added), key=len, reverse=True)
         self._added = re.compile("(" + "|".join(map(re.escape, contents)) + ")") if contents else None
         self._pieces: OrderedDict[str, list[int]] = OrderedDict()
+        self._cached_characters = 0
 
     def chat_text(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
         template = self.templates.get("tool_use" if tools else "default") or self.templates.get("default")
@@ -117,8 +118,9 @@ class Preprocessor:
             self._pieces.move_to_end(piece)
             return found
         found = self._pieces[piece] = self.tokenizer.encode(piece, add_special_tokens=False).ids
-        if len(self._pieces) > PIECES:
-            self._pieces.popitem(last=False)
+        self._cached_characters += len(piece)
+        while self._cached_characters > CACHED_CHARACTERS:
+            self._cached_characters -= len(self._pieces.popitem(last=False)[0])
         return found
 
     def prepare(self, request: GenerateRequest) -> GenerateRequest:

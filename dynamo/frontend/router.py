@@ -63,6 +63,8 @@ class WorkerClient:
         self.metrics = metrics
         self.on_kv = on_kv  # given: the worker's KV cache events go there (a break clears its blocks)
         self._inflight_gauge = metrics.worker_inflight.labels(instance.id, instance.model) if metrics else None
+        self._prompt_tokens = metrics.worker_prompt_tokens.labels(instance.id, instance.model) if metrics else None
+        self._cached_tokens = metrics.worker_cached_tokens.labels(instance.id, instance.model) if metrics else None
         self.inflight = 0
         self.broken = False
         self.retired = False
@@ -159,9 +161,9 @@ class WorkerClient:
                         raise WorkerFailed(frame["error"], frame.get("status", 500), frame.get("param"))
                     yield frame
                     if "finish" in frame:
-                        if self.metrics:
-                            self.metrics.count_prompt(self.instance, frame["prompt_tokens"],
-                                                      frame.get("cached_tokens", 0))
+                        if self._prompt_tokens:
+                            self._prompt_tokens.inc(frame["prompt_tokens"])
+                            self._cached_tokens.inc(frame.get("cached_tokens", 0))
                         left -= 1
                         if not left:
                             finished = True
