@@ -58,7 +58,10 @@ class Preprocessor:
         from jinja2.exceptions import TemplateSyntaxError
         from jinja2.ext import loopcontrols
         from jinja2.sandbox import ImmutableSandboxedEnvironment
-        from tokenizers import Tokenizer
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise PreprocessError("the tokenizers package is not installed here; pip install tokenizers") from None
 
         folder = Path(folder)
         try:
