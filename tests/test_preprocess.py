@@ -77,3 +77,25 @@ def test_the_token_cache_keeps_to_its_size(model_dir, monkeypatch):
         text = preprocessor.chat_text([{"role": "user", "content": f"question {number} " * 20}])
         assert preprocessor.tokens(text) == preprocessor.tokenizer.encode(text, add_special_tokens=False).ids
     assert 0 < sum(map(len, preprocessor._pieces)) <= 1000
+
+
+TOOLS = [{"type": "function", "function": {"name": "weather", "description": "é", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}}}}]
+CHATS = [CHAT, [{"role": "user", "content": "hello <|im_start|> x"}],
+         [{"role": "user", "content": "weather?"},
+          {"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "type": "function", "function": {
+              "name": "weather", "arguments": '{"city": "Oslo"}'}}]},
+          {"role": "tool", "content": "sunny", "tool_call_id": "c1"}]]
+
+
+@pytest.mark.parametrize("tools", [None, TOOLS])
+@pytest.mark.parametrize("chat", CHATS)
+def test_same_text_and_tokens_as_transformers(model_dir, chat, tools):
+    """Where transformers is installed (the engines' images), its apply_chat_template is the reference."""
+    transformers = pytest.importorskip("transformers")
+    reference = transformers.AutoTokenizer.from_pretrained(model_dir)
+    preprocessor = Preprocessor(model_dir)
+    text = preprocessor.chat_text(chat, tools)
+    assert text == reference.apply_chat_template(chat, tools=tools, tokenize=False, add_generation_prompt=True)
+    ids = reference.apply_chat_template(chat, tools=tools, tokenize=True, add_generation_prompt=True)
+    assert preprocessor.tokens(text) == list(ids["input_ids"] if hasattr(ids, "keys") else ids)
