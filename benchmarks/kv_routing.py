@@ -20,9 +20,14 @@ which it sends with the first token); ours is to the first token. The connection
 upstream's server does not set TCP_NODELAY, which costs it about 40 ms per streamed response
 (../shared/notes/upstream-peer.md), in its TTFT too.
 
+--short instead measures the frontends themselves, ours against upstream's (with --upstream):
+16 connections of short streamed chats (a 12-word question, 16 tokens of answer), round-robin, the
+mockers as fast as they go (ours without delays, upstream's at --speedup-ratio 1000).
+
 Targets: kv on the tight cache caches at least the 82-84 % upstream reached; its mean TTFT gain over
-our round-robin is at least upstream's 12 %; templating and tokenizing costs <= 0.3 ms.
-Run (needs `tokenizers`): python benchmarks/kv_routing.py [--repeat N] [--requests N] [--upstream VENV]
+our round-robin is at least upstream's 12 %; templating and tokenizing costs <= 0.3 ms; with
+--short ours serves at least upstream's req/s.
+Run (needs `tokenizers`): python benchmarks/kv_routing.py [--repeat N] [--requests N] [--upstream VENV] [--short]
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from dynamo.mocker import tiny_model
 PROMPTS = 8
 PROMPT_WORDS = 1000  # about 2,000 tokens of the tiny model's
 CONNECTIONS = 8
+SHORT_CONNECTIONS = 16
 BLOCK_SIZE = 64
 CACHES = {"tight": 160, "large": 4096}  # blocks per worker
 PREFILL_US = 40  # per uncached prompt token
@@ -72,14 +78,18 @@ class Row:
     rps: float
 
 
-def workload(requests: int, seed: int = 22) -> list[str]:
-    """The requests' prompts: a system prompt (which of the 8 at random) and a short question."""
+def workload(requests: int, short: bool = False, seed: int = 22) -> list[str]:
+    """The requests' prompts: a system prompt (which of the 8 at random) and a short question; with
+    `short`, the question alone."""
     rng = random.Random(seed)
     systems = [" ".join(rng.choices(VOCABULARY, k=PROMPT_WORDS)) for _ in range(PROMPTS)]
-    return [json.dumps({"model": "mock", "stream": True, "max_tokens": MAX_TOKENS,
-                        "stream_options": {"include_usage": True},
-                        "messages": [{"role": "system", "content": rng.choice(systems)},
-                                     {"role": "user", "content": " ".join(rng.choices(VOCABULARY, k=12)) + "?"}]})
+
+    def messages() -> list[dict[str, str]]:
+        question = [{"role": "user", "content": " ".join(rng.choices(VOCABULARY, k=12)) + "?"}]
+        return question if short else [{"role": "system", "content": rng.choice(systems)}, *question]
+
+    return [json.dumps({"model": "mock", "stream": True, "max_tokens": 16 if short else MAX_TOKENS,
+                        "stream_options": {"include_usage": True}, "messages": messages()})
             for _ in range(requests)]
 
 
@@ -103,7 +113,7 @@ async def one(session: aiohttp.ClientSession, url: str, body: str) -> tuple[floa
     return first, usage["prompt_tokens"], details.get("cached_tokens") or 0
 
 
-async def drive(url: str, bodies: list[str]) -> tuple[list[tuple[float, int, int]], float]:
+async def drive(url: str, bodies: list[str], connections: int) -> tuple[list[tuple[float, int, int]], float]:
     queue = list(reversed(bodies))
     results: list[tuple[float, int, int]] = []
 
@@ -112,8 +122,8 @@ async def drive(url: str, bodies: list[str]) -> tuple[list[tuple[float, int, int
             results.append(await one(session, url, queue.pop()))
 
     started = time.perf_counter()
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONNECTIONS)) as session:
-        await asyncio.gather(*(connection(session) for _ in range(CONNECTIONS)))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
+        await asyncio.gather(*(connection(session) for _ in range(connections)))
     return results, time.perf_counter() - started
 
 
@@ -126,8 +136,11 @@ def wait_ready(url: str, workers: int, processes: list[subprocess.Popen], timeou
         try:
             with urllib.request.urlopen(url + "/health", timeout=2) as response:
                 instances = json.loads(response.read()).get("instances", [])
+            with urllib.request.urlopen(url + "/v1/models", timeout=2) as response:
+                models = [model["id"] for model in json.loads(response.read())["data"]]
             # upstream lists each worker's endpoints: its "generate" ones are the workers
-            if sum(instance.get("endpoint", "generate") == "generate" for instance in instances) == workers:
+            if sum(instance.get("endpoint", "generate") == "generate" for instance in instances) == workers \
+                    and "mock" in models:
                 return
         except OSError:
             pass
@@ -145,11 +158,12 @@ def commands(stack: str, mode: str, cache: str, port: int, model: Path, args: ar
                  mode, "--kv-overlap-weight", str(args.weight), "--skip-preflight"],
                 [*python, "dynamo.mocker", "--model-name", "mock", "--model-path", str(model), "--skip-preflight",
                  "--block-size", str(BLOCK_SIZE), "--num-gpu-blocks", str(CACHES[cache]),
-                 "--prefill-us-per-token", str(PREFILL_US), "--itl-ms", str(ITL_MS)])
+                 *([] if args.short else ["--prefill-us-per-token", str(PREFILL_US), "--itl-ms", str(ITL_MS)])])
     python = [str(args.upstream / "bin" / "python"), "-m"]
     return ([*python, "dynamo.frontend", "--http-host", "127.0.0.1", "--http-port", str(port), "--router-mode", mode],
             [*python, "dynamo.mocker", "--model-name", "mock", "--model-path", str(model),
-             "--block-size", str(BLOCK_SIZE), "--num-gpu-blocks-override", str(CACHES[cache])])
+             "--block-size", str(BLOCK_SIZE), "--num-gpu-blocks-override", str(CACHES[cache]),
+             *(["--speedup-ratio", "1000"] if args.short else [])])
 
 
 def measure(stack: str, cache: str, mode: str, bodies: list[str], model: Path, args: argparse.Namespace) -> Row:
@@ -165,7 +179,7 @@ def measure(stack: str, cache: str, mode: str, bodies: list[str], model: Path, a
         url = f"http://127.0.0.1:{args.port}"
         try:
             wait_ready(url, 2, processes)
-            results, seconds = asyncio.run(drive(url, bodies))
+            results, seconds = asyncio.run(drive(url, bodies, SHORT_CONNECTIONS if args.short else CONNECTIONS))
         finally:
             for process in processes:
                 process.terminate()
@@ -199,6 +213,21 @@ def preprocessing_cost(model: Path, bodies: list[str]) -> tuple[float, float, in
     return statistics.fmean(first), statistics.fmean(again), tokens
 
 
+def short(args: argparse.Namespace, stacks: list[str], bodies: list[str], model: Path) -> None:
+    print(f"{args.requests} short streamed chats over {SHORT_CONNECTIONS} connections, round-robin over 2 mockers "
+          f"without delays; load average {load_average()}")
+    print(f"{'stack':9} {'TTFT p50':>9} {'p99':>7} {'req/s':>6}")
+    rows: dict[str, list[Row]] = {stack: [] for stack in stacks}
+    for _ in range(args.repeat):
+        for stack in stacks:
+            row = measure(stack, "large", "round-robin", bodies, model, args)
+            rows[stack].append(row)
+            print(f"{stack:9} {row.ttft_p50:7.1f}ms {row.ttft_p99:5.0f}ms {row.rps:6.1f}", flush=True)
+    for stack in stacks:
+        print(f"{stack}: {statistics.fmean(row.rps for row in rows[stack]):.1f} req/s on average")
+    print(f"load average after: {load_average()}")
+
+
 def main() -> None:
     flags = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     flags.add_argument("--requests", type=int, default=480)
@@ -208,13 +237,19 @@ def main() -> None:
     flags.add_argument("--caches", nargs="+", choices=CACHES, default=list(CACHES))
     flags.add_argument("--modes", nargs="+", choices=("round-robin", "kv", "kv-approx"), default=["round-robin", "kv"])
     flags.add_argument("--upstream", type=Path, help="a venv with upstream Dynamo (ai-dynamo) to run the rows on too")
+    flags.add_argument("--short", action="store_true", help="the frontends' own speed on short chats instead")
     args = flags.parse_args()
     if args.upstream and not (args.upstream / "bin" / "python").exists():
         flags.error(f"--upstream {args.upstream}: no bin/python there; give the venv upstream Dynamo is installed in")
     stacks = ["ours", "upstream"] if args.upstream else ["ours"]
-    bodies = workload(args.requests)
+    if args.short:
+        args.caches, args.modes = ["large"], ["round-robin"]
+    bodies = workload(args.requests, args.short)
     with tempfile.TemporaryDirectory() as scratch:
         model = tiny_model.write(Path(scratch) / "tiny")
+        if args.short:
+            short(args, stacks, bodies, model)
+            return
         first, again, tokens = preprocessing_cost(model, bodies)
         print(f"{args.requests} streamed chats over {CONNECTIONS} connections, {PROMPTS} system prompts "
               f"({tokens} tokens with the question); 2 mockers: blocks of {BLOCK_SIZE}, ours at {PREFILL_US} us per "
