@@ -268,6 +268,9 @@ def test_bad_flags_are_one_line(deployment, tmp_path):
         ("dynamo.mocker", [], "needs --model-name"),
         ("dynamo.mocker", ["--model-name", "m", "--itl-ms", "-1"], "--itl-ms -1.0: must not be negative"),
         ("dynamo.mocker", ["--model-name", "m", "--unknown-flag"], "unrecognized arguments: --unknown-flag"),
+        ("dynamo.mocker", ["--model-name", "m", "--model-path", str(tmp_path)], "no tokenizer.json there"),
+        ("dynamo.mocker", ["--model-name", "m", "--num-gpu-blocks", "0"], "--num-gpu-blocks 0: must be positive"),
+        ("dynamo.frontend", ["--router-mode", "kv", "--kv-ttl", "0"], "--kv-ttl 0.0: must be positive"),
         ("dynamo.frontend", ["--http-port", "not-a-port"], "invalid int value"),
         ("dynamo.llama_cpp", ["--model-path", str(tmp_path / "missing.gguf")], "no such GGUF file"),
     ]:
@@ -328,3 +331,16 @@ def test_queued_requests_wait_for_their_first_token(deployment):
     waiting.join()
     assert 'dynamo_frontend_queued_requests{model="mock"} 1.0' in during
     assert 'dynamo_frontend_queued_requests{model="mock"} 0.0' in metrics_text(url)
+
+
+def test_a_model_folder_the_frontend_cannot_use_is_one_line(deployment, tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "tokenizer.json").write_text("{}")  # the mocker only needs it there; the frontend reads it
+    url = deployment.frontend()
+    deployment.mocker("mock", "--model-path", str(folder))
+    wait_for_models(url, {"mock"})
+    status, body, _ = http(url + "/v1/chat/completions", {"model": "mock", "messages": [{"role": "user", "content": "hi"}]})
+    assert status == 500 and body["error"]["type"] == "server_error"
+    assert body["error"]["message"].startswith("the frontend cannot preprocess for 'mock': ")
+    assert "\n" not in body["error"]["message"]

@@ -42,9 +42,11 @@ def metrics(url: str) -> str:
         return response.read().decode()
 
 
-def test_stream_survives_its_worker(deployment):  # noqa: F811
+@pytest.mark.parametrize("mode", ["round-robin", "kv"])
+def test_stream_survives_its_worker(deployment, mode):  # noqa: F811
     # Three workers: each answer below loses one.
-    url, workers = start_workers(deployment, "--migration-limit", "2", count=3, mocker_args=("--max-tokens", str(TOKENS)))
+    url, workers = start_workers(deployment, "--migration-limit", "2", "--router-mode", mode, count=3,
+                                 mocker_args=("--max-tokens", str(TOKENS)))
     api = client(url)
     whole = api.completions.create(model="mock", prompt=PROMPT, max_tokens=TOKENS, seed=4)
     stream = api.completions.create(model="mock", prompt=PROMPT, max_tokens=TOKENS, seed=4, stream=True,

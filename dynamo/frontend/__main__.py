@@ -16,8 +16,10 @@ from dynamo.doctor.preflight import preflight
 
 def parser() -> argparse.ArgumentParser:
     from dynamo.frontend import auth, limits
+    from dynamo.frontend.kv_index import DEFAULT_TTL, DEFAULT_WEIGHT
     from dynamo.frontend.router import ROUTER_MODES
     from dynamo.runtime import discovery
+    from dynamo.runtime.kv_events import DEFAULT_BLOCK_SIZE
 
     flags = argparse.ArgumentParser(prog="python -m dynamo.frontend",
                                     description="OpenAI-compatible HTTP frontend that routes to the workers it discovers.")
@@ -30,7 +32,14 @@ def parser() -> argparse.ArgumentParser:
                        help="HTTP processes sharing the port, each with every worker in view; 0: one per core "
                             "(default: %(default)s, or DYN_FRONTEND_PROCESSES)")
     flags.add_argument("--router-mode", choices=ROUTER_MODES, default="round-robin",
-                       help="how a request picks among the workers of its model (default: %(default)s)")
+                       help="how a request picks among the workers of its model: kv by the workers' KV cache "
+                            "events and load, kv-approx by its own past choices (default: %(default)s)")
+    flags.add_argument("--kv-overlap-weight", type=float, default=DEFAULT_WEIGHT,
+                       help="kv modes: a block to prefill against a block of running work (default: %(default)s)")
+    flags.add_argument("--kv-block-size", type=int, default=DEFAULT_BLOCK_SIZE,
+                       help="kv-approx: tokens per block (kv: as the workers say; default: %(default)s)")
+    flags.add_argument("--kv-ttl", type=float, default=DEFAULT_TTL,
+                       help="kv-approx: seconds a worker is assumed to keep a prompt (default: %(default)s)")
     flags.add_argument("--migration-limit", type=int, default=int(os.environ.get("DYN_MIGRATION_LIMIT", "0")),
                        help="times an answer moves to another worker when its worker dies mid-answer "
                             "(default: %(default)s, or DYN_MIGRATION_LIMIT)")
@@ -51,12 +60,15 @@ async def serve(args: argparse.Namespace, reuse_port: bool = False) -> None:
     from dynamo.frontend import limits
     from dynamo.frontend.connections import GuardedSite
     from dynamo.frontend.interactive import chat
+    from dynamo.frontend.kv_index import KvRouting
     from dynamo.frontend.metrics import Metrics
     from dynamo.frontend.router import Router
     from dynamo.frontend.server import Frontend
     from dynamo.runtime import discovery
 
-    router = Router(args.router_mode, args.migration_limit, Metrics())
+    metrics = Metrics()
+    kv = KvRouting(args.router_mode == "kv-approx", args.kv_overlap_weight, args.kv_ttl, args.kv_block_size, metrics)
+    router = Router(args.router_mode, args.migration_limit, metrics, kv)
     backend = discovery.from_arguments(args)
     watcher = asyncio.create_task(backend.watch(router.update))
     try:
@@ -204,6 +216,11 @@ def main(argv: list[str] | None = None) -> None:
     args = flags.parse_args(argv)
     if args.migration_limit < 0:
         flags.error(f"--migration-limit {args.migration_limit}: must not be negative")
+    if args.kv_overlap_weight < 0:
+        flags.error(f"--kv-overlap-weight {args.kv_overlap_weight}: must not be negative")
+    for flag in ("kv_block_size", "kv_ttl"):
+        if getattr(args, flag) <= 0:
+            flags.error(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be positive")
     if args.processes < 0:
         flags.error(f"--processes {args.processes}: must be 0 (one per core) or more")
     from dynamo.frontend import auth, limits

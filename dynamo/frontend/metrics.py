@@ -60,6 +60,18 @@ class Metrics:
         self.worker_errors = Counter(f"{PREFIX}_worker_errors", "Requests a worker failed (status) or dropped (gone)",
                                      ["worker", "model", "kind"], registry=self.registry)
 
+        # KV-aware routing (kv_index.py). A worker's cached fraction: cached_prompt_tokens / prompt_tokens.
+        self.worker_prompt_tokens = Counter(f"{PREFIX}_worker_prompt_tokens", "Prompt tokens each worker answered",
+                                            ["worker", "model"], registry=self.registry)
+        self.worker_cached_tokens = Counter(f"{PREFIX}_worker_cached_prompt_tokens",
+                                            "Prompt tokens each worker found in its KV cache", ["worker", "model"],
+                                            registry=self.registry)
+        self.kv_decisions = Counter(f"{PREFIX}_kv_routing_decisions", "Requests the KV router sent to each worker",
+                                    ["worker", "model"], registry=self.registry)
+        self.kv_overlap = Histogram(f"{PREFIX}_kv_routing_overlap_fraction",
+                                    "Part of each request's prompt blocks the chosen worker held, as the router saw it",
+                                    ["model"], buckets=(0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 1), registry=self.registry)
+
     def of(self, model: str) -> ModelMetrics:
         found = self._models.get(model)
         if found is None:

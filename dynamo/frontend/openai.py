@@ -466,9 +466,11 @@ class Response:
         return {**self._object("chat.completion.chunk" if self.chat else "text_completion", []), "usage": usage}
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
+    """OpenAI's usage object; `cached_tokens`: the prompt's tokens found in the KV cache."""
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached_tokens}}
 
 
 class ResponsesResponse:
@@ -481,7 +483,7 @@ class ResponsesResponse:
         self.created = int(time.time())
         self.sequence = 0
 
-    def body(self, status: str, output: list[dict[str, Any]], usage_counts: tuple[int, int] | None = None,
+    def body(self, status: str, output: list[dict[str, Any]], usage_counts: tuple[int, int, int] | None = None,
              finish: str | None = None) -> dict[str, Any]:
         request = self.request
         body: dict[str, Any] = {
@@ -496,8 +498,8 @@ class ResponsesResponse:
         if body["tool_choice"] is None:
             body["tool_choice"] = "auto"
         if usage_counts is not None:
-            prompt_tokens, completion_tokens = usage_counts
-            body["usage"] = {"input_tokens": prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
+            prompt_tokens, completion_tokens, cached_tokens = usage_counts
+            body["usage"] = {"input_tokens": prompt_tokens, "input_tokens_details": {"cached_tokens": cached_tokens},
                              "output_tokens": completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
                              "total_tokens": prompt_tokens + completion_tokens}
         return body

@@ -6,18 +6,28 @@ import asyncio
 import dataclasses
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
+from dynamo.frontend.kv_index import KvRouting, Ticket
 from dynamo.runtime.discovery import Instance, Snapshot
 from dynamo.runtime.interleave import interleave
-from dynamo.runtime.protocol import FrameWriter, GenerateRequest, decode, encode, generate_frame, split_frames
+from dynamo.runtime.kv_events import SUBSCRIBE
+from dynamo.runtime.protocol import (
+    FrameWriter,
+    GenerateRequest,
+    RequestError,
+    decode,
+    encode,
+    generate_frame,
+    split_frames,
+)
 
 if TYPE_CHECKING:  # prometheus_client must not be imported before the frontend's processes start
     from dynamo.frontend.metrics import Metrics
 
-ROUTER_MODES = ("round-robin", "least-loaded")
+ROUTER_MODES = ("round-robin", "least-loaded", "kv", "kv-approx")  # kv: kv_index.py
 READ_SIZE = 256 * 1024  # bytes read from a worker at a time: many frames, split here
 _GONE = {"error": "the worker went away", "status": 503, "gone": True}
 log = logging.getLogger("dynamo.frontend")
@@ -47,10 +57,14 @@ class NoWorker(Exception):
 class WorkerClient:
     """One connection to one worker, shared by all requests routed there."""
 
-    def __init__(self, instance: Instance, metrics: Metrics | None = None) -> None:
+    def __init__(self, instance: Instance, metrics: Metrics | None = None,
+                 on_kv: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.instance = instance
         self.metrics = metrics
+        self.on_kv = on_kv  # given: the worker's KV cache events go there (a break clears its blocks)
         self._inflight_gauge = metrics.worker_inflight.labels(instance.id, instance.model) if metrics else None
+        self._prompt_tokens = metrics.worker_prompt_tokens.labels(instance.id, instance.model) if metrics else None
+        self._cached_tokens = metrics.worker_cached_tokens.labels(instance.id, instance.model) if metrics else None
         self.inflight = 0
         self.broken = False
         self.retired = False
@@ -71,7 +85,16 @@ class WorkerClient:
                                      f"{error}") from None
                 self._writer = FrameWriter(writer)
                 asyncio.create_task(self._read(reader))
+                if self.on_kv:
+                    self._writer.send(SUBSCRIBE)
         return self._writer
+
+    async def subscribe(self) -> None:
+        """Connect now, for the KV cache events (a worker that cannot be reached is marked broken)."""
+        try:
+            await self._connect()
+        except WorkerGone:
+            pass
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         """Hand the frames to their requests, reading many at a time: each request gets the list of
@@ -83,6 +106,10 @@ class WorkerClient:
                 batches: dict[Any, list[dict[str, Any]]] = {}
                 for line in lines:
                     frame = decode(line)
+                    if "kv" in frame:
+                        if self.on_kv:
+                            self.on_kv(frame["kv"])
+                        continue
                     batches.setdefault(frame.get("id"), []).append(frame)
                 for request_id, frames in batches.items():
                     queue = self._streams.get(request_id)
@@ -91,6 +118,8 @@ class WorkerClient:
         except (ConnectionError, ValueError):
             pass
         self.broken = True
+        if self.on_kv:
+            self.on_kv({"clear": True})
         for queue in self._streams.values():
             queue.put_nowait([_GONE])
         self._close()
@@ -132,6 +161,9 @@ class WorkerClient:
                         raise WorkerFailed(frame["error"], frame.get("status", 500), frame.get("param"))
                     yield frame
                     if "finish" in frame:
+                        if self._prompt_tokens:
+                            self._prompt_tokens.inc(frame["prompt_tokens"])
+                            self._cached_tokens.inc(frame.get("cached_tokens", 0))
                         left -= 1
                         if not left:
                             finished = True
@@ -151,28 +183,44 @@ class Router:
     """Keeps a WorkerClient per registered instance and picks one per request. A request whose
     worker dies mid-answer moves to another worker up to `migration_limit` times."""
 
-    def __init__(self, mode: str = "round-robin", migration_limit: int = 0, metrics: Metrics | None = None) -> None:
+    def __init__(self, mode: str = "round-robin", migration_limit: int = 0, metrics: Metrics | None = None,
+                 kv: KvRouting | None = None) -> None:
         if mode not in ROUTER_MODES:
             raise ValueError(f"router mode {mode!r}: choose one of {', '.join(ROUTER_MODES)}")
         self.mode = mode
         self.migration_limit = migration_limit
         self.metrics = metrics
+        self.kv = (kv or KvRouting(approximate=mode == "kv-approx", metrics=metrics)) if mode.startswith("kv") else None
         self.clients: dict[str, WorkerClient] = {}
         self.known_models: set[str] = set()
         self._turn = itertools.count()
+        self._subscribing: set[asyncio.Task] = set()
         self.changed = asyncio.Event()
 
     def update(self, snapshot: Snapshot) -> None:
         """Discovery's callback: start using new instances, retire the ones that left."""
         for instance_id in list(self.clients):
             if instance_id not in snapshot or snapshot[instance_id] != self.clients[instance_id].instance:
-                self.clients.pop(instance_id).retire()
+                gone = self.clients.pop(instance_id)
+                gone.on_kv = None
+                gone.retire()
+                if self.kv:
+                    self.kv.forget(instance_id, gone.instance.model)
         for instance_id, instance in snapshot.items():
             if instance_id not in self.clients:
-                self.clients[instance_id] = WorkerClient(instance, self.metrics)
+                self.clients[instance_id] = client = WorkerClient(instance, self.metrics, self._kv_events(instance))
                 self.known_models.add(instance.model)
+                if client.on_kv:
+                    task = asyncio.get_running_loop().create_task(client.subscribe())
+                    self._subscribing.add(task)  # held until done: the loop keeps only a weak reference
+                    task.add_done_callback(self._subscribing.discard)
         self.changed.set()
         self.changed = asyncio.Event()
+
+    def _kv_events(self, instance: Instance) -> Callable[[dict[str, Any]], None] | None:
+        if self.kv is None or self.kv.approximate:
+            return None
+        return lambda event: self.kv.on_event(instance.id, instance.model, event)
 
     def models(self) -> list[str]:
         return sorted({client.instance.model for client in self.clients.values() if not client.broken})
@@ -180,15 +228,37 @@ class Router:
     def candidates(self, model: str) -> list[WorkerClient]:
         return [client for client in self.clients.values() if client.instance.model == model and not client.broken]
 
-    def pick(self, model: str, exclude: set[str] = frozenset()) -> WorkerClient:
+    def pick(self, request: GenerateRequest, exclude: set[str] = frozenset()
+             ) -> tuple[WorkerClient, Ticket | None]:
+        """The worker for the request, and in kv modes its ticket in that worker's load."""
+        model = request.model
         choices = [client for client in self.candidates(model) if client.instance.id not in exclude]
         if not choices:
             raise NoWorker(model, model in self.known_models, self.models())
+        if self.kv:
+            return self.kv.choose(request, choices)
         turn = next(self._turn)
         if self.mode == "least-loaded":
             fewest = min(client.inflight for client in choices)
             choices = [client for client in choices if client.inflight == fewest]
-        return choices[turn % len(choices)]
+        return choices[turn % len(choices)], None
+
+    def preprocessed(self, request: GenerateRequest) -> GenerateRequest:
+        """The request as token ids where its model's workers take them (frontend/preprocess.py)."""
+        if request.prompt_token_ids is not None:
+            return request
+        folder = next((client.instance.model_dir for client in self.candidates(request.model)
+                       if client.instance.model_dir), None)
+        if folder is None:
+            return request
+        from dynamo.frontend.preprocess import PreprocessError, preprocessor
+
+        try:
+            return preprocessor(folder).prepare(request)
+        except RequestError as error:
+            raise WorkerFailed(str(error), 400) from None
+        except PreprocessError as error:
+            raise WorkerFailed(f"the frontend cannot preprocess for {request.model!r}: {error}", 500) from None
 
     async def generate(self, request: GenerateRequest, migrations: int = 0) -> AsyncIterator[dict[str, Any]]:
         """Route the request; a worker that cannot be reached before answering is skipped, and one
@@ -201,10 +271,10 @@ class Router:
         tokens: dict[int, int] = {}
         finished: set[int] = set()
         started = False
-        current = request
+        request = current = self.preprocessed(request)
         while True:
             try:
-                client = self.pick(request.model, tried)
+                client, ticket = self.pick(current, tried)
             except NoWorker:
                 if started:
                     raise WorkerGone(f"no other worker serves {request.model!r} to finish the answer") from None
@@ -212,6 +282,8 @@ class Router:
             try:
                 async with aclosing(client.generate(current)) as frames:
                     async for frame in frames:
+                        if ticket:
+                            ticket.prefilled()
                         if not started:
                             frame["worker"] = client.instance.id  # for the response's x-dynamo-worker
                             started = True
@@ -241,6 +313,9 @@ class Router:
                 async for frame in self._resume_choices(request, texts, tokens, finished, migrations):
                     yield frame
                 return
+            finally:
+                if ticket:
+                    ticket.done()
 
     async def _resume_choices(self, request: GenerateRequest, texts: dict[int, list[str]], tokens: dict[int, int],
                               finished: set[int], migrations: int) -> AsyncIterator[dict[str, Any]]:

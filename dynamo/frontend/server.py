@@ -104,7 +104,7 @@ async def _answer_or_error(request: web.Request, handler) -> web.StreamResponse:
 
 class Answer:
     """One choice's frames, gathered: its text, tokens, logprobs and how it ended."""
-    __slots__ = ("texts", "offset", "tokens", "logprobs", "finish", "prompt_tokens")
+    __slots__ = ("texts", "offset", "tokens", "logprobs", "finish", "prompt_tokens", "cached_tokens")
 
     def __init__(self, logprobs: bool) -> None:
         self.texts: list[str] = []
@@ -115,6 +115,7 @@ class Answer:
         self.logprobs: list[dict[str, Any]] | None = [] if logprobs else None
         self.finish: str | None = None
         self.prompt_tokens = 0
+        self.cached_tokens = 0  # of the prompt's, those the worker found in its KV cache
 
     def add(self, frame: dict[str, Any]) -> None:
         self.texts.append(frame["text"])
@@ -125,9 +126,17 @@ class Answer:
             self.offset += sum(len(entry["token"]) for entry in entries)
         if "finish" in frame:
             self.finish, self.prompt_tokens = frame["finish"], frame["prompt_tokens"]
+            self.cached_tokens = frame.get("cached_tokens", 0)
 
     def text(self) -> str:
         return "".join(self.texts)
+
+
+def _usage(answers: list[Answer], n: int) -> dict[str, Any]:
+    """The usage of all the answers: a prompt's tokens count once, whatever n."""
+    prompts = answers[::n]
+    return usage(sum(a.prompt_tokens for a in prompts), sum(a.tokens for a in answers),
+                 sum(a.cached_tokens for a in prompts))
 
 
 def _uses_tools(request: GenerateRequest) -> bool:
@@ -316,8 +325,7 @@ class Frontend:
             self._finished(answer, response.model)
             content, calls, finish = _ending(answer, request)
             choices.append(response.choice(index, content, finish, answer.logprobs, calls))
-        body = response.complete(choices, usage(sum(a.prompt_tokens for a in answers[::n]),
-                                                sum(a.tokens for a in answers)))
+        body = response.complete(choices, _usage(answers, n))
         answer = _json(body)
         answer.headers[WORKER_HEADER] = worker
         return answer
@@ -352,9 +360,7 @@ class Frontend:
                         await stream.write(_sse(response.chunk("", finish, index=index)))
                 completed = True
                 if include_usage:
-                    await stream.write(_sse(response.usage_chunk(usage(
-                        sum(a.prompt_tokens for a in answers[::n]),
-                        sum(a.tokens for a in answers)))))
+                    await stream.write(_sse(response.usage_chunk(_usage(answers, n))))
             except InvalidRequest as problem:
                 await stream.write(_sse(error_body(str(problem), problem.kind, code=problem.code)))
             await stream.write(SSE_DONE)
@@ -373,7 +379,7 @@ class Frontend:
             self._finished(answer, parsed.model)
             content, calls, finish = _ending(answer, request)
             body = response.body("incomplete" if finish == "length" else "completed", response.output(content, calls),
-                                 (answer.prompt_tokens, answer.tokens), finish)
+                                 (answer.prompt_tokens, answer.tokens, answer.cached_tokens), finish)
             result = _json(body)
             result.headers[WORKER_HEADER] = first["worker"]
             return result, True
@@ -422,7 +428,7 @@ class Frontend:
                                                              item=done)))
             status = "incomplete" if finish == "length" else "completed"
             await stream.write(_event(response.event(f"response.{status}", response=response.body(
-                status, output, (answer.prompt_tokens, answer.tokens), finish))))
+                status, output, (answer.prompt_tokens, answer.tokens, answer.cached_tokens), finish))))
             await stream.write_eof()
             completed = True
         except ConnectionResetError:

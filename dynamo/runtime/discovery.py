@@ -46,6 +46,9 @@ class Instance:
     address: str  # host:port of the worker's request port
     pid: int
     host: str
+    # The model folder whose chat template and tokenizer the frontend applies (frontend/preprocess.py),
+    # for a worker whose engine takes token ids; empty: the worker gets the chat as it came.
+    model_dir: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

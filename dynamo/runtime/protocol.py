@@ -7,12 +7,18 @@ frontend → worker   {"id": 7, "generate": {...GenerateRequest...}}   {"id": 7,
 worker → frontend   {"id": 7, "text": "Hello", "tokens": 1}          a piece of the answer
                     {"id": 7, "text": " you", "tokens": 1, "logprobs": [...]}
                                                                       with logprobs when asked for
-                    {"id": 7, "text": "", "tokens": 0, "finish": "stop", "prompt_tokens": 12}
-                                                                      the last frame of a choice
+                    {"id": 7, "text": "", "tokens": 0, "finish": "stop", "prompt_tokens": 12,
+                     "cached_tokens": 8}                              the last frame of a choice
+                                                                      (cached_tokens: those of the
+                                                                      prompt found in the KV cache)
                     {"id": 7, "index": 2, "text": " I", "tokens": 1}  choice 2 of a request with n > 1
                                                                       (no index: choice 0); the
                                                                       request ends when all n finish
                     {"id": 7, "error": "message", "status": 400}      the request failed
+
+frontend → worker   {"id": 0, "subscribe": "kv"}                     send me your KV cache events
+worker → frontend   {"id": 0, "kv": {"block_size": 64, "stored": [...], "removed": [...]}}
+                                                                      (kv_events.py)
 """
 
 from __future__ import annotations
@@ -114,6 +120,7 @@ class Chunk:
     prompt_tokens: int | None = None
     logprobs: list[dict[str, Any]] | None = None
     index: int = 0
+    cached_tokens: int | None = None
 
 
 def logprob_entry(token: str, logprob: float, alternatives: Iterable[tuple[str, float]] = (),
@@ -138,6 +145,8 @@ def chunk_frame(request_id: int, chunk: Chunk) -> bytes:
     if chunk.finish:
         frame["finish"] = chunk.finish
         frame["prompt_tokens"] = chunk.prompt_tokens or 0
+        if chunk.cached_tokens:
+            frame["cached_tokens"] = chunk.cached_tokens
     return encode(frame)
 
 

@@ -40,7 +40,10 @@ log = logging.getLogger("dynamo.worker")
 
 class Engine(Protocol):
     """`features`: the optional request features (protocol.OPTIONAL_FEATURES) the engine can serve,
-    and "n" when one engine request can answer n choices (its chunks then carry their `index`)."""
+    and "n" when one engine request can answer n choices (its chunks then carry their `index`).
+    An engine with a KV cache may also have `kv_events`, a kv_events.KvPublisher: frontends that
+    route by KV cache subscribe to it. One that takes token ids may have `model_dir`, the model folder
+    the frontend then templates and tokenizes chats with (frontend/preprocess.py)."""
     features: frozenset[str]
 
     def generate(self, request: GenerateRequest) -> AsyncIterator[Chunk]: ...
@@ -127,6 +130,8 @@ class WorkerServer:
                     self.active.add(task)
                     task.add_done_callback(lambda done, rid=request_id: (running.pop(rid, None),
                                                                          self.active.discard(done)))
+                elif frame.get("subscribe") == "kv" and getattr(self.engine, "kv_events", None):
+                    self.engine.kv_events.subscribe(frames)
                 elif frame.get("cancel") and request_id in running:
                     log.info("request %s cancelled by the frontend", request_id)
                     running[request_id].cancel()
@@ -135,6 +140,8 @@ class WorkerServer:
         finally:
             for task in list(running.values()):
                 task.cancel()
+            if getattr(self.engine, "kv_events", None):
+                self.engine.kv_events.unsubscribe(frames)
             writer.close()
 
     async def _answer(self, request_id: int, body: dict, frames: FrameWriter) -> None:
@@ -217,7 +224,8 @@ async def serve(engine: Engine, args: argparse.Namespace, framework: str) -> Non
     server = await asyncio.start_server(worker.handle, args.host, args.port, limit=MAX_FRAME)
     port = server.sockets[0].getsockname()[1]
     instance = discovery.Instance(id=uuid.uuid4().hex[:12], model=served_name(args), framework=framework,
-                                  address=_advertised(args, port), pid=os.getpid(), host=discovery.this_host())
+                                  address=_advertised(args, port), pid=os.getpid(), host=discovery.this_host(),
+                                  model_dir=getattr(engine, "model_dir", ""))
     await backend.register(instance)
     runtime.freeze_startup_objects()
     stop = asyncio.Event()
