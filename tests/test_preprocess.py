@@ -4,12 +4,11 @@ receive token ids, and usage counted from them."""
 from __future__ import annotations
 
 import pytest
+import transformers  # the reference implementation: a test dependency, so never a silent skip
 from test_frontend import client, deployment, http, wait_for_instances  # noqa: F401 (fixture)
 
-pytest.importorskip("tokenizers")
-
-from dynamo.frontend.preprocess import Preprocessor  # noqa: E402
-from dynamo.mocker import tiny_model  # noqa: E402
+from dynamo.frontend.preprocess import Preprocessor
+from dynamo.mocker import tiny_model
 from dynamo.runtime.protocol import GenerateRequest, RequestError  # noqa: E402
 
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello model"}]
@@ -91,8 +90,7 @@ CHATS = [CHAT, [{"role": "user", "content": "hello <|im_start|> x"}],
 @pytest.mark.parametrize("tools", [None, TOOLS])
 @pytest.mark.parametrize("chat", CHATS)
 def test_same_text_and_tokens_as_transformers(model_dir, chat, tools):
-    """Where transformers is installed (the engines' images), its apply_chat_template is the reference."""
-    transformers = pytest.importorskip("transformers")
+    """transformers' apply_chat_template is the reference."""
     reference = transformers.AutoTokenizer.from_pretrained(model_dir)
     preprocessor = Preprocessor(model_dir)
     text = preprocessor.chat_text(chat, tools)
