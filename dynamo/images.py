@@ -86,7 +86,7 @@ def build_args(target: Target) -> dict[str, str]:
         "DEVICE": target.device,
         "CUDA_VERSION": target.cuda or "",
         "CUDA_ARCHS": " ".join(target.cuda_archs),
-        "CMAKE_CUDA_ARCHITECTURES": ";".join(cc.replace(".", "") for cc in target.cuda_archs),
+        "CMAKE_CUDA_ARCHITECTURES": ";".join(cmake_cuda_architecture(cc) for cc in target.cuda_archs),
         "MIN_DRIVER": target.driver_linux or "",
         "NVIDIA_REQUIRE_CUDA": nvidia_require_cuda(target),
         "PYTHON_VERSION": target.python,
@@ -99,6 +99,14 @@ def build_args(target: Target) -> dict[str, str]:
         "CPU_BASELINE": cpu_baseline(),
         **{f"GGML_CPU_{arch.upper()}": options for arch, (_, options) in CPU_BASELINES.items()},
     }
+
+
+def cmake_cuda_architecture(compute_capability: str) -> str:
+    """A compute capability as CMake's CUDA architecture: 9.0 -> 90, 12.0 -> 120."""
+    major, dot, minor = compute_capability.strip().partition(".")
+    if not (major.isdigit() and dot and minor.isdigit()):
+        raise ValueError(f"compute capability {compute_capability!r} is not MAJOR.MINOR (for example 9.0)")
+    return f"{int(major)}{minor}"
 
 
 def unpinned(target: Target) -> list[str]:
