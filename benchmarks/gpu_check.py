@@ -32,6 +32,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,7 +137,11 @@ def prepare(folder: Path) -> None:
     wheels = folder / "wheels"
     shutil.rmtree(wheels, ignore_errors=True)
     wheels.mkdir(parents=True)
-    pins = [f"{name}=={importlib.metadata.version(name)}" for name in CARRIED]
+    try:
+        pins = [f"{name}=={importlib.metadata.version(name)}" for name in CARRIED]
+    except importlib.metadata.PackageNotFoundError as missing:
+        raise SystemExit(f"error: {missing} is not installed here, and prepare carries the versions installed where"
+                         f" it runs: pip install -e '.[test,llama_cpp]'") from None
     with clock.step(f"wheels for Python 3.12 x86-64: {' '.join(pins)}"):
         run_quietly([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                      *DEVICE_PYTHON, "-d", str(wheels), *pins])
@@ -212,12 +217,15 @@ def run(folder: Path, out: Path, cpu: bool, budget: float, requests: int, tokens
         with clock.step(f"{requests} chat completions of up to {tokens} tokens, unstreamed, then streamed"):
             measure(url, requests, tokens, clock)
         if gpu:
-            confirmed = any("offloaded" in line for line in offload) or bool(used)
+            confirmed = all_layers_offloaded(offload) or bool(used)
             print(f"GPU used: {'yes' if confirmed else 'NOT SHOWN'}: llama.cpp's offload lines: "
                   f"{'; '.join(offload) or 'none'}; nvidia-smi's process of the worker: {used or 'not listed'}")
         return 0
-    except OutOfTime as error:
+    except (OutOfTime, subprocess.TimeoutExpired, TimeoutError) as error:
         print(f"stopped: {error}", flush=True)
+        return 1
+    except urllib.error.HTTPError as error:
+        print(f"error: {error.url}: HTTP {error.code}: {error.read().decode(errors='replace')[:500]}", flush=True)
         return 1
     finally:
         for process in reversed(processes):
@@ -265,6 +273,9 @@ def doctor(out: Path, env: dict[str, str], clock: Clock) -> None:
         done = subprocess.run([*command, "--record", str(recording)], capture_output=True, text=True, env=env,
                               cwd=REPO, timeout=clock.limit())
         print("\n".join("  | " + line for line in (done.stdout + done.stderr).splitlines()))
+        if not recording.is_dir():
+            print(f"  doctor --record: exit {done.returncode}, nothing recorded")
+            return
         with tarfile.open(out / "doctor-record.tar.gz", "w:gz") as archive:
             archive.add(recording, "doctor-record")
         print(f"  doctor --record: exit {done.returncode}, {sorted(p.name for p in recording.iterdir())}"
@@ -342,11 +353,21 @@ def offload_lines(model: Path, env: dict[str, str], clock: Clock) -> list[str]:
     done = subprocess.run([sys.executable, "-c", script, str(model)], capture_output=True, text=True, env=env,
                           timeout=clock.limit())
     lines = [line.strip() for line in (done.stdout + done.stderr).splitlines()
-             if re.search(r"offload|CUDA0|using device|ggml_cuda_init|Device 0", line)]
+             if re.search(r"offload|assigned to device|using device|ggml_cuda_init|Device 0", line)]
     print("\n".join("  | " + line for line in lines) or "  (llama.cpp printed nothing about offloading)")
     if done.returncode:
         raise SystemExit(f"error: llama.cpp could not load {model} (exit {done.returncode}):\n{done.stderr[-2000:]}")
     return lines
+
+
+def all_layers_offloaded(lines: list[str]) -> bool:
+    """Whether llama.cpp's load said it put every layer on the GPU: "offloaded 3/3 layers to GPU",
+    else each "layer N assigned to device D" naming a device other than the CPU."""
+    counts = [match.groups() for line in lines if (match := re.search(r"offloaded (\d+)/(\d+) layers to GPU", line))]
+    if counts:
+        return all(done == total != "0" for done, total in counts)
+    devices = [match[1] for line in lines if (match := re.search(r"layer +\d+ assigned to device (\w+)", line))]
+    return bool(devices) and "CPU" not in devices
 
 
 def free_port() -> int:

@@ -52,3 +52,21 @@ def test_the_sources_the_build_reads_travel(path):
                                   "vendor/llama.cpp/vendor/miniaudio/miniaudio.h", "docs/index.md"])
 def test_models_docs_tests_and_tools_stay_behind(path):
     assert not gpu_check.sdist_member_kept(path)
+
+
+# llama.cpp's lines as its load prints them (llama-cpp-python 0.3.16, verbose=True).
+ON_THE_CPU = ["load_tensors: layer   0 assigned to device CPU, is_swa = 0",
+              "load_tensors: layer   1 assigned to device CPU, is_swa = 0",
+              "load_tensors: layer   2 assigned to device CPU, is_swa = 0"]
+ON_THE_GPU = ["load_tensors: layer   0 assigned to device CUDA0, is_swa = 0",
+              "load_tensors: layer   1 assigned to device CUDA0, is_swa = 0",
+              "load_tensors: layer   2 assigned to device CUDA0, is_swa = 0",
+              "load_tensors: offloading 2 repeating layers to GPU", "load_tensors: offloaded 3/3 layers to GPU"]
+
+
+@pytest.mark.parametrize(("lines", "offloaded"), [
+    (ON_THE_GPU, True), (ON_THE_GPU[:3], True), (ON_THE_CPU, False), ([], False),
+    (["load_tensors: offloaded 2/3 layers to GPU"], False), (["load_tensors: offloaded 0/0 layers to GPU"], False),
+    (ON_THE_GPU[:2] + ON_THE_CPU[2:], False)])
+def test_the_gpu_counts_as_used_only_when_llama_cpp_put_every_layer_on_it(lines, offloaded):
+    assert gpu_check.all_layers_offloaded(lines) is offloaded
