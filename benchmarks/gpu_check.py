@@ -49,7 +49,8 @@ FOLDER = REPO / ".gpu"
 WORK = Path(tempfile.gettempdir()) / "dynamo-gpu-check"
 TRAVEL_LIMIT = 64 * 2**20  # the device tool's limit on the working tree plus what is carried
 # What the GPU machine's python3 (3.12, x86-64) lacks of the runtime's and the test model's needs
-# (the device README's KINDS.md lists what it has), at the versions installed where `prepare` runs.
+# (the device README's KINDS.md lists what it has), at the versions installed where `prepare` runs;
+# typing-extensions too, as pydantic-core needs a newer one than such a machine may have.
 CARRIED = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection", "typing-extensions", "gguf",
            "diskcache")
 DEVICE_PYTHON = ("--python-version", "3.12", "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",
@@ -309,10 +310,15 @@ def cmake_args(arch: str | None) -> str:
 
 def build(folder: Path, site: Path, arch: str | None, log: Path, env: dict[str, str], clock: Clock) -> None:
     """pip install the carried sdist into `site`, compiled with cmake_args(arch). With the machine's
-    own scikit-build-core, CMake and ninja where it has them (the GPU machine has no network)."""
+    own scikit-build-core, CMake and ninja where it has them (the GPU machine has no network). From
+    fixed directories, not pip's random ones, as the images do: a second run reuses the build."""
     sdist = next(folder.glob("llama_cpp_python-*.tar.gz"), None)
     if sdist is None:
         raise SystemExit(f"error: no llama-cpp-python sdist in {folder}: run `python benchmarks/gpu_check.py prepare`")
+    source = WORK / sdist.name.removesuffix(".tar.gz")
+    shutil.rmtree(source, ignore_errors=True)
+    with tarfile.open(sdist) as archive:
+        archive.extractall(WORK, filter="data")  # its one top folder is source.name
     build_env = {**env, "CMAKE_ARGS": cmake_args(arch), "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 1),
                  "SKBUILD_BUILD_DIR": str(WORK / f"build-{arch or 'cpu'}")}
     nvcc = shutil.which("nvcc") or next((str(p) for p in [Path("/usr/local/cuda/bin/nvcc")] if p.exists()), None)
@@ -325,17 +331,20 @@ def build(folder: Path, site: Path, arch: str | None, log: Path, env: dict[str, 
     if not offline:
         print("  no scikit-build-core here: pip fetches the build's requirements from its index")
     argv = [sys.executable, "-m", "pip", "install", "-v", "--no-deps", "--no-compile", "--target", str(site),
-            *(["--no-index", "--no-build-isolation"] if offline else []), str(sdist)]
+            *(["--no-index", "--no-build-isolation"] if offline else []), str(source)]
     print(f"  CMAKE_ARGS={build_env['CMAKE_ARGS']}")
     with log.open("w") as handle:
+        # In a session of its own, so that the compilers go too when the budget runs out.
+        build = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=build_env, start_new_session=True)
         try:
-            done = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, env=build_env,
-                                  timeout=clock.limit(reserve=90))
+            returncode = build.wait(clock.limit(reserve=90))
         except subprocess.TimeoutExpired:
+            os.killpg(build.pid, signal.SIGKILL)
+            build.wait()
             raise OutOfTime("the build did not finish within the budget (90 s kept for serving)") from None
-    if done.returncode:
+    if returncode:
         tail = log.read_text(errors="replace").splitlines()[-40:]
-        raise SystemExit("\n".join([f"error: the build failed (exit {done.returncode}); the end of {log}:", *tail]))
+        raise SystemExit("\n".join([f"error: the build failed (exit {returncode}); the end of {log}:", *tail]))
     print(f"  built; log in {log}")
 
 
@@ -444,8 +453,8 @@ def chat(url: str, seed: int, tokens: int, stream: bool, timeout: float) -> tupl
     began, first, usage = time.perf_counter(), None, None
     with urllib.request.urlopen(request, timeout=timeout) as response:
         if not stream:
-            usage = json.load(response)["usage"]
-        for line in response if stream else ():
+            return time.perf_counter() - began, None, json.load(response)["usage"]["completion_tokens"]
+        for line in response:
             if not line.startswith(b"data: ") or line.strip() == b"data: [DONE]":
                 continue
             event = json.loads(line[6:])
@@ -463,8 +472,9 @@ def measure(url: str, requests: int, tokens: int, clock: Clock) -> None:
         answers = [chat(url, seed, tokens, stream, clock.limit()) for seed in range(1, requests + 1)]
         seconds = sum(spent for spent, _, _ in answers)
         produced = sum(count for _, _, count in answers)
+        rates = [count / spent for spent, _, count in answers]
         line = (f"  {'streamed' if stream else 'unstreamed'}: {requests} answers, {produced} tokens in {seconds:.2f} s:"
-                f" {produced / seconds:.0f} tokens/s; an answer's median {statistics.median(count / spent for spent, _, count in answers):.0f} tokens/s")
+                f" {produced / seconds:.0f} tokens/s; an answer's median {statistics.median(rates):.0f} tokens/s")
         if stream:
             firsts = [first for _, first, _ in answers if first is not None]
             decoding = [(count - 1) / (spent - first) for spent, first, count in answers if first and count > 1]
