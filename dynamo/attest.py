@@ -231,7 +231,7 @@ def check(facts: ImageFacts, output_root: Path = CHECKOUT, checkout: Path = CHEC
 
 def run(args) -> int:
     """`python build.py attest IMAGE [--check]`."""
-    from dynamo.containers import EngineError
+    from dynamo.containers import ContainerEngineError
 
     try:
         facts = image_facts(args.image, args.engine)
@@ -247,6 +247,6 @@ def run(args) -> int:
         for path in attest(facts, out):
             print(f"wrote {path}")
         return 0
-    except (AttestError, EngineError) as exc:
+    except (AttestError, ContainerEngineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

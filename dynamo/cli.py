@@ -92,7 +92,7 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from dynamo.containers import EngineError, get_engine
+    from dynamo.containers import ContainerEngineError, get_engine
     from dynamo.imagebuild.image import Progress, build_image
     from dynamo.imagebuild.plan import PlanError, make_plan
 
@@ -110,7 +110,7 @@ def _build(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     try:
         engine = get_engine(args.engine)
-    except EngineError as exc:
+    except ContainerEngineError as exc:
         if not args.dry_run:
             return _error(exc, EXIT_FAILED)
         from dynamo.containers import Buildah
@@ -121,13 +121,13 @@ def _build(args: argparse.Namespace) -> int:
     if args.dry_run:
         try:
             command = engine.describe_build(plan, "localhost/dynamo-build-tmp:ID")
-        except EngineError as exc:
+        except ContainerEngineError as exc:
             return _error(exc, EXIT_FAILED)
         print(describe_plan(plan, engine.name, command))
         return EXIT_OK
     try:
         summary = build_image(plan, engine, Progress(verbose=args.verbose))
-    except EngineError as exc:
+    except ContainerEngineError as exc:
         return _error(f"{exc}; no tag was moved", EXIT_FAILED)
     except KeyboardInterrupt:
         print("interrupted: no tag was moved", file=sys.stderr)
@@ -179,7 +179,7 @@ def describe_plan(plan, engine_name: str, command: str) -> str:
 
 def _verify(args: argparse.Namespace) -> int:
     from dynamo.attest import CHECKOUT
-    from dynamo.containers import EngineError, engine_with_image
+    from dynamo.containers import ContainerEngineError, engine_with_image
     from dynamo.imagebuild.verify import report, verify
 
     matrix = load(args.matrix)
@@ -188,7 +188,7 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         checks = verify(matrix, engine_with_image(args.image, args.engine), args.image,
                         args.attestations or CHECKOUT)
-    except EngineError as exc:
+    except ContainerEngineError as exc:
         return _error(exc, EXIT_FAILED)
     print(report(args.image, checks))
     return EXIT_OK if all(check.ok for check in checks) else EXIT_FAILED
@@ -207,7 +207,7 @@ def _attest(args: argparse.Namespace) -> int:
 
 
 def _reproduce(matrix, args: argparse.Namespace) -> int:
-    from dynamo.containers import EngineError
+    from dynamo.containers import ContainerEngineError
     from dynamo.imagebuild.image import Progress
     from dynamo.imagebuild.plan import PlanError
     from dynamo.imagebuild.reproduce import reproduce
@@ -219,7 +219,7 @@ def _reproduce(matrix, args: argparse.Namespace) -> int:
         result = reproduce(matrix, args.image, ca_cert=args.ca_cert, progress=Progress(verbose=args.verbose))
     except PlanError as exc:
         return _error(exc)
-    except EngineError as exc:
+    except ContainerEngineError as exc:
         return _error(exc, EXIT_FAILED)
     print(result.text(args.image))
     return EXIT_OK if result.identical else EXIT_FAILED

@@ -38,11 +38,11 @@ def test_docker_describes_an_image():
 
 def test_missing_image_is_one_line():
     require(buildah_ready())
-    from dynamo.containers import EngineError, engine_with_image
+    from dynamo.containers import ContainerEngineError, engine_with_image
 
     try:
         engine_with_image("localhost/no-such-image:1", "buildah")
-    except EngineError as exc:
+    except ContainerEngineError as exc:
         assert str(exc) == ("image localhost/no-such-image:1 is not in the image store of buildah;"
                             " build it (python build.py ...) or pull it")
     else:

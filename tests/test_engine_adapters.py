@@ -35,9 +35,9 @@ def test_served_name_and_model_source(tmp_path):
     assert worker.served_name(parse(["--model-path", "/m/Qwen3-0.6B-Q8_0.gguf"])[0]) == "Qwen3-0.6B-Q8_0"
     assert worker.served_name(parse(["Qwen/Qwen3-4B", "--model-name", "chat"])[0]) == "chat"
     assert worker.model_source(parse(["--model-path", "~/m"])[0]).endswith("/m")
-    with pytest.raises(worker.EngineError, match="no model"):
+    with pytest.raises(worker.InferenceError, match="no model"):
         worker.model_source(parse([])[0])
-    with pytest.raises(worker.EngineError, match="give one"):
+    with pytest.raises(worker.InferenceError, match="give one"):
         worker.model_source(parse(["a", "--model-path", "b"])[0])
     args, extra = parse(["--tp", "2", "--model-path", "b"])  # an engine flag's value is not the model
     assert (args.model, args.model_path, extra) == (None, "b", ["--tp", "2"])
@@ -120,7 +120,7 @@ def test_trtllm_arguments(tmp_path):
                                        "max_seq_len": 8192, "max_batch_size": 64,  # the YAML wins
                                        "kv_cache_config": {"free_gpu_memory_fraction": 0.5}}
     extra.write_text("- not a mapping\n")
-    with pytest.raises(worker.EngineError, match="expected a mapping of LLM arguments, got list"):
+    with pytest.raises(worker.InferenceError, match="expected a mapping of LLM arguments, got list"):
         trtllm.llm_kwargs(args)
     assert trtllm.sampling_kwargs(FULL)["seed"] == 11
 

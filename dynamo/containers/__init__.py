@@ -1,7 +1,7 @@
 """Container engines (docker, docker buildx, buildah, podman) behind one interface
 (`dynamo.containers.engine`), one module each, and how one is chosen.
 
-Every failure is an `EngineError` whose message is one line naming what to do.
+Every failure is an `ContainerEngineError` whose message is one line naming what to do.
 """
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from __future__ import annotations
 from dynamo.containers.buildah import Buildah
 from dynamo.containers.docker_buildx import DockerBuildx
 from dynamo.containers.docker_classic import DockerClassic
-from dynamo.containers.engine import BuildResult, ContainerEngine, EngineError, ImageInfo
+from dynamo.containers.engine import BuildResult, ContainerEngine, ContainerEngineError, ImageInfo
 from dynamo.containers.podman import Podman
 
 __all__ = ["BuildResult", "Buildah", "CHOICES", "ContainerEngine", "DockerBuildx", "DockerClassic", "ENGINES",
-           "EngineError", "ImageInfo", "Podman", "engine_with_image", "get_engine"]
+           "ContainerEngineError", "ImageInfo", "Podman", "engine_with_image", "get_engine"]
 
 # Detection order of the issue: buildx, then buildah or podman, then the classic builder.
 ENGINES: dict[str, type[ContainerEngine]] = {
@@ -25,7 +25,7 @@ def get_engine(choice: str | None = None) -> ContainerEngine:
     """The engine asked for (docker means buildx when present, else the classic builder), or the
     first one available here."""
     if choice is not None and choice not in CHOICES:
-        raise EngineError(f"unknown engine {choice!r}; choose {', '.join(CHOICES)}")
+        raise ContainerEngineError(f"unknown engine {choice!r}; choose {', '.join(CHOICES)}")
     candidates = list(ENGINES.values()) if choice is None else (
         [DockerBuildx, DockerClassic] if choice == "docker" else [ENGINES[choice]])
     reasons = []
@@ -34,7 +34,7 @@ def get_engine(choice: str | None = None) -> ContainerEngine:
         if reason is None:
             return engine()
         reasons.append(reason)
-    raise EngineError("no container engine can build here: " + "; ".join(dict.fromkeys(reasons))
+    raise ContainerEngineError("no container engine can build here: " + "; ".join(dict.fromkeys(reasons))
                       + ". Install Docker (apt-get install docker.io, then start dockerd) or buildah")
 
 
@@ -48,4 +48,4 @@ def engine_with_image(ref: str, choice: str | None = None) -> ContainerEngine:
     if not candidates:
         get_engine(None)  # raises: no engine at all, with the fix
     names = ", ".join(engine.name for engine in candidates)
-    raise EngineError(f"image {ref} is not in the image store of {names}; build it (python build.py ...) or pull it")
+    raise ContainerEngineError(f"image {ref} is not in the image store of {names}; build it (python build.py ...) or pull it")

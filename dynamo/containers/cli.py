@@ -13,7 +13,7 @@ from abc import abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from dynamo.containers.engine import BuildResult, ContainerEngine, EngineError, Lines
+from dynamo.containers.engine import BuildResult, ContainerEngine, ContainerEngineError, Lines
 
 if TYPE_CHECKING:
     from dynamo.imagebuild.plan import BuildPlan
@@ -28,7 +28,7 @@ def stream(command: list[str], on_line: Lines, env: dict[str, str] | None = None
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    errors="replace", bufsize=1, env=env)
     except FileNotFoundError:
-        raise EngineError(f"{command[0]} is not installed") from None
+        raise ContainerEngineError(f"{command[0]} is not installed") from None
     try:
         assert process.stdout is not None
         for line in process.stdout:
@@ -60,10 +60,10 @@ class CliEngine(ContainerEngine):
         try:
             result = subprocess.run([self.cli, *args], capture_output=True, text=True, errors="replace")
         except FileNotFoundError:
-            raise EngineError(f"{self.cli} is not installed ({self.install_hint})") from None
+            raise ContainerEngineError(f"{self.cli} is not installed ({self.install_hint})") from None
         if check and result.returncode != 0:
             message = (result.stderr.strip() or result.stdout.strip()).splitlines()
-            raise EngineError(f"{self.cli} {args[0]} failed: {message[-1] if message else 'exit ' + str(result.returncode)}")
+            raise ContainerEngineError(f"{self.cli} {args[0]} failed: {message[-1] if message else 'exit ' + str(result.returncode)}")
         return result
 
     def describe_build(self, plan: BuildPlan, temp_ref: str) -> str:
@@ -78,7 +78,7 @@ class CliEngine(ContainerEngine):
             env = dict(os.environ, TMPDIR=str(self.cache_dir)) if self.cache_dir else None
             code, tail = stream(self.build_command(plan, temp_ref, iidfile), on_line, env)
             if code != 0:
-                raise EngineError(f"{self.cli} build failed (exit {code}): {_last_error(tail)}")
+                raise ContainerEngineError(f"{self.cli} build failed (exit {code}): {_last_error(tail)}")
             iid = Path(iidfile).read_text().strip() if Path(iidfile).exists() else temp_ref
         return BuildResult(image_id=iid, ref=temp_ref)
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from dynamo.containers.cli import CliEngine, build_flags
-from dynamo.containers.engine import EngineError, ImageInfo, env_dict
+from dynamo.containers.engine import ContainerEngineError, ImageInfo, env_dict
 
 if TYPE_CHECKING:
     from dynamo.imagebuild.plan import BuildPlan
@@ -37,7 +37,7 @@ class DockerBuildx(CliEngine):
         command = ["docker", "buildx", "build", "--progress", "plain", "--iidfile", iidfile, *build_flags(plan)]
         if len(plan.platforms) > 1:
             if not plan.push:
-                raise EngineError("docker buildx cannot load a multi-platform image into the classic image store;"
+                raise ContainerEngineError("docker buildx cannot load a multi-platform image into the classic image store;"
                                   " add --push, or build with --engine buildah")
             # Multi-platform images go straight to the registry under the final tags, after success only.
             return command + [arg for tag in plan.tags for arg in ("-t", tag)] + [

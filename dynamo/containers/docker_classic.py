@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from dynamo.containers.engine import BuildResult, ContainerEngine, EngineError, ImageInfo, Lines, env_dict
+from dynamo.containers.engine import BuildResult, ContainerEngine, ContainerEngineError, ImageInfo, Lines, env_dict
 
 if TYPE_CHECKING:
     from dynamo.imagebuild.plan import BuildPlan
@@ -29,7 +29,7 @@ class DockerClassic(ContainerEngine):
             self.client = docker.from_env()
             self.client.ping()
         except docker.errors.DockerException as exc:
-            raise EngineError(f"cannot reach the Docker daemon ({_first_line(exc)}); start dockerd") from None
+            raise ContainerEngineError(f"cannot reach the Docker daemon ({_first_line(exc)}); start dockerd") from None
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -56,10 +56,10 @@ class DockerClassic(ContainerEngine):
         from dynamo.imagebuild.classic import context_tar
 
         if len(plan.platforms) > 1:
-            raise EngineError("Docker's classic builder builds one platform at a time; use --engine buildah"
+            raise ContainerEngineError("Docker's classic builder builds one platform at a time; use --engine buildah"
                               " (apt-get install buildah) or install docker buildx for multi-arch images")
         if plan.cache_to:
-            raise EngineError("Docker's classic builder cannot export a cache (--cache-to); use buildah or buildx")
+            raise ContainerEngineError("Docker's classic builder cannot export a cache (--cache-to); use buildah or buildx")
         image_id, errors = "", []
         try:
             with context_tar(plan) as tar:
@@ -73,9 +73,9 @@ class DockerClassic(ContainerEngine):
                         errors.append(chunk["error"].strip())
                     image_id = chunk.get("aux", {}).get("ID", image_id)
         except self._docker.errors.APIError as exc:
-            raise EngineError(f"docker build failed: {_first_line(exc)}") from None
+            raise ContainerEngineError(f"docker build failed: {_first_line(exc)}") from None
         if errors or not image_id:
-            raise EngineError(f"docker build failed: {errors[-1] if errors else 'no image was produced'}")
+            raise ContainerEngineError(f"docker build failed: {errors[-1] if errors else 'no image was produced'}")
         return BuildResult(image_id=image_id, ref=temp_ref)
 
     def has_image(self, ref: str) -> bool:
@@ -89,7 +89,7 @@ class DockerClassic(ContainerEngine):
         try:
             self.client.images.pull(ref)
         except self._docker.errors.DockerException as exc:
-            raise EngineError(_first_line(exc)) from None
+            raise ContainerEngineError(_first_line(exc)) from None
 
     def tag(self, source: str, tags: Iterable[str]) -> None:
         image = self.client.images.get(source)
@@ -100,7 +100,7 @@ class DockerClassic(ContainerEngine):
     def push(self, ref: str) -> None:
         for status in self.client.images.push(ref, stream=True, decode=True):
             if "error" in status:
-                raise EngineError(f"docker push {ref} failed: {status['error']}")
+                raise ContainerEngineError(f"docker push {ref} failed: {status['error']}")
 
     def remove(self, ref: str) -> None:
         try:

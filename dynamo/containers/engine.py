@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 Lines = Callable[[str], None]
 
 
-class EngineError(Exception):
+class ContainerEngineError(Exception):
     """An engine is missing or failed; str() is one line saying what to do."""
 
 
@@ -97,6 +97,6 @@ class ContainerEngine(ABC):
             return
         try:
             self.pull(ref)
-        except EngineError as exc:
-            raise EngineError(f"base image {ref} is not here and could not be pulled ({exc}); pull it,"
+        except ContainerEngineError as exc:
+            raise ContainerEngineError(f"base image {ref} is not here and could not be pulled ({exc}); pull it,"
                               f" or pass --base-image with an image you have") from None

@@ -28,11 +28,11 @@ def subject_for(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> S
 def _subject(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> Subject:
     if args.image:
         from dynamo import images
-        from dynamo.containers import EngineError, engine_with_image  # only --image needs an engine
+        from dynamo.containers import ContainerEngineError, engine_with_image  # only --image needs an engine
 
         try:
             info = engine_with_image(args.image).inspect(args.image)
-        except EngineError as exc:
+        except ContainerEngineError as exc:
             raise InvalidCombination(str(exc)) from None
         label = lambda key: info.labels.get(images.LABEL_PREFIX + key) or None  # noqa: E731
         if not label("release"):

@@ -82,9 +82,9 @@ def context_files(plan: BuildPlan) -> list[Path]:
 def context_tar(plan: BuildPlan) -> Iterator[io.BytesIO]:
     """A tar of the context, the same bytes for the same inputs (sorted, mtime 0, root-owned)."""
     if plan.ca_cert and (plan.stage == "dev" or plan.build_args.get("LOCK") == "none"):
-        from dynamo.containers import EngineError
+        from dynamo.containers import ContainerEngineError
         why = "the dev image" if plan.stage == "dev" else "an unlocked runtime image (pip resolves in its last stage)"
-        raise EngineError(f"Docker's classic builder would leave the CA bundle in {why}; build it"
+        raise ContainerEngineError(f"Docker's classic builder would leave the CA bundle in {why}; build it"
                           " with --engine buildah, or with docker buildx")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from dynamo import images
-from dynamo.containers import ContainerEngine, EngineError, ImageInfo
+from dynamo.containers import ContainerEngine, ContainerEngineError, ImageInfo
 from dynamo.imagebuild.plan import BuildPlan
 
 # One pattern per engine's way of announcing a step: buildah/podman, Docker classic, buildx plain.
@@ -106,7 +106,7 @@ class Summary:
 def build_image(plan: BuildPlan, engine: ContainerEngine, progress: Progress) -> Summary:
     """Build under a temporary name; tag (and push) only once the whole build has succeeded."""
     if len(plan.platforms) > 1 and not engine.multi_platform:
-        raise EngineError(f"{engine.name} cannot build {', '.join(plan.platforms)} together; install buildah"
+        raise ContainerEngineError(f"{engine.name} cannot build {', '.join(plan.platforms)} together; install buildah"
                           f" (apt-get install buildah) or docker buildx and pass --engine buildah")
     engine.ensure_base_image(plan.base_image)
     progress.build_args = dict(plan.build_args)
@@ -152,5 +152,5 @@ def _check_labels(plan: BuildPlan, labels: dict[str, str]) -> None:
     wrong = [f"{key}={labels.get(key, '(missing)')!r} (expected {value!r})"
              for key, value in plan.labels().items() if labels.get(key) != value]
     if wrong:
-        raise EngineError(f"the built image's labels differ from the plan, a stale layer cache: {'; '.join(wrong[:3])};"
+        raise ContainerEngineError(f"the built image's labels differ from the plan, a stale layer cache: {'; '.join(wrong[:3])};"
                           f" rebuild with --no-cache")

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from dynamo import images
-from dynamo.containers import Buildah, EngineError
+from dynamo.containers import Buildah, ContainerEngineError
 from dynamo.imagebuild.image import Progress, build_image
 from dynamo.imagebuild.plan import CHECKOUT, BuildPlan, PlanError, make_plan
 from dynamo.imagebuild.source import Source, export, split_revision
@@ -80,16 +80,16 @@ def reproduce(matrix: Matrix, image: str, *, ca_cert: str | None = None, checkou
     """Rebuild `image` (in buildah's store) from its recorded inputs with empty caches; compare."""
     engine = Buildah()
     if not engine.has_image(image):
-        raise EngineError(f"image {image} is not in buildah's image store; build it with --engine buildah, or pull it")
+        raise ContainerEngineError(f"image {image} is not in buildah's image store; build it with --engine buildah, or pull it")
     info = engine.inspect(image)
     labels = info.labels
     revision = labels.get(OCI + "revision", "")
     if not revision:
-        raise EngineError(f"{image} records no commit ({OCI}revision): it was built outside a git checkout or by an"
+        raise ContainerEngineError(f"{image} records no commit ({OCI}revision): it was built outside a git checkout or by an"
                           " older build.py, so it cannot be reproduced")
     commit, dirty = split_revision(revision)
     if dirty:
-        raise EngineError(f"{image} was built from uncommitted changes to {commit}: it cannot"
+        raise ContainerEngineError(f"{image} was built from uncommitted changes to {commit}: it cannot"
                           " be reproduced; build it from a clean checkout")
     rebuilt = f"localhost/dynamo-reproduce:{info.id.removeprefix('sha256:')[:12]}"
     with tempfile.TemporaryDirectory(prefix="dynamo-reproduce-") as tmp:
@@ -97,7 +97,7 @@ def reproduce(matrix: Matrix, image: str, *, ca_cert: str | None = None, checkou
         try:
             export(checkout, revision, context)
         except ValueError as exc:
-            raise EngineError(str(exc)) from None
+            raise ContainerEngineError(str(exc)) from None
         plan = recorded_plan(matrix, labels, info.architecture, context, ca_cert=ca_cert, tag=rebuilt)
         cache_dir = Path(tmp) / "caches"  # buildah's TMPDIR: its RUN --mount=type=cache caches start empty
         cache_dir.mkdir()
@@ -120,7 +120,7 @@ def compare(a: str, b: str, workdir: Path) -> list[Difference]:
         layout = workdir / f"oci-{name}"
         result = subprocess.run(["buildah", "push", "--quiet", ref, f"oci:{layout}"], capture_output=True, text=True)
         if result.returncode != 0:
-            raise EngineError(f"buildah push {ref} oci:{layout} failed: {result.stderr.strip()[-200:]}")
+            raise ContainerEngineError(f"buildah push {ref} oci:{layout} failed: {result.stderr.strip()[-200:]}")
         layouts.append(layout)
     (config_a, layers_a), (config_b, layers_b) = (_read_layout(layout) for layout in layouts)
     found = _config_differences(config_a, config_b)

@@ -10,7 +10,7 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from dynamo import attest, cuda_builds, images
-from dynamo.containers import ContainerEngine, EngineError, ImageInfo
+from dynamo.containers import ContainerEngine, ContainerEngineError, ImageInfo
 from dynamo.matrix import InvalidCombination, Matrix
 from dynamo.matrix.query import evaluate
 
@@ -78,11 +78,11 @@ def _same_version(a: str | None, b: str | None) -> bool:
 def probe(engine: ContainerEngine, image: str, module: str = "") -> dict:
     result = engine.run(image, ["python3", "-c", PROBE, module])
     if result.returncode != 0:
-        raise EngineError(f"cannot run python3 in {image}: {(result.stderr or result.stdout).strip()[-200:]}")
+        raise ContainerEngineError(f"cannot run python3 in {image}: {(result.stderr or result.stdout).strip()[-200:]}")
     try:
         return json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        raise EngineError(f"unexpected output from {image}: {result.stdout.strip()[-200:]!r}") from None
+        raise ContainerEngineError(f"unexpected output from {image}: {result.stdout.strip()[-200:]!r}") from None
 
 
 def verify(matrix: Matrix, engine: ContainerEngine, image: str, attestations: Path) -> list[Check]:
@@ -92,7 +92,7 @@ def verify(matrix: Matrix, engine: ContainerEngine, image: str, attestations: Pa
     labels = info.labels
     label = lambda key: labels.get(images.LABEL_PREFIX + key, "")  # noqa: E731
     if not label("release") or not label("framework"):
-        raise EngineError(f"{image} has no {images.LABEL_PREFIX}release/framework labels: it was not built by build.py")
+        raise ContainerEngineError(f"{image} has no {images.LABEL_PREFIX}release/framework labels: it was not built by build.py")
     fw = matrix.framework.get(label("framework"))
     found = probe(engine, image, fw.module if fw is not None and fw.package else "")
     packages = found["packages"]

@@ -15,7 +15,7 @@ from contextlib import aclosing
 from typing import Any
 
 from dynamo.runtime.protocol import Chunk, GenerateRequest, RequestError, logprob_entry
-from dynamo.runtime.worker import EngineError, model_source
+from dynamo.runtime.worker import InferenceError, model_source
 
 DEFAULT_CONTEXT = 4096
 _END = object()
@@ -224,15 +224,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def create(args: argparse.Namespace, _engine_flags: list[str]) -> LlamaCppEngine:
     path = model_source(args)
     if not os.path.isfile(path):
-        raise EngineError(f"{path}: no such GGUF file; download one (for example Qwen3-0.6B-Q8_0.gguf) "
+        raise InferenceError(f"{path}: no such GGUF file; download one (for example Qwen3-0.6B-Q8_0.gguf) "
                           f"and pass --model-path")
     try:
         from llama_cpp import Llama
     except ImportError:
-        raise EngineError("llama-cpp-python is not installed; pip install 'dynamo[llama_cpp]'") from None
+        raise InferenceError("llama-cpp-python is not installed; pip install 'dynamo[llama_cpp]'") from None
     try:
         llm = Llama(model_path=path, n_ctx=args.context_length or DEFAULT_CONTEXT, n_gpu_layers=args.n_gpu_layers,
                     n_threads=args.threads, logits_all=args.logits_all, verbose=False)
     except ValueError as error:
-        raise EngineError(f"{path}: llama.cpp cannot load it ({error})") from None
+        raise InferenceError(f"{path}: llama.cpp cannot load it ({error})") from None
     return LlamaCppEngine(llm, args.logits_all)

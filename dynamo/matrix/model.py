@@ -119,7 +119,7 @@ class MinHost(Frozen):
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
-class Engine(Frozen):
+class EngineEntry(Frozen):
     """One framework as a release ships it."""
 
     version: str | None = checked(checks.version)  # required when the framework has a package
@@ -163,7 +163,7 @@ class Release(ReleaseFields):
     base_container: str | None = None
     note: str | None = None
     artifacts: tuple[str, ...] | None = None
-    engines: dict[str, Engine] = checked(factory=dict)
+    engines: dict[str, EngineEntry] = checked(factory=dict)
 
 
 @dataclass(kw_only=True, eq=False, repr=False)

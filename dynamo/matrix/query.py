@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from packaging.version import Version
 
 from dynamo.frozen import Frozen
-from dynamo.matrix.model import Caveat, Engine, Framework, Matrix, Release
+from dynamo.matrix.model import Caveat, EngineEntry, Framework, Matrix, Release
 
 CPU = "cpu"
 FEATURES = ("nixl", "kvbm")
@@ -117,13 +117,13 @@ def host_arch(matrix: Matrix) -> str:
     return normalize_arch(matrix, _platform.machine())
 
 
-def engine_devices(matrix: Matrix, framework: str, engine: Engine) -> list[str]:
+def engine_devices(matrix: Matrix, framework: str, engine: EngineEntry) -> list[str]:
     """The CUDA versions an engine ships, newest first, then "cpu" where it runs on the CPU."""
     devices = sorted(engine.cuda, key=Version, reverse=True)
     return devices + ([CPU] if matrix.framework[framework].cpu else [])
 
 
-def cuda_offer(matrix: Matrix, framework: str, engine: Engine) -> str:
+def cuda_offer(matrix: Matrix, framework: str, engine: EngineEntry) -> str:
     """E.g. "CUDA 12.9 and 13.0 (experimental)", "CUDA 13.0 only" or "only a CPU build"."""
     parts = [f"{cuda} (experimental)" if engine.cuda[cuda] == "experimental" else cuda
              for cuda in sorted(engine.cuda, key=Version)]
@@ -141,12 +141,12 @@ def buildable(matrix: Matrix, cc: str, cuda: str) -> bool:
             and (info.dropped_in is None or version(cuda) < version(info.dropped_in)))
 
 
-def engine_archs(matrix: Matrix, framework: str, engine: Engine) -> tuple[str, ...]:
+def engine_archs(matrix: Matrix, framework: str, engine: EngineEntry) -> tuple[str, ...]:
     """The compute capabilities an engine's kernels are built for: its own list, else its framework's."""
     return engine.cuda_archs if engine.cuda_archs is not None else matrix.framework[framework].cuda_archs
 
 
-def engine_nixl(release: Release, engine: Engine) -> str | None:
+def engine_nixl(release: Release, engine: EngineEntry) -> str | None:
     """The NIXL an engine's images carry: its own pin, else the release's; None where unknown."""
     return engine.nixl or release.nixl
 
@@ -229,7 +229,7 @@ def check_framework(matrix: Matrix, framework: str) -> str:
     return framework
 
 
-def engine_for(matrix: Matrix, release_name: str, framework: str) -> Engine:
+def engine_for(matrix: Matrix, release_name: str, framework: str) -> EngineEntry:
     """The engine a release ships for a framework, or InvalidCombination naming the alternatives."""
     release = matrix.release[release_name]
     check_framework(matrix, framework)
@@ -242,7 +242,7 @@ def engine_for(matrix: Matrix, release_name: str, framework: str) -> Engine:
     return release.engines[framework]
 
 
-def _check_device(matrix: Matrix, release_name: str, framework: str, engine: Engine, device: str) -> None:
+def _check_device(matrix: Matrix, release_name: str, framework: str, engine: EngineEntry, device: str) -> None:
     if device in engine_devices(matrix, framework, engine):
         return
     name = matrix.framework[framework].name
@@ -343,7 +343,7 @@ def image_requirement(matrix: Matrix, cuda: str | None) -> str:
     return forward_compat_clauses(cuda, compat.brands if compat else (), compat.branches.get(cuda, ()) if compat else ())
 
 
-def engine_requirements(fw: Framework, engine: Engine) -> list[str]:
+def engine_requirements(fw: Framework, engine: EngineEntry) -> list[str]:
     """What pip installs for an engine: the engine with its extras at its pin, then its extra pins
     (e.g. ["vllm[flashinfer]==0.10.2", "flashinfer==0.1.8"]); nothing for a framework without one."""
     if fw.package is None:

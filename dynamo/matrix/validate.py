@@ -11,7 +11,7 @@ from packaging.version import Version
 
 from dynamo.matrix import checks
 from dynamo.matrix.convert import Path, Problem
-from dynamo.matrix.model import Engine, Matrix, Release, ReleaseFields
+from dynamo.matrix.model import EngineEntry, Matrix, Release, ReleaseFields
 from dynamo.matrix.query import (
     FEATURES,
     condition_values,
@@ -273,7 +273,7 @@ def _check_release(m: Matrix, name: str, release: Release) -> Iterator[tuple[Pat
 
 
 def _check_engine(m: Matrix, path: Path, release: Release, framework: str,
-                  engine: Engine) -> Iterator[tuple[Path, str]]:
+                  engine: EngineEntry) -> Iterator[tuple[Path, str]]:
     if framework not in m.framework:
         yield _undefined(path, "framework", framework, m.framework)
         return
@@ -314,7 +314,7 @@ def _check_engine_cuda(m: Matrix, path: Path, cuda_versions: dict, base_image) -
 
 
 def _check_engine_archs(m: Matrix, path: Path, release: Release, framework: str,
-                        engine: Engine) -> Iterator[tuple[Path, str]]:
+                        engine: EngineEntry) -> Iterator[tuple[Path, str]]:
     """A released engine ships some CUDA (or runs on the CPU), and no capability it is built for was
     dropped by all of its toolkits (a target leaves out what its own toolkit cannot build)."""
     if not engine.cuda:
@@ -340,7 +340,7 @@ PLAIN_NIXL_CUDA_MAJOR = "12"
 
 
 def _check_engine_nixl(m: Matrix, path: Path, release: Release, framework: str,
-                       engine: Engine) -> Iterator[tuple[Path, str]]:
+                       engine: EngineEntry) -> Iterator[tuple[Path, str]]:
     """Each CUDA major of the engine gets NIXL's build for it: through the extra cu<major>, or the plain
     wheel for CUDA 12. An older NIXL on CUDA 13 would install its CUDA 12 wheel."""
     nixl = engine_nixl(release, engine) if m.framework[framework].nixl else None
@@ -359,7 +359,7 @@ def _check_engine_nixl(m: Matrix, path: Path, release: Release, framework: str,
 
 
 def _check_patch_engine(m: Matrix, path: Path, base_name: str, framework: str,
-                        engine: Engine) -> Iterator[tuple[Path, str]]:
+                        engine: EngineEntry) -> Iterator[tuple[Path, str]]:
     """A patch release takes its base's CUDA support; the base reports its own CUDA problems."""
     if engine.cuda:
         yield path + ("cuda",), f"a patch release has the CUDA support of {base_name}; remove cuda here"
@@ -536,7 +536,7 @@ def _check_caveat_cells(m: Matrix) -> Iterator[tuple[Path, str]]:
                 yield ("caveat", i, "releases", j), f"release {name} ships no {wanted}; the caveat cannot apply to it"
 
 
-def _shipped_engines(m: Matrix, release: Release) -> dict[str, Engine]:
+def _shipped_engines(m: Matrix, release: Release) -> dict[str, EngineEntry]:
     """A release's engines, with a patch release's CUDA support taken from its base."""
     base = m.release.get(release.patch_of) if release.patch_of else None
     if base is None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from dynamo.mocker.kv_cache import KvCache
 from dynamo.runtime.kv_events import DEFAULT_BLOCK_SIZE, block_hashes, prompt_tokens
 from dynamo.runtime.protocol import Chunk, GenerateRequest, RequestError
-from dynamo.runtime.worker import EngineError
+from dynamo.runtime.worker import InferenceError
 
 VOCABULARY = ("the", "model", "says", "hello", "and", "then", "thinks", "about", "tokens", "while",
               "a", "frontend", "routes", "requests", "to", "workers", "that", "stream", "answers", "back")
@@ -118,18 +118,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def create(args: argparse.Namespace, engine_flags: list[str]) -> MockEngine:
     if not args.model_name:
-        raise EngineError("the mocker needs --model-name NAME, the model it pretends to serve")
+        raise InferenceError("the mocker needs --model-name NAME, the model it pretends to serve")
     for flag in ("ttft_ms", "itl_ms", "max_tokens", "prefill_us_per_token"):
         if getattr(args, flag) < 0:
-            raise EngineError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must not be negative")
+            raise InferenceError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must not be negative")
     for flag in ("speedup_ratio", "block_size", "num_gpu_blocks"):
         if getattr(args, flag) <= 0:
-            raise EngineError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be positive")
+            raise InferenceError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be positive")
     model_dir = ""
     if args.model_path:
         model_dir = os.path.abspath(os.path.expanduser(args.model_path))
         if not os.path.isfile(os.path.join(model_dir, "tokenizer.json")):
-            raise EngineError(f"--model-path {args.model_path}: no tokenizer.json there; give a Hugging Face model "
+            raise InferenceError(f"--model-path {args.model_path}: no tokenizer.json there; give a Hugging Face model "
                               f"folder (python -m dynamo.mocker.tiny_model DIR writes a small one)")
     return MockEngine(ttft=args.ttft_ms / 1000, itl=args.itl_ms / 1000, default_max_tokens=args.max_tokens,
                       context_length=args.context_length or 8192,

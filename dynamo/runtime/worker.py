@@ -1,6 +1,6 @@
 """What every worker shares: its command line, its request port, and its registration.
 
-An engine adapter supplies an `Engine`: an object whose `generate(request)` yields `Chunk`s.
+An engine adapter supplies an `InferenceEngine`: an object whose `generate(request)` yields `Chunk`s.
 `main()` runs the preflight, parses the flags (flags it does not know go to the engine),
 starts the engine, serves requests and registers with discovery until SIGTERM or Ctrl-C.
 """
@@ -38,7 +38,7 @@ from dynamo.runtime.protocol import (
 log = logging.getLogger("dynamo.worker")
 
 
-class Engine(Protocol):
+class InferenceEngine(Protocol):
     """`features`: the optional request features (protocol.OPTIONAL_FEATURES) the engine can serve,
     and "n" when one engine request can answer n choices (its chunks then carry their `index`).
     An engine with a KV cache may also have `kv_events`, a kv_events.KvPublisher: frontends that
@@ -49,7 +49,7 @@ class Engine(Protocol):
     def generate(self, request: GenerateRequest) -> AsyncIterator[Chunk]: ...
 
 
-class EngineError(Exception):
+class InferenceError(Exception):
     """The engine could not start (a missing model file, say); the message says what to do."""
 
 
@@ -84,9 +84,9 @@ def model_source(args: argparse.Namespace) -> str:
     """The model as the engine loads it: the name or the path, never both."""
     source = args.model_path or args.model
     if not source:
-        raise EngineError("no model: give a model name (for example Qwen/Qwen3-0.6B) or --model-path PATH")
+        raise InferenceError("no model: give a model name (for example Qwen/Qwen3-0.6B) or --model-path PATH")
     if args.model_path and args.model:
-        raise EngineError(f"both a model name ({args.model}) and --model-path ({args.model_path}): give one")
+        raise InferenceError(f"both a model name ({args.model}) and --model-path ({args.model_path}): give one")
     return os.path.expanduser(source)
 
 
@@ -112,7 +112,7 @@ def served_name(args: argparse.Namespace) -> str:
 class WorkerServer:
     """Serves the frames of protocol.py: many requests at once on each connection."""
 
-    def __init__(self, engine: Engine, framework: str) -> None:
+    def __init__(self, engine: InferenceEngine, framework: str) -> None:
         self.engine = engine
         self.framework = framework
         self.active: set[asyncio.Task] = set()
@@ -180,7 +180,7 @@ class WorkerServer:
             frames.send(error_frame(request_id, f"the engine failed: {type(error).__name__}: {error}", 500))
 
 
-def answer(engine: Engine, request: GenerateRequest) -> AsyncIterator[Chunk]:
+def answer(engine: InferenceEngine, request: GenerateRequest) -> AsyncIterator[Chunk]:
     """The chunks of a request's n choices: one engine request where the engine answers n ("n" in
     its features), else n requests at once (fan_out). A greedy request's choices would all be the
     same answer: it is asked for once and sent as each choice (vLLM and TensorRT-LLM refuse greedy
@@ -202,7 +202,7 @@ async def copies(chunks: AsyncIterator[Chunk], n: int) -> AsyncIterator[Chunk]:
                 yield dataclasses.replace(chunk, index=index)
 
 
-async def fan_out(engine: Engine, request: GenerateRequest) -> AsyncIterator[Chunk]:
+async def fan_out(engine: InferenceEngine, request: GenerateRequest) -> AsyncIterator[Chunk]:
     """n choices from an engine that answers one per request: n requests at once (a seed, when
     given, differs per choice so that they differ), their chunks tagged with their choice's index
     as they come."""
@@ -217,7 +217,7 @@ def _advertised(args: argparse.Namespace, port: int) -> str:
     return f"{host}:{port}"
 
 
-async def serve(engine: Engine, args: argparse.Namespace, framework: str) -> None:
+async def serve(engine: InferenceEngine, args: argparse.Namespace, framework: str) -> None:
     """Serve until SIGTERM or SIGINT, registered with discovery the whole time."""
     backend = discovery.from_arguments(args)
     worker = WorkerServer(engine, framework)
@@ -245,7 +245,7 @@ async def serve(engine: Engine, args: argparse.Namespace, framework: str) -> Non
 
 
 def main(framework: str, prog: str, description: str,
-         create: Callable[[argparse.Namespace, list[str]], Engine | Awaitable[Engine]],
+         create: Callable[[argparse.Namespace, list[str]], InferenceEngine | Awaitable[InferenceEngine]],
          add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
          engine_flags: bool = True, argv: list[str] | None = None) -> None:
     """A worker's whole life. `create(args, engine_flags)` builds the engine from our flags plus the
@@ -269,7 +269,7 @@ def main(framework: str, prog: str, description: str,
 
     try:
         runtime.run(run())
-    except (EngineError, discovery.DiscoveryError, OSError) as error:
+    except (InferenceError, discovery.DiscoveryError, OSError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
@@ -295,8 +295,8 @@ def finish_reason(engine: str, reason: str) -> str:
     return "length" if reason == "length" else "stop"
 
 
-def missing_engine(package: str, extra: str) -> EngineError:
-    return EngineError(f"{package} is not installed here; use the dynamo {extra} image, or pip install 'dynamo[{extra}]'")
+def missing_engine(package: str, extra: str) -> InferenceError:
+    return InferenceError(f"{package} is not installed here; use the dynamo {extra} image, or pip install 'dynamo[{extra}]'")
 
 
 def engine_prompt(tokenizer, request: GenerateRequest) -> str | list[int]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dynamo.runtime.protocol import OPTIONAL_FEATURES, Chunk, GenerateRequest, logprob_entry
-from dynamo.runtime.worker import EngineError, engine_prompt, finish_reason, missing_engine, model_source
+from dynamo.runtime.worker import InferenceError, engine_prompt, finish_reason, missing_engine, model_source
 
 
 def llm_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -27,9 +27,9 @@ def llm_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         try:
             extra = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as error:
-            raise EngineError(f"--extra-engine-args {path}: cannot read it ({error})") from None
+            raise InferenceError(f"--extra-engine-args {path}: cannot read it ({error})") from None
         if not isinstance(extra, dict):
-            raise EngineError(f"--extra-engine-args {path}: expected a mapping of LLM arguments, got "
+            raise InferenceError(f"--extra-engine-args {path}: expected a mapping of LLM arguments, got "
                               f"{type(extra).__name__}")
         kwargs.update(extra)
     return kwargs
