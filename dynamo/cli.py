@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from dynamo.containers import CHOICES as ENGINE_CHOICES
 from dynamo.doctor import add_arguments as doctor_arguments
 from dynamo.matrix import InvalidCombination, Matrix, MatrixInvalid, load, targets
 from dynamo.matrix.load import default_path, display_name
@@ -20,7 +21,6 @@ from dynamo.matrix.query import engine_for, find_release
 from dynamo.matrix.report import release_report, targets_table
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-ENGINE_CHOICES = ("docker", "buildah", "podman")  # dynamo.containers.CHOICES, without importing it
 
 
 def _error(message: object, code: int = EXIT_USAGE) -> int:
@@ -120,7 +120,7 @@ def _build(args: argparse.Namespace) -> int:
         print(f"warning: {low}", file=sys.stderr)
     if args.dry_run:
         try:
-            command = engine.describe_build(plan, "localhost/dynamo-build-tmp:ID")
+            command = engine.describe_build(plan.request, "localhost/dynamo-build-tmp:ID")
         except ContainerEngineError as exc:
             return _error(exc, EXIT_FAILED)
         print(describe_plan(plan, engine.name, command))
@@ -207,12 +207,12 @@ def _attest(args: argparse.Namespace) -> int:
 
 
 def _reproduce(matrix, args: argparse.Namespace) -> int:
-    from dynamo.containers import ContainerEngineError
+    from dynamo.containers import ContainerEngineError, engine_class
     from dynamo.imagebuild.image import Progress
     from dynamo.imagebuild.plan import PlanError
     from dynamo.imagebuild.reproduce import reproduce
 
-    if args.engine not in (None, "buildah"):
+    if args.engine is not None and not engine_class(args.engine).stamps_files:
         return _error(f"--reproduce rebuilds with buildah (the engine that stamps every file with the commit's time);"
                       f" drop --engine {args.engine}")
     try:

@@ -124,6 +124,14 @@ def timestamp(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+DIRTY = "-dirty"  # a revision's suffix when the build context had uncommitted changes
+
+
+def split_revision(revision: str) -> tuple[str, bool]:
+    """A recorded revision as (the commit, whether the build context had uncommitted changes)."""
+    return revision.removesuffix(DIRTY), revision.endswith(DIRTY)
+
+
 def source_args(revision: str, source_date_epoch: int, source_url: str) -> dict[str, str]:
     """The build args that tie an image to its source: the commit, its time (every timestamp in the
     image is this one) and where the source lives."""

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dynamo.containers.cli import local_registry
+from dynamo.containers import local_registry
 
 if TYPE_CHECKING:
     from tomlkit.items import Table

@@ -5,13 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 from dynamo.containers.cli import CliEngine, build_flags, local_registry
-from dynamo.containers.engine import ImageInfo, env_dict
-
-if TYPE_CHECKING:
-    from dynamo.imagebuild.plan import BuildPlan
+from dynamo.containers.engine import BuildRequest, ImageInfo, env_dict
 
 
 class Buildah(CliEngine):
@@ -19,21 +16,22 @@ class Buildah(CliEngine):
     store = "containers-storage, which buildah and podman share (container/run.sh runs it with podman)"
     store_path = "/var/lib/containers/storage"
     multi_platform = True
+    stamps_files = True  # --timestamp
     install_hint = "apt-get install buildah"
 
-    def build_command(self, plan: BuildPlan, temp_ref: str, iidfile: str = "IIDFILE") -> list[str]:
+    def build_command(self, request: BuildRequest, temp_ref: str, iidfile: str = "IIDFILE") -> list[str]:
         # Reproducible: --timestamp gives the image's created time and every file in its layers the
         # commit's time. The OCI format, because buildah 1.28 writes a random container id and hostname
         # into a Docker-format config (fixed values under --timestamp since June 2025:
         # https://github.com/containers/buildah/pull/6211); it has no HEALTHCHECK and runs RUN with
         # /bin/sh, whatever SHELL says.
         command = [self.cli, "build", "--isolation", "chroot", "--layers", "--format", "oci",
-                   "--timestamp", str(plan.source_date_epoch), *build_flags(plan)]
-        if len(plan.platforms) > 1:
+                   "--timestamp", str(request.source_date_epoch), *build_flags(request)]
+        if len(request.platforms) > 1:
             command += ["--manifest", temp_ref]
         else:
             command += ["--iidfile", iidfile, "-t", temp_ref]
-        return command + [str(plan.context)]
+        return command + [str(request.context)]
 
     def has_image(self, ref: str) -> bool:
         return self._run("inspect", "--type", "image", ref, check=False).returncode == 0 or \
@@ -64,12 +62,18 @@ class Buildah(CliEngine):
                          architecture=config.get("architecture", ""), env=env_dict(config.get("config", {}).get("Env")),
                          history=tuple(entry.get("created", "") for entry in config.get("history") or ()))
 
-    def run(self, ref: str, command: list[str]) -> subprocess.CompletedProcess:
+    def run(self, ref: str, command: list[str]) -> subprocess.CompletedProcess[str]:
         container = self._run("from", "--pull-never", ref).stdout.strip()
         try:
             return self._run("run", "--isolation", "chroot", container, "--", *command, check=False)
         finally:
             self._run("rm", container, check=False)
+
+    def export_oci(self, ref: str, destination: Path) -> Path:
+        # The engine's own push resolves a short name (dynamo:TAG is localhost/dynamo:TAG here) as its
+        # build named it; skopeo's containers-storage: transport does not ("does not resolve to an image ID").
+        self._run("push", "--quiet", ref, f"oci:{destination}")
+        return destination
 
     @staticmethod
     def _tls(ref: str) -> list[str]:

@@ -1,5 +1,5 @@
 """What the engines driven by a command line (buildah, podman, docker buildx) share: running the
-command, the build flags a plan gives them, and the root cause of a failure."""
+command, the build flags a request gives them, and the root cause of a failure."""
 
 from __future__ import annotations
 
@@ -11,12 +11,9 @@ import subprocess
 import tempfile
 from abc import abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
-from dynamo.containers.engine import BuildResult, ContainerEngine, ContainerEngineError, Lines
-
-if TYPE_CHECKING:
-    from dynamo.imagebuild.plan import BuildPlan
+from dynamo.containers.engine import BuildRequest, BuildResult, ContainerEngine, ContainerEngineError, Lines
 
 _STEP_LINE = re.compile(r"^(\[\d+/\d+\] )?STEP \d+/\d+:|^Step \d+/\d+ :|^#\d+ \[")
 
@@ -56,7 +53,7 @@ class CliEngine(ContainerEngine):
     def unavailable(cls) -> str | None:
         return None if shutil.which(cls.cli) else f"{cls.cli} is not installed ({cls.install_hint})"
 
-    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         try:
             result = subprocess.run([self.cli, *args], capture_output=True, text=True, errors="replace")
         except FileNotFoundError:
@@ -66,37 +63,37 @@ class CliEngine(ContainerEngine):
             raise ContainerEngineError(f"{self.cli} {args[0]} failed: {message[-1] if message else 'exit ' + str(result.returncode)}")
         return result
 
-    def describe_build(self, plan: BuildPlan, temp_ref: str) -> str:
-        return " ".join(shlex.quote(part) for part in self.build_command(plan, temp_ref))
+    def describe_build(self, request: BuildRequest, temp_ref: str) -> str:
+        return " ".join(shlex.quote(part) for part in self.build_command(request, temp_ref))
 
     @abstractmethod
-    def build_command(self, plan: BuildPlan, temp_ref: str, iidfile: str = "IIDFILE") -> list[str]: ...
+    def build_command(self, request: BuildRequest, temp_ref: str, iidfile: str = "IIDFILE") -> list[str]: ...
 
-    def build(self, plan: BuildPlan, temp_ref: str, on_line: Lines) -> BuildResult:
+    def build(self, request: BuildRequest, temp_ref: str, on_line: Lines) -> BuildResult:
         with tempfile.TemporaryDirectory() as tmp:
             iidfile = str(Path(tmp) / "iid")
             env = dict(os.environ, TMPDIR=str(self.cache_dir)) if self.cache_dir else None
-            code, tail = stream(self.build_command(plan, temp_ref, iidfile), on_line, env)
+            code, tail = stream(self.build_command(request, temp_ref, iidfile), on_line, env)
             if code != 0:
                 raise ContainerEngineError(f"{self.cli} build failed (exit {code}): {_last_error(tail)}")
             iid = Path(iidfile).read_text().strip() if Path(iidfile).exists() else temp_ref
         return BuildResult(image_id=iid, ref=temp_ref)
 
-    def run(self, ref: str, command: list[str]) -> subprocess.CompletedProcess:
+    def run(self, ref: str, command: list[str]) -> subprocess.CompletedProcess[str]:
         return self._run("run", "--rm", ref, *command, check=False)
 
 
-def build_flags(plan: BuildPlan) -> list[str]:
-    """The flags buildah, podman and buildx share, from the plan."""
-    flags = ["-f", str(plan.dockerfile), "--target", plan.stage, "--platform", ",".join(plan.platforms)]
-    for key, value in plan.build_args.items():
+def build_flags(request: BuildRequest) -> list[str]:
+    """The flags buildah, podman and buildx share, from the request."""
+    flags = ["-f", str(request.dockerfile), "--target", request.stage, "--platform", ",".join(request.platforms)]
+    for key, value in request.build_args.items():
         flags += ["--build-arg", f"{key}={value}"]
-    if plan.ca_cert:
-        flags += ["--secret", f"id=ca_cert,src={plan.ca_cert}"]
-    if plan.no_cache:
+    if request.ca_cert:
+        flags += ["--secret", f"id=ca_cert,src={request.ca_cert}"]
+    if request.no_cache:
         flags.append("--no-cache")
-    flags += [arg for ref in plan.cache_from for arg in ("--cache-from", ref)]
-    flags += [arg for ref in plan.cache_to for arg in ("--cache-to", ref)]
+    flags += [arg for ref in request.cache_from for arg in ("--cache-from", ref)]
+    flags += [arg for ref in request.cache_to for arg in ("--cache-to", ref)]
     return flags
 
 
@@ -111,5 +108,6 @@ def _last_error(tail: list[str]) -> str:
 
 
 def local_registry(ref: str) -> bool:
+    """A registry on this machine (localhost, 127.0.0.1), which engines and skopeo talk plain HTTP to."""
     host = ref.split("/", 1)[0] if "/" in ref else ""
     return host.startswith(("localhost", "127.0.0.1"))

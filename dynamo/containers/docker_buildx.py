@@ -1,4 +1,5 @@
-"""Docker with the buildx plugin (BuildKit): multi-platform builds pushed straight to a registry."""
+"""Docker through its command line: the daemon's image store, and buildx (BuildKit) builds, multi-platform
+builds pushed straight to a registry."""
 
 from __future__ import annotations
 
@@ -6,45 +7,22 @@ import json
 import shutil
 import subprocess
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 from dynamo.containers.cli import CliEngine, build_flags
-from dynamo.containers.engine import ContainerEngineError, ImageInfo, env_dict
-
-if TYPE_CHECKING:
-    from dynamo.imagebuild.plan import BuildPlan
+from dynamo.containers.engine import BuildRequest, ContainerEngineError, ImageInfo, env_dict, skopeo_export
 
 
-class DockerBuildx(CliEngine):
-    name = "docker-buildx"
+class DockerCli(CliEngine):
+    """The Docker daemon's image store through the docker command: what run.sh needs, no builder."""
+
+    name = cli = "docker"
     store = "the Docker daemon's image store"
     store_path = "/var/lib/docker"
-    cli = "docker"
-    multi_platform = True
-    install_hint = "install the docker-buildx plugin"
+    install_hint = "apt-get install docker.io, then start dockerd"
 
-    @classmethod
-    def unavailable(cls) -> str | None:
-        if not shutil.which("docker"):
-            return "docker is not installed"
-        if subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode != 0:
-            return "docker has no buildx plugin (install docker-buildx)"
-        if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-            return "the Docker daemon is not running (start dockerd)"
-        return None
-
-    def build_command(self, plan: BuildPlan, temp_ref: str, iidfile: str = "IIDFILE") -> list[str]:
-        command = ["docker", "buildx", "build", "--progress", "plain", "--iidfile", iidfile, *build_flags(plan)]
-        if len(plan.platforms) > 1:
-            if not plan.push:
-                raise ContainerEngineError("docker buildx cannot load a multi-platform image into the classic image store;"
-                                  " add --push, or build with --engine buildah")
-            # Multi-platform images go straight to the registry under the final tags, after success only.
-            return command + [arg for tag in plan.tags for arg in ("-t", tag)] + [
-                "--output", "type=image,push=true,rewrite-timestamp=true", str(plan.context)]
-        # BuildKit takes the SOURCE_DATE_EPOCH build arg for the image's times; rewrite-timestamp
-        # clamps the files in the layers to it too.
-        return command + ["--output", "type=docker,rewrite-timestamp=true", "-t", temp_ref, str(plan.context)]
+    def build_command(self, request: BuildRequest, temp_ref: str, iidfile: str = "IIDFILE") -> list[str]:
+        raise ContainerEngineError("the docker command builds with buildx only; install the docker-buildx plugin")
 
     def has_image(self, ref: str) -> bool:
         return self._run("image", "inspect", ref, check=False).returncode == 0
@@ -66,3 +44,36 @@ class DockerBuildx(CliEngine):
         data = json.loads(self._run("image", "inspect", ref).stdout)[0]
         return ImageInfo(id=data["Id"], size=data.get("Size", 0), labels=data["Config"].get("Labels") or {},
                          architecture=data.get("Architecture", ""), env=env_dict((data.get("Config") or {}).get("Env")))
+
+    def export_oci(self, ref: str, destination: Path) -> Path:
+        return skopeo_export("docker-daemon", ref, destination)
+
+
+class DockerBuildx(DockerCli):
+    name = "docker-buildx"
+    multi_platform = True
+    pushes_multi_platform = True
+    install_hint = "install the docker-buildx plugin"
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        if not shutil.which("docker"):
+            return "docker is not installed"
+        if subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode != 0:
+            return "docker has no buildx plugin (install docker-buildx)"
+        if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+            return "the Docker daemon is not running (start dockerd)"
+        return None
+
+    def build_command(self, request: BuildRequest, temp_ref: str, iidfile: str = "IIDFILE") -> list[str]:
+        command = ["docker", "buildx", "build", "--progress", "plain", "--iidfile", iidfile, *build_flags(request)]
+        if len(request.platforms) > 1:
+            if not request.push:
+                raise ContainerEngineError("docker buildx cannot load a multi-platform image into the classic image"
+                                           " store; add --push, or build with --engine buildah")
+            # Multi-platform images go straight to the registry under the final tags, after success only.
+            return command + [arg for tag in request.tags for arg in ("-t", tag)] + [
+                "--output", "type=image,push=true,rewrite-timestamp=true", str(request.context)]
+        # BuildKit takes the SOURCE_DATE_EPOCH build arg for the image's times; rewrite-timestamp
+        # clamps the files in the layers to it too.
+        return command + ["--output", "type=docker,rewrite-timestamp=true", "-t", temp_ref, str(request.context)]

@@ -1,16 +1,23 @@
 """Docker's classic builder, through the Docker SDK: one platform, no BuildKit (no `RUN --mount`:
-it gets the Dockerfile transformed by `dynamo.imagebuild.classic`)."""
+it gets the Dockerfile transformed by `dynamo.containers.classic`)."""
 
 from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from pathlib import Path
 
-from dynamo.containers.engine import BuildResult, ContainerEngine, ContainerEngineError, ImageInfo, Lines, env_dict
-
-if TYPE_CHECKING:
-    from dynamo.imagebuild.plan import BuildPlan
+from dynamo.containers.classic import context_files, context_tar
+from dynamo.containers.engine import (
+    BuildRequest,
+    BuildResult,
+    ContainerEngine,
+    ContainerEngineError,
+    ImageInfo,
+    Lines,
+    env_dict,
+    skopeo_export,
+)
 
 
 class DockerClassic(ContainerEngine):
@@ -43,30 +50,26 @@ class DockerClassic(ContainerEngine):
             return "the Docker daemon is not running (start dockerd)"
         return None
 
-    def describe_build(self, plan: BuildPlan, temp_ref: str) -> str:
-        from dynamo.imagebuild.classic import context_files
-
-        args = ", ".join(f"{k}={v!r}" for k, v in plan.build_args.items())
-        return (f"docker.APIClient.build(fileobj=<tar of {len(context_files(plan))} files, Dockerfile without"
-                f" RUN --mount>, custom_context=True, tag={temp_ref!r}, target={plan.stage!r},"
-                f" platform={plan.platforms[0]!r}, nocache={plan.no_cache}, cache_from={list(plan.cache_from)},"
+    def describe_build(self, request: BuildRequest, temp_ref: str) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in request.build_args.items())
+        return (f"docker.APIClient.build(fileobj=<tar of {len(context_files(request))} files, Dockerfile without"
+                f" RUN --mount>, custom_context=True, tag={temp_ref!r}, target={request.stage!r},"
+                f" platform={request.platforms[0]!r}, nocache={request.no_cache}, cache_from={list(request.cache_from)},"
                 f" buildargs={{{args}}})")
 
-    def build(self, plan: BuildPlan, temp_ref: str, on_line: Lines) -> BuildResult:
-        from dynamo.imagebuild.classic import context_tar
-
-        if len(plan.platforms) > 1:
+    def build(self, request: BuildRequest, temp_ref: str, on_line: Lines) -> BuildResult:
+        if len(request.platforms) > 1:
             raise ContainerEngineError("Docker's classic builder builds one platform at a time; use --engine buildah"
                               " (apt-get install buildah) or install docker buildx for multi-arch images")
-        if plan.cache_to:
+        if request.cache_to:
             raise ContainerEngineError("Docker's classic builder cannot export a cache (--cache-to); use buildah or buildx")
         image_id, errors = "", []
         try:
-            with context_tar(plan) as tar:
+            with context_tar(request) as tar:
                 for chunk in self.client.api.build(
-                        fileobj=tar, custom_context=True, tag=temp_ref, target=plan.stage,
-                        platform=plan.platforms[0], buildargs=plan.build_args, nocache=plan.no_cache,
-                        cache_from=list(plan.cache_from), rm=True, forcerm=True, decode=True):
+                        fileobj=tar, custom_context=True, tag=temp_ref, target=request.stage,
+                        platform=request.platforms[0], buildargs=request.build_args, nocache=request.no_cache,
+                        cache_from=list(request.cache_from), rm=True, forcerm=True, decode=True):
                     for line in chunk.get("stream", "").splitlines():
                         on_line(line)
                     if "error" in chunk:
@@ -113,7 +116,10 @@ class DockerClassic(ContainerEngine):
         return ImageInfo(id=data["Id"], size=data.get("Size", 0), labels=data["Config"].get("Labels") or {},
                          architecture=data.get("Architecture", ""), env=env_dict((data.get("Config") or {}).get("Env")))
 
-    def run(self, ref: str, command: list[str]) -> subprocess.CompletedProcess:
+    def export_oci(self, ref: str, destination: Path) -> Path:
+        return skopeo_export("docker-daemon", ref, destination)
+
+    def run(self, ref: str, command: list[str]) -> subprocess.CompletedProcess[str]:
         container = self.client.containers.create(ref, command)
         try:
             container.start()

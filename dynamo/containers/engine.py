@@ -1,18 +1,21 @@
-"""The container-engine interface: what build.py, `verify` and the doctor ask of an engine, the typed
-values it answers with, and its one error. Engines live one per module beside it; reading an image's
-labels needs nothing of the build machinery (`dynamo.imagebuild`), which a build plan comes from.
+"""The container-engine interface: what build.py, `verify`, `attest`, the doctor and run.sh ask of an
+engine, the typed values it answers with, and its one error. Engines live one per module beside it.
+
+This package is the bottom floor: it imports nothing of ours but `dynamo.tools`. A build reaches an
+engine as a `BuildRequest` (what the engine reads, nothing of the matrix); what an engine can do is
+declared on its class (`multi_platform`, `pushes_multi_platform`, `stamps_files`), never read off its name.
 """
 
 from __future__ import annotations
 
 import subprocess
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from pathlib import Path
+from typing import ClassVar
 
-if TYPE_CHECKING:
-    from dynamo.imagebuild.plan import BuildPlan
+from dynamo.tools import find_tool
 
 Lines = Callable[[str], None]
 
@@ -39,6 +42,24 @@ def env_dict(entries: list[str] | None) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class BuildRequest:
+    """What an engine reads to build one image (or a manifest list of several platforms)."""
+
+    dockerfile: Path
+    context: Path
+    stage: str  # the Dockerfile's target stage
+    platforms: tuple[str, ...]  # os/arch, e.g. ("linux/amd64",)
+    build_args: Mapping[str, str]
+    tags: tuple[str, ...]  # the final tags: a multi-platform push goes straight to them
+    source_date_epoch: int  # every timestamp in the image
+    ca_cert: Path | None = None  # a CA bundle passed as the build secret `ca_cert`, never kept in a layer
+    push: bool = False
+    no_cache: bool = False
+    cache_from: tuple[str, ...] = ()
+    cache_to: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class BuildResult:
     """What a build made: an image, or for several platforms a manifest list, under a temporary name."""
 
@@ -47,13 +68,17 @@ class BuildResult:
 
 
 class ContainerEngine(ABC):
-    """What build.py, verify and the doctor ask of docker, buildx, buildah and podman."""
+    """What build.py, verify, attest, the doctor and run.sh ask of docker, buildx, buildah and podman."""
 
     name: ClassVar[str]
-    multi_platform: ClassVar[bool] = False
     install_hint: ClassVar[str]
     store: ClassVar[str]  # where a built image is, in words
     store_path: ClassVar[str]  # the folder the store keeps its layers in (root's default), for the free-space check
+    multi_platform: ClassVar[bool] = False  # builds several platforms into one manifest list
+    # A multi-platform build with push goes straight to the registry under the final tags (nothing to tag or push after)
+    pushes_multi_platform: ClassVar[bool] = False
+    # Every file in the layers gets SOURCE_DATE_EPOCH as its time, so that a rebuild from empty caches is the same image
+    stamps_files: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod
@@ -61,11 +86,11 @@ class ContainerEngine(ABC):
         """None when usable here, else why not."""
 
     @abstractmethod
-    def describe_build(self, plan: BuildPlan, temp_ref: str) -> str:
+    def describe_build(self, request: BuildRequest, temp_ref: str) -> str:
         """The exact command or API call `build` makes, for --dry-run."""
 
     @abstractmethod
-    def build(self, plan: BuildPlan, temp_ref: str, on_line: Lines) -> BuildResult:
+    def build(self, request: BuildRequest, temp_ref: str, on_line: Lines) -> BuildResult:
         """Build into temp_ref (never a final tag)."""
 
     @abstractmethod
@@ -88,8 +113,13 @@ class ContainerEngine(ABC):
         """A local image's id, size, labels and architecture."""
 
     @abstractmethod
-    def run(self, ref: str, command: list[str]) -> subprocess.CompletedProcess:
+    def run(self, ref: str, command: list[str]) -> subprocess.CompletedProcess[str]:
         """Run a command in a throwaway container of the image."""
+
+    @abstractmethod
+    def export_oci(self, ref: str, destination: Path) -> Path:
+        """The image (its name resolved as this engine resolves it) copied out of the store into an OCI
+        layout at `destination` (a new folder in an existing one); returns `destination`."""
 
     def ensure_base_image(self, ref: str) -> None:
         """The base image is here, or can be pulled; else a one-line error with the fix."""
@@ -100,3 +130,16 @@ class ContainerEngine(ABC):
         except ContainerEngineError as exc:
             raise ContainerEngineError(f"base image {ref} is not here and could not be pulled ({exc}); pull it,"
                               f" or pass --base-image with an image you have") from None
+
+
+def skopeo_export(transport: str, ref: str, destination: Path) -> Path:
+    """`ref` in a store skopeo reads through `transport` (docker-daemon, ...) as an OCI layout."""
+    skopeo = find_tool("skopeo")
+    if skopeo is None:
+        raise ContainerEngineError("skopeo is not installed: install skopeo (apt-get install skopeo)")
+    result = subprocess.run([skopeo, "copy", "--quiet", f"{transport}:{ref}", f"oci:{destination}:image"],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
+        raise ContainerEngineError(f"skopeo copy of {ref} failed: {lines[-1] if lines else f'exit {result.returncode}'}")
+    return destination

@@ -26,5 +26,5 @@ class Podman(Buildah):
                          architecture=data.get("Architecture", ""), env=env_dict((data.get("Config") or {}).get("Env")),
                          history=tuple(entry.get("created", "") for entry in data.get("History") or ()))
 
-    def run(self, ref: str, command: list[str]) -> subprocess.CompletedProcess:
+    def run(self, ref: str, command: list[str]) -> subprocess.CompletedProcess[str]:
         return CliEngine.run(self, ref, command)

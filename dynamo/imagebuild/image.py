@@ -114,7 +114,7 @@ def build_image(plan: BuildPlan, engine: ContainerEngine, progress: Progress) ->
     size = 0  # a manifest list has no single size
     warnings: list[str] = []
     try:
-        image_id = engine.build(plan, temp_ref, progress.line).image_id
+        image_id = engine.build(plan.request, temp_ref, progress.line).image_id
         if len(plan.platforms) == 1:  # in the local store: read it back once, under its temporary name
             info = engine.inspect(temp_ref)
             _check_labels(plan, info.labels)
@@ -123,8 +123,8 @@ def build_image(plan: BuildPlan, engine: ContainerEngine, progress: Progress) ->
                 warnings.append(f"{stale} step(s) came from a layer cache made at another SOURCE_DATE_EPOCH"
                                 f" ({engine.name}'s cache ignores --timestamp), so this image is not the one a build"
                                 " from empty caches gives; build with --no-cache for the reproducible image")
-        direct_push = plan.push and len(plan.platforms) > 1 and engine.name == "docker-buildx"
-        if not direct_push:  # buildx pushes multi-platform images itself, under the final tags
+        direct_push = plan.push and len(plan.platforms) > 1 and engine.pushes_multi_platform
+        if not direct_push:  # such an engine pushed the manifest list itself, under the final tags
             engine.tag(temp_ref, plan.tags)
             if plan.push:
                 for tag in plan.tags:

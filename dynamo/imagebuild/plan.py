@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dynamo import images
 from dynamo import lock as locks
+from dynamo.containers import BuildRequest
 from dynamo.imagebuild.source import Source, source_of
 from dynamo.matrix import Matrix, Target, checks, resolve
 from dynamo.matrix.query import host_arch, normalize_arch
@@ -60,6 +61,14 @@ class BuildPlan:
     def labels(self) -> dict[str, str]:
         """Our labels as the image will carry them (build-arg overrides included)."""
         return images.labels_from_args(self.target.framework, self.build_args)
+
+    @property
+    def request(self) -> BuildRequest:
+        """What the engine reads of this plan."""
+        return BuildRequest(dockerfile=self.dockerfile, context=self.context, stage=self.stage, platforms=self.platforms,
+                            build_args=self.build_args, tags=self.tags, source_date_epoch=self.source_date_epoch,
+                            ca_cert=self.ca_cert, push=self.push, no_cache=self.no_cache, cache_from=self.cache_from,
+                            cache_to=self.cache_to)
 
 
 def parse_build_args(values: list[str]) -> dict[str, str]:

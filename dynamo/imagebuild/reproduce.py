@@ -3,14 +3,13 @@ caches, and compare: the same image id, or which files differ and how.
 
 The rebuild takes the recorded commit's files (git archive), not the working tree's, and builds with
 buildah, which stamps every file with the commit's time. Images are compared by exporting both to OCI
-layouts (`buildah push IMAGE oci:DIR`) and reading the config and every layer's tar.
+layouts (the engine's `export_oci`) and reading the config and every layer's tar.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -19,10 +18,10 @@ from datetime import datetime
 from pathlib import Path
 
 from dynamo import images
-from dynamo.containers import Buildah, ContainerEngineError
+from dynamo.containers import Buildah, ContainerEngine, ContainerEngineError
 from dynamo.imagebuild.image import Progress, build_image
 from dynamo.imagebuild.plan import CHECKOUT, BuildPlan, PlanError, make_plan
-from dynamo.imagebuild.source import Source, export, split_revision
+from dynamo.imagebuild.source import Source, export
 from dynamo.matrix import Matrix
 
 OCI = "org.opencontainers.image."
@@ -87,7 +86,7 @@ def reproduce(matrix: Matrix, image: str, *, ca_cert: str | None = None, checkou
     if not revision:
         raise ContainerEngineError(f"{image} records no commit ({OCI}revision): it was built outside a git checkout or by an"
                           " older build.py, so it cannot be reproduced")
-    commit, dirty = split_revision(revision)
+    commit, dirty = images.split_revision(revision)
     if dirty:
         raise ContainerEngineError(f"{image} was built from uncommitted changes to {commit}: it cannot"
                           " be reproduced; build it from a clean checkout")
@@ -103,7 +102,7 @@ def reproduce(matrix: Matrix, image: str, *, ca_cert: str | None = None, checkou
         cache_dir.mkdir()
         try:
             summary = build_image(plan, Buildah(cache_dir=cache_dir), progress or Progress())
-            differences = () if summary.image_id == info.id else tuple(compare(image, rebuilt, Path(tmp)))
+            differences = () if summary.image_id == info.id else tuple(compare(engine, image, rebuilt, Path(tmp)))
         finally:
             engine.remove(rebuilt)
     return Reproduction(image_id=info.id, rebuilt_id=summary.image_id, differences=differences)
@@ -113,15 +112,9 @@ def reproduce(matrix: Matrix, image: str, *, ca_cert: str | None = None, checkou
 # Comparing two images: config and layers, file by file.
 # ---------------------------------------------------------------------------------------------
 
-def compare(a: str, b: str, workdir: Path) -> list[Difference]:
-    """What differs between images a and b (buildah's store): config keys, then files per layer."""
-    layouts = []
-    for name, ref in (("a", a), ("b", b)):
-        layout = workdir / f"oci-{name}"
-        result = subprocess.run(["buildah", "push", "--quiet", ref, f"oci:{layout}"], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise ContainerEngineError(f"buildah push {ref} oci:{layout} failed: {result.stderr.strip()[-200:]}")
-        layouts.append(layout)
+def compare(engine: ContainerEngine, a: str, b: str, workdir: Path) -> list[Difference]:
+    """What differs between images a and b (in the engine's store): config keys, then files per layer."""
+    layouts = [engine.export_oci(ref, workdir / f"oci-{name}") for name, ref in (("a", a), ("b", b))]
     (config_a, layers_a), (config_b, layers_b) = (_read_layout(layout) for layout in layouts)
     found = _config_differences(config_a, config_b)
     diff_ids_a, diff_ids_b = config_a["rootfs"]["diff_ids"], config_b["rootfs"]["diff_ids"]

@@ -11,16 +11,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from dynamo.images import DIRTY, split_revision
+
 # What the build context holds (.dockerignore lets in only these): a change there changes the image.
 CONTEXT_PATHS = ("pyproject.toml", "README.md", "matrix", "dynamo", "container/constraints", "locks")
-
-
-DIRTY = "-dirty"  # a revision's suffix when the build context had uncommitted changes
-
-
-def split_revision(revision: str) -> tuple[str, bool]:
-    """A recorded revision as (the commit, whether the build context had uncommitted changes)."""
-    return revision.removesuffix(DIRTY), revision.endswith(DIRTY)
 
 
 @dataclass(frozen=True)

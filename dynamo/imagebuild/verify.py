@@ -126,7 +126,7 @@ def verify(matrix: Matrix, engine: ContainerEngine, image: str, attestations: Pa
                             _same_version(packages.get("nixl"), label("nixl.version"))))
     checks += cuda_checks(label("cuda.version"), found)
     checks += lock_checks(label("lock"), packages, found.get("locked"))
-    return checks + attestation_checks(image, info, engine.name, attestations)
+    return checks + attestation_checks(image, info, engine, attestations)
 
 
 def cuda_checks(cuda: str, found: dict) -> list[Check]:
@@ -174,10 +174,10 @@ def lock_checks(lock: str, installed: dict[str, str], locked: dict[str, str] | N
     return [Check("installed = lock", f"the {len(locked)} distributions of {lock}", shown, not differ)]
 
 
-def attestation_checks(image: str, info: ImageInfo, engine_name: str, attestations: Path) -> list[Check]:
+def attestation_checks(image: str, info: ImageInfo, engine: ContainerEngine, attestations: Path) -> list[Check]:
     """One passing check when the image matches its SBOM and provenance, else one failing check per finding
     (missing documents included)."""
-    facts = attest.facts_of(image, info, engine_name)
+    facts = attest.facts_of(image, info, engine)
     documents = f"{facts.stem}.{{intoto,spdx}}.json"
     try:
         findings = attest.check(facts, attestations)

@@ -17,7 +17,7 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from dynamo.imagebuild.plan import BuildPlan
+from dynamo.containers.engine import BuildRequest, ContainerEngineError
 
 CA_IN_CONTEXT = ".dynamo-ca-cert.pem"
 # RUN --mount and COPY --chmod need BuildKit; the context tar fixes modes itself (context_tar)
@@ -65,13 +65,13 @@ def _allowlist(context: Path) -> tuple[list[str], list[str]]:
     return include, exclude
 
 
-def context_files(plan: BuildPlan) -> list[Path]:
-    include, exclude = _allowlist(plan.context)
+def context_files(request: BuildRequest) -> list[Path]:
+    include, exclude = _allowlist(request.context)
     files = []
     for pattern in include:
-        root = plan.context / pattern
+        root = request.context / pattern
         for path in [root] if root.is_file() else sorted(root.rglob("*")):
-            relative = path.relative_to(plan.context).as_posix()
+            relative = path.relative_to(request.context).as_posix()
             if path.is_file() and not any(fnmatch.fnmatch(relative, p) or fnmatch.fnmatch(relative, p + "/*")
                                           or f"/{p.removeprefix('**/')}/" in f"/{relative}" for p in exclude):
                 files.append(path)
@@ -79,13 +79,12 @@ def context_files(plan: BuildPlan) -> list[Path]:
 
 
 @contextlib.contextmanager
-def context_tar(plan: BuildPlan) -> Iterator[io.BytesIO]:
+def context_tar(request: BuildRequest) -> Iterator[io.BytesIO]:
     """A tar of the context, the same bytes for the same inputs (sorted, mtime 0, root-owned)."""
-    if plan.ca_cert and (plan.stage == "dev" or plan.build_args.get("LOCK") == "none"):
-        from dynamo.containers import ContainerEngineError
-        why = "the dev image" if plan.stage == "dev" else "an unlocked runtime image (pip resolves in its last stage)"
+    if request.ca_cert and (request.stage == "dev" or request.build_args.get("LOCK") == "none"):
+        why = "the dev image" if request.stage == "dev" else "an unlocked runtime image (pip resolves in its last stage)"
         raise ContainerEngineError(f"Docker's classic builder would leave the CA bundle in {why}; build it"
-                          " with --engine buildah, or with docker buildx")
+                                   " with --engine buildah, or with docker buildx")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         def add(name: str, data: bytes, mode: int = 0o644) -> None:
@@ -93,10 +92,10 @@ def context_tar(plan: BuildPlan) -> Iterator[io.BytesIO]:
             info.size, info.mode, info.mtime = len(data), mode, 0
             tar.addfile(info, io.BytesIO(data))
 
-        for path in context_files(plan):
-            add(path.relative_to(plan.context).as_posix(), path.read_bytes(), 0o755 if path.stat().st_mode & 0o111 else 0o644)
-        add("Dockerfile", transform(plan.dockerfile.read_text(), plan.ca_cert is not None).encode())
-        if plan.ca_cert:
-            add(CA_IN_CONTEXT, plan.ca_cert.read_bytes())
+        for path in context_files(request):
+            add(path.relative_to(request.context).as_posix(), path.read_bytes(), 0o755 if path.stat().st_mode & 0o111 else 0o644)
+        add("Dockerfile", transform(request.dockerfile.read_text(), request.ca_cert is not None).encode())
+        if request.ca_cert:
+            add(CA_IN_CONTEXT, request.ca_cert.read_bytes())
     buffer.seek(0)
     yield buffer
