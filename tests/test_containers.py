@@ -3,8 +3,10 @@ image's labels without the build machinery."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import DOCKER_STANDIN, REPO, STANDIN_AMD64, buildah_ready, docker_ready, require
 
@@ -47,3 +49,35 @@ def test_missing_image_is_one_line():
                             " build it (python build.py ...) or pull it")
     else:
         raise AssertionError("no error for a missing image")
+
+
+def _layout_config(layout: Path) -> tuple[str, dict]:
+    """The config of an OCI layout's one image: its digest and its content."""
+    blob = lambda digest: layout / "blobs" / digest.replace(":", "/")  # noqa: E731
+    manifest = json.loads(blob(json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]).read_text())
+    return manifest["config"]["digest"], json.loads(blob(manifest["config"]["digest"]).read_text())
+
+
+def test_buildah_exports_a_short_name_as_buildah_resolves_it(tmp_path):
+    """`attest dynamo:TAG` named an image buildah stores as localhost/dynamo:TAG; skopeo's containers-storage:
+    transport did not resolve it ("does not resolve to an image ID")."""
+    require(buildah_ready())
+    from dynamo.containers import Buildah
+
+    short = STANDIN_AMD64.removeprefix("localhost/")
+    engine = Buildah()
+    assert _layout_config(engine.export_oci(short, tmp_path / "oci"))[0] == engine.inspect(STANDIN_AMD64).id
+
+
+def test_every_docker_engine_exports_from_the_daemons_store(tmp_path):
+    """buildx's images are in the daemon's store like the classic builder's: attest and verify read them
+    (they failed with "cannot export images of docker-buildx")."""
+    require(docker_ready())
+    from dynamo.containers import DockerBuildx, DockerClassic
+
+    # the daemon's config is rewritten on the way out (its digest changes), its layers are not
+    layers = json.loads(subprocess.run(["docker", "image", "inspect", "--format", "{{json .RootFS.Layers}}",
+                                        DOCKER_STANDIN], capture_output=True, text=True, check=True).stdout)
+    for engine in (DockerBuildx(), DockerClassic()):
+        _, config = _layout_config(engine.export_oci(DOCKER_STANDIN, tmp_path / engine.name))
+        assert config["rootfs"]["diff_ids"] == layers and config["architecture"] == "amd64", engine.name
