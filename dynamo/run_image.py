@@ -9,21 +9,25 @@ image that needs a GPU, and ulimits no higher than the engine can grant.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dynamo.containers.engine import env_dict
+from dynamo.containers import RUNNERS, ContainerEngineError, ImageInfo
 from dynamo.doctor import requirement
+from dynamo.images import LABEL_PREFIX
+
+if TYPE_CHECKING:
+    from dynamo.doctor.facts import HostFacts
+    from dynamo.doctor.judge import Finding
 
 REPO = Path(__file__).resolve().parents[1]
-ENGINES = ("docker", "podman")
+ENGINES = tuple(RUNNERS)  # docker, podman
 DEFAULT_ULIMITS = {"memlock": "-1", "nofile": "65536:65536", "stack": "67108864"}
 # Limits an engine sets on its own when not told: rootful podman gives containers nproc 4194304
 # (containers/podman pkg/specgen/generate/oci.go, addRlimits), which fails where it cannot raise
@@ -172,30 +176,24 @@ def check_values(options: Options) -> None:
 
 # ---------------------------------------------------------------- where the image is
 
-@dataclass(frozen=True)
-class ImageConfig:
-    labels: dict[str, str]
-    env: dict[str, str]  # what the NVIDIA container toolkit reads its requirements from
-
-
-def image_config(engine: str, image: str) -> ImageConfig | None:
-    """The image's labels and environment in that engine's store; None when it is not there."""
-    if not shutil.which(engine):
+def image_info(engine: str, image: str) -> ImageInfo | None:
+    """The image's labels and environment (what the NVIDIA container toolkit reads its requirements
+    from) in that engine's store; None when it is not there."""
+    runner = RUNNERS[engine]
+    if runner.unavailable() is not None:
         return None
-    result = subprocess.run([engine, "image", "inspect", "--format", "{{json .Config}}", image],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
+    try:
+        return runner().inspect(image)
+    except ContainerEngineError:
         return None
-    config = json.loads(result.stdout.strip() or "null") or {}
-    return ImageConfig(config.get("Labels") or {}, env_dict(config.get("Env")))
 
 
-def locate(image: str, engine: str | None) -> tuple[str, ImageConfig | None]:
-    """(engine, config): the first engine whose store holds the image; config None when none does."""
+def locate(image: str, engine: str | None) -> tuple[str, ImageInfo | None]:
+    """(engine, image): the first engine whose store holds the image; the image None when none does."""
     for candidate in (engine,) if engine else ENGINES:
-        config = image_config(candidate, image)
-        if config is not None:
-            return candidate, config
+        info = image_info(candidate, image)
+        if info is not None:
+            return candidate, info
     return engine or ENGINES[0], None
 
 
@@ -309,8 +307,8 @@ def wants_gpus(options: Options, labels: dict[str, str] | None) -> bool:
     """`--gpus auto`: GPUs for an image whose labels (or, unbuilt, whose tag) say CUDA."""
     if options.gpus != "auto":
         return options.gpus != "none"
-    if labels and labels.get("dev.dynamo.release"):
-        return bool(labels.get("dev.dynamo.cuda.version"))
+    if labels and labels.get(LABEL_PREFIX + "release"):
+        return bool(labels.get(LABEL_PREFIX + "cuda.version"))
     match = OUR_TAG.search(options.image)
     if match and match["device"]:
         return match["device"] != "cpu"
@@ -324,7 +322,7 @@ def command(options: Options, engine: str, gpus: bool, ulimits: dict[str, str]) 
         args.append("-it")
     if gpus:
         spec = "all" if options.gpus == "auto" else options.gpus
-        args += ["--gpus", spec] if engine == "docker" else ["--device", f"nvidia.com/gpu={spec}"]
+        args += ["--device", f"nvidia.com/gpu={spec}"] if RUNNERS[engine].cdi_gpus else ["--gpus", spec]
     if engine == "docker":  # podman refuses --shm-size beside --ipc host, which shares the host's /dev/shm
         args.append(f"--shm-size={options.shm_size}")
     for name in sorted(ulimits):
@@ -349,45 +347,58 @@ def command(options: Options, engine: str, gpus: bool, ulimits: dict[str, str]) 
     return [*args, options.image, *options.command]
 
 
-def preflight(options: Options, config: ImageConfig, gpus: bool, engine: str) -> list[str]:
-    """Check this host against the image's labels with `dynamo doctor --scope host`, and the NVIDIA
-    toolkit's requirements as the container's environment will hold them (docker --gpus; podman
-    gets the GPUs through CDI, where the toolkit checks none); the caveat warnings to show. Raises
-    RunError when the host cannot run the image."""
-    labels = config.labels
-    release, framework = labels.get("dev.dynamo.release"), labels.get("dev.dynamo.framework")
+def preflight(options: Options, image: ImageInfo, gpus: bool, engine: str, facts: HostFacts | None = None) -> list[str]:
+    """Check this host (or recorded `facts`) against the image's labels with the doctor's host checks,
+    and the NVIDIA toolkit's requirements as the container's environment will hold them (docker --gpus;
+    podman gets the GPUs through CDI, where the toolkit checks none); the caveat warnings to show.
+    Raises RunError when the host cannot run the image."""
+    labels = image.labels
+    release, framework = labels.get(LABEL_PREFIX + "release"), labels.get(LABEL_PREFIX + "framework")
     if not release or not framework:
-        return [f"{options.image} has no dev.dynamo labels (not built by build.py); the host was not checked"]
-    image_cuda = labels.get("dev.dynamo.cuda.version", "")
+        return [f"{options.image} has no {LABEL_PREFIX.rstrip('.')} labels (not built by build.py); the host was not checked"]
+    image_cuda = labels.get(LABEL_PREFIX + "cuda.version", "")
     if image_cuda and not gpus:
         raise RunError(f"{options.image} is a CUDA {image_cuda} image and needs GPUs; drop --gpus none"
                        " (or pass --skip-preflight)")
-    require = []  # what the toolkit will read from the container's environment; "" for nothing
-    if image_cuda and engine == "podman":  # command(): --device nvidia.com/gpu=..., that is CDI
-        require = ["--cdi"]
-    elif image_cuda:
-        require = [arg for text in requirement.from_env(container_env(options, config.env)) or ("",)
-                   for arg in ("--require", text)]
-    result = subprocess.run([sys.executable, str(REPO / "build.py"), "doctor", "--scope", "host", "--release", release,
-                             "--framework", framework, "--cuda", image_cuda or "cpu", *require],
-                            capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(REPO)})
-    report = result.stdout.splitlines()
-    if result.returncode == 1:
-        problems = [line for line in report if line.startswith("✗") or re.match(r"^ +fix:", line)] or report
-        raise RunError("\n".join([f"this host cannot run {options.image}:", *problems,
+    cdi = bool(image_cuda) and RUNNERS[engine].cdi_gpus  # command(): --device nvidia.com/gpu=..., that is CDI
+    # what the toolkit will read from the container's environment; ("",) for nothing
+    needs = tuple(requirement.from_env(container_env(options, image.env)) or ("",)) if image_cuda and not cdi else None
+    from dynamo.matrix import InvalidCombination, MatrixInvalid
+
+    try:
+        findings = _host_findings(release, framework, image_cuda or "cpu", needs, cdi, facts)
+    except (InvalidCombination, MatrixInvalid) as exc:  # labels this matrix does not know, or a broken matrix
+        return [f"the host check could not run ({(str(exc).splitlines() or [type(exc).__name__])[0]}); continuing"]
+    from dynamo.doctor.cli import finding_lines
+    from dynamo.doctor.judge import FAIL, WARN
+
+    width = max((len(finding.check) for finding in findings), default=0)
+    failed = [line for finding in findings if finding.status == FAIL for line in finding_lines(finding, width)]
+    if failed:
+        raise RunError("\n".join([f"this host cannot run {options.image}:", *failed,
                                   "nothing was started; fix the above, or pass --skip-preflight to try anyway"]))
-    if result.returncode != 0:
-        last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-        return [f"the host check could not run ({last[0]}); continuing"]
     # what starts but with a limit (forward or minor-version compatibility, an unknown GPU) and the
     # matrix's caveats about how to start the container here, with their fixes
-    warnings = []
-    for index, line in enumerate(report):
-        if re.match(r"^! (caveat|toolkit|driver|gpu) ", line):
-            warnings.append(line)
-            if index + 1 < len(report) and re.match(r"^ +fix:", report[index + 1]):
-                warnings.append(report[index + 1])
-    return warnings
+    return [line for finding in findings if finding.status == WARN and finding.check in SHOWN_WARNINGS
+            for line in finding_lines(finding, width)]
+
+
+SHOWN_WARNINGS = ("caveat", "toolkit", "driver", "gpu")  # the doctor's warnings about starting a container here
+
+
+def _host_findings(release: str, framework: str, device: str, requirements: tuple[str, ...] | None, cdi: bool,
+                   facts: HostFacts | None) -> list[Finding]:
+    """What the doctor finds of this host (scope host) for the image's release, framework and device."""
+    from dynamo.doctor.facts import interpret, record
+    from dynamo.doctor.judge import Subject, judge
+    from dynamo.matrix import load
+    from dynamo.matrix.query import check_framework, find_release
+
+    matrix = load()
+    check_framework(matrix, framework)
+    subject = Subject(find_release(matrix, release), framework, device.lower().removeprefix("cuda"), requirements,
+                      cdi=cdi)
+    return judge(matrix, facts or interpret(record(), "this host"), subject, "host")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -401,18 +412,18 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         options = parse(argv)
-        engine, config = locate(options.image, options.engine)
-        gpus = wants_gpus(options, config.labels if config else None)
+        engine, image = locate(options.image, options.engine)
+        gpus = wants_gpus(options, image.labels if image else None)
         if options.dry_run:
             print(shlex.join(command(options, engine, gpus, settle_ulimits(options, engine, warn))))
             return 0
         if not shutil.which(engine):
             raise RunError(f"{engine} is not installed (apt-get install {'docker.io' if engine == 'docker' else engine})")
-        if config is None:
+        if image is None:
             where = f"{engine}'s image store" if options.engine else "neither Docker's nor podman's image store"
             raise RunError(f"image {options.image} is in {where}; build it: {build_hint(options)}")
         if options.preflight:
-            for line in preflight(options, config, gpus, engine):
+            for line in preflight(options, image, gpus, engine):
                 warn(line)
         args = command(options, engine, gpus, settle_ulimits(options, engine, warn))
         if options.workspace:

@@ -253,18 +253,30 @@ def test_the_image_serves_the_frontend_by_default(image):
         server.wait(30)
 
 
-@pytest.mark.parametrize("engine, toolkit", [("docker", ["--require", "cuda>=12.9"]), ("podman", ["--cdi"])])
-def test_the_preflight_asks_the_doctor_about_the_way_the_gpus_come(monkeypatch, engine, toolkit):
+def test_the_preflight_asks_the_doctor_about_the_way_the_gpus_come():
     """docker --gpus goes through the toolkit's hook, which checks the container's NVIDIA_REQUIRE_*;
-    podman gets --device nvidia.com/gpu=all, CDI, which checks none (NVIDIA/nvidia-container-toolkit#1470)."""
+    podman gets --device nvidia.com/gpu=all, CDI, which checks none (NVIDIA/nvidia-container-toolkit#1470).
+    An H200 on R570 (tests/data/hosts): the toolkit refuses `cuda>=12.9`, the driver itself runs it."""
     from dynamo import run_image
+    from dynamo.containers import ImageInfo
+    from dynamo.doctor.facts import from_recording
 
-    asked = []
-    monkeypatch.setattr(run_image.subprocess, "run", lambda command, **_: asked.append(command) or
-                        subprocess.CompletedProcess(command, 0, stdout="", stderr=""))
-    config = run_image.ImageConfig(labels={"dev.dynamo.release": "0.8.1", "dev.dynamo.framework": "vllm",
-                                           "dev.dynamo.cuda.version": "12.9"}, env={"NVIDIA_REQUIRE_CUDA": "cuda>=12.9"})
-    assert run_image.preflight(run_image.parse(["--image", "x"]), config, True, engine) == []
-    assert asked[0][-len(toolkit):] == toolkit and ("--cdi" in asked[0]) == (engine == "podman")
-    assert "--device" in run_image.command(run_image.parse(["--image", "x"]), "podman", True, {}) and \
-        "--gpus" in run_image.command(run_image.parse(["--image", "x"]), "docker", True, {})
+    facts = from_recording(REPO / "tests" / "data" / "hosts" / "h200-r570-ollama")
+    image = ImageInfo(id="", size=0, labels={"dev.dynamo.release": "0.8.1", "dev.dynamo.framework": "vllm",
+                                             "dev.dynamo.cuda.version": "12.9"}, env={"NVIDIA_REQUIRE_CUDA": "cuda>=12.9"})
+    options = run_image.parse(["--image", "x"])
+    with pytest.raises(run_image.RunError) as refused:
+        run_image.preflight(options, image, True, "docker", facts)
+    assert str(refused.value).splitlines()[1].startswith("✗ toolkit ") and "cuda>=12.9" in str(refused.value)
+    assert not any("✗" in line for line in run_image.preflight(options, image, True, "podman", facts))
+    assert "--device" in run_image.command(options, "podman", True, {}) and \
+        "--gpus" in run_image.command(options, "docker", True, {})
+
+
+def test_the_preflight_says_when_the_matrix_does_not_know_the_images_release():
+    from dynamo import run_image
+    from dynamo.containers import ImageInfo
+
+    image = ImageInfo(id="", size=0, labels={"dev.dynamo.release": "0.0.1", "dev.dynamo.framework": "vllm"})
+    (warning,) = run_image.preflight(run_image.parse(["--image", "x"]), image, False, "docker")
+    assert warning.startswith("the host check could not run (") and "0.0.1" in warning

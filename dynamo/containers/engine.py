@@ -79,6 +79,9 @@ class ContainerEngine(ABC):
     pushes_multi_platform: ClassVar[bool] = False
     # Every file in the layers gets SOURCE_DATE_EPOCH as its time, so that a rebuild from empty caches is the same image
     stamps_files: ClassVar[bool] = False
+    # Its containers get GPUs through CDI (--device nvidia.com/gpu=...), where the NVIDIA toolkit checks no
+    # NVIDIA_REQUIRE_* (https://github.com/NVIDIA/nvidia-container-toolkit/issues/1470), not through --gpus
+    cdi_gpus: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod

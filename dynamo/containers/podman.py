@@ -14,6 +14,7 @@ class Podman(Buildah):
     """Podman builds with buildah's code and shares its image storage."""
 
     name = cli = "podman"
+    cdi_gpus = True
     install_hint = "apt-get install podman"
 
     def has_image(self, ref: str) -> bool:

@@ -66,6 +66,14 @@ def _subject(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> Subj
     return Subject(release, framework, device)
 
 
+def finding_lines(finding: Finding, width: int) -> list[str]:
+    """A finding as the report prints it: its mark, check (padded to width) and message, then its fix."""
+    lines = [f"{MARKS[finding.status]} {finding.check.ljust(width)}  {finding.message}"]
+    if finding.fix and finding.status != "ok":
+        lines.append(f"  {' ' * width}  fix: {finding.fix}")
+    return lines
+
+
 def text_report(subject: Subject, facts: HostFacts, findings: list[Finding]) -> str:
     what = ", ".join(filter(None, [f"release {subject.release}", subject.framework,
                                    f"CUDA {subject.device}" if subject.device not in (None, "cpu") else subject.device]))
@@ -74,9 +82,7 @@ def text_report(subject: Subject, facts: HostFacts, findings: list[Finding]) -> 
              f" Python {facts.python}, {gpus}"]
     width = max((len(f.check) for f in findings), default=0)
     for finding in findings:
-        lines.append(f"{MARKS[finding.status]} {finding.check.ljust(width)}  {finding.message}")
-        if finding.fix and finding.status != "ok":
-            lines.append(f"  {' ' * width}  fix: {finding.fix}")
+        lines += finding_lines(finding, width)
     failed = sum(f.status == FAIL for f in findings)
     lines.append(f"{failed} check(s) failed" if failed else "no check failed")
     return "\n".join(lines)
