@@ -269,9 +269,15 @@ def release_cells(matrix: Matrix, found: list[Target]) -> list[dict[str, str]]:
             for cell in cells([t for t in found if t.release == matrix.latest])]
 
 
+# A workflow's own expressions are GitHub's ${{ }}: its template writes ours with other delimiters.
+WORKFLOW_DELIMITERS = {"variable_start_string": "<{", "variable_end_string": "}>", "block_start_string": "<%",
+                       "block_end_string": "%>", "comment_start_string": "<#", "comment_end_string": "#>"}
+
+
 def workflows(env: jinja2.Environment, matrix: Matrix, found: list[Target]) -> dict[str, str]:
     return {".github/workflows/release.yml": render_template(
-        env, "release.yml.j2", "hash", release=matrix.latest, cells=release_cells(matrix, found))}
+        env.overlay(**WORKFLOW_DELIMITERS), "release.yml.j2", "hash", release=matrix.latest,
+        cells=release_cells(matrix, found))}
 
 
 # -- all of it, and the files on disk -------------------------------------------------------------------

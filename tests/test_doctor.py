@@ -85,6 +85,7 @@ def test_doctor_on_this_machine_does_not_crash():
 
 
 def test_corpus_sources_are_recorded():
+    assert HOSTS, "tests/data/hosts holds no recorded host"
     for host in HOSTS:
         assert (host / "source.txt").read_text().strip(), host
 
