@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dynamo import nvidia_require as requirement
 from dynamo.containers import RUNNERS, ContainerEngineError, ImageInfo
-from dynamo.doctor import requirement
 from dynamo.images import LABEL_PREFIX
 
 if TYPE_CHECKING:

@@ -11,8 +11,8 @@ from conftest import REPO, run_cli
 from dynamo import images
 from dynamo.doctor.facts import Gpu, HostFacts, RecordingInvalid, from_recording
 from dynamo.doctor.judge import Subject, identify, judge, predict_start
-from dynamo.doctor.requirement import Device, InvalidRequirement, refusal, satisfied, validate
 from dynamo.matrix import targets
+from dynamo.nvidia_require import Device, InvalidRequirement, refusal, satisfied, validate
 
 # NVIDIA_REQUIRE_CUDA of nvcr.io/nvidia/cuda:12.9.1 (shared/notes/host-compat.md), built here from its parts.
 NVIDIA_BRANDS = "unknown grid tesla nvidia quadro quadrortx nvidiartx vapps vpc vcs vws cloudgaming".split()
@@ -294,7 +294,7 @@ def test_the_toolkit_is_judged_for_images_not_for_an_engine_installed_here(matri
     ({"PATH": "/usr/bin"}, ()),
 ])
 def test_requirements_come_from_the_environment_as_the_toolkit_reads_it(env, expected):
-    from dynamo.doctor.requirement import from_env
+    from dynamo.nvidia_require import from_env
 
     assert from_env(env) == expected
 

@@ -102,7 +102,7 @@ def test_any_nvml_json_is_judged_or_refused_naming_it(tmp_path, matrix, nvml):
 @given(text=st.one_of(st.text(alphabet="cudrivebranh<>=!,. 0123456789", max_size=60), st.text(max_size=60)),
        cuda=st.sampled_from([None, "12.8", "13.0"]), brand=st.sampled_from([None, "tesla", "geforce"]))
 def test_requirement_evaluation_answers_or_says_invalid(text, cuda, brand):
-    from dynamo.doctor.requirement import Device, InvalidRequirement, satisfied
+    from dynamo.nvidia_require import Device, InvalidRequirement, satisfied
 
     try:
         assert satisfied(text, Device(cuda, "570.86.15", True, "9.0", brand)) in (True, False)

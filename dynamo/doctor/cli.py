@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from dynamo.doctor import requirement
+from dynamo import nvidia_require as requirement
 from dynamo.doctor.facts import HostFacts, RecordingInvalid, from_recording, interpret, record
 from dynamo.doctor.image import baked
 from dynamo.doctor.judge import FAIL, MARKS, Finding, Subject, contradictions, host_device, judge, release_to_judge

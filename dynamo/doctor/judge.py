@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 
 from packaging.version import InvalidVersion, Version
 
-from dynamo.doctor import requirement
+from dynamo import nvidia_require as requirement
 from dynamo.doctor.facts import Gpu, HostFacts, cuda_suffix_mismatches, gpu_field
 from dynamo.frozen import Frozen
 from dynamo.matrix import InvalidCombination, Matrix, Target, targets

@@ -19,7 +19,7 @@ from dynamo.matrix.model import Matrix
 # The modules whose code decides what a validated matrix is (every module validating imports, under
 # dynamo/): a change to any of them is a new key; so is another Python, pickle protocol or packaging
 # (whose versions and specifiers the checks use).
-_CODE = ("__init__.py", "frozen.py", "doctor/__init__.py", "doctor/requirement.py", "matrix/__init__.py",
+_CODE = ("__init__.py", "frozen.py", "nvidia_require.py", "matrix/__init__.py",
          "matrix/cache.py", "matrix/checks.py", "matrix/convert.py", "matrix/load.py", "matrix/model.py",
          "matrix/query.py", "matrix/validate.py")
 _DYNAMO_DIR = Path(__file__).resolve().parents[1]

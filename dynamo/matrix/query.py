@@ -335,7 +335,7 @@ def evaluate(matrix: Matrix, release_name: str, framework: str, device: str, arc
 def image_requirement(matrix: Matrix, cuda: str | None) -> str:
     """NVIDIA_REQUIRE_CUDA of our images for this CUDA: its floor, plus the matrix's forward-compatibility
     clauses (as NVIDIA's own base images carry them); empty for a CPU image."""
-    from dynamo.doctor.requirement import forward_compat_clauses
+    from dynamo.nvidia_require import forward_compat_clauses
 
     if not cuda:
         return ""

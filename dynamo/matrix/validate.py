@@ -413,7 +413,7 @@ def _check_artifacts(m: Matrix) -> Iterator[tuple[Path, str]]:
 
 
 def _check_forward_compat(m: Matrix) -> Iterator[tuple[Path, str]]:
-    from dynamo.doctor.requirement import NVML_BRANDS
+    from dynamo.nvidia_require import NVML_BRANDS
 
     if m.forward_compat is None:
         return
@@ -433,7 +433,7 @@ def _check_forward_compat(m: Matrix) -> Iterator[tuple[Path, str]]:
 
 def _check_gpu_table(m: Matrix) -> Iterator[tuple[Path, str]]:
     """[gpu]: NVML's brands only, each name once."""
-    from dynamo.doctor.requirement import NVML_BRANDS
+    from dynamo.nvidia_require import NVML_BRANDS
 
     seen: dict[str, str] = {}
     for cc, brands in m.gpu.items():
