@@ -11,6 +11,7 @@ import functools
 import platform as _platform
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from packaging.version import Version
 
@@ -259,17 +260,61 @@ def evaluate(matrix: Matrix, release_name: str, framework: str, device: str, arc
     """The build target for exactly these values, or InvalidCombination saying why not.
 
     An image runs its base image's Python, so only the image OS's Python is a target unless
-    `base_image` replaces the matrix's base (and runtime) image."""
+    `base_image` replaces the matrix's base (and runtime) image. Each exclusion is one function below
+    that raises; what is built follows from the cell once none does."""
     release_name = find_release(matrix, release_name)
     release = matrix.release[release_name]
     engine = engine_for(matrix, release_name, framework)
     fw = matrix.framework[framework]
     _check_device(matrix, release_name, framework, engine, device)
     arch = normalize_arch(matrix, arch)
+    _check_image_arch(release_name, release, arch)
+    _check_python(matrix, release_name, release, python, base_image)
+    platform_status = _check_platform(matrix, release_name, release, arch)
+    nixl = engine_nixl(release, engine) if fw.nixl else None
+    context: dict[str, object] = {"framework": framework, "python": python, "os": release.image_os, "arch": arch,
+                                  "cuda": None if device == CPU else device, "feature": {"nixl"} if nixl else set()}
+    caveats = matching_caveats(matrix, release_name, context)
+    _check_unsupported_caveats(matrix, release_name, release, caveats, context)
+    experimental = _experimental(matrix, release_name, fw, engine, device, arch, platform_status)
+    experimental += [_caveat_note(c) for c in caveats if c.effect == "experimental"]
+    warnings = [_caveat_note(c) for c in caveats if c.effect not in ("unsupported", "experimental")]
+    requirements = engine_requirements(fw, engine)
+    cuda_version = None if device == CPU else device
+    base, runtime = _images(matrix, engine, cuda_version, arch)
+    return Target(
+        release=release_name, framework=framework, cuda=cuda_version, arch=arch,
+        python=python, status="experimental" if experimental else "supported",
+        engine_version=engine.version, engine_pin=(engine.pin or engine.version) if fw.package else None,
+        engine_requirement=requirements[0] if requirements else None, extra_requirements=tuple(requirements[1:]),
+        nixl=nixl, platform=matrix.cpu_arch[arch].platform, os=release.image_os,
+        base_image=base_image or pinned(matrix, base), runtime_image=base_image or pinned(matrix, runtime),
+        notes=tuple(experimental + warnings), nixl_extras=nixl_extras(matrix, nixl, cuda_version),
+        **_cuda_fields(matrix, framework, engine, cuda_version))
+
+
+def _cuda_fields(matrix: Matrix, framework: str, engine: EngineEntry, cuda_version: str | None) -> dict[str, Any]:
+    """A target's fields that its CUDA toolkit decides (None or empty for a CPU build)."""
+    if cuda_version is None:
+        return {"driver_linux": None, "published_linux": None, "published_windows": None, "cuda_archs": (),
+                "require_cuda": image_requirement(matrix, None)}
+    cuda = matrix.cuda[cuda_version]
+    return {"driver_linux": cuda.driver_linux, "published_linux": cuda.published_linux,
+            "published_windows": cuda.published_windows,
+            "cuda_archs": tuple(cc for cc in engine_archs(matrix, framework, engine)
+                                if buildable(matrix, cc, cuda_version)),
+            "require_cuda": image_requirement(matrix, cuda_version)}
+
+
+def _check_image_arch(release_name: str, release: Release, arch: str) -> None:
     if arch not in release.image_arch:
         raise InvalidCombination(
             f"{release_name} builds container images for {human_list(map(arch_name, release.image_arch))} only;"
             f" you asked for {arch_name(arch)}")
+
+
+def _check_python(matrix: Matrix, release_name: str, release: Release, python: str, base_image: str | None) -> None:
+    """A Python of the release, and the image OS's own unless another base image brings it."""
     if python not in release.python:
         raise InvalidCombination(
             f"{release_name} supports Python {human_list(release.python)}; you asked for {python}")
@@ -278,16 +323,22 @@ def evaluate(matrix: Matrix, release_name: str, framework: str, device: str, arc
         raise InvalidCombination(
             f"{release_name} images are built on {os_info.name} {os_info.version}, whose Python is {os_info.python};"
             f" you asked for {python} (give a base image with Python {python} to build it anyway)")
-    platform_status = _platform_status(matrix, release, release.image_os, arch)
-    if platform_status is None:
+
+
+def _check_platform(matrix: Matrix, release_name: str, release: Release, arch: str) -> str:
+    """The image OS on this architecture is a platform of the release; its status."""
+    status = _platform_status(matrix, release, release.image_os, arch)
+    if status is None:
+        os_info = matrix.os[release.image_os]
         raise InvalidCombination(
             f"{os_info.name} {os_info.version} on {arch_name(arch)} is not a supported platform in {release_name}")
+    return status
 
-    nixl = engine_nixl(release, engine) if fw.nixl else None
-    features = {"nixl"} if nixl else set()
-    context = {"framework": framework, "python": python, "os": release.image_os, "arch": arch,
-               "cuda": None if device == CPU else device, "feature": features}
-    caveats = matching_caveats(matrix, release_name, context)
+
+def _check_unsupported_caveats(matrix: Matrix, release_name: str, release: Release, caveats: list[Caveat],
+                               context: dict[str, object]) -> None:
+    """An `unsupported` caveat refuses the cell, naming the Pythons that work where Python decides it."""
+    python = context["python"]
     for caveat in caveats:
         if caveat.effect == "unsupported":
             working = [p for p in release.python if p != python and not any(
@@ -296,40 +347,37 @@ def evaluate(matrix: Matrix, release_name: str, framework: str, device: str, arc
                 *caveat.when, *caveat.unless) else ""
             raise InvalidCombination(f"{caveat.message}; you asked for Python {python} in {release_name}{hint}")
 
-    experimental, warnings = [], []
-    if device != CPU and engine.cuda[device] == "experimental":
-        experimental.append(f"CUDA {device} for {fw.name} in {release_name} is experimental")
-    if release.cpu_arch.get(arch) == "experimental":
-        experimental.append(f"{arch_name(arch)} is experimental in {release_name}")
-    if platform_status == "experimental":
-        experimental.append(f"{os_info.name} {os_info.version} on {arch_name(arch)} is experimental in {release_name}")
-    if engine.planned:
-        experimental.append(engine.note or f"{fw.name} {engine.version} is planned and subject to change")
-    for caveat in caveats:
-        if caveat.effect != "unsupported":
-            text = caveat.message + (f"; fix: {caveat.fix}" if caveat.fix else "")
-            (experimental if caveat.effect == "experimental" else warnings).append(text)
 
-    requirements = engine_requirements(fw, engine)
-    cuda = None if device == CPU else matrix.cuda[device]
-    base = engine.base_image if device != CPU else None
+def _experimental(matrix: Matrix, release_name: str, fw: Framework, engine: EngineEntry, device: str, arch: str,
+                  platform_status: str) -> list[str]:
+    """Why the cell is experimental (its CUDA, CPU, platform or a planned engine); empty when it is not."""
+    found = []
+    if device != CPU and engine.cuda[device] == "experimental":
+        found.append(f"CUDA {device} for {fw.name} in {release_name} is experimental")
+    if matrix.release[release_name].cpu_arch.get(arch) == "experimental":
+        found.append(f"{arch_name(arch)} is experimental in {release_name}")
+    if platform_status == "experimental":
+        os_info = matrix.os[matrix.release[release_name].image_os]
+        found.append(f"{os_info.name} {os_info.version} on {arch_name(arch)} is experimental in {release_name}")
+    if engine.planned:
+        found.append(engine.note or f"{fw.name} {engine.version} is planned and subject to change")
+    return found
+
+
+def _caveat_note(caveat: Caveat) -> str:
+    return caveat.message + (f"; fix: {caveat.fix}" if caveat.fix else "")
+
+
+def _images(matrix: Matrix, engine: EngineEntry, cuda_version: str | None, arch: str) -> tuple[str, str]:
+    """The base and runtime images (unpinned): the engine's own base for a CUDA build, else the CUDA
+    toolkit's images, else the CPU base image."""
+    cuda = matrix.cuda[cuda_version] if cuda_version else None
+    base = engine.base_image if cuda else None
     if isinstance(base, dict):
         base = base[arch]
     base = base or (cuda.base_image if cuda else matrix.cpu_base_image)
     runtime = (cuda.runtime_image or cuda.base_image) if cuda else matrix.cpu_base_image
-    return Target(
-        release=release_name, framework=framework, cuda=None if device == CPU else device, arch=arch,
-        python=python, status="experimental" if experimental else "supported",
-        engine_version=engine.version, engine_pin=(engine.pin or engine.version) if fw.package else None,
-        engine_requirement=requirements[0] if requirements else None, extra_requirements=tuple(requirements[1:]),
-        nixl=nixl, platform=matrix.cpu_arch[arch].platform, os=release.image_os,
-        base_image=base_image or pinned(matrix, base), runtime_image=base_image or pinned(matrix, runtime),
-        driver_linux=cuda.driver_linux if cuda else None,
-        published_linux=cuda.published_linux if cuda else None,
-        published_windows=cuda.published_windows if cuda else None,
-        cuda_archs=tuple(cc for cc in engine_archs(matrix, framework, engine) if buildable(matrix, cc, device))
-        if cuda else (), notes=tuple(experimental + warnings), require_cuda=image_requirement(matrix, cuda and device),
-        nixl_extras=nixl_extras(matrix, nixl, None if device == CPU else device))
+    return base, runtime
 
 
 def image_requirement(matrix: Matrix, cuda: str | None) -> str:
