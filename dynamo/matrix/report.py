@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from packaging.version import Version
 
-from dynamo.matrix.model import Matrix
+from dynamo.matrix.model import EngineEntry, Matrix, Release
 from dynamo.matrix.query import (
     CPU,
     Target,
@@ -75,8 +75,17 @@ def nixl_rows(matrix: Matrix, name: str, engines: dict) -> list[tuple[str, str, 
 
 
 def release_report(matrix: Matrix, name: str, framework: str | None = None) -> str:
+    """`matrix show`: everything the matrix says about a release, one section after another."""
     release = matrix.release[name]
     engines = {fw: e for fw, e in release.engines.items() if framework in (None, fw)}
+    sections = (_header(matrix, name, engines), _dependencies(matrix, name, engines), _cuda_section(matrix, name, engines),
+                _python_and_hardware(matrix, release), _platforms(matrix, release),
+                _caveats(matrix, name, framework), _artifacts(matrix, name))
+    return "\n".join(line for section in sections for line in section) + "\n"
+
+
+def _header(matrix: Matrix, name: str, engines: dict[str, EngineEntry]) -> list[str]:
+    release = matrix.release[name]
     out = [f"Dynamo {release_label(matrix, name)} -- {release.status}"
            + ("" if release.github_release else " (no GitHub release)")]
     if release.published or release.wheel:
@@ -87,24 +96,28 @@ def release_report(matrix: Matrix, name: str, framework: str | None = None) -> s
     out += [f"Upstream disagrees: {line}" for line in upstream_notes(matrix, name, engines)]
     if release.patch_of:
         out.append(f"Patch of {release.patch_of}: same CUDA support as its base version.")
+    return out
 
+
+def _dependencies(matrix: Matrix, name: str, engines: dict[str, EngineEntry]) -> list[str]:
+    release = matrix.release[name]
     rows = []
     for fw, engine in engines.items():
         framework_info = matrix.framework[fw]
         if framework_info.package is None:
             rows.append((framework_info.name, "-", cuda_cell(matrix, fw, engine), "(no engine)"))
             continue
-        version = engine.version + (" (planned)" if engine.planned else "")
+        version = f"{engine.version}{' (planned)' if engine.planned else ''}"
         install = " ".join(engine_requirements(framework_info, engine))
         rows.append((framework_info.name, version, cuda_cell(matrix, fw, engine), install))
     rows += nixl_rows(matrix, name, engines)
     if release.base_container:
         rows.append(("Base Container", release.base_container, "", ""))
-    out += ["", "Backend dependencies", table(("Dependency", "Version", "CUDA", "Install"), rows, "  ")]
-    for fw, engine in engines.items():
-        if engine.planned and engine.note:
-            out.append(f"  * {engine.note}")
+    return ["", "Backend dependencies", table(("Dependency", "Version", "CUDA", "Install"), rows, "  "),
+            *(f"  * {engine.note}" for engine in engines.values() if engine.planned and engine.note)]
 
+
+def _cuda_section(matrix: Matrix, name: str, engines: dict[str, EngineEntry]) -> list[str]:
     rows = []
     for fw, engine in engines.items():
         for cuda in sorted(engine.cuda, key=Version):
@@ -112,48 +125,51 @@ def release_report(matrix: Matrix, name: str, framework: str | None = None) -> s
             rows.append((matrix.framework[fw].name, cuda, info.published_linux or "-",
                          info.published_windows or "-", info.driver_linux,
                          "Experimental" if engine.cuda[cuda] == "experimental" else ""))
-    out += ["", "CUDA and driver requirements"]
-    if rows:
-        out.append(table(("Backend", "CUDA Toolkit", "Min Driver (Linux)", "Min Driver (Windows)",
-                          "Precise Linux floor", "Notes"), rows, "  "))
-    else:
-        out.append(f"  No CUDA toolkit is listed for {release_label(matrix, name)}.")
+    if not rows:
+        return ["", "CUDA and driver requirements", f"  No CUDA toolkit is listed for {release_label(matrix, name)}."]
+    return ["", "CUDA and driver requirements",
+            table(("Backend", "CUDA Toolkit", "Min Driver (Linux)", "Min Driver (Windows)", "Precise Linux floor", "Notes"),
+                  rows, "  ")]
 
-    out += ["", f"Python: {', '.join(release.python)} (default {release.python_default})"
-            + (f"; requires-python {release.requires_python}" if release.requires_python else "")]
+
+def _python_and_hardware(matrix: Matrix, release: Release) -> list[str]:
+    """Python, the CPU architectures (and the host minimum) and the GPU architectures."""
+    out = ["", f"Python: {', '.join(release.python)} (default {release.python_default})"
+           + (f"; requires-python {release.requires_python}" if release.requires_python else "")]
     out += ["", "CPU architecture",
-            table(("Architecture", "Status"),
-                  [(arch_name(a), _status(s)) for a, s in release.cpu_arch.items()], "  ")]
+            table(("Architecture", "Status"), [(arch_name(a), _status(s)) for a, s in release.cpu_arch.items()], "  ")]
     out.append(f"  Container images: {', '.join(map(arch_name, release.image_arch))};"
                f" wheels: {', '.join(map(arch_name, release.wheel_arch))}")
     if release.min_host:
         out.append(f"  Minimum host: {release.min_host.ram_gib} GB RAM, {release.min_host.cpu_cores} CPU cores")
-    gpu_rows = []
-    for arch, status in release.gpu_arch.items():
-        ccs = [cc for cc, info in matrix.compute_capability.items() if info.arch == arch]
-        gpu_rows.append((matrix.gpu_arch[arch].name, _status(status), ", ".join(ccs)))
-    out += ["", "GPU architecture", table(("GPU Architecture", "Status", "Compute capability"), gpu_rows, "  ")]
+    gpu_rows = [(matrix.gpu_arch[arch].name, _status(status),
+                 ", ".join(cc for cc, info in matrix.compute_capability.items() if info.arch == arch))
+                for arch, status in release.gpu_arch.items()]
+    return out + ["", "GPU architecture", table(("GPU Architecture", "Status", "Compute capability"), gpu_rows, "  ")]
 
-    rows = []
-    for row in release.platforms:
-        os_info = matrix.os[row.os]
-        rows.append((os_info.name, os_info.version, arch_name(row.arch), _status(row.status), os_info.cloud or ""))
-    out += ["", "Platforms", table(("Operating System", "Version", "Architecture", "Status", "Cloud"), rows, "  ")]
 
+def _platforms(matrix: Matrix, release: Release) -> list[str]:
+    rows = [(matrix.os[row.os].name, matrix.os[row.os].version, arch_name(row.arch), _status(row.status),
+             matrix.os[row.os].cloud or "") for row in release.platforms]
+    return ["", "Platforms", table(("Operating System", "Version", "Architecture", "Status", "Cloud"), rows, "  ")]
+
+
+def _caveats(matrix: Matrix, name: str, framework: str | None) -> list[str]:
     caveats = release_caveats(matrix, name, framework)
-    if caveats:
-        out += ["", "Caveats"]
-        for caveat in caveats:
-            out.append(f"  ! {caveat.message}.")
-            if caveat.fix:
-                out.append(f"    Fix: {caveat.fix}")
+    if not caveats:
+        return []
+    out = ["", "Caveats"]
+    for caveat in caveats:
+        out.append(f"  ! {caveat.message}.")
+        if caveat.fix:
+            out.append(f"    Fix: {caveat.fix}")
+    return out
 
+
+def _artifacts(matrix: Matrix, name: str) -> list[str]:
     artifacts = release_artifacts(matrix, name)
-    out += ["", "Published artifacts"]
-    if artifacts:
-        rows = [(matrix.artifact[a].kind, a, matrix.artifact[a].url) for a in artifacts]
-        out.append(table(("Kind", "Name", "Where"), rows, "  "))
-    else:
-        out.append("  none")
-    return "\n".join(out) + "\n"
+    if not artifacts:
+        return ["", "Published artifacts", "  none"]
+    rows = [(matrix.artifact[a].kind, a, matrix.artifact[a].url) for a in artifacts]
+    return ["", "Published artifacts", table(("Kind", "Name", "Where"), rows, "  ")]
 
