@@ -143,6 +143,7 @@ def bake(env: jinja2.Environment, matrix: Matrix, found: list[Target]) -> dict[s
 # -- docs -------------------------------------------------------------------------------------------
 
 def _support_rows(matrix: Matrix) -> dict[str, object]:
+    """The support page's tables: dependencies per release, CUDA per engine, drivers per CUDA."""
     releases = list(matrix.release)
     engines = [fw for fw, info in matrix.framework.items() if info.package
                and any(fw in matrix.release[r].engines for r in releases)]
@@ -150,9 +151,11 @@ def _support_rows(matrix: Matrix) -> dict[str, object]:
     deps = [_dependency_row(matrix, r, engines, nixl_engines) for r in releases]
     dep_headers = (["Release", "Published"] + [matrix.framework[fw].name for fw in engines]
                    + [f"NIXL ({matrix.framework[fw].name})" for fw in nixl_engines])
-    upstream = [f"{release_label(matrix, r)}, {matrix.framework[fw].name}: `{e.version}` (the seeds' value);"
-                f" upstream's release data says `{e.upstream_version}`"
-                for r in releases for fw, e in matrix.release[r].engines.items() if e.upstream_version]
+    return {"dep_headers": dep_headers, "deps": deps, "upstream": _upstream_notes(matrix), **_cuda_tables(matrix, engines)}
+
+
+def _cuda_tables(matrix: Matrix, engines: list[str]) -> dict[str, object]:
+    """Which CUDA each engine ships per release (patch releases inherit theirs), and each toolkit's drivers."""
     cuda_releases = [r for r, rel in matrix.release.items()
                      if not rel.patch_of and any(e.cuda for e in rel.engines.values())]
     cuda_engines = [fw for fw in engines if any(matrix.release[r].engines.get(fw) and
@@ -160,19 +163,31 @@ def _support_rows(matrix: Matrix) -> dict[str, object]:
     cuda = [[f"**Dynamo {r}**"] + [cuda_cell(matrix, fw, matrix.release[r].engines[fw])
                                    if fw in matrix.release[r].engines else "—" for fw in cuda_engines]
             for r in cuda_releases]
-    drivers = []
-    for r in cuda_releases:
-        first_row = True
-        for fw in cuda_engines:
-            engine = matrix.release[r].engines.get(fw)
-            for i, version in enumerate(sorted(engine.cuda) if engine else []):
-                info = matrix.cuda[version]
-                drivers.append([f"**{r}**" if first_row else "", f"**{matrix.framework[fw].name}**" if i == 0 else "",
-                                version, info.published_linux or f"{info.driver_linux}+", info.published_windows or "—",
-                                info.driver_linux, "Experimental" if engine.cuda[version] == "experimental" else ""])
-                first_row = False
-    return {"dep_headers": dep_headers, "deps": deps, "upstream": upstream,
-            "cuda_headers": [matrix.framework[fw].name for fw in cuda_engines], "cuda": cuda, "drivers": drivers}
+    return {"cuda_headers": [matrix.framework[fw].name for fw in cuda_engines], "cuda": cuda,
+            "drivers": [row for r in cuda_releases for row in _driver_rows(matrix, r, cuda_engines)]}
+
+
+def _upstream_notes(matrix: Matrix) -> list[str]:
+    """One line per engine version where upstream's release data says otherwise."""
+    return [f"{release_label(matrix, r)}, {matrix.framework[fw].name}: `{e.version}` (the seeds' value);"
+            f" upstream's release data says `{e.upstream_version}`"
+            for r, release in matrix.release.items() for fw, e in release.engines.items() if e.upstream_version]
+
+
+def _driver_rows(matrix: Matrix, name: str, engines: list[str]) -> list[list[str]]:
+    """A release's rows of the driver table: each engine's CUDA toolkits with their driver floors; the
+    release and the engine named on their first row only."""
+    rows = []
+    for fw in engines:
+        engine = matrix.release[name].engines.get(fw)
+        for i, version in enumerate(sorted(engine.cuda) if engine else []):
+            info = matrix.cuda[version]
+            rows.append(["", f"**{matrix.framework[fw].name}**" if i == 0 else "",
+                         version, info.published_linux or f"{info.driver_linux}+", info.published_windows or "—",
+                         info.driver_linux, "Experimental" if engine.cuda[version] == "experimental" else ""])
+    if rows:
+        rows[0][0] = f"**{name}**"
+    return rows
 
 
 def _dependency_row(matrix: Matrix, name: str, engines: list[str], nixl_engines: list[str]) -> list[str]:
