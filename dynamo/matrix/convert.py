@@ -70,9 +70,12 @@ def expectation(tp: Any) -> str:
     return str(tp)
 
 
-def convert(tp: Any, raw: Any, path: Path, problems: list[Problem],
-            check: Callable[[str], str | None] | None = None,
-            keys: Callable[[str], str | None] | None = None) -> Any:
+Check = Callable[[str], str | None]  # a value's (or a key's) check: None when valid, else what was expected
+
+
+def convert(tp: Any, raw: Any, path: Path, problems: list[Problem], check: Check | None = None,
+            keys: Check | None = None) -> Any:
+    """`raw` (parsed TOML) as the model's type `tp`, or INVALID with each problem appended, by the type's kind."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
         return _convert_dataclass(tp, raw, path, problems)
@@ -83,37 +86,50 @@ def convert(tp: Any, raw: Any, path: Path, problems: list[Problem],
             return raw
         return _problem(problems, path, f"expected {expectation(tp)}, got {describe(raw)}")
     if origin is tuple:
-        if not isinstance(raw, list):
-            return _problem(problems, path, f"expected {expectation(tp)}, got {describe(raw)}")
-        items = [convert(args[0], item, path + (i,), problems, check) for i, item in enumerate(raw)]
-        return INVALID if any(item is INVALID for item in items) else tuple(items)
+        return _convert_array(tp, raw, path, problems, check)
     if origin is dict:
-        if not isinstance(raw, dict):
-            return _problem(problems, path, f"expected {expectation(tp)}, got {describe(raw)}")
-        result, ok = {}, True
-        for key, value in raw.items():
-            if (bad := _control_character(key)) is not None:
-                _problem(problems, path + (key,), f"the key contains the control character {bad}; remove it")
-                ok = False
-                continue
-            if keys is not None and (expected := keys(key)) is not None:
-                _problem(problems, path + (key,), f"invalid key {key!r}: expected {expected}")
-                ok = False
-                continue
-            result[key] = convert(args[1], value, path + (key,), problems, check)
-            ok = ok and result[key] is not INVALID
-        return result if ok else INVALID
+        return _convert_table(tp, raw, path, problems, check, keys)
     if tp in (str, int, bool):
-        if type(raw) is not tp:
-            return _problem(problems, path, f"expected {expectation(tp)}, got {describe(raw)}")
-        if tp is str and (bad := _control_character(raw)) is not None:
-            return _problem(problems, path, f"the text contains the control character {bad}; remove it")
-        if tp is int and not INT64[0] <= raw <= INT64[1]:
-            return _problem(problems, path, f"{describe(raw)} is outside TOML's 64-bit integers; use a real value")
-        if check is not None and tp is not bool and (expected := check(raw)) is not None:
-            return _problem(problems, path, f"expected {expected}, got {raw!r}")
-        return raw
+        return _convert_scalar(tp, raw, path, problems, check)
     raise TypeError(f"the matrix model uses an unsupported type: {tp!r}")  # a bug in model.py
+
+
+def _convert_array(tp: Any, raw: Any, path: Path, problems: list[Problem], check: Check | None) -> Any:
+    if not isinstance(raw, list):
+        return _problem(problems, path, f"expected {expectation(tp)}, got {describe(raw)}")
+    items = [convert(typing.get_args(tp)[0], item, path + (i,), problems, check) for i, item in enumerate(raw)]
+    return INVALID if any(item is INVALID for item in items) else tuple(items)
+
+
+def _convert_table(tp: Any, raw: Any, path: Path, problems: list[Problem], check: Check | None,
+                   keys: Check | None) -> Any:
+    if not isinstance(raw, dict):
+        return _problem(problems, path, f"expected {expectation(tp)}, got {describe(raw)}")
+    result, ok = {}, True
+    for key, value in raw.items():
+        if (bad := _control_character(key)) is not None:
+            _problem(problems, path + (key,), f"the key contains the control character {bad}; remove it")
+            ok = False
+            continue
+        if keys is not None and (expected := keys(key)) is not None:
+            _problem(problems, path + (key,), f"invalid key {key!r}: expected {expected}")
+            ok = False
+            continue
+        result[key] = convert(typing.get_args(tp)[1], value, path + (key,), problems, check)
+        ok = ok and result[key] is not INVALID
+    return result if ok else INVALID
+
+
+def _convert_scalar(tp: type, raw: Any, path: Path, problems: list[Problem], check: Check | None) -> Any:
+    if type(raw) is not tp:
+        return _problem(problems, path, f"expected {expectation(tp)}, got {describe(raw)}")
+    if tp is str and (bad := _control_character(raw)) is not None:
+        return _problem(problems, path, f"the text contains the control character {bad}; remove it")
+    if tp is int and not INT64[0] <= raw <= INT64[1]:
+        return _problem(problems, path, f"{describe(raw)} is outside TOML's 64-bit integers; use a real value")
+    if check is not None and tp is not bool and (expected := check(raw)) is not None:
+        return _problem(problems, path, f"expected {expected}, got {raw!r}")
+    return raw
 
 
 def _control_character(text: str) -> str | None:
@@ -132,7 +148,7 @@ def _problem(problems: list[Problem], path: Path, message: str) -> Any:
 
 
 def _convert_union(options: list[Any], raw: Any, path: Path, problems: list[Problem],
-                   check, keys) -> Any:
+                   check: Check | None, keys: Check | None) -> Any:
     """Convert with the one option whose shape (string, array, table...) fits the value."""
     fitting = [option for option in options if _shape_fits(option, raw)]
     if len(fitting) == 1 or len(options) == 1:
