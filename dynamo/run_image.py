@@ -369,6 +369,11 @@ def preflight(options: Options, image: ImageInfo, gpus: bool, engine: str, facts
         findings = _host_findings(release, framework, image_cuda or "cpu", needs, cdi, facts)
     except (InvalidCombination, MatrixInvalid) as exc:  # labels this matrix does not know, or a broken matrix
         return [f"the host check could not run ({(str(exc).splitlines() or [type(exc).__name__])[0]}); continuing"]
+    return _verdict(options, findings)
+
+
+def _verdict(options: Options, findings: list[Finding]) -> list[str]:
+    """RunError listing the failed checks with their fixes; else the warnings to show."""
     from dynamo.doctor.cli import finding_lines
     from dynamo.doctor.judge import FAIL, WARN
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from email.message import Message
 from email.parser import Parser
 from pathlib import Path
+from typing import Any
 
 import tomlkit
 from packaging.requirements import InvalidRequirement, Requirement
@@ -22,7 +23,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 from tomlkit.items import InlineTable, Item
 
-from dynamo.matrix.model import Matrix
+from dynamo.matrix.model import EngineEntry, Matrix
 from dynamo.matrix.query import nixl_extra
 
 DISTRIBUTION = "ai-dynamo"
@@ -97,31 +98,41 @@ def release_from_metadata(matrix: Matrix, metadata: Message, *, name: str | None
         release["published"] = published
     if version != name:
         release["wheel"] = version
-    engines: dict = {}
+    engines: dict[str, dict[str, Any]] = {}
     for framework, fw in matrix.framework.items():
         before = previous.engines.get(framework)
         if fw.package is None:
             if before is not None:
                 engines[framework] = {}
             continue
-        requirements = pins.get(canonicalize_name(framework), [])
-        engine_pin = next((r for r in requirements if canonicalize_name(r.name) == canonicalize_name(fw.package)), None)
-        if engine_pin is None or _exact(engine_pin) is None:
-            continue  # the wheel does not pin this engine: the release does not ship it
-        engine: dict = {"version": _exact(engine_pin)}
-        if engine_pin.extras:
-            engine["extras"] = sorted(engine_pin.extras)
-        nixl_pin = next((r for r in requirements if canonicalize_name(r.name) == "nixl"), None)
-        nixl_version = nixl.get(framework) or (_exact(nixl_pin) if nixl_pin else None)
-        if nixl_version:
-            engine["nixl"] = nixl_version
-        engine["cuda"] = {v: "supported" for v in cuda.get(framework) or _inferred_cuda(matrix, framework, nixl_pin, before, name)}
-        if before is not None:
-            engine.update({key: getattr(before, key) for key in ("cuda_archs", "base_image")
-                           if getattr(before, key) and framework not in cuda})
-        engines[framework] = engine
+        entry = _engine_entry(matrix, framework, fw.package, pins.get(canonicalize_name(framework), []), before,
+                              name, cuda.get(framework), nixl.get(framework))
+        if entry is not None:
+            engines[framework] = entry
     release["engines"] = engines
     return release
+
+
+def _engine_entry(matrix: Matrix, framework: str, package: str, requirements: list[Requirement],
+                  before: EngineEntry | None, name: str, cuda: list[str] | None,
+                  nixl: str | None) -> dict[str, Any] | None:
+    """An engine's table in the new release from the wheel's pins for its extra (None: the wheel does not
+    pin the engine, so the release does not ship it); cuda and nixl as --cuda and --nixl give them."""
+    engine_pin = next((r for r in requirements if canonicalize_name(r.name) == canonicalize_name(package)), None)
+    if engine_pin is None or _exact(engine_pin) is None:
+        return None
+    engine: dict[str, Any] = {"version": _exact(engine_pin)}
+    if engine_pin.extras:
+        engine["extras"] = sorted(engine_pin.extras)
+    nixl_pin = next((r for r in requirements if canonicalize_name(r.name) == "nixl"), None)
+    nixl_version = nixl or (_exact(nixl_pin) if nixl_pin else None)
+    if nixl_version:
+        engine["nixl"] = nixl_version
+    engine["cuda"] = {v: "supported" for v in cuda or _inferred_cuda(matrix, framework, nixl_pin, before, name)}
+    if before is not None:
+        engine.update({key: getattr(before, key) for key in ("cuda_archs", "base_image")
+                       if getattr(before, key) and cuda is None})
+    return engine
 
 
 def _inferred_cuda(matrix: Matrix, framework: str, nixl_pin: Requirement | None, before, name: str) -> list[str]:
