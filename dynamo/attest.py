@@ -19,6 +19,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dynamo import images
 from dynamo.containers import ContainerEngine, ContainerEngineError, ImageInfo, engine_with_image
@@ -181,41 +182,66 @@ def check(facts: ImageFacts, output_root: Path = CHECKOUT, checkout: Path = CHEC
     missing = [path for path in (intoto, spdx) if not path.is_file()]
     if missing:
         return [f"{facts.ref}: no {' or '.join(p.name for p in missing)} in {stem.parent}; {fix}"]
-    found = []
     statement = json.loads(intoto.read_text())
-    predicate = statement.get("predicate", {})
+    return [*_statement_findings(facts, statement, intoto.name, fix),
+            *_lock_findings(facts, statement, intoto.name, checkout),
+            *_byproduct_findings(statement, stem, intoto.name, fix),
+            *_sbom_findings(facts, spdx, fix)]
+
+
+def _statement_findings(facts: ImageFacts, statement: dict[str, Any], name: str, fix: str) -> list[str]:
+    """The statement is SLSA provenance of this image, with the build args its labels record."""
+    found = []
     subject = statement.get("subject", [{}])[0].get("digest", {}).get("sha256")
     if statement.get("predicateType") != SLSA_PROVENANCE or statement.get("_type") != STATEMENT:
-        found.append(f"{intoto.name}: not an in-toto Statement with SLSA v1 provenance; {fix}")
+        found.append(f"{name}: not an in-toto Statement with SLSA v1 provenance; {fix}")
     if subject != facts.id.removeprefix("sha256:"):
-        found.append(f"{facts.ref}: {intoto.name} is for image sha256:{subject}, this image is {facts.id}; {fix}")
-    recorded_args = predicate.get("buildDefinition", {}).get("externalParameters", {}).get("buildArgs", {})
+        found.append(f"{facts.ref}: {name} is for image sha256:{subject}, this image is {facts.id}; {fix}")
+    recorded_args = statement.get("predicate", {}).get("buildDefinition", {}).get("externalParameters", {}).get(
+        "buildArgs", {})
     for arg, value in facts.build_args().items():
         if recorded_args.get(arg) != value:
             found.append(f"{facts.ref}: build arg {arg} is {value!r} in its labels, {recorded_args.get(arg)!r} in"
-                         f" {intoto.name}; {fix}")
+                         f" {name}; {fix}")
+    return found
+
+
+def _lock_findings(facts: ImageFacts, statement: dict[str, Any], name: str, checkout: Path) -> list[str]:
+    """The lock the image installed is the one the statement records."""
     lock = lock_of(facts, checkout)
-    if lock is not None:
-        name = lock.relative_to(checkout).as_posix()
-        recorded = {d.get("name"): d.get("digest", {}).get("sha256")
-                    for d in predicate.get("buildDefinition", {}).get("resolvedDependencies", [])}
-        if not lock.is_file() or recorded.get(name) != sha256_file(lock):
-            found.append(f"{facts.ref}: {name} is not the lock {intoto.name} records (changed since the build?);"
-                         " rebuild the image from this checkout")
-    for byproduct in predicate.get("runDetails", {}).get("byproducts", []):
+    if lock is None:
+        return []
+    lock_name = lock.relative_to(checkout).as_posix()
+    recorded = {d.get("name"): d.get("digest", {}).get("sha256")
+                for d in statement.get("predicate", {}).get("buildDefinition", {}).get("resolvedDependencies", [])}
+    if lock.is_file() and recorded.get(lock_name) == sha256_file(lock):
+        return []
+    return [f"{facts.ref}: {lock_name} is not the lock {name} records (changed since the build?);"
+            " rebuild the image from this checkout"]
+
+
+def _byproduct_findings(statement: dict[str, Any], stem: Path, name: str, fix: str) -> list[str]:
+    """The documents beside the statement are the ones it records."""
+    found = []
+    for byproduct in statement.get("predicate", {}).get("runDetails", {}).get("byproducts", []):
         path = stem.with_name(f"{stem.name}.{byproduct['name']}")
         if not path.is_file() or sha256_file(path) != byproduct["digest"]["sha256"]:
-            found.append(f"{path.name}: not the document {intoto.name} records (edited or replaced); {fix}")
+            found.append(f"{path.name}: not the document {name} records (edited or replaced); {fix}")
+    return found
+
+
+def _sbom_findings(facts: ImageFacts, spdx: Path, fix: str) -> list[str]:
+    """The SBOM lists the packages a scan of the image finds now."""
     with tempfile.TemporaryDirectory() as scratch:
         rescan = Path(scratch) / "now.spdx.json"
         spdx_sbom(facts.engine.export_oci(facts.ref, Path(scratch) / "oci"), rescan)
         now, recorded_packages = _spdx_packages(json.loads(rescan.read_text())), _spdx_packages(json.loads(spdx.read_text()))
-    if now != recorded_packages:
-        extra, absent = sorted(recorded_packages - now), sorted(now - recorded_packages)
-        found.append(f"{facts.ref}: {spdx.name} lists {len(extra)} package(s) the image lacks"
-                     f" ({', '.join('=='.join(p) for p in extra[:3]) or '-'}) and misses {len(absent)}"
-                     f" ({', '.join('=='.join(p) for p in absent[:3]) or '-'}); {fix}")
-    return found
+    if now == recorded_packages:
+        return []
+    extra, absent = sorted(recorded_packages - now), sorted(now - recorded_packages)
+    return [f"{facts.ref}: {spdx.name} lists {len(extra)} package(s) the image lacks"
+            f" ({', '.join('=='.join(p) for p in extra[:3]) or '-'}) and misses {len(absent)}"
+            f" ({', '.join('=='.join(p) for p in absent[:3]) or '-'}); {fix}"]
 
 
 def run(args) -> int:
