@@ -97,6 +97,29 @@ def _check_flags(*, cuda: str | None, platforms: list[str] | None, tags: list[st
                         " e.g. nvcr.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04")
 
 
+def _ca_bundle(ca_cert: str | None) -> Path | None:
+    """--ca-cert as a path, after checking it is a PEM bundle."""
+    if ca_cert is None:
+        return None
+    ca = Path(ca_cert).expanduser()
+    if not ca.is_file():
+        raise PlanError(f"--ca-cert {ca_cert}: no such file; give the path of a PEM CA bundle")
+    if "-----BEGIN CERTIFICATE-----" not in ca.read_text(errors="replace"):
+        raise PlanError(f"--ca-cert {ca_cert}: not a PEM certificate bundle (no BEGIN CERTIFICATE line)")
+    return ca
+
+
+def _with_epoch(source: Source, overrides: dict[str, str]) -> Source:
+    """The source with a --build-arg SOURCE_DATE_EPOCH as its time (every timestamp in the image, the created
+    label included)."""
+    if "SOURCE_DATE_EPOCH" not in overrides:
+        return source
+    if not overrides["SOURCE_DATE_EPOCH"].isdigit():
+        raise PlanError(f"--build-arg SOURCE_DATE_EPOCH={overrides['SOURCE_DATE_EPOCH']}: not a number of seconds"
+                        " since 1970; give one, e.g. $(git log -1 --format=%ct)")
+    return replace(source, epoch=int(overrides["SOURCE_DATE_EPOCH"]))
+
+
 def make_plan(matrix: Matrix, *, framework: str, cuda: str | None = None, release: str | None = None,
               platforms: list[str] | None = None, python: str | None = None, stage: str = "runtime",
               tags: list[str] | None = None, build_args: list[str] | None = None,
@@ -117,20 +140,9 @@ def make_plan(matrix: Matrix, *, framework: str, cuda: str | None = None, releas
     dockerfile = checkout / "container" / f"Dockerfile.{targets[0].framework}"
     if not dockerfile.is_file():
         raise PlanError(f"{dockerfile.relative_to(checkout)} is missing; run `python build.py render`")
-    ca = None
-    if ca_cert is not None:
-        ca = Path(ca_cert).expanduser()
-        if not ca.is_file():
-            raise PlanError(f"--ca-cert {ca_cert}: no such file; give the path of a PEM CA bundle")
-        if "-----BEGIN CERTIFICATE-----" not in ca.read_text(errors="replace"):
-            raise PlanError(f"--ca-cert {ca_cert}: not a PEM certificate bundle (no BEGIN CERTIFICATE line)")
-    source = source or source_of(checkout)
+    ca = _ca_bundle(ca_cert)
     overrides = parse_build_args(build_args or [])
-    if "SOURCE_DATE_EPOCH" in overrides:  # every timestamp in the image, the created label included
-        if not overrides["SOURCE_DATE_EPOCH"].isdigit():
-            raise PlanError(f"--build-arg SOURCE_DATE_EPOCH={overrides['SOURCE_DATE_EPOCH']}: not a number of seconds"
-                            " since 1970; give one, e.g. $(git log -1 --format=%ct)")
-        source = replace(source, epoch=int(overrides["SOURCE_DATE_EPOCH"]))
+    source = _with_epoch(source or source_of(checkout), overrides)
     args = images.build_args(targets[0]) | images.source_args(source.revision, source.epoch, source.url) | overrides
     warnings = [note for note in targets[0].notes]
     if not_pinned := args.get("UNPINNED"):
