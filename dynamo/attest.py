@@ -11,6 +11,7 @@ labels: attestations/<release>/<framework>-<device>-py<python>-<arch>.{spdx.json
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -107,7 +108,7 @@ def lock_of(facts: ImageFacts, checkout: Path = CHECKOUT) -> Path | None:
 
 
 def provenance(facts: ImageFacts, lock: Path | None, checkout: Path = CHECKOUT,
-               byproducts: dict[str, Path] | None = None) -> dict:
+               byproducts: dict[str, Path] | None = None) -> dict[str, Any]:
     """An in-toto Statement with the SLSA v1 provenance predicate for the image."""
     # the commit the image was built from, as its build recorded it (not this checkout's HEAD)
     revision = facts.labels.get("org.opencontainers.image.revision", "")
@@ -115,10 +116,10 @@ def provenance(facts: ImageFacts, lock: Path | None, checkout: Path = CHECKOUT,
     commit = commit or "unknown"
     base_name = facts.labels.get("org.opencontainers.image.base.name", "")
     base_digest = facts.labels.get("org.opencontainers.image.base.digest", "")
-    dependencies = [{"uri": f"git+file://{checkout}", "digest": {"gitCommit": commit}}]
+    dependencies: list[dict[str, Any]] = [{"uri": f"git+file://{checkout}", "digest": {"gitCommit": commit}}]
     if lock is not None:
         dependencies.append({"name": lock.relative_to(checkout).as_posix(), "digest": {"sha256": sha256_file(lock)}})
-    base = {"uri": f"oci://{base_name}", "name": "runtime base image"}
+    base: dict[str, Any] = {"uri": f"oci://{base_name}", "name": "runtime base image"}
     if base_digest:
         base["digest"] = {"sha256": base_digest.removeprefix("sha256:")}
     dependencies.append(base)
@@ -169,7 +170,7 @@ def attest(facts: ImageFacts, output_root: Path = CHECKOUT, checkout: Path = CHE
     return [*written.values(), intoto]
 
 
-def _spdx_packages(document: dict) -> set[tuple[str, str]]:
+def _spdx_packages(document: dict[str, Any]) -> set[tuple[str, str]]:
     return {(p["name"], p.get("versionInfo", "")) for p in document.get("packages", [])
             if p.get("SPDXID", "").startswith("SPDXRef-Package-")}
 
@@ -244,7 +245,7 @@ def _sbom_findings(facts: ImageFacts, spdx: Path, fix: str) -> list[str]:
             f" ({', '.join('=='.join(p) for p in absent[:3]) or '-'}); {fix}"]
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """`python build.py attest IMAGE [--check]`."""
     try:
         facts = image_facts(args.image, args.engine)

@@ -9,10 +9,13 @@ of what the start-up preflight cost an entry point.
 
 from __future__ import annotations
 
-from dataclasses import FrozenInstanceError
+from dataclasses import Field, FrozenInstanceError
+from typing import Any, ClassVar
 
 
 class Frozen:
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]  # set by @dataclass on each subclass
+
     def __setattr__(self, name: str, value: object) -> None:
         if name in self.__dict__ or name not in self.__dataclass_fields__:
             raise FrozenInstanceError(f"cannot assign to field {name!r}")
@@ -21,7 +24,7 @@ class Frozen:
     def __delattr__(self, name: str) -> None:
         raise FrozenInstanceError(f"cannot delete field {name!r}")
 
-    def _values(self) -> tuple:
+    def _values(self) -> tuple[Any, ...]:
         return tuple(self.__dict__[name] for name in self.__dataclass_fields__)
 
     def __eq__(self, other: object) -> bool:

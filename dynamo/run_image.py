@@ -14,6 +14,7 @@ import re
 import shlex
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -276,7 +277,7 @@ def _requested(value: str) -> int:
     return _limit_value(value.split(":")[-1])
 
 
-def settle_ulimits(options: Options, engine: str, warn) -> dict[str, str]:
+def settle_ulimits(options: Options, engine: str, warn: Callable[[str], None]) -> dict[str, str]:
     """The ulimits to pass: defaults above what the engine can grant are lowered to its hard limit
     (with a warning); a value the user asked for that it cannot grant is refused with the one to pass."""
     implicit = IMPLICIT_ULIMITS.get(engine, {})

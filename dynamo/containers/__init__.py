@@ -38,7 +38,7 @@ def get_engine(choice: str | None = None) -> ContainerEngine:
     first one available here."""
     if choice is not None:
         engine_class(choice)  # raises for an unknown choice
-    candidates = list(ENGINES.values()) if choice is None else (
+    candidates: list[type[ContainerEngine]] = list(ENGINES.values()) if choice is None else (
         [DockerBuildx, DockerClassic] if choice == "docker" else [ENGINES[choice]])
     reasons = []
     for engine in candidates:

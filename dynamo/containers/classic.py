@@ -56,7 +56,8 @@ def transform(dockerfile: str, with_ca: bool) -> str:
 
 def _allowlist(context: Path) -> tuple[list[str], list[str]]:
     """The `!` entries of .dockerignore (what goes in) and its other entries after `*` (what stays out)."""
-    include, exclude = [], []
+    include: list[str] = []
+    exclude: list[str] = []
     for line in (context / ".dockerignore").read_text().splitlines():
         line = line.strip()
         if not line or line.startswith("#") or line == "*":

@@ -68,7 +68,7 @@ class DockerClassic(ContainerEngine):
             with context_tar(request) as tar:
                 for chunk in self.client.api.build(
                         fileobj=tar, custom_context=True, tag=temp_ref, target=request.stage,
-                        platform=request.platforms[0], buildargs=request.build_args, nocache=request.no_cache,
+                        platform=request.platforms[0], buildargs=dict(request.build_args), nocache=request.no_cache,
                         cache_from=list(request.cache_from), rm=True, forcerm=True, decode=True):
                     for line in chunk.get("stream", "").splitlines():
                         on_line(line)
@@ -112,7 +112,7 @@ class DockerClassic(ContainerEngine):
             pass
 
     def inspect(self, ref: str) -> ImageInfo:
-        data = self.client.api.inspect_image(ref)
+        data = self.client.images.get(ref).attrs  # what the API's image inspect answers
         return ImageInfo(id=data["Id"], size=data.get("Size", 0), labels=data["Config"].get("Labels") or {},
                          architecture=data.get("Architecture", ""), env=env_dict((data.get("Config") or {}).get("Env")))
 

@@ -7,7 +7,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 from dynamo import images
 from dynamo.containers import ContainerEngine, ContainerEngineError, ImageInfo
@@ -37,7 +37,7 @@ class Progress:
     started: float = field(default_factory=time.monotonic)
     steps: int = 0  # steps that make a layer or a config change (a stage's FROM does neither)
     cached: int = 0
-    log: list[list] = field(default_factory=list)  # [step text, came from cache]
+    log: list[list[Any]] = field(default_factory=list)  # [step text, came from cache]
     awaiting: list[int] = field(default_factory=list)  # steps (indices in log) whose outcome is not printed yet
     build_args: dict[str, str] = field(default_factory=dict)  # shown in ARG steps instead of the Dockerfile's defaults
 

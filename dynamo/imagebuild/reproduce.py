@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from dynamo import images
 from dynamo.containers import Buildah, ContainerEngine, ContainerEngineError
@@ -59,7 +60,10 @@ class Reproduction:
 def recorded_plan(matrix: Matrix, labels: dict[str, str], architecture: str, context: Path, *,
                   ca_cert: str | None, tag: str) -> BuildPlan:
     """The plan that built an image, from its labels; context holds the recorded commit's files."""
-    label = lambda key: labels.get(images.LABEL_PREFIX + key, "")  # noqa: E731
+
+    def label(key: str) -> str:
+        return labels.get(images.LABEL_PREFIX + key, "")
+
     created = labels.get(OCI + "created", "")
     try:
         epoch = int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
@@ -125,16 +129,19 @@ def compare(engine: ContainerEngine, a: str, b: str, workdir: Path) -> list[Diff
     return found
 
 
-def _read_layout(layout: Path) -> tuple[dict, list[Path]]:
+def _read_layout(layout: Path) -> tuple[dict[str, Any], list[Path]]:
     """An OCI layout's single image: its config and its layer blobs, in order."""
-    blob = lambda digest: layout / "blobs" / digest.replace(":", "/")  # noqa: E731
+
+    def blob(digest: str) -> Path:
+        return layout / "blobs" / digest.replace(":", "/")
+
     index = json.loads((layout / "index.json").read_text())
     manifest = json.loads(blob(index["manifests"][0]["digest"]).read_text())
     config = json.loads(blob(manifest["config"]["digest"]).read_text())
     return config, [blob(layer["digest"]) for layer in manifest["layers"]]
 
 
-def _config_differences(a: dict, b: dict) -> list[Difference]:
+def _config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
     found = []
     flat_a, flat_b = dict(_flatten(a)), dict(_flatten(b))
     for key in sorted(set(flat_a) | set(flat_b)):

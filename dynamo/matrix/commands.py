@@ -9,7 +9,8 @@ from pathlib import Path
 from dynamo.matrix.load import MatrixInvalid, default_path, display_name, load, loads
 
 
-def add_commands(actions, common: argparse.ArgumentParser) -> None:
+def add_commands(actions: argparse._SubParsersAction[argparse.ArgumentParser],
+                 common: argparse.ArgumentParser) -> None:
     """Register `import` and `bump` under `matrix`."""
     importing = actions.add_parser("import", parents=[common], help="add a release from a released ai-dynamo wheel's"
                                    " metadata (its extras' engine and NIXL pins)")
@@ -46,7 +47,7 @@ def _write_validated(path: Path, text: str, what: str) -> int:
     return 0
 
 
-def _flags(args: argparse.Namespace):
+def _flags(args: argparse.Namespace) -> tuple[dict[str, list[str]], dict[str, str]]:
     from dynamo.matrix.update import pairs
 
     cuda = {fw: [v.strip() for v in value.split(",")] for fw, value in pairs(args.cuda, "--cuda").items()}

@@ -13,8 +13,9 @@ import functools
 import json
 import types
 import typing
-from collections.abc import Callable
 from typing import Any, Literal, NamedTuple, Union
+
+from dynamo.matrix.checks import Check
 
 Path = tuple[typing.Union[str, int], ...]
 INVALID: Any = object()
@@ -70,14 +71,13 @@ def expectation(tp: Any) -> str:
     return str(tp)
 
 
-Check = Callable[[str], str | None]  # a value's (or a key's) check: None when valid, else what was expected
 
 
 def convert(tp: Any, raw: Any, path: Path, problems: list[Problem], check: Check | None = None,
             keys: Check | None = None) -> Any:
     """`raw` (parsed TOML) as the model's type `tp`, or INVALID with each problem appended, by the type's kind."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _convert_dataclass(tp, raw, path, problems)
     if _is_union(origin):
         return _convert_union([a for a in args if a is not type(None)], raw, path, problems, check, keys)
@@ -120,7 +120,7 @@ def _convert_table(tp: Any, raw: Any, path: Path, problems: list[Problem], check
     return result if ok else INVALID
 
 
-def _convert_scalar(tp: type, raw: Any, path: Path, problems: list[Problem], check: Check | None) -> Any:
+def _convert_scalar(tp: Any, raw: Any, path: Path, problems: list[Problem], check: Check | None) -> Any:
     if type(raw) is not tp:
         return _problem(problems, path, f"expected {expectation(tp)}, got {describe(raw)}")
     if tp is str and (bad := _control_character(raw)) is not None:
@@ -169,7 +169,7 @@ def _shape_fits(tp: Any, raw: Any) -> bool:
 
 
 @functools.cache
-def _fields(cls: type) -> tuple[tuple[dataclasses.Field, Any], ...]:
+def _fields(cls: type) -> tuple[tuple[dataclasses.Field[Any], Any], ...]:
     hints = typing.get_type_hints(cls)
     return tuple((f, hints[f.name]) for f in dataclasses.fields(cls))
 

@@ -6,6 +6,7 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from packaging.version import Version
 
@@ -50,7 +51,7 @@ def display_name(path: Path) -> str:
         return str(path)
 
 
-def load(path: str | os.PathLike | None = None) -> Matrix:
+def load(path: str | os.PathLike[str] | None = None) -> Matrix:
     """The matrix at `path` (default_path()), validated; from the cache when these very bytes were."""
     path = Path(path) if path is not None else default_path()
     source = display_name(path)
@@ -87,7 +88,7 @@ def loads(text: str, source: str = "<matrix>") -> Matrix:
     return from_dict(raw, source)
 
 
-def from_dict(raw: dict, source: str = "<matrix>") -> Matrix:
+def from_dict(raw: dict[str, Any], source: str = "<matrix>") -> Matrix:
     """Convert and validate parsed TOML. Raises MatrixInvalid with every problem found."""
     problems: list[Problem] = []
     matrix = convert(Matrix, raw, (), problems)

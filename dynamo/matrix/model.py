@@ -8,8 +8,9 @@ tables are checked afterwards, in `dynamo.matrix.validate`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 from dynamo.frozen import Frozen
 from dynamo.matrix import checks
@@ -21,18 +22,19 @@ ArtifactKind = Literal["wheel", "image", "helm_chart", "crate"]
 Condition = Union[str, tuple[str, ...]]
 
 
-def _meta(check=None, keys=None) -> dict:
+def _meta(check: checks.Check | None = None, keys: checks.Check | None = None) -> dict[str, checks.Check | None]:
     return {"check": check, "keys": keys}
 
 
-def checked(check=None, *, keys=None, default=None, factory=None):
+def checked(check: checks.Check | None = None, *, keys: checks.Check | None = None, default: Any = None,
+            factory: Callable[[], Any] | None = None) -> Any:
     """A dataclass field carrying a value check and/or a check on the keys of a table."""
     if factory is not None:
         return field(default_factory=factory, metadata=_meta(check, keys))
     return field(default=default, metadata=_meta(check, keys))
 
 
-def required(check=None, *, keys=None):
+def required(check: checks.Check | None = None, *, keys: checks.Check | None = None) -> Any:
     return field(metadata=_meta(check, keys))
 
 
@@ -164,6 +166,19 @@ class Release(ReleaseFields):
     note: str | None = None
     artifacts: tuple[str, ...] | None = None
     engines: dict[str, EngineEntry] = checked(factory=dict)
+
+    if TYPE_CHECKING:
+        # A loaded release has each of these, its own or [defaults]'s (load._complete fills them; validate
+        # requires [defaults] to set them): only the type checker reads these narrower types.
+        status: ReleaseStatus
+        python: tuple[str, ...]
+        python_default: str
+        image_os: str
+        image_arch: tuple[str, ...]
+        wheel_arch: tuple[str, ...]
+        cpu_arch: dict[str, Support]
+        gpu_arch: dict[str, Support]
+        platforms: tuple[Platform, ...]
 
 
 @dataclass(kw_only=True, eq=False, repr=False)

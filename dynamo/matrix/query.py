@@ -162,7 +162,9 @@ def nixl_extras(matrix: Matrix, nixl: str | None, cuda: str | None) -> tuple[str
     which NIXL on it exists and this NIXL has it; none for the CPU or an unknown NIXL."""
     major = cuda.split(".")[0] if cuda else None
     since = matrix.cuda_major[major].nixl_extra_since if nixl and major in matrix.cuda_major else None
-    return (nixl_extra(major),) if since is not None and version(nixl) >= version(since) else ()
+    if major is None or nixl is None or since is None:
+        return ()
+    return (nixl_extra(major),) if version(nixl) >= version(since) else ()
 
 
 def nixl_requirement(nixl: str, extras: tuple[str, ...]) -> str:
@@ -372,12 +374,12 @@ def _images(matrix: Matrix, engine: EngineEntry, cuda_version: str | None, arch:
     """The base and runtime images (unpinned): the engine's own base for a CUDA build, else the CUDA
     toolkit's images, else the CPU base image."""
     cuda = matrix.cuda[cuda_version] if cuda_version else None
-    base = engine.base_image if cuda else None
-    if isinstance(base, dict):
-        base = base[arch]
-    base = base or (cuda.base_image if cuda else matrix.cpu_base_image)
-    runtime = (cuda.runtime_image or cuda.base_image) if cuda else matrix.cpu_base_image
-    return base, runtime
+    if cuda is None:
+        return matrix.cpu_base_image, matrix.cpu_base_image
+    own = engine.base_image[arch] if isinstance(engine.base_image, dict) else engine.base_image
+    # validate requires a base image of each CUDA toolkit an engine uses that has none of its own
+    base = own or cuda.base_image or ""
+    return base, cuda.runtime_image or cuda.base_image or ""
 
 
 def image_requirement(matrix: Matrix, cuda: str | None) -> str:

@@ -41,7 +41,7 @@ def _status(value: str) -> str:
     return value.capitalize()
 
 
-def cuda_cell(matrix: Matrix, framework: str, engine) -> str:
+def cuda_cell(matrix: Matrix, framework: str, engine: EngineEntry) -> str:
     """E.g. "CUDA 12.9, CUDA 13.0 (Experimental)", as the support matrix prints it."""
     parts = []
     for device in sorted(engine_devices(matrix, framework, engine),
@@ -53,23 +53,22 @@ def cuda_cell(matrix: Matrix, framework: str, engine) -> str:
     return ", ".join(parts) or "-"
 
 
-def upstream_notes(matrix: Matrix, name: str, engines: dict) -> list[str]:
+def upstream_notes(matrix: Matrix, name: str, engines: dict[str, EngineEntry]) -> list[str]:
     """Where upstream's published value differs from ours (the seeds win for their own rows)."""
     return [f"{matrix.framework[fw].name} {engine.version} here (the seeds' value);"
             f" upstream's release data says {engine.upstream_version}"
             for fw, engine in engines.items() if engine.upstream_version]
 
 
-def nixl_rows(matrix: Matrix, name: str, engines: dict) -> list[tuple[str, str, str, str]]:
+def nixl_rows(matrix: Matrix, name: str, engines: dict[str, EngineEntry]) -> list[tuple[str, str, str, str]]:
     """One NIXL row when every engine carries the same NIXL, else one per engine ("unknown" where
     the matrix does not know it)."""
     release = matrix.release[name]
     pins = {fw: engine_nixl(release, engine) for fw, engine in engines.items() if matrix.framework[fw].nixl}
     if not pins:
         return []
-    if len(set(pins.values())) == 1 and None not in pins.values():
-        version = next(iter(pins.values()))
-        return [("NIXL", version, "", f"nixl=={version}")]
+    if len(set(pins.values())) == 1 and (only := next(iter(pins.values()))) is not None:
+        return [("NIXL", only, "", f"nixl=={only}")]
     return [(f"NIXL ({matrix.framework[fw].name})", version or "unknown", "", f"nixl=={version}" if version else "")
             for fw, version in pins.items()]
 

@@ -83,7 +83,7 @@ def _exact(requirement: Requirement) -> str | None:
 
 def release_from_metadata(matrix: Matrix, metadata: Message, *, name: str | None = None,
                           cuda: dict[str, list[str]] | None = None, nixl: dict[str, str] | None = None,
-                          published: str | None = None) -> dict:
+                          published: str | None = None) -> dict[str, Any]:
     """The new release's table: each engine's pin and extras and its NIXL from the wheel's extras;
     its CUDA from --cuda, else the newest release's for that engine when the NIXL pin's cuNN
     extra agrees with it (nixl[cu13] means CUDA 13); the rest carried over from that release."""
@@ -93,7 +93,7 @@ def release_from_metadata(matrix: Matrix, metadata: Message, *, name: str | None
     pins = extra_pins(metadata)
     newest = next(r for r in matrix.release if r != "main")
     previous = matrix.release[newest]
-    release: dict = {}
+    release: dict[str, Any] = {}
     if published:
         release["published"] = published
     if version != name:
@@ -135,7 +135,8 @@ def _engine_entry(matrix: Matrix, framework: str, package: str, requirements: li
     return engine
 
 
-def _inferred_cuda(matrix: Matrix, framework: str, nixl_pin: Requirement | None, before, name: str) -> list[str]:
+def _inferred_cuda(matrix: Matrix, framework: str, nixl_pin: Requirement | None, before: EngineEntry | None,
+                   name: str) -> list[str]:
     """The newest release's CUDA for the engine, when NIXL's extra (nixl[cu13] is CUDA 13, where the
     matrix's [cuda_major] has a nixl_extra_since) names no other major."""
     extras = set(nixl_pin.extras) if nixl_pin else set()
@@ -148,7 +149,7 @@ def _inferred_cuda(matrix: Matrix, framework: str, nixl_pin: Requirement | None,
                       f" --cuda {framework}=X.Y[,X.Y]")
 
 
-def import_release(text: str, release: dict, name: str) -> str:
+def import_release(text: str, release: dict[str, Any], name: str) -> str:
     """The matrix text with the new release's tables inserted above the newest release (and the
     comments right above it) and `latest` moved to it when it is newer; everything else untouched.
     Each engine's inline table is written as the file writes them: its keys in the file's order and
@@ -185,7 +186,7 @@ def import_release(text: str, release: dict, name: str) -> str:
     return tomlkit.dumps(document)
 
 
-def _written_engines(document: tomlkit.TOMLDocument) -> list[Mapping]:
+def _written_engines(document: tomlkit.TOMLDocument) -> list[Mapping[str, Any]]:
     """Each release's [engines] table as the file has them, newest first (main left out)."""
     return [table.get("engines", {}) for key, table in document["release"].items() if key != "main"]
 
@@ -201,7 +202,7 @@ class InlineStyle:
 _INLINE_START = re.compile(r"\{(?P<pad>\s*)(?:\"[^\"]*\"|[^\s=]+)(?P<equals>\s*=\s*)")
 
 
-def _inline_style(engines: Mapping) -> InlineStyle:
+def _inline_style(engines: Mapping[str, Any]) -> InlineStyle:
     """The style of the first non-empty inline table among a release's engines."""
     for value in engines.values():
         if isinstance(value, InlineTable) and (found := _INLINE_START.match(value.as_string())):
@@ -209,7 +210,7 @@ def _inline_style(engines: Mapping) -> InlineStyle:
     return InlineStyle()
 
 
-def _key_order(tables: Iterable[Mapping]) -> list[str]:
+def _key_order(tables: Iterable[Mapping[str, Any]]) -> list[str]:
     """The order the file gives the keys of these tables: each table's keys in its order, a key no
     earlier table has placed going right after the key before it."""
     order: list[str] = []
@@ -222,12 +223,12 @@ def _key_order(tables: Iterable[Mapping]) -> list[str]:
     return order
 
 
-def _ordered(values: Mapping, order: list[str]) -> dict:
+def _ordered(values: Mapping[str, Any], order: list[str]) -> dict[str, Any]:
     """values with their keys in order; keys order lacks go last."""
     return {key: values[key] for key in sorted(values, key=lambda key: order.index(key) if key in order else len(order))}
 
 
-def _inline(values: Mapping, style: InlineStyle) -> str:
+def _inline(values: Mapping[str, Any], style: InlineStyle) -> str:
     """values as a TOML inline table in style: a tomlkit item as the file writes it, a new dict as a
     nested table in style, any other value as tomlkit writes it."""
     if not values:
@@ -269,8 +270,9 @@ def bump(text: str, release: str, engines: dict[str, str], nixl: dict[str, str] 
     return tomlkit.dumps(document)
 
 
-def _per_engine(engines: dict[str, str], nixl: dict[str, str], cuda: dict[str, list[str]]) -> dict[str, dict]:
-    changes: dict[str, dict] = {}
+def _per_engine(engines: dict[str, str], nixl: dict[str, str],
+                cuda: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+    changes: dict[str, dict[str, Any]] = {}
     for framework, version in engines.items():
         changes.setdefault(framework, {})["version"] = version
     for framework, version in nixl.items():

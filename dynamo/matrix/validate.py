@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
@@ -48,12 +49,12 @@ def _all(m: Matrix) -> Iterator[tuple[Path, str]]:
     yield from _check_history(m)
 
 
-def _undefined(path: Path, what: str, value: str, defined) -> tuple[Path, str]:
+def _undefined(path: Path, what: str, value: str, defined: Iterable[str]) -> tuple[Path, str]:
     choices = ", ".join(sorted(defined)) or "none"
     return path, f"{what} {value!r} is not defined; expected one of: {choices}"
 
 
-def _effective(m: Matrix, release: Release, field: str):
+def _effective(m: Matrix, release: Release, field: str) -> Any:
     value = getattr(release, field)
     return getattr(m.defaults, field) if value is None else value
 
@@ -302,7 +303,8 @@ def _check_engine(m: Matrix, path: Path, release: Release, framework: str,
         yield from _check_patch_engine(m, path, release.patch_of, framework, engine)
 
 
-def _check_engine_cuda(m: Matrix, path: Path, cuda_versions: dict, base_image) -> Iterator[tuple[Path, str]]:
+def _check_engine_cuda(m: Matrix, path: Path, cuda_versions: Iterable[str],
+                       base_image: str | dict[str, str] | None) -> Iterator[tuple[Path, str]]:
     for cuda in cuda_versions:
         if cuda not in m.cuda:
             yield _undefined(path + ("cuda", cuda), "CUDA toolkit", cuda, m.cuda)
@@ -374,7 +376,7 @@ def _check_patch_engine(m: Matrix, path: Path, base_name: str, framework: str,
 
 
 def _check_caveats(m: Matrix) -> Iterator[tuple[Path, str]]:
-    known = {
+    known: dict[str, Iterable[str]] = {
         "framework": m.framework, "os": m.os, "arch": m.cpu_arch, "cuda": m.cuda, "feature": FEATURES,
     }
     ids: set[str] = set()
