@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -423,8 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         if options.dry_run:
             print(shlex.join(command(options, engine, gpus, settle_ulimits(options, engine, warn))))
             return 0
-        if not shutil.which(engine):
-            raise RunError(f"{engine} is not installed (apt-get install {'docker.io' if engine == 'docker' else engine})")
+        if (missing := RUNNERS[engine].unavailable()) is not None:
+            raise RunError(missing)
         if image is None:
             where = f"{engine}'s image store" if options.engine else "neither Docker's nor podman's image store"
             raise RunError(f"image {options.image} is in {where}; build it: {build_hint(options)}")
