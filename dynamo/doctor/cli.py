@@ -25,23 +25,28 @@ def subject_for(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> S
     return dataclasses.replace(subject, requirements=requirements, cdi=args.cdi)
 
 
+def _image_subject(matrix: Matrix, image: str) -> Subject:
+    """What an image's labels say it is, and the requirement its environment gives the toolkit."""
+    from dynamo import images
+    from dynamo.containers import ContainerEngineError, engine_with_image  # only --image needs an engine
+
+    try:
+        info = engine_with_image(image).inspect(image)
+    except ContainerEngineError as exc:
+        raise InvalidCombination(str(exc)) from None
+    label = lambda key: info.labels.get(images.LABEL_PREFIX + key) or None  # noqa: E731
+    if not label("release"):
+        raise InvalidCombination(f"{image} has no {images.LABEL_PREFIX}release label: pass --release and --framework")
+    # the toolkit reads the image's environment, not our labels: an image built by an older
+    # build.py carries an older requirement than this matrix renders
+    return Subject(find_release(matrix, label("release")), label("framework"),
+                   (label("cuda.version") or "cpu") if label("device") else None,
+                   requirement.from_env(info.env))
+
+
 def _subject(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> Subject:
     if args.image:
-        from dynamo import images
-        from dynamo.containers import ContainerEngineError, engine_with_image  # only --image needs an engine
-
-        try:
-            info = engine_with_image(args.image).inspect(args.image)
-        except ContainerEngineError as exc:
-            raise InvalidCombination(str(exc)) from None
-        label = lambda key: info.labels.get(images.LABEL_PREFIX + key) or None  # noqa: E731
-        if not label("release"):
-            raise InvalidCombination(f"{args.image} has no {images.LABEL_PREFIX}release label: pass --release and --framework")
-        # the toolkit reads the image's environment, not our labels: an image built by an older
-        # build.py carries an older requirement than this matrix renders
-        return Subject(find_release(matrix, label("release")), label("framework"),
-                       (label("cuda.version") or "cpu") if label("device") else None,
-                       requirement.from_env(info.env))
+        return _image_subject(matrix, args.image)
     cell = baked()
     installed = cell.release if cell is not None else facts.packages.get("dynamo")
     if args.framework:
