@@ -1,64 +1,40 @@
 """Container engines (docker, docker buildx, buildah, podman) behind one interface
-(`dynamo.containers.engine`), one module each, and how one is chosen.
+(`dynamo.containers.engine`), one module each, and how one is chosen (`dynamo.containers.choice`).
 
-Every failure is a `ContainerEngineError` whose message is one line naming what to do.
+Every failure is a `ContainerEngineError` whose message is one line naming what to do. The names below
+load their module when first used: every command's parser takes CHOICES without loading an engine.
 """
 
 from __future__ import annotations
 
-from dynamo.containers.buildah import Buildah
-from dynamo.containers.cli import local_registry
-from dynamo.containers.docker_buildx import DockerBuildx, DockerCli
-from dynamo.containers.docker_classic import DockerClassic
-from dynamo.containers.engine import BuildRequest, BuildResult, ContainerEngine, ContainerEngineError, ImageInfo
-from dynamo.containers.podman import Podman
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from dynamo.containers.names import CHOICES
+
+if TYPE_CHECKING:
+    from dynamo.containers.buildah import Buildah
+    from dynamo.containers.choice import ENGINES, RUNNERS, engine_class, engine_with_image, get_engine
+    from dynamo.containers.cli import local_registry
+    from dynamo.containers.docker_buildx import DockerBuildx, DockerCli
+    from dynamo.containers.docker_classic import DockerClassic
+    from dynamo.containers.engine import BuildRequest, BuildResult, ContainerEngine, ContainerEngineError, ImageInfo
+    from dynamo.containers.podman import Podman
 
 __all__ = ["BuildRequest", "BuildResult", "Buildah", "CHOICES", "ContainerEngine", "ContainerEngineError",
            "DockerBuildx", "DockerClassic", "DockerCli", "ENGINES", "ImageInfo", "Podman", "RUNNERS", "engine_class",
            "engine_with_image", "get_engine", "local_registry"]
 
-# Detection order of the issue: buildx, then buildah or podman, then the classic builder.
-ENGINES: dict[str, type[ContainerEngine]] = {
-    "docker-buildx": DockerBuildx, "buildah": Buildah, "podman": Podman, "docker": DockerClassic}
-CHOICES = ("docker", "buildah", "podman")
-# What runs containers (container/run.sh): the docker command, or podman, which runs what buildah built.
-RUNNERS: dict[str, type[ContainerEngine]] = {"docker": DockerCli, "podman": Podman}
+
+_MODULES = {
+    "Buildah": "buildah", "local_registry": "cli", "DockerBuildx": "docker_buildx", "DockerCli": "docker_buildx",
+    "DockerClassic": "docker_classic", "Podman": "podman", "BuildRequest": "engine", "BuildResult": "engine",
+    "ContainerEngine": "engine", "ContainerEngineError": "engine", "ImageInfo": "engine", "ENGINES": "choice",
+    "RUNNERS": "choice", "engine_class": "choice", "engine_with_image": "choice", "get_engine": "choice",
+}
 
 
-def engine_class(choice: str) -> type[ContainerEngine]:
-    """The engine a --engine choice builds with where it has a choice of one (docker: buildx's class, whose
-    capabilities are the most the docker choice can have)."""
-    if choice not in CHOICES:
-        raise ContainerEngineError(f"unknown engine {choice!r}; choose {', '.join(CHOICES)}")
-    return DockerBuildx if choice == "docker" else ENGINES[choice]
-
-
-def get_engine(choice: str | None = None) -> ContainerEngine:
-    """The engine asked for (docker means buildx when present, else the classic builder), or the
-    first one available here."""
-    if choice is not None:
-        engine_class(choice)  # raises for an unknown choice
-    candidates: list[type[ContainerEngine]] = list(ENGINES.values()) if choice is None else (
-        [DockerBuildx, DockerClassic] if choice == "docker" else [ENGINES[choice]])
-    reasons = []
-    for engine in candidates:
-        reason = engine.unavailable()
-        if reason is None:
-            return engine()
-        reasons.append(reason)
-    raise ContainerEngineError("no container engine can build here: " + "; ".join(dict.fromkeys(reasons))
-                               + ". Install Docker (apt-get install docker.io, then start dockerd) or buildah")
-
-
-def engine_with_image(ref: str, choice: str | None = None) -> ContainerEngine:
-    """The engine (the one asked for, or any available here) whose image store holds `ref`."""
-    candidates = [get_engine(choice)] if choice else [
-        engine() for engine in ENGINES.values() if engine.unavailable() is None]
-    for engine in candidates:
-        if engine.has_image(ref):
-            return engine
-    if not candidates:
-        get_engine(None)  # raises: no engine at all, with the fix
-    names = ", ".join(engine.name for engine in candidates)
-    raise ContainerEngineError(f"image {ref} is not in the image store of {names}; build it (python build.py ...)"
-                               " or pull it")
+def __getattr__(name: str) -> Any:
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_MODULES[name]}"), name)
