@@ -14,7 +14,9 @@ from conftest import CA, MATRIX_FILE, REPO, STANDIN_AMD64, buildah_ready, requir
 from dynamo import attest, lock
 from dynamo.matrix import load
 
-TAG = f"localhost/dynamo-test:{uuid.uuid4().hex[:8]}-attest"
+# A short name, as a user writes it: buildah stores it as localhost/dynamo-test:..., and attest and verify
+# find it as buildah does (skopeo's containers-storage: transport did not: "does not resolve to an image ID").
+TAG = f"dynamo-test:{uuid.uuid4().hex[:8]}-attest"
 RELEASE = load(MATRIX_FILE).latest  # what build.py builds by default
 LOCK = REPO / f"locks/{RELEASE}/frontend-cpu-py3.11-amd64.txt"
 DOCUMENTS = f"attestations/{RELEASE}/frontend-cpu-py3.11-amd64.{{intoto,spdx}}.json"  # what verify's check names
