@@ -66,9 +66,9 @@ class Progress:
     def _with_build_args(self, what: str) -> str:
         if not what.startswith("ARG ") or not self.build_args:
             return what
-        def value(match: re.Match) -> str:
+        def value(match: re.Match[str]) -> str:
             if match[1] not in self.build_args:
-                return match[0]
+                return str(match[0])
             actual = self.build_args[match[1]]
             return f'{match[1]}="{actual}"' if " " in actual or not actual else f"{match[1]}={actual}"
         return _ARG_DEFAULT.sub(value, what)
