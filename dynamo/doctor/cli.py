@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dynamo import nvidia_require as requirement
 from dynamo.doctor.facts import HostFacts, RecordingInvalid, from_recording, interpret, record
-from dynamo.doctor.image import baked
+from dynamo.doctor.image import ImageCell, baked
 from dynamo.doctor.judge import FAIL, MARKS, Finding, Subject, contradictions, host_device, judge, release_to_judge
 from dynamo.matrix import InvalidCombination, Matrix
 from dynamo.matrix.query import check_framework, find_release
@@ -51,11 +51,7 @@ def _subject(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> Subj
     installed = cell.release if cell is not None else facts.packages.get("dynamo")
     if args.framework:
         check_framework(matrix, args.framework)
-    device = args.cuda.lower().removeprefix("cuda") if args.cuda else None
-    if device is None and cell is not None and args.framework in (None, cell.framework):
-        device = cell.device  # in one of our images: the device it was built for
-    if device is None and args.framework:
-        device = host_device(matrix, facts, args.framework)
+    device = _asked_device(matrix, facts, args, cell)
     release = find_release(matrix, args.release) if args.release else \
         release_to_judge(matrix, installed, args.framework, device)
     framework = args.framework
@@ -69,6 +65,16 @@ def _subject(matrix: Matrix, facts: HostFacts, args: argparse.Namespace) -> Subj
     if device is None and framework:
         device = host_device(matrix, facts, framework)
     return Subject(release, framework, device)
+
+
+def _asked_device(matrix: Matrix, facts: HostFacts, args: argparse.Namespace, cell: ImageCell | None) -> str | None:
+    """--cuda; else, in one of our images, the device it was built for; else the host's for --framework."""
+    device = args.cuda.lower().removeprefix("cuda") if args.cuda else None
+    if device is None and cell is not None and args.framework in (None, cell.framework):
+        device = cell.device
+    if device is None and args.framework:
+        device = host_device(matrix, facts, args.framework)
+    return device
 
 
 def finding_lines(finding: Finding, width: int) -> list[str]:
