@@ -46,8 +46,8 @@ def extras(matrix: Matrix, release: str) -> dict[str, list[str]]:
     rel = matrix.release[release]
     shipped = [(framework, release) for framework in rel.engines]
     if release == matrix.latest:
-        shipped += [(framework, found[0]) for framework in matrix.framework if framework not in rel.engines
-                    and (found := [r for r in releases_offering(matrix, framework) if r != "main"])]
+        shipped += [(framework, offering[0]) for framework in matrix.framework if framework not in rel.engines
+                    and (offering := [r for r in releases_offering(matrix, framework) if r != "main"])]
     found: dict[str, list[str]] = {}
     for framework, source in shipped:
         fw, engine = matrix.framework[framework], matrix.release[source].engines[framework]
