@@ -11,11 +11,13 @@ import shlex
 from collections.abc import Callable, Container, Iterable, Sequence
 from itertools import groupby
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
 from dynamo import images
 from dynamo.matrix import InvalidCombination, Matrix, Target, resolve, targets
+from dynamo.matrix.model import Framework
 from dynamo.matrix.query import arch_name, engine_nixl, release_artifacts, release_label
 from dynamo.matrix.report import cuda_cell
 
@@ -46,7 +48,7 @@ def environment(templates: Path) -> jinja2.Environment:
     return env
 
 
-def render_template(env: jinja2.Environment, template: str, comment: str, **context) -> str:
+def render_template(env: jinja2.Environment, template: str, comment: str, **context: object) -> str:
     """The template's text under its generated-file header; errors name the template."""
     try:
         body = env.get_template(template).render(**context)
@@ -91,7 +93,7 @@ def dockerfiles(env: jinja2.Environment, matrix: Matrix, found: list[Target]) ->
     return outputs
 
 
-def _install_text(fw) -> str:
+def _install_text(fw: Framework) -> str:
     if fw.package is None:
         return "no engine to install"
     return f"{fw.name}{' and NIXL' if fw.nixl else ''} at the matrix's pins"
@@ -129,7 +131,7 @@ def bake_name(target: Target) -> str:
 
 def bake(env: jinja2.Environment, matrix: Matrix, found: list[Target]) -> dict[str, str]:
     """One bake target per matrix cell (release, framework, device), both platforms in one."""
-    plan = [{"name": bake_name(cell[0]), "target": cell[0], "platforms": [t.platform for t in cell],
+    plan: list[dict[str, Any]] = [{"name": bake_name(cell[0]), "target": cell[0], "platforms": [t.platform for t in cell],
              "tags": images.tags(matrix, cell[0]), "args": images.build_args(cell[0])} for cell in cells(found)]
     groups = {"default": [c["name"] for c in plan if c["target"].release == matrix.latest]}
     for framework in matrix.framework:
@@ -180,7 +182,9 @@ def _driver_rows(matrix: Matrix, name: str, engines: list[str]) -> list[list[str
     rows = []
     for fw in engines:
         engine = matrix.release[name].engines.get(fw)
-        for i, version in enumerate(sorted(engine.cuda) if engine else []):
+        if engine is None:
+            continue
+        for i, version in enumerate(sorted(engine.cuda)):
             info = matrix.cuda[version]
             rows.append(["", f"**{matrix.framework[fw].name}**" if i == 0 else "",
                          version, info.published_linux or f"{info.driver_linux}+", info.published_windows or "—",
@@ -285,13 +289,15 @@ def release_cells(matrix: Matrix, found: list[Target]) -> list[dict[str, str]]:
 
 
 # A workflow's own expressions are GitHub's ${{ }}: its template writes ours with other delimiters.
-WORKFLOW_DELIMITERS = {"variable_start_string": "<{", "variable_end_string": "}>", "block_start_string": "<%",
-                       "block_end_string": "%>", "comment_start_string": "<#", "comment_end_string": "#>"}
+def workflow_environment(env: jinja2.Environment) -> jinja2.Environment:
+    """The environment with the delimiters a workflow template writes ours with: <{ }>, <% %>, <# #>."""
+    return env.overlay(variable_start_string="<{", variable_end_string="}>", block_start_string="<%",
+                       block_end_string="%>", comment_start_string="<#", comment_end_string="#>")
 
 
 def workflows(env: jinja2.Environment, matrix: Matrix, found: list[Target]) -> dict[str, str]:
     return {".github/workflows/release.yml": render_template(
-        env.overlay(**WORKFLOW_DELIMITERS), "release.yml.j2", "hash", release=matrix.latest,
+        workflow_environment(env), "release.yml.j2", "hash", release=matrix.latest,
         cells=release_cells(matrix, found))}
 
 

@@ -155,6 +155,23 @@ class ReleaseFields(Frozen):
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
+class Defaults(ReleaseFields):
+    """[defaults]: what a release that does not set a field has."""
+
+    if TYPE_CHECKING:
+        # validate requires [defaults] to set each of these: only the type checker reads these narrower types.
+        status: ReleaseStatus
+        python: tuple[str, ...]
+        python_default: str
+        image_os: str
+        image_arch: tuple[str, ...]
+        wheel_arch: tuple[str, ...]
+        cpu_arch: dict[str, Support]
+        gpu_arch: dict[str, Support]
+        platforms: tuple[Platform, ...]
+
+
+@dataclass(kw_only=True, eq=False, repr=False)
 class Release(ReleaseFields):
     label: str | None = None
     patch_of: str | None = None
@@ -231,7 +248,7 @@ class Matrix(Frozen):
     compute_capability: dict[str, ComputeCapability] = required(keys=checks.compute_capability)
     os: dict[str, OperatingSystem] = checked(factory=dict)
     framework: dict[str, Framework] = checked(keys=checks.identifier, factory=dict)
-    defaults: ReleaseFields = required()
+    defaults: Defaults = required()
     release: dict[str, Release] = required(keys=checks.release_name)
     caveat: tuple[Caveat, ...] = ()
     artifact: dict[str, Artifact] = checked(factory=dict)
