@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dynamo.containers import CHOICES as ENGINE_CHOICES
 from dynamo.doctor import add_arguments as doctor_arguments
@@ -19,6 +20,10 @@ from dynamo.matrix import InvalidCombination, Matrix, MatrixInvalid, load, targe
 from dynamo.matrix.load import default_path, display_name
 from dynamo.matrix.query import engine_for, find_release
 from dynamo.matrix.report import release_report, targets_table
+
+if TYPE_CHECKING:
+    from dynamo.containers import ContainerEngine
+    from dynamo.imagebuild.plan import BuildPlan
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -138,7 +143,7 @@ def _build(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def low_disk(matrix: Matrix, plan, engine) -> str | None:
+def low_disk(matrix: Matrix, plan: BuildPlan, engine: ContainerEngine) -> str | None:
     """Why the engine's store may run out of space during this build (the matrix's measured peak), or None."""
     import shutil
 
@@ -156,7 +161,7 @@ def low_disk(matrix: Matrix, plan, engine) -> str | None:
             " or the build may fail near its end")
 
 
-def describe_plan(plan, engine_name: str, command: str) -> str:
+def describe_plan(plan: BuildPlan, engine_name: str, command: str) -> str:
     """Everything --dry-run promises: the resolved target, tags, labels and the exact command."""
     from dynamo.matrix.report import table
 
@@ -206,7 +211,7 @@ def _attest(args: argparse.Namespace) -> int:
     return attest.run(args)
 
 
-def _reproduce(matrix, args: argparse.Namespace) -> int:
+def _reproduce(matrix: Matrix, args: argparse.Namespace) -> int:
     from dynamo.containers import ContainerEngineError, engine_class
     from dynamo.imagebuild.image import Progress
     from dynamo.imagebuild.plan import PlanError
@@ -394,7 +399,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "dynamo") -> int:
     if (problem := bad_value(parser, args)) is not None:
         return _error(problem)
     try:
-        return args.run(args)
+        code: int = args.run(args)
+        return code
     except MatrixInvalid as exc:
         print("\n".join(exc.lines()), file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) in the support matrix", file=sys.stderr)
