@@ -159,7 +159,8 @@ class Defaults(ReleaseFields):
     """[defaults]: what a release that does not set a field has."""
 
     if TYPE_CHECKING:
-        # validate requires [defaults] to set each of these: only the type checker reads these narrower types.
+        # validate requires [defaults] to set each of these, and a loaded Release has them too (its own or
+        # [defaults]'s): only the type checker reads these narrower types.
         status: ReleaseStatus
         python: tuple[str, ...]
         python_default: str
@@ -172,7 +173,10 @@ class Defaults(ReleaseFields):
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
-class Release(ReleaseFields):
+class Release(Defaults):
+    """A release: its own fields, and [defaults]'s where it sets none (load._complete fills them in), so that
+    a loaded release has every field [defaults] has."""
+
     label: str | None = None
     patch_of: str | None = None
     github_release: bool = True
@@ -183,19 +187,6 @@ class Release(ReleaseFields):
     note: str | None = None
     artifacts: tuple[str, ...] | None = None
     engines: dict[str, EngineEntry] = checked(factory=dict)
-
-    if TYPE_CHECKING:
-        # A loaded release has each of these, its own or [defaults]'s (load._complete fills them; validate
-        # requires [defaults] to set them): only the type checker reads these narrower types.
-        status: ReleaseStatus
-        python: tuple[str, ...]
-        python_default: str
-        image_os: str
-        image_arch: tuple[str, ...]
-        wheel_arch: tuple[str, ...]
-        cpu_arch: dict[str, Support]
-        gpu_arch: dict[str, Support]
-        platforms: tuple[Platform, ...]
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
