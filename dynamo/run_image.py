@@ -29,10 +29,6 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[1]
 ENGINES = tuple(RUNNERS)  # docker, podman
 DEFAULT_ULIMITS = {"memlock": "-1", "nofile": "65536:65536", "stack": "67108864"}
-# Limits an engine sets on its own when not told: rootful podman gives containers nproc 4194304
-# (containers/podman pkg/specgen/generate/oci.go, addRlimits), which fails where it cannot raise
-# its limit ("error setting rlimit type 6"): these are lowered silently to what it can grant.
-IMPLICIT_ULIMITS = {"podman": {"nproc": "4194304:4194304"}}
 # /proc/PID/limits rows of each ulimit we set.
 LIMIT_ROWS = {"memlock": "Max locked memory", "nofile": "Max open files", "stack": "Max stack size",
               "nproc": "Max processes"}
@@ -245,8 +241,9 @@ def process_limits(pid: int | str) -> tuple[dict[str, int], bool] | None:
 
 def engine_limits(engine: str) -> tuple[dict[str, int], bool, str] | None:
     """(hard limits, may raise them, whose) of the process that sets the container's limits: the
-    Docker daemon (when it runs on this machine), or podman, which runs as this process's user."""
-    if engine == "podman":
+    Docker daemon (when it runs on this machine), or a daemonless engine (podman), which runs as this
+    process's user."""
+    if RUNNERS[engine].daemonless:
         found = process_limits("self")
         if not found:
             return None
@@ -254,7 +251,7 @@ def engine_limits(engine: str) -> tuple[dict[str, int], bool, str] | None:
         # podman lowers its own nproc to the kernel's pid_max at start when it cannot raise it
         pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
         hard["nproc"] = pid_max if hard.get("nproc", UNLIMITED) == UNLIMITED else min(hard["nproc"], pid_max)
-        return hard, may_raise, "podman's"
+        return hard, may_raise, f"{engine}'s"
     found = next((process_limits(pid) for pid in _pids("dockerd")), None)
     return (*found, "the Docker daemon's") if found else None
 
@@ -279,7 +276,7 @@ def _requested(value: str) -> int:
 def settle_ulimits(options: Options, engine: str, warn: Callable[[str], None]) -> dict[str, str]:
     """The ulimits to pass: defaults above what the engine can grant are lowered to its hard limit
     (with a warning); a value the user asked for that it cannot grant is refused with the one to pass."""
-    implicit = IMPLICIT_ULIMITS.get(engine, {})
+    implicit = dict(RUNNERS[engine].implicit_ulimits)
     wanted = implicit | DEFAULT_ULIMITS | options.ulimits
     limits = engine_limits(engine)
     if limits is None or limits[1]:
@@ -323,7 +320,7 @@ def command(options: Options, engine: str, gpus: bool, ulimits: dict[str, str]) 
     if gpus:
         spec = "all" if options.gpus == "auto" else options.gpus
         args += ["--device", f"nvidia.com/gpu={spec}"] if RUNNERS[engine].cdi_gpus else ["--gpus", spec]
-    if engine == "docker":  # podman refuses --shm-size beside --ipc host, which shares the host's /dev/shm
+    if RUNNERS[engine].shm_size_beside_host_ipc:
         args.append(f"--shm-size={options.shm_size}")
     for name in sorted(ulimits):
         args += ["--ulimit", f"{name}={ulimits[name]}"]

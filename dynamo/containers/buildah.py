@@ -17,6 +17,7 @@ class Buildah(CliEngine):
     store_path = "/var/lib/containers/storage"
     multi_platform = True
     stamps_files = True  # --timestamp
+    daemonless = True
     install_hint = "apt-get install buildah"
 
     def build_command(self, request: BuildRequest, temp_ref: str, iidfile: str = "IIDFILE") -> list[str]:

@@ -82,6 +82,12 @@ class ContainerEngine(ABC):
     # Its containers get GPUs through CDI (--device nvidia.com/gpu=...), where the NVIDIA toolkit checks no
     # NVIDIA_REQUIRE_* (https://github.com/NVIDIA/nvidia-container-toolkit/issues/1470), not through --gpus
     cdi_gpus: ClassVar[bool] = False
+    # It starts containers as the caller's user, not through a daemon: the caller's limits are the ones it can grant
+    daemonless: ClassVar[bool] = False
+    # It takes --shm-size beside --ipc host (which shares the host's /dev/shm)
+    shm_size_beside_host_ipc: ClassVar[bool] = True
+    # The ulimits it sets on a container when not told, which it may not be able to grant
+    implicit_ulimits: ClassVar[Mapping[str, str]] = {}
 
     @classmethod
     @abstractmethod

@@ -15,6 +15,11 @@ class Podman(Buildah):
 
     name = cli = "podman"
     cdi_gpus = True
+    shm_size_beside_host_ipc = False  # podman refuses it
+    # Rootful podman gives containers nproc 4194304 (containers/podman pkg/specgen/generate/oci.go, addRlimits),
+    # which fails where it cannot raise its limit ("error setting rlimit type 6"): run.sh lowers it silently to
+    # what podman can grant.
+    implicit_ulimits = {"nproc": "4194304:4194304"}
     install_hint = "apt-get install podman"
 
     def has_image(self, ref: str) -> bool:
