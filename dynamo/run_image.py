@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 from dynamo import nvidia_require as requirement
 from dynamo.containers import RUNNERS, ContainerEngineError, ImageInfo
 from dynamo.images import LABEL_PREFIX
+from dynamo.matrix import InvalidCombination, MatrixInvalid, load
+from dynamo.matrix.query import check_framework, find_release
 
 if TYPE_CHECKING:
     from dynamo.doctor.facts import HostFacts
@@ -360,8 +362,6 @@ def preflight(options: Options, image: ImageInfo, gpus: bool, engine: str, facts
     cdi = bool(image_cuda) and RUNNERS[engine].cdi_gpus  # command(): --device nvidia.com/gpu=..., that is CDI
     # what the toolkit will read from the container's environment; ("",) for nothing
     needs = tuple(requirement.from_env(container_env(options, image.env)) or ("",)) if image_cuda and not cdi else None
-    from dynamo.matrix import InvalidCombination, MatrixInvalid
-
     try:
         findings = _host_findings(release, framework, image_cuda or "cpu", needs, cdi, facts)
     except (InvalidCombination, MatrixInvalid) as exc:  # labels this matrix does not know, or a broken matrix
@@ -390,11 +390,10 @@ SHOWN_WARNINGS = ("caveat", "toolkit", "driver", "gpu")  # the doctor's warnings
 
 def _host_findings(release: str, framework: str, device: str, requirements: tuple[str, ...] | None, cdi: bool,
                    facts: HostFacts | None) -> list[Finding]:
-    """What the doctor finds of this host (scope host) for the image's release, framework and device."""
+    """What the doctor finds of this host (scope host) for the image's release, framework and device (the
+    doctor loads only when a preflight runs)."""
     from dynamo.doctor.facts import interpret, record
     from dynamo.doctor.judge import Subject, judge
-    from dynamo.matrix import load
-    from dynamo.matrix.query import check_framework, find_release
 
     matrix = load()
     check_framework(matrix, framework)
