@@ -11,7 +11,7 @@ from packaging.version import InvalidVersion, Version
 
 from dynamo import attest, cuda_builds, images
 from dynamo.containers import ContainerEngine, ContainerEngineError, ImageInfo
-from dynamo.matrix import InvalidCombination, Matrix
+from dynamo.matrix import InvalidCombination, Matrix, Target
 from dynamo.matrix.query import evaluate
 
 # Runs inside the image with its own python3 (not the image's dynamo, which is what it checks), importing
@@ -96,23 +96,7 @@ def verify(matrix: Matrix, engine: ContainerEngine, image: str, attestations: Pa
     fw = matrix.framework.get(label("framework"))
     found = probe(engine, image, fw.module if fw is not None and fw.package else "")
     packages = found["packages"]
-    checks: list[Check] = []
-
-    try:
-        # The image records its base in a label; a replaced base may bring another Python.
-        target = evaluate(matrix, label("release"), label("framework"), label("device").removeprefix("cuda"),
-                          info.architecture or found["machine"], label("python.version"),
-                          base_image=labels.get("org.opencontainers.image.base.name") or None)
-    except InvalidCombination as exc:
-        checks.append(Check("matrix cell", f"{label('release')} {label('framework')} {label('device')}", str(exc), False))
-        target = None
-    if target is not None:
-        expected_labels = images.labels(target)
-        for key, expected in expected_labels.items():
-            if key.endswith(".python.version"):
-                continue  # an image may be built on any base image's Python; checked against the contents below
-            checks.append(Check(f"label {key}", expected, labels.get(key, "(missing)"), labels.get(key) == expected))
-
+    target, checks = _label_checks(matrix, labels, info.architecture or found["machine"])
     checks.append(Check("dynamo package", label("release"), packages.get("dynamo") or "(not installed)",
                         label("release") == "main" or _same_version(packages.get("dynamo"), label("release"))))
     python = ".".join(found["python"].split(".")[:2])
@@ -127,6 +111,24 @@ def verify(matrix: Matrix, engine: ContainerEngine, image: str, attestations: Pa
     checks += cuda_checks(label("cuda.version"), found)
     checks += lock_checks(label("lock"), packages, found.get("locked"))
     return checks + attestation_checks(image, info, engine, attestations)
+
+
+def _label_checks(matrix: Matrix, labels: dict[str, str], architecture: str) -> tuple[Target | None, list[Check]]:
+    """The image's matrix cell (None when the matrix refuses it) and its labels against the cell's."""
+    label = lambda key: labels.get(images.LABEL_PREFIX + key, "")  # noqa: E731
+    try:
+        # The image records its base in a label; a replaced base may bring another Python.
+        target = evaluate(matrix, label("release"), label("framework"), label("device").removeprefix("cuda"),
+                          architecture, label("python.version"),
+                          base_image=labels.get("org.opencontainers.image.base.name") or None)
+    except InvalidCombination as exc:
+        return None, [Check("matrix cell", f"{label('release')} {label('framework')} {label('device')}", str(exc), False)]
+    checks = []
+    for key, expected in images.labels(target).items():
+        if key.endswith(".python.version"):
+            continue  # an image may be built on any base image's Python; checked against the contents below
+        checks.append(Check(f"label {key}", expected, labels.get(key, "(missing)"), labels.get(key) == expected))
+    return target, checks
 
 
 def cuda_checks(cuda: str, found: dict) -> list[Check]:
