@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from dynamo.doctor.facts import HostFacts
+    from dynamo.doctor.judge import Subject
+    from dynamo.matrix import Matrix
 
 SKIP_FLAG = "--skip-preflight"
 SKIP_ENV = "DYN_SKIP_PREFLIGHT"
@@ -31,8 +33,7 @@ def preflight(framework: str | None, argv: list[str], facts: HostFacts | None = 
         return rest
     # Imported here, so that a skipped preflight costs nothing.
     from dynamo.doctor.facts import RecordingInvalid, gather
-    from dynamo.doctor.image import baked
-    from dynamo.doctor.judge import FAIL, MARKS, Subject, host_device, judge, release_to_judge
+    from dynamo.doctor.judge import FAIL, MARKS, judge
     from dynamo.matrix import MatrixInvalid, load
 
     try:
@@ -43,19 +44,10 @@ def preflight(framework: str | None, argv: list[str], facts: HostFacts | None = 
         print("preflight: cannot check this host:", *lines, sep="\n", file=out)
         print(f"(fix the above; {SKIP_FLAG} or {SKIP_ENV}=1 starts anyway)", file=out)
         raise SystemExit(1) from None
-    known = framework in matrix.framework
-    cell = baked()
-    if cell is not None and cell.release in matrix.release:  # in one of our images: the release it was built as
-        release = cell.release
-        # the image's device for its own engine; another entry point (the frontend, the mocker) runs on the host's
-        device = cell.device if framework == cell.framework else host_device(matrix, facts, framework if known else None)
-    else:
-        device = host_device(matrix, facts, framework if known else None)
-        release = release_to_judge(matrix, facts.packages.get("dynamo"), framework if known else None, device)
-    framework = framework if framework in matrix.release[release].engines else None
-    failures = [f for f in judge(matrix, facts, Subject(release, framework, device)) if f.status == FAIL]
+    subject = _subject(matrix, facts, framework)
+    failures = [f for f in judge(matrix, facts, subject) if f.status == FAIL]
     if failures:
-        print(f"preflight: this host cannot run {framework or 'dynamo'} {release}:", file=out)
+        print(f"preflight: this host cannot run {subject.framework or 'dynamo'} {subject.release}:", file=out)
         for finding in failures:
             print(f"{MARKS[FAIL]} {finding.check}: {finding.message}", file=out)
             if finding.fix:
@@ -63,3 +55,21 @@ def preflight(framework: str | None, argv: list[str], facts: HostFacts | None = 
         print(f"(run `dynamo doctor` for every check; {SKIP_FLAG} or {SKIP_ENV}=1 starts anyway)", file=out)
         raise SystemExit(1)
     return rest
+
+
+def _subject(matrix: Matrix, facts: HostFacts, framework: str | None) -> Subject:
+    """What to judge: in one of our images, the release it was built as and, for its own engine, its device;
+    elsewhere the installed release and the host's device."""
+    from dynamo.doctor.image import baked
+    from dynamo.doctor.judge import Subject, host_device, release_to_judge
+
+    known = framework in matrix.framework
+    cell = baked()
+    if cell is not None and cell.release in matrix.release:
+        release = cell.release
+        # the image's device for its own engine; another entry point (the frontend, the mocker) runs on the host's
+        device = cell.device if framework == cell.framework else host_device(matrix, facts, framework if known else None)
+    else:
+        device = host_device(matrix, facts, framework if known else None)
+        release = release_to_judge(matrix, facts.packages.get("dynamo"), framework if known else None, device)
+    return Subject(release, framework if framework in matrix.release[release].engines else None, device)
