@@ -287,9 +287,15 @@ def problems(lock: LockSpec, checkout: Path = CHECKOUT) -> list[str]:
                      f" names {' or '.join(' '.join(urls) for urls in allowed)}; {fix}")
     versions = pinned(text)
     found += cuda_builds.problems(versions, lock.target.cuda, lock.relative_path)
+    return found + _unmet(lock, versions, fix)
+
+
+def _unmet(lock: LockSpec, versions: dict[str, str], fix: str) -> list[str]:
+    """One line per requirement of the matrix (for the lock's Python, on Linux) that the locked version misses."""
     environment = default_environment() | {"python_version": lock.target.python,
                                            "python_full_version": f"{lock.target.python}.0",
                                            "sys_platform": "linux", "platform_system": "Linux"}
+    found = []
     for text_requirement in lock.requirements:
         requirement = images.parse_requirement(text_requirement)
         if requirement.marker is not None and not requirement.marker.evaluate(environment):
