@@ -34,12 +34,16 @@ def _image_subject(matrix: Matrix, image: str) -> Subject:
         info = engine_with_image(image).inspect(image)
     except ContainerEngineError as exc:
         raise InvalidCombination(str(exc)) from None
-    label = lambda key: info.labels.get(images.LABEL_PREFIX + key) or None  # noqa: E731
-    if not label("release"):
+
+    def label(key: str) -> str | None:
+        return info.labels.get(images.LABEL_PREFIX + key) or None
+
+    release = label("release")
+    if not release:
         raise InvalidCombination(f"{image} has no {images.LABEL_PREFIX}release label: pass --release and --framework")
     # the toolkit reads the image's environment, not our labels: an image built by an older
     # build.py carries an older requirement than this matrix renders
-    return Subject(find_release(matrix, label("release")), label("framework"),
+    return Subject(find_release(matrix, release), label("framework"),
                    (label("cuda.version") or "cpu") if label("device") else None,
                    requirement.from_env(info.env))
 
