@@ -30,14 +30,24 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from dynamo.runtime.kv_events import DEFAULT_BLOCK_SIZE, block_hashes, prompt_tokens
 
 if TYPE_CHECKING:
     from dynamo.frontend.metrics import Metrics
-    from dynamo.frontend.router import WorkerClient
+    from dynamo.runtime.discovery import Instance
     from dynamo.runtime.protocol import GenerateRequest
+
+
+class Client(Protocol):
+    """What choosing needs of a worker's connection (router.WorkerClient): the worker it reaches."""
+
+    @property
+    def instance(self) -> Instance: ...
+
+
+AnyClient = TypeVar("AnyClient", bound=Client)
 
 DEFAULT_WEIGHT = 2.0
 DEFAULT_TTL = 120.0  # seconds a kv-approx prediction lasts, as upstream's
@@ -162,7 +172,7 @@ class KvRouting:
         self.index(model).drop(worker)
         self.loads.pop(worker, None)
 
-    def choose(self, request: GenerateRequest, choices: list[WorkerClient]) -> tuple[WorkerClient, Ticket]:
+    def choose(self, request: GenerateRequest, choices: list[AnyClient]) -> tuple[AnyClient, Ticket]:
         hashes = block_hashes(prompt_tokens(request), self.block_sizes.get(request.model, self.block_size))
         now = time.monotonic()
         index = self.index(request.model)
