@@ -367,7 +367,7 @@ EXPECTED = {"cuda": "a CUDA version of the matrix such as 12.9, or cpu",
 
 def _options(parser: argparse.ArgumentParser) -> dict[str, str]:
     """Every option's destination and its flag, through the subcommands."""
-    found = {}
+    found: dict[str, str] = {}
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():

@@ -530,7 +530,8 @@ def _check_caveat_cells(m: Matrix) -> Iterator[tuple[Path, str]]:
             if not reaches(name, caveat.since):
                 yield ("caveat", i, "releases", j), f"release {name} is before the caveat's since ({caveat.since})"
                 continue
-            cells = {(fw, cuda) for fw, engine in _shipped_engines(m, release).items() for cuda in engine.cuda}
+            cells: set[tuple[str, str | None]] = {
+                (fw, cuda) for fw, engine in _shipped_engines(m, release).items() for cuda in engine.cuda}
             cells |= {(fw, None) for fw in _shipped_engines(m, release)}
             if not any((not frameworks or fw in frameworks) and (not cudas or cuda in cudas) for fw, cuda in cells):
                 wanted = " on ".join(filter(None, [human_list(list(frameworks), "or") if frameworks else "",
