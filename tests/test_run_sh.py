@@ -82,10 +82,11 @@ def test_dry_run_prints_the_exact_command(tmp_path):
 @pytest.mark.parametrize("image, gpus", [("dynamo:0.8.1-llama_cpp-cpu", False), ("dynamo:latest-frontend", False),
                                          ("dynamo:0.8.1-vllm-cuda12.9", True), ("dynamo:latest-vllm", True)])
 def test_gpu_flags_only_for_a_cuda_image(image, gpus):
-    """An image that is not here is judged by our tag scheme; one that is, by its labels (below)."""
+    """An image that is not here is judged by our tag scheme; one that is, by its labels (below). Docker
+    gets `--gpus all`, podman (whose store has the image, e.g. test_engine_image's vLLM) CDI's device."""
     result = run_sh("--dry-run", "--image", image, *SMALL_LIMITS)
     assert result.returncode == 0, result.stderr
-    assert ("--gpus all" in result.stdout) == gpus, result.stdout
+    assert ("--gpus all" in result.stdout or "--device nvidia.com/gpu=all" in result.stdout) == gpus, result.stdout
 
 
 def test_default_ulimits_are_lowered_to_what_the_daemon_grants():
