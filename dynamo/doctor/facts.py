@@ -18,8 +18,10 @@ import re
 import resource
 import stat
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 PACKAGES = ("dynamo", "vllm", "sglang", "tensorrt-llm", "llama-cpp-python", "nixl", "torch",
             "cupy-cuda12x", "cupy-cuda13x")
@@ -41,6 +43,10 @@ class Gpu:
     compute_capability: str | None = None  # "9.0"
     mig: bool | None = None
     brand: str | None = None  # NVML's brand as the container toolkit spells it: "tesla", "geforce"
+
+
+# what one nvidia-smi report says: the driver, the newest CUDA it supports, the GPUs
+SmiReport = tuple[str | None, str | None, list[Gpu]]
 
 
 @dataclass
@@ -72,7 +78,7 @@ class HostFacts:
         """An integrated Jetson GPU (L4T): nvidia-smi names it "Orin (nvgpu)"."""
         return any("(nvgpu)" in gpu.name for gpu in self.gpus)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self) | {"jetson": self.jetson}
 
 
@@ -154,7 +160,7 @@ def _table_gpu_name(line: str) -> str | None:
     return name.strip()
 
 
-def parse_smi_table(text: str) -> tuple[str | None, str | None, list[Gpu]]:
+def parse_smi_table(text: str) -> SmiReport:
     """The plain `nvidia-smi` table: driver, the driver's CUDA version, and the GPUs (names and
     memory; the table has no compute capability). R610+ calls them KMD and CUDA UMD Version; tables
     before R410 print no CUDA version; a table pasted inside a log may be indented."""
@@ -173,7 +179,7 @@ def parse_smi_table(text: str) -> tuple[str | None, str | None, list[Gpu]]:
     return (driver.group("driver") if driver else None), _cuda_version(cuda.group("cuda") if cuda else None), gpus
 
 
-def parse_smi_query(text: str) -> tuple[str | None, str | None, list[Gpu]]:
+def parse_smi_query(text: str) -> SmiReport:
     """`nvidia-smi -q`: driver, CUDA version (R410+), and per GPU name, brand, memory, MIG mode."""
     lines = _lines(text)
     text = "\n".join(lines)
@@ -199,7 +205,7 @@ def parse_smi_query(text: str) -> tuple[str | None, str | None, list[Gpu]]:
     return (driver.group(1) if driver else None), _cuda_version(cuda.group(1) if cuda else None), gpus
 
 
-def parse_smi_xml(text: str) -> tuple[str | None, str | None, list[Gpu]]:
+def parse_smi_xml(text: str) -> SmiReport:
     """`nvidia-smi -q -x`: driver, CUDA version, and per GPU name, memory, MIG mode."""
     import xml.etree.ElementTree as ElementTree  # only for this rarely used source
 
@@ -261,14 +267,16 @@ class RecordingInvalid(ValueError):
 def _nvml_recording() -> str | None:
     """NVML's answers as nvml.json, or None without nvidia-ml-py."""
     try:
-        import pynvml  # nvidia-ml-py; optional
+        import pynvml  # type: ignore[import-untyped]  # nvidia-ml-py (no type information); optional
     except ImportError:
         return None
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:
         return json.dumps({"error": str(exc)})
-    text = lambda value: value.decode() if isinstance(value, bytes) else value  # noqa: E731 (old bindings)
+    def text(value: Any) -> Any:  # old bindings answer bytes
+        return value.decode() if isinstance(value, bytes) else value
+
     brands = {getattr(pynvml, name): name.removeprefix("NVML_BRAND_").replace("NVIDIA_", "").replace("_", "").lower()
               for name in dir(pynvml) if name.startswith("NVML_BRAND_") and name != "NVML_BRAND_COUNT"}
     try:
@@ -361,7 +369,8 @@ def gather(root: Path = Path("/")) -> HostFacts:
 def from_recording(directory: Path) -> HostFacts:
     """Facts recorded on another machine: the files its sources printed (see `record`). Raises
     RecordingInvalid for a file that is not text a tool printed, or a folder with none."""
-    files, problems = {}, []
+    files: dict[str, str] = {}
+    problems: list[str] = []
     for name in RECORDING_FILES:
         path = directory / name
         if os.path.lexists(path):  # a dangling or looping link is there, and unreadable
@@ -416,7 +425,7 @@ CUDA_VERSION = r"\d{1,2}\.\d{1,2}"  # "12.8"
 COMPUTE_CAPABILITY = r"\d{1,2}\.\d"  # "9.0", "12.1"
 
 
-def _whole(low: int):
+def _whole(low: int) -> Callable[[object], bool]:
     return lambda value: type(value) is int and value >= low
 
 
@@ -432,7 +441,7 @@ def _packages(value: object) -> bool:
 _string = lambda value: isinstance(value, str)  # noqa: E731
 _flag = lambda value: isinstance(value, bool)  # noqa: E731
 _LIMIT = "[soft, hard] whole numbers (-1 for unlimited)"
-HOST_FIELDS = {
+HOST_FIELDS: dict[str, tuple[Callable[[Any], object], str]] = {
     "arch": (_string, "a string such as \"x86_64\""), "os_id": (_string, "a string"),
     "os_version": (_string, "a string"), "os_name": (_string, "a string"),
     "in_container": (_flag, "true or false"),
@@ -454,7 +463,7 @@ def _shown(value: object) -> str:
     return json.dumps(value)[:60]
 
 
-def _json(files: dict[str, str], name: str, source: str, problems: list[str]) -> dict | None:
+def _json(files: dict[str, str], name: str, source: str, problems: list[str]) -> dict[str, Any] | None:
     if name not in files:
         return None
     try:
@@ -471,8 +480,8 @@ def _json(files: dict[str, str], name: str, source: str, problems: list[str]) ->
     return data
 
 
-def _host_fields(host: dict, where: str, problems: list[str]) -> dict:
-    values = {}
+def _host_fields(host: dict[str, Any], where: str, problems: list[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
     for key, value in host.items():
         if key not in HOST_FIELDS:
             problems.append(f"{where}: {_shown(key)}: unknown field; expected one of {', '.join(HOST_FIELDS)}")
@@ -495,7 +504,7 @@ class GpuReading:
     gpus: list[Gpu]
 
 
-def _nvml(nvml: dict, where: str, problems: list[str]) -> GpuReading | None:
+def _nvml(nvml: dict[str, Any], where: str, problems: list[str]) -> GpuReading | None:
     """nvml.json's driver, CUDA version and GPUs; None when NVML failed (its "error"). Checks the
     shape; `_implausible` checks the values, as for every source."""
     if "error" in nvml:
@@ -512,7 +521,7 @@ def _nvml(nvml: dict, where: str, problems: list[str]) -> GpuReading | None:
                         + (f" of {len(items)}" if isinstance(items, list) else ""))
         items = []
     gpus = [gpu for i, item in enumerate(items) if (gpu := _nvml_gpu(item, f"{where}: gpus[{i}]", problems))]
-    if len(problems) > before:
+    if len(problems) > before or not isinstance(cuda, int):  # (checked above: the int is for the type checker)
         return None
     return GpuReading("nvml.json", driver, cuda_from_int(cuda), gpus)
 
@@ -542,8 +551,8 @@ def _said(text: str) -> str:
 
 
 # nvidia-smi's reports, in the order they are trusted, with their parsers
-SMI_REPORTS = {"nvidia-smi.xml": lambda text: parse_smi_xml(text), "nvidia-smi-q.txt": lambda text: parse_smi_query(text),
-               "nvidia-smi.txt": lambda text: parse_smi_table(text)}
+SMI_REPORTS: dict[str, Callable[[str], SmiReport]] = {
+    "nvidia-smi.xml": parse_smi_xml, "nvidia-smi-q.txt": parse_smi_query, "nvidia-smi.txt": parse_smi_table}
 
 
 def interpret(files: dict[str, str], source: str) -> HostFacts:
@@ -616,7 +625,7 @@ def _fill_brands(gpus: list[Gpu], reports: dict[str, tuple[str | None, str | Non
                 gpu.brand = gpu.brand or other.brand
 
 
-def _unread_table(files: dict[str, str], reports: dict, source: str) -> list[str]:
+def _unread_table(files: dict[str, str], reports: dict[str, SmiReport], source: str) -> list[str]:
     """An nvidia-smi table (its borders are there) with no driver in it: translated or mangled, it would
     be judged as a host without a driver."""
     table = files.get("nvidia-smi.txt", "")
@@ -627,7 +636,7 @@ def _unread_table(files: dict[str, str], reports: dict, source: str) -> list[str
     return []
 
 
-def gpu_field(file: str, index: int, key: str) -> str:
+def gpu_field(file: str | None, index: int, key: str) -> str:
     """A GPU's field as its recording names it."""
     if file == "nvml.json":
         return f"gpus[{index}].{key}"

@@ -6,6 +6,7 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
@@ -27,7 +28,7 @@ class Finding(Frozen):
     message: str
     fix: str | None = None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -190,6 +191,8 @@ def _target(matrix: Matrix, facts: HostFacts, subject: Subject) -> tuple[Target 
     """The subject's build target, or None and the matrix's reason why there is none."""
     from dynamo.matrix.query import default_device, evaluate
 
+    if subject.framework is None:
+        return None, "no framework to judge"
     try:
         device = subject.device or (facts.container_cuda or default_device(matrix, subject.release, subject.framework))
         # The cell as the matrix builds it (its image's Python): the host's own Python is judged apart.
@@ -217,7 +220,7 @@ def _platform(matrix: Matrix, facts: HostFacts, subject: Subject) -> list[Findin
     arch = _arch(matrix, facts)
     out = []
     status = release.cpu_arch.get(arch) if arch else None
-    if status is None:
+    if status is None or arch is None:
         out.append(Finding(FAIL, "cpu", f"{facts.arch} is not supported by release {subject.release}",
                            f"use a {' or '.join(map(arch_name, release.cpu_arch))} host"))
     else:
@@ -334,7 +337,7 @@ def predict_start(matrix: Matrix, facts: HostFacts, *requirements: str) -> Start
 
 def _fixes(matrix: Matrix, facts: HostFacts, target: Target) -> str:
     """What makes this framework run here: a driver branch, an image of the matrix that runs, --cuda cpu."""
-    floor = Version(target.driver_linux)
+    floor = _cuda_floor(target)[1]
     if facts.wsl:
         fixes = [f"update the NVIDIA driver on Windows to {target.published_windows or floor.major} or newer"
                  f" (WSL2 uses the Windows driver: never install a Linux driver inside WSL2)"]
@@ -404,6 +407,13 @@ def _toolkit(matrix: Matrix, facts: HostFacts, target: Target, subject: Subject)
     return [Finding(OK, "toolkit", f"the NVIDIA container toolkit starts this image: {how}")]
 
 
+def _cuda_floor(target: Target) -> tuple[str, Version]:
+    """A CUDA target's toolkit and Linux driver floor (the driver's checks run for CUDA targets only)."""
+    if target.cuda is None or target.driver_linux is None:
+        raise ValueError(f"{target.framework} {target.device} has no CUDA driver floor")
+    return target.cuda, Version(target.driver_linux)
+
+
 def _driver(matrix: Matrix, facts: HostFacts, target: Target, fixes: bool = True) -> list[Finding]:
     """What happens inside a started container: the floor, forward compatibility (data-center and
     professional GPUs on the matrix's branches), minor-version compatibility, or error 35."""
@@ -420,7 +430,7 @@ def _driver(matrix: Matrix, facts: HostFacts, target: Target, fixes: bool = True
         return [_no_driver(matrix, facts, target, fix)]
     if facts.wsl:
         return [_windows_driver(facts, target, host, fix)]
-    if host >= Version(target.driver_linux):
+    if host >= _cuda_floor(target)[1]:
         return [Finding(OK, "driver", f"driver {facts.driver} >= {target.driver_linux}, the floor of CUDA {target.cuda}")]
     return [_forward_compatible(matrix, facts, target, host, fix) or _minor_compatible(matrix, facts, target, host, fix)
             or _insufficient(matrix, facts, target, fix)]
@@ -443,7 +453,7 @@ def _no_driver(matrix: Matrix, facts: HostFacts, target: Target, fix: Callable[[
 
 def _windows_driver(facts: HostFacts, target: Target, host: Version, fix: Callable[[], str | None]) -> Finding:
     """Under WSL2 the Windows driver's floor applies, and forward compatibility does not."""
-    windows = int((target.published_windows or str(Version(target.driver_linux).major)).split(".")[0])
+    windows = int((target.published_windows or str(_cuda_floor(target)[1].major)).split(".")[0])
     if host.major >= windows:
         return Finding(OK, "driver", f"Windows driver {facts.driver} >= {windows}.xx, the floor of CUDA {target.cuda}"
                        f" under WSL2")
@@ -456,9 +466,9 @@ def _forward_compatible(matrix: Matrix, facts: HostFacts, target: Target, host: 
     """Below the floor on one of the matrix's forward-compatibility branches: the image's cuda-compat
     libraries run it on data-center and professional GPUs."""
     compat = matrix.forward_compat
-    branches = compat.branches.get(target.cuda, ()) if compat else ()
+    branches = compat.branches.get(_cuda_floor(target)[0], ()) if compat else ()
     brands = [identify(matrix, gpu).brand for gpu in facts.gpus]
-    if host.major not in branches or not brands:
+    if compat is None or host.major not in branches or not brands:
         return None
     capable = [b in compat.brands for b in brands if b]
     if all(capable) and len(capable) == len(brands):
@@ -473,7 +483,7 @@ def _forward_compatible(matrix: Matrix, facts: HostFacts, target: Target, host: 
 def _minor_compatible(matrix: Matrix, facts: HostFacts, target: Target, host: Version,
                       fix: Callable[[], str | None]) -> Finding | None:
     """Below the floor, on a driver of the same CUDA major: minor-version compatibility, with its limits."""
-    major = target.cuda.split(".")[0]
+    major = _cuda_floor(target)[0].split(".")[0]
     minor = matrix.cuda_major.get(major)
     if minor and host >= Version(minor.minor_compat_driver) and (driver_cuda(matrix, facts) or "").split(".")[0] == major:
         return Finding(WARN, "driver", f"{_below(facts, target)}; it runs through CUDA {major}.x minor-version"
@@ -549,8 +559,8 @@ def _packages(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]
                                f"pip install '{requirement_text}'"))
         else:
             out.append(Finding(OK, "package", f"{package} {found}"))
-    for name in cuda_suffix_mismatches(facts.packages, target.cuda):
-        replacement = re.sub(r"cuda\d+x$", f"cuda{target.cuda.split('.')[0]}x", name)
+    for name in cuda_suffix_mismatches(facts.packages, target.cuda):  # none without a CUDA
+        replacement = re.sub(r"cuda\d+x$", f"cuda{(target.cuda or '').split('.')[0]}x", name)
         out.append(Finding(FAIL, "package", f"{name} is built for another CUDA major than CUDA {target.cuda}",
                            f"pip uninstall {name} && pip install {replacement}"))
     return out
