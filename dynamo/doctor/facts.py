@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dynamo.cuda_builds import built_for_major
+
 PACKAGES = ("dynamo", "vllm", "sglang", "tensorrt-llm", "llama-cpp-python", "nixl", "torch",
             "cupy-cuda12x", "cupy-cuda13x")
 
@@ -32,8 +34,7 @@ def cuda_suffix_mismatches(packages: dict[str, str | None], cuda: str | None) ->
     if not cuda:
         return []
     major = cuda.split(".")[0]
-    return [name for name in PACKAGES if packages.get(name)
-            and re.search(r"-cuda\d+x$", name) and not name.endswith(f"-cuda{major}x")]
+    return [name for name in PACKAGES if packages.get(name) and built_for_major(name) not in (None, major)]
 
 
 @dataclass
