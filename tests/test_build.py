@@ -131,6 +131,24 @@ def test_progress_credits_the_cache_to_the_step_it_served(app, copy):
         ("RUN", True), ("COPY", copy), ("FROM", False), ("COPY", True), ("ARG", True), ("RUN", app), ("USER", True)]
 
 
+def test_progress_shows_the_builds_own_arg_values_not_the_dockerfiles_defaults():
+    """Engines print the Dockerfile's text: building 1.2.1 for Python 3.11, an ARG step showed the defaults
+    (1.6.1, a cuda13.0 lock)."""
+    import io
+
+    from dynamo.imagebuild.image import Progress
+
+    out = io.StringIO()
+    progress = Progress(out=out, build_args={"DYNAMO_RELEASE": "1.2.1", "LOCK": "1.2.1/vllm-cuda12.9-py3.11",
+                                             "INSTALL": "vllm nixl[cu12]"})
+    progress.line('[4/6] STEP 2/5: ARG DYNAMO_RELEASE=1.6.1 INSTALL="vllm[flashinfer] nixl[cu13]"'
+                  ' LOCK=1.6.1/vllm-cuda13.0-py3.12 OTHER=kept')
+    progress.line("[4/6] STEP 3/5: RUN echo LOCK=1.6.1")  # only ARG steps are rewritten
+    shown = [re.sub(r"^\[[^\]]*\] +[\d.]+s  ", "", line) for line in out.getvalue().splitlines()]
+    assert shown == ['ARG DYNAMO_RELEASE=1.2.1 INSTALL="vllm nixl[cu12]" LOCK=1.2.1/vllm-cuda12.9-py3.11 OTHER=kept',
+                     "RUN echo LOCK=1.6.1"]
+
+
 def test_buildah_build_verify_and_mismatch(tmp_path):
     require(buildah_ready())
     tag = f"localhost/dynamo-test:{RUN_ID}-frontend"
