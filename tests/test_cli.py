@@ -185,3 +185,21 @@ def test_build_without_release_says_which_release_it_took():
     assert refused.returncode == 2
     assert refused.stderr.startswith("error: vLLM in 1.6.1 ships CUDA 13.0 only; you asked for 12.9;"
                                      " releases with vLLM on CUDA 12.9: 1.2.1, 1.2.0,")
+
+
+def test_a_build_warns_when_the_stores_disk_is_short_of_the_frameworks_measured_peak(matrix, tmp_path, monkeypatch):
+    import shutil
+    from types import SimpleNamespace
+
+    from dynamo.cli import low_disk
+
+    store = tmp_path / "storage"  # not made yet: its nearest existing parent is measured
+    engine = SimpleNamespace(store_path=str(store), name="buildah")
+    vllm = SimpleNamespace(targets=[SimpleNamespace(framework="vllm")] * 2)  # two platforms: twice the peak
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=40 * 2**30))  # no disk to fill here
+    assert low_disk(matrix, vllm, engine) == (
+        f"40 GiB free in {tmp_path}, and a vllm image needs about 70 GiB at its peak: free some space"
+        " (e.g. `buildah image prune`) or the build may fail near its end")
+    assert low_disk(matrix, SimpleNamespace(targets=vllm.targets[:1]), engine) is None  # 35 GiB for one
+    assert low_disk(matrix, SimpleNamespace(targets=[SimpleNamespace(framework="frontend")]), engine) is None  # unmeasured
