@@ -88,3 +88,14 @@ def test_processes_follow_a_killed_parent(deployment):  # noqa: F811
     while any(Path(f"/proc/{child}").exists() for child in children):
         assert time.monotonic() < deadline, "a frontend process outlived its parent"
         time.sleep(0.1)
+
+
+def test_a_worker_stops_without_a_traceback_while_a_frontend_is_connected(deployment):  # noqa: F811
+    """Python 3.11's start_server logs a traceback for a connection handler cancelled at shutdown
+    (python/cpython#113538); the worker's handler ends its connection quietly instead."""
+    url = deployment.frontend()
+    worker = deployment.mocker("mock")
+    wait_for_models(url, {"mock"})
+    assert http(url + "/v1/completions", {"model": "mock", "prompt": "hi", "max_tokens": 2})[0] == 200
+    assert worker.stop(signal.SIGTERM) == 0  # the frontend's connection to it is still open
+    assert "worker stopped" in worker.output() and "Traceback" not in worker.output(), worker.output()

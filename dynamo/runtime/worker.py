@@ -137,6 +137,11 @@ class WorkerServer:
                     running[request_id].cancel()
         except (ConnectionError, ValueError, KeyError):
             pass  # the frontend went away, or sent something that is not ours: drop the connection
+        except asyncio.CancelledError:
+            # The worker is stopping. The handler ends quietly instead of cancelled: start_server's callback
+            # calls task.exception() on it and logs a traceback on Python before 3.12.2
+            # (python/cpython#113538, fixed by python/cpython#113690).
+            pass
         finally:
             for task in list(running.values()):
                 task.cancel()
