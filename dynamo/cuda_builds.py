@@ -63,6 +63,13 @@ def _cell(cuda: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
+def within(carried: str, cuda: str) -> bool:
+    """Whether code built for CUDA `carried` ("12.8") runs in a cell of CUDA `cuda`: the same major, no
+    newer minor (minor-version compatibility covers the older ones)."""
+    built, cell = _cell(carried), _cell(cuda)
+    return built[0] == cell[0] and built <= cell
+
+
 def constraints(cuda: str, nixl: str | None) -> list[str]:
     """uv constraints that keep a resolution inside the cell: the runtime components of the cell's major
     and no newer minor (both spellings), and NIXL's build for the major at NIXL's own version (nixl 0.8.0
@@ -91,11 +98,11 @@ def problems(pins: Mapping[str, str], cuda: str | None, where: str) -> list[str]
     cell, where nothing is checked); one line each, starting with `where`."""
     found = []
     if cuda:
-        major, minor = _cell(cuda)
+        major = _cell(cuda)[0]
         for name, version in sorted(pins.items()):
             if (suffix := built_for_major(name)) is not None and suffix != str(major):
                 found.append(f"{where}: {name}=={version} is a CUDA {suffix} build in a CUDA {cuda} cell")
-            elif (carried := runtime_cuda(name, version)) is not None and (carried[0] != major or carried > (major, minor)):
+            elif (carried := runtime_cuda(name, version)) is not None and not within(f"{carried[0]}.{carried[1]}", cuda):
                 found.append(f"{where}: {name}=={version} carries CUDA {carried[0]}.{carried[1]}, newer than or"
                              f" outside the cell's CUDA {cuda}")
         carriers = [name for name, version in pins.items() if runtime_cuda(name, version)]

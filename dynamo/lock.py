@@ -281,7 +281,7 @@ def problems(lock: LockSpec, checkout: Path = CHECKOUT) -> list[str]:
         found.append(f"{lock.relative_path}: stale: the matrix asks for {', '.join(added)} instead of"
                      f" {', '.join(dropped)}; {fix}")
     indexes = (_header_value(text, INDEXES) or "").split()
-    allowed = [[PYPI, *lock.indexes], [PYPI, *lock.cuda_indexes, *lock.indexes]]
+    allowed = [[PYPI, *lock.indexes]] + ([[PYPI, *lock.cuda_indexes, *lock.indexes]] if lock.cuda_indexes else [])
     if indexes not in allowed:
         found.append(f"{lock.relative_path}: stale: resolved from {' '.join(indexes) or 'no recorded index'}, the matrix"
                      f" names {' or '.join(' '.join(urls) for urls in allowed)}; {fix}")

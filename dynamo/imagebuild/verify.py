@@ -145,20 +145,15 @@ def cuda_checks(cuda: str, found: dict) -> list[Check]:
     major = cuda.split(".")[0]
     if found.get("torch_cuda") is not None or "torch" in found["packages"]:
         torch_cuda = found.get("torch_cuda") or "none (a CPU build)"
-        fits = bool(found.get("torch_cuda")) and torch_cuda.split(".")[0] == major and \
-            _version_tuple(torch_cuda) <= _version_tuple(cuda)
+        fits = bool(found.get("torch_cuda")) and cuda_builds.within(torch_cuda, cuda)
         checks.append(Check("torch's CUDA", f"CUDA {major}.x, at most {cuda}", torch_cuda, fits))
     if found.get("sonames"):
-        wrong = {name: paths for name, paths in found["sonames"].items() if name != f"libcudart.so.{major}"}
         shown = "; ".join(f"{name} ({len(paths)} libraries, e.g. {paths[0]})" for name, paths in sorted(found["sonames"].items()))
-        checks.append(Check("libcudart of native libraries", f"libcudart.so.{major}", shown, not wrong))
+        checks.append(Check("libcudart of native libraries", f"libcudart.so.{major}", shown,
+                            set(found["sonames"]) == {f"libcudart.so.{major}"}))
     for line in cuda_builds.problems(found["packages"], cuda, "installed"):
         checks.append(Check("CUDA build", f"CUDA {cuda} builds only", line.removeprefix("installed: "), False))
     return checks
-
-
-def _version_tuple(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(".")[:2] if part.isdigit())
 
 
 def lock_checks(lock: str, installed: dict[str, str], locked: dict[str, str] | None) -> list[Check]:
