@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from dynamo.frozen import Frozen
 
@@ -30,7 +29,6 @@ class InvalidRequirement(ValueError):
     """The toolkit refuses such a string too, with "requirement error: invalid expression"."""
 
 
-@dataclass(eq=False, repr=False)
 class Device(Frozen):
     """What the toolkit knows when it evaluates the requirement for one visible GPU (or none)."""
 

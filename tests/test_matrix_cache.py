@@ -74,7 +74,7 @@ def test_where_the_matrix_is_read_only_the_users_cache_keeps_it(matrix_file, mon
 def test_other_validating_code_is_another_key_and_replaces_the_entry(matrix_file, monkeypatch):
     load(matrix_file)
     before = _entries(matrix_file.parent / "__pycache__")
-    monkeypatch.setattr(cache, "_code_digest", lambda: b"another version of the schema")
+    monkeypatch.setattr(cache, "_code", lambda: b"another version of the schema")
     validated = []
     monkeypatch.setattr(dynamo.matrix.validate, "validate", lambda matrix: validated.append(1) or [])
     load(matrix_file)

@@ -19,11 +19,12 @@ import resource
 import stat
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from pathlib import Path
 from typing import Any
 
 from dynamo.cuda_builds import built_for_major
+from dynamo.frozen import Record
 
 PACKAGES = ("dynamo", "vllm", "sglang", "tensorrt-llm", "llama-cpp-python", "nixl", "torch",
             "cupy-cuda12x", "cupy-cuda13x")
@@ -37,8 +38,7 @@ def cuda_suffix_mismatches(packages: dict[str, str | None], cuda: str | None) ->
     return [name for name in PACKAGES if packages.get(name) and built_for_major(name) not in (None, major)]
 
 
-@dataclass
-class Gpu:
+class Gpu(Record):
     name: str
     memory_mib: int | None = None
     compute_capability: str | None = None  # "9.0"
@@ -50,8 +50,7 @@ class Gpu:
 SmiReport = tuple[str | None, str | None, list[Gpu]]
 
 
-@dataclass
-class HostFacts:
+class HostFacts(Record):
     arch: str = ""
     os_id: str = ""
     os_version: str = ""
@@ -495,8 +494,7 @@ def _host_fields(host: dict[str, Any], where: str, problems: list[str]) -> dict[
     return values
 
 
-@dataclass
-class GpuReading:
+class GpuReading(Record):
     """What one GPU source said: the driver, the newest CUDA it supports, the GPUs."""
 
     file: str  # the recording's file name: nvml.json, nvidia-smi.csv, ...

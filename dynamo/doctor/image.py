@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+
+from dynamo.frozen import Frozen
 
 RELEASE, FRAMEWORK, DEVICE = "DYN_IMAGE_RELEASE", "DYN_IMAGE_FRAMEWORK", "DYN_IMAGE_DEVICE"
 
 
-@dataclass(frozen=True)
-class ImageCell:
+class ImageCell(Frozen):
     release: str
     framework: str
     device: str  # the doctor's spelling: "13.0" or "cpu"

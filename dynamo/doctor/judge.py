@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
@@ -21,7 +21,6 @@ MARKS = {OK: "✓", WARN: "!", FAIL: "✗"}
 GIB = 2**30
 
 
-@dataclass(eq=False, repr=False)
 class Finding(Frozen):
     status: str
     check: str
@@ -32,7 +31,6 @@ class Finding(Frozen):
         return asdict(self)
 
 
-@dataclass(eq=False, repr=False)
 class Subject(Frozen):
     """What the host is judged for: a release, and optionally a framework and device (CUDA or cpu)."""
 
@@ -78,7 +76,6 @@ def model_name(gpu_name: str) -> str:
     return name[:words[end - 1][1]].casefold() if words else ""
 
 
-@dataclass(eq=False, repr=False)
 class Identity(Frozen):
     compute_capability: str | None
     brand: str | None
@@ -301,7 +298,6 @@ def _cuda_candidates(matrix: Matrix, facts: HostFacts) -> list[str]:
     return ["0", "99"]
 
 
-@dataclass(eq=False, repr=False)
 class Start(Frozen):
     """The toolkit's answer to an image's NVIDIA_REQUIRE_CUDA on this host."""
 

@@ -1,17 +1,18 @@
 """The validated matrix, kept like Python's hash-checked bytecode: pickled in a `__pycache__` beside the
-matrix file (else in the user's cache) under the sha256 of the file's bytes and of the code that
-validates it. Start-up then reads a matrix it validated before in milliseconds; any other text, a
+matrix file (else in the user's cache) under the source hash that such bytecode carries
+(`importlib.util.source_hash`, 64 bits) of the file's bytes and of the code that validates it.
+Start-up then reads a matrix it validated before in milliseconds; any other text, a
 broken matrix included, misses and is validated in full. The image build validates its packaged
 matrix once (`dynamo matrix check`), which leaves the entry in the image.
 """
 
 from __future__ import annotations
 
+import _pickle  # pickle's C half: `import pickle` costs a worker's start 2 ms more, for its Python half
 import functools
-import hashlib
 import os
-import pickle
 import sys
+from importlib.util import source_hash
 from pathlib import Path
 
 from dynamo.matrix.model import Matrix
@@ -23,18 +24,17 @@ _CODE = ("__init__.py", "frozen.py", "nvidia_require.py", "matrix/__init__.py",
          "matrix/cache.py", "matrix/checks.py", "matrix/convert.py", "matrix/load.py", "matrix/model.py",
          "matrix/query.py", "matrix/validate.py")
 _DYNAMO_DIR = Path(__file__).resolve().parents[1]
+PROTOCOL = 5  # pickle's newest, on every Python we support
 CACHE_ENV = "DYNAMO_CACHE_DIR"
 
 
 @functools.cache  # once per process: read() and then write() on a miss both need it
-def _code_digest() -> bytes:
+def _code() -> bytes:
     import packaging
 
-    digest = hashlib.sha256(f"{sys.version_info[:2]} pickle {pickle.DEFAULT_PROTOCOL} packaging"
-                            f" {packaging.__version__}".encode())
-    for name in _CODE:
-        digest.update((_DYNAMO_DIR / name).read_bytes())
-    return digest.digest()
+    code = [f"{sys.version_info[:2]} pickle {PROTOCOL} packaging {packaging.__version__}".encode()]
+    code += [(_DYNAMO_DIR / name).read_bytes() for name in _CODE]
+    return b"\0".join(code)
 
 
 def user_dir() -> Path:
@@ -45,7 +45,7 @@ def user_dir() -> Path:
 
 
 def _entries(path: Path, data: bytes) -> list[Path]:
-    key = hashlib.sha256(_code_digest() + data).hexdigest()[:32]
+    key = source_hash(_code() + b"\0" + data).hex()
     name = f"{path.stem}.{key}.pickle"
     return [path.resolve().parent / "__pycache__" / name, user_dir() / name]
 
@@ -55,7 +55,7 @@ def read(path: Path, data: bytes) -> Matrix | None:
     for entry in _entries(path, data):
         try:
             with entry.open("rb") as file:
-                matrix = pickle.load(file)
+                matrix = _pickle.load(file)
         except Exception:  # absent, unreadable or stale: it only costs a validation, like a bad .pyc
             continue
         if isinstance(matrix, Matrix):
@@ -67,7 +67,7 @@ def write(path: Path, data: bytes, matrix: Matrix) -> None:
     """Keep `matrix`, validated from `data`, where this user may write; nowhere if nowhere."""
     import tempfile  # only a miss writes
 
-    payload = pickle.dumps(matrix, protocol=pickle.DEFAULT_PROTOCOL)
+    payload = _pickle.dumps(matrix, protocol=PROTOCOL)
     for entry in _entries(path, data):
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ tables are checked afterwards, in `dynamo.matrix.validate`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any, Literal, Union
 
 from dynamo.frozen import Frozen
@@ -38,8 +38,7 @@ def required(check: checks.Check | None = None, *, keys: checks.Check | None = N
     return field(metadata=_meta(check, keys))
 
 
-@dataclass(kw_only=True, eq=False, repr=False)
-class Cuda(Frozen):
+class Cuda(Frozen, kw_only=True):
     driver_linux: str = required(checks.driver)
     driver_updates: dict[str, str] = checked(checks.driver, keys=checks.version, factory=dict)
     published_linux: str | None = checked(checks.published_driver)
@@ -49,37 +48,32 @@ class Cuda(Frozen):
     note: str | None = None
 
 
-@dataclass(kw_only=True, eq=False, repr=False)
-class CudaMajor(Frozen):
+class CudaMajor(Frozen, kw_only=True):
     minor_compat_driver: str = required(checks.driver)
     # the first NIXL whose extra cu<major> installs its build for the major (nixl[cu13] pulls
     # nixl-cu13); absent: NIXL is installed without an extra
     nixl_extra_since: str | None = checked(checks.version)
 
 
-@dataclass(kw_only=True, eq=False, repr=False)
-class CpuArch(Frozen):
+class CpuArch(Frozen, kw_only=True):
     platform: str = required(checks.platform)
     aliases: tuple[str, ...] = ()
 
 
-@dataclass(kw_only=True, eq=False, repr=False)
-class GpuArch(Frozen):
+class GpuArch(Frozen, kw_only=True):
     name: str
     # the lowest and highest compute capability of the architecture (NVIDIA's numbering)
     capabilities: tuple[str, ...] = checked(checks.compute_capability, default=())
 
 
-@dataclass(kw_only=True, eq=False, repr=False)
-class ComputeCapability(Frozen):
+class ComputeCapability(Frozen, kw_only=True):
     arch: str
     gpus: tuple[str, ...] = ()
     first_cuda: str | None = checked(checks.cuda_version)
     dropped_in: str | None = checked(checks.cuda_version)
 
 
-@dataclass(kw_only=True, eq=False, repr=False)
-class OperatingSystem(Frozen):
+class OperatingSystem(Frozen, kw_only=True):
     name: str
     version: str
     id: str | None = None
@@ -88,8 +82,7 @@ class OperatingSystem(Frozen):
     cloud: str | None = None
 
 
-@dataclass(kw_only=True, eq=False, repr=False)
-class Framework(Frozen):
+class Framework(Frozen, kw_only=True):
     name: str
     package: str | None = checked(checks.distribution)  # None: no engine (the frontend image)
     module: str = required(checks.module)
@@ -107,21 +100,18 @@ class Framework(Frozen):
     build_disk_gib: int | None = checked(checks.positive)  # free space a build needs at its peak, where measured
 
 
-@dataclass(kw_only=True, eq=False, repr=False)
-class Platform(Frozen):
+class Platform(Frozen, kw_only=True):
     os: str
     arch: str
     status: Support
 
 
-@dataclass(kw_only=True, eq=False, repr=False)
-class MinHost(Frozen):
+class MinHost(Frozen, kw_only=True):
     ram_gib: int = required(checks.positive)
     cpu_cores: int = required(checks.positive)
 
 
-@dataclass(kw_only=True, eq=False, repr=False)
-class EngineEntry(Frozen):
+class EngineEntry(Frozen, kw_only=True):
     """One framework as a release ships it."""
 
     version: str | None = checked(checks.version)  # required when the framework has a package
@@ -137,8 +127,7 @@ class EngineEntry(Frozen):
     upstream_version: str | None = checked(checks.version)  # upstream's differing value; ours is kept
 
 
-@dataclass(kw_only=True, eq=False, repr=False)
-class ReleaseFields(Frozen):
+class ReleaseFields(Frozen, kw_only=True):
     """The fields a release may set, each falling back to [defaults]."""
 
     status: ReleaseStatus | None = None
@@ -154,8 +143,7 @@ class ReleaseFields(Frozen):
     min_host: MinHost | None = None
 
 
-@dataclass(kw_only=True, eq=False, repr=False)
-class Defaults(ReleaseFields):
+class Defaults(ReleaseFields, kw_only=True):
     """[defaults]: what a release that does not set a field has."""
 
     if TYPE_CHECKING:
@@ -172,8 +160,7 @@ class Defaults(ReleaseFields):
         platforms: tuple[Platform, ...]
 
 
-@dataclass(kw_only=True, eq=False, repr=False)
-class Release(Defaults):
+class Release(Defaults, kw_only=True):
     """A release: its own fields, and [defaults]'s where it sets none (load._complete fills them in), so that
     a loaded release has every field [defaults] has."""
 
@@ -189,8 +176,7 @@ class Release(Defaults):
     engines: dict[str, EngineEntry] = checked(factory=dict)
 
 
-@dataclass(kw_only=True, eq=False, repr=False)
-class Caveat(Frozen):
+class Caveat(Frozen, kw_only=True):
     id: str
     message: str
     effect: CaveatEffect
@@ -204,8 +190,7 @@ class Caveat(Frozen):
     link: str | None = None
 
 
-@dataclass(kw_only=True, eq=False, repr=False)
-class Artifact(Frozen):
+class Artifact(Frozen, kw_only=True):
     kind: ArtifactKind
     url: str
     title: str | None = None
@@ -217,16 +202,14 @@ class Artifact(Frozen):
     note: str | None = None
 
 
-@dataclass(kw_only=True, eq=False, repr=False)
-class ForwardCompat(Frozen):
+class ForwardCompat(Frozen, kw_only=True):
     """The forward-compatibility clauses of our images' NVIDIA_REQUIRE_CUDA (NVIDIA's base images' own)."""
 
     brands: tuple[str, ...] = checked(checks.identifier, default=())
     branches: dict[str, tuple[int, ...]] = checked(keys=checks.cuda_version, factory=dict)
 
 
-@dataclass(kw_only=True, eq=False, repr=False)
-class Matrix(Frozen):
+class Matrix(Frozen, kw_only=True):
     """The whole file. Releases keep the file's order (newest first)."""
 
     schema: Literal[1]

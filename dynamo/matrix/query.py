@@ -10,7 +10,6 @@ import dataclasses
 import functools
 import platform as _platform
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from packaging.version import Version
@@ -27,7 +26,6 @@ class InvalidCombination(ValueError):
     """A combination the matrix does not offer; str() is one sentence naming the alternatives."""
 
 
-@dataclass(eq=False, repr=False)
 class Target(Frozen):
     """One fully pinned build: everything a Dockerfile, a label or a check needs."""
 
