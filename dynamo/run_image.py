@@ -46,7 +46,7 @@ Run a Dynamo image with the GPU, shm, ulimit, IPC and network flags it needs, af
 host against the image's labels (driver floor, compute capabilities) instead of the NVIDIA container
 toolkit's "unsatisfied condition: cuda>=12.9".
 
-  --image IMAGE         default: dynamo:latest-<framework>
+  --image IMAGE         default: dynamo:latest-<framework>, else the framework's newest release built here
   --framework NAME      default: vllm (only picks the default image)
   --engine docker|podman  default: the one whose image store holds the image (Docker first)
   --gpus auto|all|none|SPEC  default: auto: all GPUs for a CUDA image, none for a CPU image
@@ -136,7 +136,6 @@ def parse(argv: list[str]) -> Options:
             raise UsageError(f"unknown option '{arg}' (see --help); put the container's command after --")
     if options.engine not in (None, *ENGINES):
         raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got '{options.engine}'")
-    options.image = options.image or f"dynamo:latest-{options.framework}"
     check_values(options)
     return options
 
@@ -157,7 +156,7 @@ def check_values(options: Options) -> None:
     something else."""
     from dynamo.matrix import checks
 
-    if checks.any_image_ref(options.image) is not None:
+    if options.image and checks.any_image_ref(options.image) is not None:
         raise UsageError(f"--image {options.image!r} is not an image reference: {checks.any_image_ref(options.image)}")
     for port in options.ports:
         match = PORT_MAPPING.fullmatch(port)
@@ -184,6 +183,35 @@ def image_info(engine: str, image: str) -> ImageInfo | None:
         return runner().inspect(image)
     except ContainerEngineError:
         return None
+
+
+# the names our images have in each store: "dynamo" as build.py tags it; podman and buildah say localhost/dynamo
+OUR_REPOSITORIES = ("dynamo", "localhost/dynamo", "docker.io/library/dynamo")
+
+
+def newest_local(framework: str, engine: str | None) -> tuple[str, str] | None:
+    """(engine, image) of the newest release of `framework` in the stores (`dynamo:<release>-<framework>-<device>`,
+    the newest CUDA first among a release's), for when no dynamo:latest-<framework> is there; None when none is."""
+    from packaging.version import InvalidVersion, Version
+
+    found = []
+    for candidate in (engine,) if engine else ENGINES:
+        if RUNNERS[candidate].unavailable() is not None:
+            continue
+        try:
+            refs = RUNNERS[candidate]().tags("dynamo")
+        except ContainerEngineError:  # a daemon that is not running has no images to offer
+            continue
+        for ref in refs:
+            match = OUR_TAG.search(ref)
+            if not match or match["framework"] != framework or ref.rpartition(":")[0] not in OUR_REPOSITORIES:
+                continue
+            try:
+                device = Version(match["device"].removeprefix("cuda")) if match["device"] != "cpu" else Version("0")
+                found.append((Version(match["release"]), device, -ENGINES.index(candidate), candidate, ref))
+            except InvalidVersion:  # a tag in our scheme's shape that no build.py wrote: not ours to pick
+                continue
+    return max(found)[3:] if found else None
 
 
 def locate(image: str, engine: str | None) -> tuple[str, ImageInfo | None]:
@@ -402,6 +430,21 @@ def _host_findings(release: str, framework: str, device: str, requirements: tupl
     return judge(matrix, facts or interpret(record(), "this host"), subject, "host")
 
 
+def find_image(options: Options, warn: Callable[[str], None]) -> tuple[str, ImageInfo | None]:
+    """(engine, image) for --image, by default dynamo:latest-<framework>; where no store holds that, the
+    framework's newest image there is, said in a warning. Sets options.image to the image chosen."""
+    if options.image:
+        return locate(options.image, options.engine)
+    options.image = f"dynamo:latest-{options.framework}"
+    engine, image = locate(options.image, options.engine)
+    if image is None and (newest := newest_local(options.framework, options.engine)) is not None:
+        engine, options.image = newest
+        warn(f"no dynamo:latest-{options.framework} here; running {options.image}, the newest {options.framework}"
+             f" image in {engine}'s image store (--image picks another)")
+        image = image_info(engine, options.image)
+    return engine, image
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(arg in ("-h", "--help") for arg in argv[:argv.index("--") if "--" in argv else len(argv)]):
@@ -413,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         options = parse(argv)
-        engine, image = locate(options.image, options.engine)
+        engine, image = find_image(options, warn)
         gpus = wants_gpus(options, image.labels if image else None)
         if options.dry_run:
             print(shlex.join(command(options, engine, gpus, settle_ulimits(options, engine, warn))))
@@ -421,8 +464,8 @@ def main(argv: list[str] | None = None) -> int:
         if (missing := RUNNERS[engine].unavailable()) is not None:
             raise RunError(missing)
         if image is None:
-            where = f"{engine}'s image store" if options.engine else "neither Docker's nor podman's image store"
-            raise RunError(f"image {options.image} is in {where}; build it: {build_hint(options)}")
+            where = f"not in {engine}'s image store" if options.engine else "in neither Docker's nor podman's image store"
+            raise RunError(f"image {options.image} is {where}; build it: {build_hint(options)}")
         if options.preflight:
             for line in preflight(options, image, gpus, engine):
                 warn(line)

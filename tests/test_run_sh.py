@@ -171,6 +171,28 @@ def test_values_the_engine_would_refuse_are_one_line(args, message):
     assert result.stderr.startswith(f"run.sh: error: {message}") and result.stderr.count("\n") == 1, result.stderr
 
 
+def test_without_image_the_frameworks_newest_release_here_runs():
+    """No --image and no dynamo:latest-trtllm: the newest release of the framework that is here (not the
+    newest built), said in one warning; with none at all, the one-line error and the build command."""
+    require(docker_ready())
+    tags = ["dynamo:1.2.1-trtllm-cuda13.1", "dynamo:0.8.1-trtllm-cuda12.9", "dynamo:1.2.1-trtllm-cpu"]
+    for tag in tags:  # the newest release built first, the older one after it
+        subprocess.run(["docker", "build", "-q", "-t", tag, "-"], input=f"FROM {DOCKER_STANDIN}\nLABEL tag={tag}\n",
+                       text=True, check=True, capture_output=True)
+    try:
+        result = run_sh("--framework", "trtllm", "--engine", "docker", "--dry-run", "--", "true")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split()[-2:] == ["dynamo:1.2.1-trtllm-cuda13.1", "true"]
+        assert "run.sh: warning: no dynamo:latest-trtllm here; running dynamo:1.2.1-trtllm-cuda13.1, the newest" \
+               " trtllm image in docker's image store (--image picks another)" in result.stderr.splitlines()
+    finally:
+        subprocess.run(["docker", "rmi", *tags], capture_output=True)
+    none = run_sh("--framework", "trtllm", "--engine", "docker", "--", "true")
+    assert none.returncode == 1 and none.stderr.strip() == (
+        "run.sh: error: image dynamo:latest-trtllm is not in docker's image store; build it:"
+        " python build.py --framework trtllm")
+
+
 @pytest.mark.parametrize("args", [("-p", "8000:8000"), ("-p", "127.0.0.1:8000-8010:8000-8010/udp"), ("--gpus", "2"),
                                   ("--gpus", "device=0,1"), ("--gpus", "none"), ("--shm-size", "1.5GiB")])
 def test_values_docker_takes_are_taken(args):

@@ -54,6 +54,13 @@ class Buildah(CliEngine):
         if self._run("manifest", "rm", ref, check=False).returncode != 0:
             self._run("rmi", ref, check=False)
 
+    def tags(self, repository: str) -> list[str]:
+        return self._tags(repository, "{{.Name}}:{{.Tag}}")
+
+    def _tags(self, repository: str, template: str) -> list[str]:
+        listed = self._run("images", "--format", template, "--filter", f"reference={repository}").stdout.split()
+        return [ref for ref in listed if not ref.endswith(":<none>")]
+
     def inspect(self, ref: str) -> ImageInfo:
         data = json.loads(self._run("inspect", "--type", "image", ref).stdout)
         config = data.get("OCIv1", {})

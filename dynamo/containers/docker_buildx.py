@@ -40,6 +40,10 @@ class DockerCli(CliEngine):
     def remove(self, ref: str) -> None:
         self._run("rmi", ref, check=False)
 
+    def tags(self, repository: str) -> list[str]:
+        listed = self._run("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", repository).stdout.split()
+        return [ref for ref in listed if not ref.endswith(":<none>")]
+
     def inspect(self, ref: str) -> ImageInfo:
         data = json.loads(self._run("image", "inspect", ref).stdout)[0]
         return ImageInfo(id=data["Id"], size=data.get("Size", 0), labels=data["Config"].get("Labels") or {},

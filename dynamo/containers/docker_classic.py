@@ -111,6 +111,9 @@ class DockerClassic(ContainerEngine):
         except self._docker.errors.DockerException:
             pass
 
+    def tags(self, repository: str) -> list[str]:
+        return [tag for image in self.client.images.list(name=repository) for tag in image.tags]
+
     def inspect(self, ref: str) -> ImageInfo:
         data = self.client.images.get(ref).attrs  # what the API's image inspect answers
         return ImageInfo(id=data["Id"], size=data.get("Size", 0), labels=data["Config"].get("Labels") or {},

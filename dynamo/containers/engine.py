@@ -118,6 +118,10 @@ class ContainerEngine(ABC):
     def remove(self, ref: str) -> None: ...
 
     @abstractmethod
+    def tags(self, repository: str) -> list[str]:
+        """`NAME:TAG` of each local image of that repository, its name spelled as this engine spells it."""
+
+    @abstractmethod
     def inspect(self, ref: str) -> ImageInfo:
         """A local image's id, size, labels and architecture."""
 

@@ -26,6 +26,9 @@ class Podman(Buildah):
         return self._run("image", "exists", ref, check=False).returncode == 0 or \
             self._run("manifest", "exists", ref, check=False).returncode == 0
 
+    def tags(self, repository: str) -> list[str]:
+        return self._tags(repository, "{{.Repository}}:{{.Tag}}")  # podman's template has no .Name
+
     def inspect(self, ref: str) -> ImageInfo:
         data = json.loads(self._run("image", "inspect", ref).stdout)[0]
         return ImageInfo(id=f"sha256:{data['Id']}", size=data.get("Size", 0), labels=data.get("Labels") or {},
