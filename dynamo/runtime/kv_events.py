@@ -13,6 +13,9 @@ no address of its own, reaches workers on any machine discovery finds, and its e
 death: the frontend drops a worker's blocks when the connection breaks, and a reconnecting
 frontend gets the whole state again, so no event can be lost between two sockets.
 
+vLLM and SGLang publish their own events over ZMQ, which their adapters relay in these names
+(engine_kv_events.py).
+
 Engines that see no tokens (a chat passed through to the worker) are hashed on `word_tokens`: a
 message is its role, its whitespace-separated words and an end token, each word a stable number.
 """
@@ -20,7 +23,7 @@ message is its role, its whitespace-separated words and an end token, each word 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dynamo.runtime.protocol import GenerateRequest, encode
@@ -30,17 +33,22 @@ if TYPE_CHECKING:
 
 DEFAULT_BLOCK_SIZE = 64
 SUBSCRIBE = encode({"id": 0, "subscribe": "kv"})
-_ROOT = 0x6B76  # the parent of a prompt's first block
+ROOT = 0x6B76  # the parent of a prompt's first block
 _END_OF_MESSAGE = 1
 
 
+def chained_hash(parent: int, block: Sequence[int]) -> int:
+    """The hash of a block of tokens after the block hashed `parent`. Python hashes tuples of ints
+    the same in every process (PYTHONHASHSEED changes only str and bytes)."""
+    return hash((parent, *block))
+
+
 def block_hashes(tokens: list[int], block_size: int) -> list[int]:
-    """The chained hash of each full block of `tokens` (a partial last block has none). Python
-    hashes tuples of ints the same in every process (PYTHONHASHSEED changes only str and bytes)."""
+    """The chained hash of each full block of `tokens` (a partial last block has none)."""
     hashes: list[int] = []
-    parent = _ROOT
+    parent = ROOT
     for start in range(0, len(tokens) - block_size + 1, block_size):
-        parent = hash((parent, *tokens[start:start + block_size]))
+        parent = chained_hash(parent, tokens[start:start + block_size])
         hashes.append(parent)
     return hashes
 
@@ -93,9 +101,10 @@ class KvPublisher:
     def unsubscribe(self, frames: FrameWriter) -> None:
         self.subscribers.discard(frames)
 
-    def publish(self, stored: list[int], removed: list[int]) -> None:
-        if not (stored or removed) or not self.subscribers:
+    def publish(self, stored: list[int], removed: list[int], clear: bool = False) -> None:
+        """`clear`: the engine dropped every block (before those `stored` here)."""
+        if not (stored or removed or clear) or not self.subscribers:
             return
-        frame = kv_frame(self.block_size, stored, removed)
+        frame = kv_frame(self.block_size, stored, removed, clear)
         for frames in self.subscribers:
             frames.send(frame)

@@ -304,6 +304,26 @@ def missing_engine(package: str, extra: str) -> InferenceError:
     return InferenceError(f"{package} is not installed here; use the dynamo {extra} image, or pip install 'dynamo[{extra}]'")
 
 
+def tokenizer_folder(source: str | None, revision: str | None = None) -> str:
+    """The local folder holding a Hugging Face model's tokenizer.json: `source` itself when it is a
+    folder, else the snapshot of that model name in the Hugging Face cache, which the engine filled
+    when it loaded the tokenizer (looked up, never downloaded). The worker advertises it, and the
+    frontend then templates and tokenizes chats with it (frontend/preprocess.py); "" when there is
+    none (a tokenizer of another kind, a GGUF): the worker then gets the chats themselves."""
+    if not source:
+        return ""
+    path = Path(os.path.expanduser(source))
+    if path.is_dir():
+        return str(path.resolve()) if (path / "tokenizer.json").is_file() else ""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(source, "tokenizer.json", revision=revision)
+    except ValueError:  # not a model name either
+        return ""
+    return os.path.dirname(found) if isinstance(found, str) else ""
+
+
 def engine_prompt(tokenizer, request: GenerateRequest) -> str | list[int]:
     """What a Hugging Face-tokenized engine is given: the prompt text (a chat through its template) or
     the prompt's token ids, followed by the answer so far when the request was migrated."""

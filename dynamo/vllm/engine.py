@@ -1,4 +1,8 @@
-"""Our requests and flags onto vLLM's AsyncLLMEngine (vLLM's V1 engine behind the same name)."""
+"""Our requests and flags onto vLLM's AsyncLLMEngine (vLLM's V1 engine behind the same name).
+
+The worker advertises the model's tokenizer folder (worker.tokenizer_folder), so the frontend sends
+token ids, which vLLM takes as they are ({"prompt_token_ids": [...]}); and vLLM's own KV cache
+events are relayed to the frontend's KV router (runtime/engine_kv_events.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +13,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from dynamo.runtime import worker
+from dynamo.runtime.engine_kv_events import EngineKvEvents, relayed
+from dynamo.runtime.kv_events import DEFAULT_BLOCK_SIZE
 from dynamo.runtime.protocol import OPTIONAL_FEATURES, Chunk, GenerateRequest, logprob_entry
-from dynamo.runtime.worker import engine_prompt, finish_reason, missing_engine
+from dynamo.runtime.worker import engine_prompt, finish_reason, missing_engine, tokenizer_folder
 
 
 def engine_argv(args: argparse.Namespace, engine_flags: list[str]) -> list[str]:
@@ -78,8 +84,12 @@ class DeltaTracker:
 class VllmEngine:
     features = frozenset({*OPTIONAL_FEATURES, "n"})
 
-    def __init__(self, engine: Any, tokenizer: Any) -> None:
+    def __init__(self, engine: Any, tokenizer: Any, kv_relay: EngineKvEvents | None = None, model_dir: str = "") -> None:
         self.engine, self.tokenizer = engine, tokenizer
+        self.kv_relay = kv_relay  # vLLM's KV events, relayed (kv_events: what the frontend subscribes to)
+        if kv_relay is not None:
+            self.kv_events = kv_relay.publisher
+        self.model_dir = model_dir
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
         from vllm import SamplingParams
@@ -112,8 +122,14 @@ async def create(args: argparse.Namespace, engine_flags: list[str]) -> VllmEngin
         from vllm import AsyncLLMEngine
     except ImportError:
         raise missing_engine("vLLM", "vllm") from None
+    kv_relay, engine_flags = relayed(engine_flags, DEFAULT_BLOCK_SIZE)
     engine = AsyncLLMEngine.from_engine_args(parse_engine_args(engine_argv(args, engine_flags)))
     tokenizer = engine.get_tokenizer()
     if inspect.isawaitable(tokenizer):  # a coroutine in older vLLM; plain in 0.20.1 and 0.31.0
         tokenizer = await tokenizer
-    return VllmEngine(engine, tokenizer)
+    config = engine.vllm_config
+    if kv_relay is not None:
+        kv_relay.publisher.block_size = config.cache_config.block_size
+        kv_relay.start()
+    return VllmEngine(engine, tokenizer, kv_relay,
+                      tokenizer_folder(config.model_config.tokenizer, config.model_config.tokenizer_revision))

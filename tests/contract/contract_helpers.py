@@ -17,6 +17,10 @@ from typing import Any
 from dynamo.runtime import worker
 from dynamo.runtime.protocol import GenerateRequest
 
+# vLLM's argument parser infers the device (its platform, chosen once per process) while it builds
+# its defaults, and fails on a host without a GPU; no test here runs a model, and vLLM's CPU
+# platform parses the same.
+os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
 OPENAI_FINISH_REASONS = {"stop", "length"}  # an engine's answer ends with one of these (tool_calls is the frontend's)
 SKIP_PREFIX = "engine not installed:"
 

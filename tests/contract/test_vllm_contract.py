@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import tempfile
 import unittest
 from typing import Any
 from unittest import mock
@@ -27,6 +29,7 @@ from dynamo.runtime.protocol import GenerateRequest
 vllm, MISSING = engine("vllm", "vllm")
 if vllm is not None:
     from vllm import AsyncLLMEngine, SamplingParams
+    from vllm.config import CacheConfig
     from vllm.outputs import CompletionOutput, RequestOutput
     from vllm.sampling_params import RequestOutputKind
 
@@ -58,6 +61,9 @@ class RecordingEngine:
         self.mock = mock.create_autospec(AsyncLLMEngine, instance=True)
         self.mock.generate.side_effect = self.generate
         self.mock.get_tokenizer.return_value = self.tokenizer
+        # Set by AsyncLLM.__init__ (an instance attribute, which autospec leaves out).
+        self.mock.vllm_config = mock.Mock(cache_config=CacheConfig(block_size=32),
+                                          model_config=mock.Mock(tokenizer=None, tokenizer_revision=None))
         self.calls: list[tuple[Any, Any]] = []
         self.flat_logprobs, self.finish = flat_logprobs, finish
 
@@ -85,14 +91,21 @@ class VllmContract(unittest.TestCase):
         vLLM 0.20.1 and 0.31.0 (awaiting its answer was a TypeError once the model loaded)."""
         built = RecordingEngine()
         args = argparse.Namespace(model="Qwen/Qwen3-0.6B", model_path=None, context_length=None)
-        # vLLM's argument parser infers the device, which a host without a GPU does not have; the
-        # parsed arguments go to from_engine_args as they are.
-        with mock.patch.object(AsyncLLMEngine, "from_engine_args", autospec=True, return_value=built.mock) as made, \
-                mock.patch.object(adapter, "parse_engine_args", return_value=mock.sentinel.engine_args):
-            served = asyncio.run(adapter.create(args, ["--enforce-eager"]))
+        with tempfile.TemporaryDirectory() as folder:
+            built.tokenizer.save_pretrained(folder)  # the model's tokenizer folder, as vLLM loaded it
+            built.mock.vllm_config.model_config.tokenizer = folder
+            # vLLM's argument parser infers the device, which a host without a GPU does not have; the
+            # parsed arguments go to from_engine_args as they are.
+            with mock.patch.object(AsyncLLMEngine, "from_engine_args", autospec=True, return_value=built.mock) as made, \
+                    mock.patch.object(adapter, "parse_engine_args", return_value=mock.sentinel.engine_args) as parsed:
+                served = asyncio.run(adapter.create(args, ["--enforce-eager"]))
+        served.kv_relay.close()
         made.assert_called_once_with(mock.sentinel.engine_args)
         self.assertIs(served.engine, built.mock)
         self.assertIs(served.tokenizer, built.tokenizer)
+        self.assertEqual(served.model_dir, os.path.realpath(folder))  # the frontend templates and tokenizes with it
+        self.assertIn("--kv-events-config", parsed.call_args.args[0])
+        self.assertEqual(served.kv_events.block_size, 32)  # the frontend hashes prompts in vLLM's blocks
 
     def test_every_request_shape(self):
         """Each request the frontend can send, through the worker and the adapter onto the engine:
