@@ -1,4 +1,10 @@
-"""Our requests and flags onto SGLang's offline Engine (sglang.Engine.async_generate)."""
+"""Our requests and flags onto SGLang's offline Engine (sglang.Engine.async_generate).
+
+The worker advertises the model's tokenizer folder (worker.tokenizer_folder), so the frontend sends
+token ids, which SGLang takes as input_ids; and SGLang's own KV cache events are relayed to the
+frontend's KV router (runtime/engine_kv_events.py). SGLang's blocks are its pages (--page-size,
+1 token by default): for KV routing give it a page of 16 or more tokens, as upstream Dynamo advises,
+or the frontend hashes every prompt token by token."""
 
 from __future__ import annotations
 
@@ -10,8 +16,10 @@ from contextlib import aclosing
 from typing import Any
 
 from dynamo.runtime import worker
+from dynamo.runtime.engine_kv_events import EngineKvEvents, relayed
+from dynamo.runtime.kv_events import DEFAULT_BLOCK_SIZE
 from dynamo.runtime.protocol import OPTIONAL_FEATURES, Chunk, GenerateRequest, RequestError, logprob_entry
-from dynamo.runtime.worker import engine_prompt, fan_out, finish_reason, missing_engine
+from dynamo.runtime.worker import engine_prompt, fan_out, finish_reason, missing_engine, tokenizer_folder
 
 # Our names for SGLang's sampling parameters.
 SAMPLING_NAMES = {"max_tokens": "max_new_tokens", "temperature": "temperature", "top_p": "top_p",
@@ -104,9 +112,13 @@ class TextTracker:
 class SglangEngine:
     features = frozenset({*OPTIONAL_FEATURES, "n"})
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, kv_relay: EngineKvEvents | None = None, model_dir: str = "") -> None:
         self.engine = engine
         self.tokenizer = engine.tokenizer_manager.tokenizer
+        self.kv_relay = kv_relay  # SGLang's KV events, relayed (kv_events: what the frontend subscribes to)
+        if kv_relay is not None:
+            self.kv_events = kv_relay.publisher
+        self.model_dir = model_dir
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
         if request.n > 1 and request.seed is not None:
@@ -140,4 +152,11 @@ def create(args: argparse.Namespace, engine_flags: list[str]) -> SglangEngine:
         import sglang
     except ImportError:
         raise missing_engine("SGLang", "sglang") from None
-    return SglangEngine(sglang.Engine(server_args=server_args(engine_argv(args, engine_flags))))
+    kv_relay, engine_flags = relayed(engine_flags, DEFAULT_BLOCK_SIZE)
+    settings = server_args(engine_argv(args, engine_flags))
+    engine = sglang.Engine(server_args=settings)
+    if kv_relay is not None:
+        # SGLang's event blocks: its pages (times the decode context parallel size, which pages with them)
+        kv_relay.publisher.block_size = (settings.page_size or 1) * (getattr(settings, "dcp_size", None) or 1)
+        kv_relay.start()
+    return SglangEngine(engine, kv_relay, tokenizer_folder(settings.tokenizer_path, settings.revision))

@@ -137,3 +137,59 @@ def choices(frames: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
         if "finish" in frame:
             choice["finish"], choice["prompt_tokens"] = frame["finish"], frame["prompt_tokens"]
     return result
+
+
+KV_BLOCK = 4
+KV_PROMPT = list(range(100, 112))  # three blocks
+KV_OTHER = [*KV_PROMPT[:4], 7, 7, 7, 7]  # shares the first block
+
+
+async def check_kv_relay(test: Any, relay: Any, publish: Any, stored: Any, removed: Any, cleared: Any) -> None:
+    """An engine's own KV event publisher, connected to the adapter's relay (runtime/engine_kv_events.py),
+    sends its own event objects; the frontend's index, fed the relay's frames, must find each prompt's
+    cached prefix in the frontend's own hashes (kv_events.block_hashes of the prompt's token ids).
+    `publish(events)` sends a batch; `stored(tokens, start, medium)` makes the event of the blocks of
+    tokens[start:] (each block's engine hash: of all the tokens up to its end), `removed(tokens)` of
+    the block ending tokens, `cleared()` the event that drops everything."""
+    import time
+
+    from dynamo.frontend.kv_index import KvIndex
+    from dynamo.runtime.kv_events import block_hashes
+
+    frames = Frames()
+    size = relay.publisher.block_size
+    relay.publisher.subscribe(frames)  # as a frontend's subscription does: all held now (nothing)
+    test.assertEqual(frames.frames, [{"id": 0, "kv": {"block_size": size, "clear": True}}])
+
+    async def wait_for(count: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(frames.frames) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{count - len(frames.frames)} KV event frames did not come: {frames.frames}")
+            await asyncio.sleep(0.01)
+
+    # A PUB socket drops what it sends before its connection stands: knock until it does.
+    while len(frames.frames) == 1:
+        publish([cleared()])
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
+    frames.frames.clear()
+
+    publish([stored(KV_PROMPT, 0, "GPU")])
+    publish([stored(KV_OTHER, KV_BLOCK, "GPU"), stored(KV_PROMPT[:KV_BLOCK], 0, "CPU"), removed(KV_PROMPT)])
+    await wait_for(3)
+    index = KvIndex()
+    for frame in frames.frames:
+        test.assertEqual(frame["kv"]["block_size"], KV_BLOCK)  # the worker now advertises the engine's
+        index.apply("worker", frame["kv"])
+    ours, other = block_hashes(KV_PROMPT, KV_BLOCK), block_hashes(KV_OTHER, KV_BLOCK)
+    test.assertEqual([frame["kv"].get("stored") for frame in frames.frames], [ours, other[1:], None])
+    test.assertEqual(frames.frames[2]["kv"]["removed"], ours[2:])
+    test.assertEqual(index.overlaps(ours), {"worker": 2})
+    test.assertEqual(index.overlaps(other), {"worker": 2})
+    test.assertEqual(sorted(relay.translator.held()), sorted([*ours[:2], other[1]]))
+
+    publish([cleared()])
+    await wait_for(4)
+    index.apply("worker", frames.frames[3]["kv"])
+    test.assertEqual(index.overlaps(ours), {})

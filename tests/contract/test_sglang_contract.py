@@ -8,7 +8,10 @@ own FINISH_* classes. Standard library only: it runs inside the image with
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
+import tempfile
 import unittest
 from http import HTTPStatus
 from typing import Any
@@ -28,6 +31,7 @@ from dynamo.runtime.protocol import GenerateRequest
 
 sglang, MISSING = engine("sglang", "sglang")
 if sglang is not None:
+    from sglang.srt.disaggregation.kv_events import KVEventsConfig
     from sglang.srt.entrypoints.engine import Engine
     from sglang.srt.managers.io_struct import GenerateReqInput
     from sglang.srt.managers.schedule_batch import FINISH_ABORT, FINISH_LENGTH, FINISH_MATCHED_STR, FINISH_MATCHED_TOKEN
@@ -98,13 +102,25 @@ class SglangContract(unittest.TestCase):
     def test_create_builds_the_engine_as_sglang_takes_it(self):
         """dynamo.sglang.engine.create: SGLang's own ServerArgs from our flags, Engine(server_args=...)."""
         built = RecordingEngine()
-        args = argparse.Namespace(model="Qwen/Qwen3-0.6B", model_path=None, context_length=4096)
-        with mock.patch.object(sglang, "Engine", mock.create_autospec(Engine, return_value=built.mock)) as made:
-            served = adapter.create(args, ["--mem-fraction-static", "0.7"])
+        with tempfile.TemporaryDirectory() as folder:
+            built.tokenizer.save_pretrained(folder)  # the model's folder
+            args = argparse.Namespace(model=None, model_path=folder, context_length=4096)
+
+            async def create() -> Any:  # as the worker calls it: in its event loop
+                served = adapter.create(args, ["--mem-fraction-static", "0.7", "--page-size", "16"])
+                served.kv_relay.close()
+                return served
+
+            with mock.patch.object(sglang, "Engine", mock.create_autospec(Engine, return_value=built.mock)) as made:
+                served = asyncio.run(create())
         server_args = made.call_args.kwargs["server_args"]
         self.assertEqual((server_args.model_path, server_args.context_length, server_args.mem_fraction_static),
-                         ("Qwen/Qwen3-0.6B", 4096, 0.7))
+                         (folder, 4096, 0.7))
         self.assertIs(served.tokenizer, built.tokenizer)
+        self.assertEqual(served.model_dir, os.path.realpath(folder))  # the frontend templates and tokenizes with it
+        events = KVEventsConfig.from_cli(server_args.kv_events_config)  # as SGLang's scheduler reads it
+        self.assertEqual((events.publisher, events.endpoint), ("zmq", served.kv_relay.endpoint))
+        self.assertEqual(served.kv_events.block_size, 16)  # SGLang's page: the frontend hashes prompts in it
 
     def test_every_request_shape(self):
         """Each request the frontend can send, through the worker and the adapter onto the engine's

@@ -11,11 +11,9 @@ import asyncio
 import time
 import unittest
 
-from contract_helpers import Frames, engine
+from contract_helpers import KV_BLOCK, check_kv_relay, engine
 
-from dynamo.frontend.kv_index import KvIndex
 from dynamo.runtime.engine_kv_events import relayed
-from dynamo.runtime.kv_events import block_hashes
 
 vllm, MISSING = engine("vllm", "vllm")
 if vllm is not None:
@@ -30,29 +28,17 @@ if vllm is not None:
 
     from dynamo.vllm import engine as adapter
 
-BLOCK = 4
-PROMPT = list(range(100, 112))  # three blocks
-OTHER = [*PROMPT[:4], 7, 7, 7, 7]  # shares the first block
-
 
 def engine_hash(tokens: list[int]) -> bytes:
     """A block hash in vLLM's default form (bytes; an int with VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES)."""
     return repr(tokens).encode()
 
 
-def stored(tokens: list[int], parent: list[int] | None, start: int = 0) -> BlockStored:
-    blocks = [tokens[:end] for end in range(start + BLOCK, len(tokens) + 1, BLOCK)]
-    return BlockStored(block_hashes=[engine_hash(block) for block in blocks],
-                       parent_block_hash=None if parent is None else engine_hash(parent),
-                       token_ids=tokens[start:], block_size=BLOCK, lora_id=None, medium="GPU", lora_name=None)
-
-
-async def wait_for(frames: Frames, count: int) -> None:
-    deadline = time.monotonic() + 10
-    while len(frames.frames) < count:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{count - len(frames.frames)} KV event frames did not come: {frames.frames}")
-        await asyncio.sleep(0.01)
+def stored(tokens: list[int], start: int, medium: str) -> BlockStored:
+    ends = range(start + KV_BLOCK, len(tokens) + 1, KV_BLOCK)
+    return BlockStored(block_hashes=[engine_hash(tokens[:end]) for end in ends],
+                       parent_block_hash=engine_hash(tokens[:start]) if start else None,
+                       token_ids=tokens[start:], block_size=KV_BLOCK, lora_id=None, medium=medium, lora_name=None)
 
 
 @unittest.skipUnless(vllm, MISSING)
@@ -69,38 +55,9 @@ class VllmKvEventsContract(unittest.TestCase):
         relay.start()
         publisher = EventPublisherFactory.create(config)  # vLLM's own ZmqEventPublisher, connected to the relay
         try:
-            frames = Frames()
-            relay.publisher.subscribe(frames)  # as a frontend's subscription does: all held now (nothing)
-            self.assertEqual(frames.frames, [{"id": 0, "kv": {"block_size": 16, "clear": True}}])
-            # A PUB socket drops what it sends before the connection stands: knock until it does.
-            while len(frames.frames) == 1:
-                publisher.publish(KVEventBatch(ts=time.time(), events=[AllBlocksCleared()]))
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.2)
-            frames.frames.clear()
-
-            publisher.publish(KVEventBatch(ts=time.time(), events=[stored(PROMPT, None)]))
-            publisher.publish(KVEventBatch(ts=time.time(), events=[
-                stored(OTHER, PROMPT[:4], start=4),
-                BlockStored(block_hashes=[b"cpu copy"], parent_block_hash=None, token_ids=PROMPT[:4],
-                            block_size=BLOCK, lora_id=None, medium="CPU", lora_name=None),
-                BlockRemoved(block_hashes=[engine_hash(PROMPT[:12])], medium="GPU")]))
-            await wait_for(frames, 3)
-            index = KvIndex()
-            for frame in frames.frames:
-                self.assertEqual(frame["kv"]["block_size"], BLOCK)  # the worker now advertises vLLM's
-                index.apply("worker", frame["kv"])
-            ours, other = block_hashes(PROMPT, BLOCK), block_hashes(OTHER, BLOCK)
-            self.assertEqual([frame["kv"].get("stored") for frame in frames.frames], [ours, other[1:], None])
-            self.assertEqual(frames.frames[2]["kv"]["removed"], ours[2:])
-            self.assertEqual(index.overlaps(ours), {"worker": 2})
-            self.assertEqual(index.overlaps(other), {"worker": 2})
-            self.assertEqual(sorted(relay.translator.held()), sorted([*ours[:2], other[1]]))
-
-            publisher.publish(KVEventBatch(ts=time.time(), events=[AllBlocksCleared()]))
-            await wait_for(frames, 4)
-            index.apply("worker", frames.frames[3]["kv"])
-            self.assertEqual(index.overlaps(ours), {})
+            await check_kv_relay(
+                self, relay, lambda events: publisher.publish(KVEventBatch(ts=time.time(), events=events)), stored,
+                lambda tokens: BlockRemoved(block_hashes=[engine_hash(tokens)], medium="GPU"), AllBlocksCleared)
         finally:
             publisher.shutdown()
             relay.close()
