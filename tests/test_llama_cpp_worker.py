@@ -330,3 +330,59 @@ def test_logprobs(featured):
     with pytest.raises(openai.BadRequestError, match="logprobs: the llama_cpp engine serving 'lean'") as refused:
         api.chat.completions.create(model="lean", messages=ASK, max_tokens=4, logprobs=True)
     assert refused.value.body["param"] == "logprobs"
+
+
+def test_with_its_model_config_the_frontend_sends_llama_cpp_token_ids(tmp_path, model_file):
+    """--model-config: the frontend templates and tokenizes with the Hugging Face folder, the worker
+    generates from those very ids (the GGUF's own path would have put a BOS before the chat), and the
+    usage counts them."""
+    from llama_cpp import Llama
+
+    from dynamo.frontend.preprocess import Preprocessor
+    from dynamo.llama_cpp.engine import LlamaCppEngine
+    from dynamo.runtime.protocol import GenerateRequest
+
+    folder = tiny_gguf.write_model_config(tmp_path / "config")
+    deployment = Deployment(tmp_path)
+    url = deployment.frontend()
+    deployment.start("dynamo.llama_cpp", "--model-path", str(model_file), "--context-length", "256",
+                     "--model-config", str(folder))
+    wait_for_models(url, {"tiny-llama"})
+    try:
+        chat = [{"role": "user", "content": "hi there"}]
+        answer = client(url).chat.completions.create(model="tiny-llama", messages=chat, max_tokens=6, seed=5,
+                                                     temperature=0.8)
+        completion = client(url).completions.create(model="tiny-llama", prompt="hello", max_tokens=3, seed=5)
+    finally:
+        deployment.stop()
+    preprocessor = Preprocessor(folder)
+    ids = preprocessor.tokens(preprocessor.chat_text(chat))
+    engine = LlamaCppEngine(Llama(model_path=str(model_file), n_ctx=256, verbose=False))
+
+    async def reference(request: GenerateRequest) -> str:
+        return "".join([chunk.text async for chunk in engine.generate(request)])
+
+    assert answer.usage.prompt_tokens == len(ids)
+    assert answer.choices[0].message.content == asyncio.run(reference(GenerateRequest(
+        model="m", prompt_token_ids=ids, max_tokens=6, seed=5, temperature=0.8)))
+    # A plain prompt gets the BOS the GGUF's own tokenizing gives it.
+    assert completion.usage.prompt_tokens == len(engine.llm.tokenize(b"hello", add_bos=True))
+    assert completion.choices[0].text == asyncio.run(reference(GenerateRequest(model="m", prompt="hello", max_tokens=3,
+                                                                               seed=5)))
+
+
+def test_a_model_config_that_does_not_tokenize_as_the_gguf_is_refused(tmp_path, model_file):
+    import argparse
+
+    from dynamo.llama_cpp.engine import create
+    from dynamo.mocker import tiny_model
+    from dynamo.runtime.worker import InferenceError
+
+    def start(folder) -> None:
+        create(argparse.Namespace(model=None, model_path=str(model_file), context_length=256, n_gpu_layers=0,
+                                  threads=1, logits_all=False, model_config=str(folder)), [])
+
+    with pytest.raises(InferenceError, match="does not tokenize as the GGUF does"):
+        start(tiny_model.write(tmp_path / "other"))  # another model's tokenizer
+    with pytest.raises(InferenceError, match="no tokenizer.json there"):
+        start(tmp_path)

@@ -97,3 +97,19 @@ def test_same_text_and_tokens_as_transformers(model_dir, chat, tools):
     assert text == reference.apply_chat_template(chat, tools=tools, tokenize=False, add_generation_prompt=True)
     ids = reference.apply_chat_template(chat, tools=tools, tokenize=True, add_generation_prompt=True)
     assert preprocessor.tokens(text) == list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
+def test_a_plain_prompt_gets_the_tokenizers_special_tokens_as_engines_add_them(tmp_path):
+    """A completion's prompt text: the engines (vLLM, SGLang, llama.cpp) tokenize it with the model's
+    special tokens (a BOS, where it has one); the frontend, sending ids instead, adds the same."""
+    from tokenizers import processors
+
+    folder = tiny_model.write(tmp_path / "bos")
+    preprocessor = Preprocessor(folder)
+    preprocessor.tokenizer.post_processor = processors.TemplateProcessing(
+        single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", preprocessor.tokenizer.token_to_id("<|endoftext|>"))])
+    preprocessor.tokenizer.save(str(folder / "tokenizer.json"))
+    reference = transformers.AutoTokenizer.from_pretrained(folder)
+    prepared = Preprocessor(folder).prepare(GenerateRequest(model="m", prompt="hello model"))
+    assert prepared.prompt_token_ids == reference("hello model").input_ids
+    assert prepared.prompt_token_ids[0] == reference.convert_tokens_to_ids("<|endoftext|>")

@@ -62,3 +62,26 @@ def write(path: Path, seed: int = 0) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def write_model_config(folder: Path) -> Path:
+    """The Hugging Face folder of the tiny GGUF's model (for the worker's --model-config): a
+    tokenizer.json that tokenizes as the GGUF's (SentencePiece-style: a "▁" for each space and one
+    before the text, every other character its UTF-8 bytes; a BOS before a plain prompt), and the
+    same chat template."""
+    import json
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, processors
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"<0x{i:02X}>": 3 + i for i in range(256)}, "\u2581": 259}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True))
+    tokenizer.add_special_tokens(["<unk>", "<s>", "</s>"])
+    tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tokenizer.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                           decoders.Strip(" ", 1, 0)])
+    tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE, "bos_token": "<s>",
+                                                              "eos_token": "</s>", "unk_token": "<unk>"}))
+    return folder

@@ -131,11 +131,16 @@ class Preprocessor:
         return found
 
     def prepare(self, request: GenerateRequest) -> GenerateRequest:
-        """The request as token ids (a chat through the template first); one with ids already stays."""
+        """The request as token ids; one with ids already stays. A chat goes through the template,
+        which writes its special tokens itself; a plain prompt gets the tokenizer's own (a BOS token,
+        where the model has one), as the engines add them to a prompt text."""
         if request.prompt_token_ids is not None:
             return request
-        text = request.prompt or "" if request.messages is None else self.chat_text(request.messages, request.tools)
-        return dataclasses.replace(request, prompt_token_ids=self.tokens(text), messages=None, prompt=None)
+        if request.messages is None:
+            ids = self.tokenizer.encode(request.prompt or "", add_special_tokens=True).ids
+        else:
+            ids = self.tokens(self.chat_text(request.messages, request.tools))
+        return dataclasses.replace(request, prompt_token_ids=ids, messages=None, prompt=None)
 
 
 @functools.lru_cache(maxsize=8)

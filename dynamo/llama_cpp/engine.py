@@ -1,5 +1,12 @@
 """The llama.cpp adapter. llama-cpp-python's API is synchronous and one `Llama` holds one context,
-so requests take turns, and each runs in a thread that hands its pieces to the event loop."""
+so requests take turns, and each runs in a thread that hands its pieces to the event loop.
+
+Prompts: a GGUF carries its own tokenizer and chat template, which only llama.cpp reads; the
+frontend's preprocessing reads a Hugging Face tokenizer.json (frontend/preprocess.py). So by
+default the worker templates and tokenizes chats itself, with the GGUF's own; given
+`--model-config DIR`, the Hugging Face folder of the model the GGUF was made from, the worker
+advertises it, checks at start that its tokenizer gives the GGUF's tokens, and then receives token
+ids from the frontend (used as they are; the usage counts them)."""
 
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ from contextlib import aclosing
 from typing import Any
 
 from dynamo.runtime.protocol import Chunk, GenerateRequest, RequestError, logprob_entry
-from dynamo.runtime.worker import InferenceError, model_source
+from dynamo.runtime.worker import InferenceError, model_source, tokenizer_folder
 
 DEFAULT_CONTEXT = 4096
 _END = object()
@@ -71,8 +78,9 @@ def release(pending: list[tuple[int, Any]], sent: int, held: str, stopped: bool)
 class LlamaCppEngine:
     """`logits_all`: the model was loaded keeping every position's logits, which logprobs need."""
 
-    def __init__(self, llm: Any, logits_all: bool = False) -> None:
+    def __init__(self, llm: Any, logits_all: bool = False, model_dir: str = "") -> None:
         self.llm = llm
+        self.model_dir = model_dir  # the Hugging Face folder the frontend preprocesses with ("" when none)
         self.turn = asyncio.Lock()
         self.formatter = _chat_formatter(llm)
         self.features = frozenset({"tools", "response_format"} | ({"logprobs"} if logits_all else set()))
@@ -216,6 +224,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--n-gpu-layers", type=int, default=-1,
                        help="layers to put on the GPU when llama.cpp was built for one (default: all)")
     group.add_argument("--threads", type=int, help="CPU threads (default: llama.cpp's choice)")
+    group.add_argument("--model-config", metavar="DIR",
+                       help="the Hugging Face folder (tokenizer.json, chat template) of the model the GGUF was made "
+                            "from: the frontend then templates and tokenizes, and sends token ids")
     group.add_argument("--logits-all", action="store_true",
                        help="keep every position's logits so that requests may ask for logprobs "
                             "(memory: context length × vocabulary × 4 bytes)")
@@ -235,4 +246,26 @@ def create(args: argparse.Namespace, _engine_flags: list[str]) -> LlamaCppEngine
                     n_threads=args.threads, logits_all=args.logits_all, verbose=False)
     except ValueError as error:
         raise InferenceError(f"{path}: llama.cpp cannot load it ({error})") from None
-    return LlamaCppEngine(llm, args.logits_all)
+    return LlamaCppEngine(llm, args.logits_all, matching_folder(llm, args.model_config) if args.model_config else "")
+
+
+# Text whose tokens tell two tokenizers apart: words, spacing, digits, punctuation, accents, CJK.
+TOKENIZER_SAMPLE = "Hello, world!  The KV cache holds 1,234 blocks;\n\tça va? 日本語のテキスト end."
+
+
+def matching_folder(llm: Any, folder: str) -> str:
+    """The --model-config folder, once its tokenizer.json gives the GGUF's tokens for a sample text
+    (both without special tokens); InferenceError when it has none or they differ."""
+    found = tokenizer_folder(folder)
+    if not found:
+        raise InferenceError(f"--model-config {folder}: no tokenizer.json there; give the Hugging Face folder of the "
+                             f"model the GGUF was made from")
+    from tokenizers import Tokenizer
+
+    theirs = Tokenizer.from_file(os.path.join(found, "tokenizer.json")).encode(
+        TOKENIZER_SAMPLE, add_special_tokens=False).ids
+    ours = llm.tokenize(TOKENIZER_SAMPLE.encode(), add_bos=False, special=False)
+    if theirs != ours:
+        raise InferenceError(f"--model-config {folder}: its tokenizer.json does not tokenize as the GGUF does; give the "
+                             f"folder of the model the GGUF was made from, or leave --model-config out")
+    return found

@@ -1,4 +1,7 @@
-"""Our requests and flags onto TensorRT-LLM's LLM API (LLM.generate_async with streaming)."""
+"""Our requests and flags onto TensorRT-LLM's LLM API (LLM.generate_async with streaming).
+
+The worker advertises the model's tokenizer folder (worker.tokenizer_folder), so the frontend sends
+token ids, which generate_async takes as the prompt (a list of ints)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from dynamo.runtime.protocol import OPTIONAL_FEATURES, Chunk, GenerateRequest, logprob_entry
-from dynamo.runtime.worker import InferenceError, engine_prompt, finish_reason, missing_engine, model_source
+from dynamo.runtime.worker import (
+    InferenceError,
+    engine_prompt,
+    finish_reason,
+    missing_engine,
+    model_source,
+    tokenizer_folder,
+)
 
 
 def llm_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -63,8 +73,9 @@ def guided_decoding(schema: dict[str, Any] | None) -> dict[str, Any]:
 class TrtllmEngine:
     features = frozenset({*OPTIONAL_FEATURES, "n"})
 
-    def __init__(self, llm: Any) -> None:
+    def __init__(self, llm: Any, model_dir: str = "") -> None:
         self.llm = llm
+        self.model_dir = model_dir
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
         from tensorrt_llm import SamplingParams
@@ -119,4 +130,6 @@ def create(args: argparse.Namespace, _engine_flags: list[str]) -> TrtllmEngine:
         from tensorrt_llm import LLM
     except ImportError:
         raise missing_engine("TensorRT-LLM", "trtllm") from None
-    return TrtllmEngine(LLM(**kwargs))
+    tokenizer = kwargs.get("tokenizer") or kwargs["model"]
+    return TrtllmEngine(LLM(**kwargs), tokenizer_folder(tokenizer if isinstance(tokenizer, str) else None,
+                                                        kwargs.get("revision")))
