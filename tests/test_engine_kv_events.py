@@ -31,12 +31,12 @@ def stored(hashes: list, tokens: list[int], parent=None, medium: str | None = "G
 
 
 def test_one_of_our_blocks_lives_while_any_engine_block_with_its_tokens_does():
-    """The same tokens under two engine hashes (two cache salts) are one block to the frontend."""
+    """The same tokens under two engine hashes (two KV cache groups) are one block to the frontend."""
     relay, frames = translator()
     ours = block_hashes([1, 2, 3, 4], 2)
     relay.apply(stored([b"a", b"b"], [1, 2, 3, 4]))
-    relay.apply(stored([b"salted"], [1, 2]))
-    relay.apply(stored([b"b2"], [3, 4], parent=b"salted"))
+    relay.apply(stored([b"group 1"], [1, 2]))
+    relay.apply(stored([b"b2"], [3, 4], parent=b"group 1"))
     relay.apply({"type": "BlockRemoved", "block_hashes": [b"a", b"b"], "medium": "GPU"})
     assert frames.events == [{"block_size": 2, "stored": ours}]  # nothing new, nothing gone
     relay.apply({"type": "BlockRemoved", "block_hashes": [b"b2"]})
@@ -48,6 +48,9 @@ def test_blocks_the_frontend_cannot_reach_are_not_told():
     relay, frames = translator()
     relay.apply(stored([b"x"], [5, 6], parent=b"never stored"))  # its parent's event was lost
     relay.apply(stored([b"y"], [1, 2], medium="CPU"))  # offloaded: not what a prefill reuses
+    for key, value in (("lora_name", "adapter"), ("lora_id", 3), ("cache_salt", "s"), ("extra_keys", [None, ("mm", 1)])):
+        relay.apply({**stored([b"k"], [1, 2]), key: value})  # blocks no request of the frontend's can reuse
+    relay.apply(stored([b"k2"], [3, 4], parent=b"k"))  # nor can their children
     relay.apply({"type": "BlockRemoved", "block_hashes": [b"unknown"]})
     assert frames.events == [] and relay.held() == []
     relay.apply(stored([b"z"], [1, 2]))

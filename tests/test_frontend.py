@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -344,3 +345,18 @@ def test_a_model_folder_the_frontend_cannot_use_is_one_line(deployment, tmp_path
     assert status == 500 and body["error"]["type"] == "server_error"
     assert body["error"]["message"].startswith("the frontend cannot preprocess for 'mock': ")
     assert "\n" not in body["error"]["message"]
+
+
+def test_a_model_folder_not_on_the_frontends_machine_leaves_templating_to_the_worker(deployment, tmp_path):
+    """A worker on another machine advertises a path the frontend cannot read: its requests go to it
+    as chats (the worker templates them), not as errors."""
+    from dynamo.mocker import tiny_model
+
+    folder = tiny_model.write(tmp_path / "model")
+    url = deployment.frontend()
+    deployment.mocker("mock", "--model-path", str(folder))
+    wait_for_models(url, {"mock"})
+    shutil.rmtree(folder)
+    answer = client(url).chat.completions.create(model="mock", messages=[{"role": "user", "content": "one two three"}],
+                                                  max_tokens=2)
+    assert answer.usage.prompt_tokens == 5  # the mocker's count of the chat itself: role, three words, end

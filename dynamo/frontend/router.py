@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
@@ -195,6 +196,7 @@ class Router:
         self.known_models: set[str] = set()
         self._turn = itertools.count()
         self._subscribing: set[asyncio.Task] = set()
+        self._unreachable_folders: set[str] = set()  # warned about once
         self.changed = asyncio.Event()
 
     def update(self, snapshot: Snapshot) -> None:
@@ -250,6 +252,13 @@ class Router:
         folder = next((client.instance.model_dir for client in self.candidates(request.model)
                        if client.instance.model_dir), None)
         if folder is None:
+            return request
+        if not os.path.isdir(folder):  # the worker's path, on another machine: the worker templates, as before
+            if folder not in self._unreachable_folders:
+                self._unreachable_folders.add(folder)
+                log.warning("the model folder of %r, %s, is not on this machine: its workers get the chats and "
+                            "template them (mount it at the same path for the frontend to tokenize)",
+                            request.model, folder)
             return request
         from dynamo.frontend.preprocess import PreprocessError, preprocessor
 

@@ -11,9 +11,12 @@ The engine names a block by its own hash (vLLM's covers LoRA, multimodal inputs 
 as bytes or an int; SGLang's is its own); the frontend names it by kv_events.block_hashes of the
 prompt's token ids. So each stored block is hashed again from its token_ids, chained on our hash of
 its parent, as upstream Dynamo's relay does, and the engine's hash is remembered so that its
-removal can be told in our names. Engine blocks that share one of our hashes (the same tokens under
-two cache salts) count once: ours is stored with the first and removed with the last. Only the GPU
-tier counts (a CPU or disk copy is not what a prefill reuses without a transfer).
+removal can be told in our names. Engine blocks that share one of our hashes (the same tokens in two
+KV cache groups of a hybrid model) count once: ours is stored with the first and removed with the
+last. Left out, as no request of the frontend's could reuse them: blocks computed under a LoRA
+adapter, a cache salt or multimodal inputs (which the engine's hash covers and ours does not), and
+those of another tier than the GPU's (a CPU or disk copy is not what a prefill reuses without a
+transfer); a block whose parent was left out is left out too.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ class BlockTranslator:
             self.ours.clear()
             self.holders.clear()
             self.events.publish([], [], clear=True)
-        elif event.get("medium") not in GPU_MEDIA:
+        elif event.get("medium") not in GPU_MEDIA or _keyed(event):
             return
         elif kind == "BlockStored":
             self.events.publish(self._stored(event), [])
@@ -86,6 +89,13 @@ class BlockTranslator:
                 del self.holders[ours]
                 removed.append(ours)
         return removed
+
+
+def _keyed(event: dict[str, Any]) -> bool:
+    """Whether the engine's hash of these blocks covers more than their tokens (vLLM: lora_id,
+    lora_name, extra_keys; SGLang: lora_id, cache_salt)."""
+    return any(event.get(key) is not None for key in ("lora_id", "lora_name", "cache_salt")) \
+        or any(keys for keys in event.get("extra_keys") or ())
 
 
 class EngineKvEvents:

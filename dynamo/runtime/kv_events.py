@@ -74,7 +74,7 @@ def prompt_tokens(request: GenerateRequest) -> list[int]:
     return list(request.prompt_token_ids) if request.prompt_token_ids is not None else word_tokens(request)
 
 
-def kv_frame(block_size: int, stored: list[int] = (), removed: list[int] = (), clear: bool = False) -> bytes:
+def kv_frame(block_size: int, stored: Sequence[int] = (), removed: Sequence[int] = (), clear: bool = False) -> bytes:
     body: dict[str, Any] = {"block_size": block_size}
     if stored:
         body["stored"] = list(stored)

@@ -159,4 +159,6 @@ def create(args: argparse.Namespace, engine_flags: list[str]) -> SglangEngine:
         # SGLang's event blocks: its pages (times the decode context parallel size, which pages with them)
         kv_relay.publisher.block_size = (settings.page_size or 1) * (getattr(settings, "dcp_size", None) or 1)
         kv_relay.start()
-    return SglangEngine(engine, kv_relay, tokenizer_folder(settings.tokenizer_path, settings.revision))
+    # ServerArgs may leave the tokenizer unset until the engine resolves it: the model's, then.
+    return SglangEngine(engine, kv_relay, tokenizer_folder(settings.tokenizer_path or settings.model_path,
+                                                           settings.revision))
