@@ -253,13 +253,6 @@ class Router:
                        if client.instance.model_dir), None)
         if folder is None:
             return request
-        if not os.path.isdir(folder):  # the worker's path, on another machine: the worker templates, as before
-            if folder not in self._unreachable_folders:
-                self._unreachable_folders.add(folder)
-                log.warning("the model folder of %r, %s, is not on this machine: its workers get the chats and "
-                            "template them (mount it at the same path for the frontend to tokenize)",
-                            request.model, folder)
-            return request
         from dynamo.frontend.preprocess import PreprocessError, preprocessor
 
         try:
@@ -267,6 +260,13 @@ class Router:
         except RequestError as error:
             raise WorkerFailed(str(error), 400) from None
         except PreprocessError as error:
+            if not os.path.isdir(folder):  # the worker's path, on another machine: the worker templates, as before
+                if folder not in self._unreachable_folders:
+                    self._unreachable_folders.add(folder)
+                    log.warning("the model folder of %r, %s, is not on this machine: its workers get the chats and "
+                                "template them (mount it at the same path for the frontend to tokenize)",
+                                request.model, folder)
+                return request
             raise WorkerFailed(f"the frontend cannot preprocess for {request.model!r}: {error}", 500) from None
 
     async def generate(self, request: GenerateRequest, migrations: int = 0) -> AsyncIterator[dict[str, Any]]:
