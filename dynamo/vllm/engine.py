@@ -15,7 +15,7 @@ from typing import Any
 from dynamo.runtime import worker
 from dynamo.runtime.engine_kv_events import EngineKvEvents, relayed
 from dynamo.runtime.kv_events import DEFAULT_BLOCK_SIZE
-from dynamo.runtime.protocol import OPTIONAL_FEATURES, Chunk, GenerateRequest, logprob_entry
+from dynamo.runtime.protocol import OPTIONAL_FEATURES, Chunk, GenerateRequest, RequestError, logprob_entry
 from dynamo.runtime.worker import engine_prompt, finish_reason, missing_engine, tokenizer_folder
 
 
@@ -96,13 +96,27 @@ class VllmEngine:
         from vllm.sampling_params import RequestOutputKind
 
         prompt = engine_prompt(self.tokenizer, request)
-        params = SamplingParams(**sampling_kwargs(request), **structured_output(request.output_schema()),
-                                output_kind=RequestOutputKind.DELTA)
-        tracker = DeltaTracker(request)
-        async for output in self.engine.generate(prompt if isinstance(prompt, str) else {"prompt_token_ids": prompt},
-                                                 params, uuid.uuid4().hex):
-            for chunk in tracker.chunks(output):
-                yield chunk
+        try:
+            params = SamplingParams(**sampling_kwargs(request), **structured_output(request.output_schema()),
+                                    output_kind=RequestOutputKind.DELTA)
+            tracker = DeltaTracker(request)
+            async for output in self.engine.generate(prompt if isinstance(prompt, str) else {"prompt_token_ids": prompt},
+                                                     params, uuid.uuid4().hex):
+                for chunk in tracker.chunks(output):
+                    yield chunk
+        except refusals() as error:  # vLLM's own server answers these with a 400
+            raise RequestError(f"vLLM refused the request: {error}") from None
+
+
+def refusals() -> tuple[type[Exception], ...]:
+    """What vLLM raises for a request it will not serve (a prompt longer than the model's context, a
+    sampling value out of range): VLLMClientError where vLLM has it (0.31.0's VLLMValidationError is
+    one, and no ValueError), ValueError everywhere (SamplingParams' checks, older vLLM)."""
+    try:
+        from vllm.exceptions import VLLMClientError
+    except ImportError:
+        return (ValueError,)
+    return (ValueError, VLLMClientError)
 
 
 def parse_engine_args(argv: list[str]) -> Any:

@@ -159,6 +159,26 @@ class VllmContract(unittest.TestCase):
                        GenerateRequest(model="m", prompt="Hello", n=2, temperature=0.0), "vllm")
         self.assertEqual({index: answer["text"] for index, answer in choices(frames).items()}, {0: "Hi!", 1: "Hi!"})
 
+    def test_a_request_vllm_refuses_is_a_400(self):
+        """vLLM refuses a prompt longer than the model's context with its own error (input_processor:
+        VLLMValidationError in 0.31.0, ValueError before) and a sampling value out of range in
+        SamplingParams: the client gets a 400 with vLLM's reason, as from vLLM's server, not a 500."""
+        try:
+            from vllm.exceptions import VLLMValidationError as TooLong
+        except ImportError:
+            TooLong = ValueError
+        built = RecordingEngine()
+        built.mock.generate.side_effect = TooLong(
+            "The decoder prompt (length 5000) is longer than the maximum model length of 4096.")
+        frames = serve(adapter.VllmEngine(built.mock, built.tokenizer), GenerateRequest(model="m", prompt="Hello"),
+                       "vllm")
+        [error] = [frame for frame in frames if "error" in frame]
+        self.assertEqual(error["status"], 400)
+        self.assertIn("longer than the maximum model length of 4096", error["error"])
+        frames = serve(adapter.VllmEngine(built.mock, built.tokenizer),
+                       GenerateRequest(model="m", prompt="Hello", top_p=0.0), "vllm")
+        self.assertEqual([frame["status"] for frame in frames if "error" in frame], [400])
+
     def test_every_finish_reason_is_openais(self):
         """Each of vLLM's finish reasons (its own list) ends a choice with OpenAI's stop or length;
         "error", a request that failed inside the engine, reaches the client as a 500."""
