@@ -23,10 +23,9 @@ from packaging.markers import default_environment
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from dynamo import cuda_builds, images
+from dynamo import cuda_builds, images, pipcheck
 from dynamo.matrix import InvalidCombination, Matrix, Target
 from dynamo.matrix.query import check_framework, engine_devices, evaluate, find_release
-from dynamo.pipcheck import DROPPED
 from dynamo.tools import find_tool
 
 if sys.version_info >= (3, 11):
@@ -66,6 +65,7 @@ class LockSpec:
     indexes: tuple[str, ...]  # extra indexes besides PyPI that every resolution uses (the framework's)
     # the indexes of the engine's builds for the cell's CUDA, used when PyPI's builds target another
     cuda_indexes: tuple[str, ...] = ()
+    never_imported: tuple[str, ...] = ()  # canonical names the lock leaves out (the framework's never_imported)
 
     @property
     def cell(self) -> str:
@@ -90,7 +90,7 @@ class LockSpec:
             f" Python {self.target.python}; do not edit by hand.",
             INPUTS + json.dumps(list(self.requirements)),
             INDEXES + " ".join((PYPI, *indexes)),
-            DROPPED + " ".join(dropped), ""])
+            pipcheck.DROPPED + " ".join(dropped), ""])
 
 
 _canonical_name = cache(canonicalize_name)  # the same few hundred names in every lock
@@ -123,7 +123,8 @@ def spec(matrix: Matrix, target: Target, checkout: Path = CHECKOUT) -> LockSpec:
     cuda_indexes = [url.replace("{version}", target.engine_pin or "") for url in framework.cuda_indexes.get(target.cuda or "", ())]
     return LockSpec(target=target, requirements=tuple(top + ours),
                     indexes=(framework.extra_index_url,) if framework.extra_index_url else (),
-                    cuda_indexes=tuple(cuda_indexes))
+                    cuda_indexes=tuple(cuda_indexes),
+                    never_imported=tuple(sorted(_canonical_name(name) for name in framework.never_imported)))
 
 
 @cache
@@ -180,15 +181,17 @@ def generate(lock: LockSpec, checkout: Path = CHECKOUT) -> Locked:
 
 
 def _resolve(lock: LockSpec, indexes: tuple[str, ...]) -> tuple[str, tuple[str, ...], list[str]]:
-    """(the lock's body, the indexes it came from, the other CUDA major's builds left out)."""
+    """(the lock's body, the indexes it came from, what it left out: the framework's never-imported
+    distributions and the other CUDA major's builds)."""
     for url in indexes:
         if (why := unreachable(url)) is not None:
             reason = f"index {url} cannot be reached ({why})"
             raise LockError(f"{lock.where}: {reason}; {UNREACHABLE_FIX}", reason=reason)
     cuda = lock.target.cuda
-    body = _uv_compile(lock, indexes, [])
-    dropped = cuda_builds.other_major_alternates(pinned(body), cuda) if cuda else []
-    if dropped:
+    body = _uv_compile(lock, indexes, list(lock.never_imported))
+    alternates = cuda_builds.other_major_alternates(pinned(body), cuda) if cuda else []
+    dropped = sorted({*lock.never_imported, *alternates})
+    if alternates:
         body = _uv_compile(lock, indexes, dropped)
     incoherent = cuda_builds.problems(pinned(body), cuda, lock.where)
     if incoherent:
@@ -286,6 +289,10 @@ def problems(lock: LockSpec, checkout: Path = CHECKOUT) -> list[str]:
         found.append(f"{lock.relative_path}: stale: resolved from {' '.join(indexes) or 'no recorded index'}, the matrix"
                      f" names {' or '.join(' '.join(urls) for urls in allowed)}; {fix}")
     versions = pinned(text)
+    kept = [name for name in lock.never_imported if name in versions or name not in pipcheck.dropped(text)]
+    if kept:
+        found.append(f"{lock.relative_path}: stale: the matrix leaves out {', '.join(kept)} (never imported),"
+                     f" the lock does not; {fix}")
     found += cuda_builds.problems(versions, lock.target.cuda, lock.relative_path)
     return found + _unmet(lock, versions, fix)
 

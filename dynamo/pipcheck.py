@@ -1,6 +1,7 @@
 """`python -m dynamo.pipcheck LOCK`: pip check for an environment installed from a lock, which may leave out
-another CUDA major's builds that a meta-package asks for (the lock's "# dropped:" line, see
-dynamo.cuda_builds.other_major_alternates). Every other problem pip finds fails the build."""
+(the lock's "# dropped:" line) another CUDA major's builds that a meta-package asks for (see
+dynamo.cuda_builds.other_major_alternates) and what the framework's matrix entry says is never imported
+(never_imported). Every other problem pip finds fails the build."""
 
 from __future__ import annotations
 

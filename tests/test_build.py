@@ -444,6 +444,54 @@ def buildah_run(tag: str, command: list[str]) -> str:
         subprocess.run(["buildah", "rm", container], capture_output=True)
 
 
+# Run by the image's Python as its user: what its environment holds, and that what is left still works.
+ENVIRONMENT_PROBE = r"""
+import asyncio, importlib.util, json, pathlib, struct, sysconfig, tempfile
+import uvloop
+from tokenizers import Tokenizer, models, pre_tokenizers
+
+def section_names(path):
+    data = path.read_bytes()  # ELF64, little-endian: every platform we build for
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    entsize, count, names_index = struct.unpack_from("<HHH", data, 0x3A)
+    headers = [struct.unpack_from("<IIQQQQ", data, shoff + i * entsize) for i in range(count)]
+    names_at = headers[names_index][4]
+    return {data[names_at + h[0]:data.index(b"\0", names_at + h[0])].decode() for h in headers}
+
+site = pathlib.Path(sysconfig.get_paths()["purelib"])
+unstripped = sorted(str(p.relative_to(site)) for p in site.rglob("*.so")
+                    if section_names(p) & {".symtab", ".debug_info", ".debug_line"})
+path = pathlib.Path(tempfile.mkdtemp()) / "tokenizer.json"
+made = Tokenizer(models.WordLevel({"hello": 0, "[UNK]": 1}, unk_token="[UNK]"))
+made.pre_tokenizer = pre_tokenizers.Whitespace()
+made.save(str(path))
+print(json.dumps({
+    "modules": [m for m in ("pip", "setuptools", "pkg_resources", "huggingface_hub", "hf_xet") if importlib.util.find_spec(m)],
+    "libraries": len(list(site.rglob("*.so"))), "unstripped": unstripped,
+    "ids": Tokenizer.from_file(str(path)).encode("hello there").ids,
+    "uvloop": uvloop.new_event_loop().run_until_complete(asyncio.sleep(0, "ran")),
+}))
+"""
+
+
+def test_the_frontend_environment_holds_what_it_runs_and_no_more(frontend_image):
+    """No pip or setuptools in the runtime environment (its install steps ran a pip from /tmp), nothing the matrix
+    says is never imported (huggingface-hub, setuptools), shared libraries stripped (the matrix's strip); the
+    tokenizer still loads a tokenizer.json, uvloop runs, and pip check finds only what the lock left out."""
+    found = json.loads(buildah_run(frontend_image, ["python3", "-c", ENVIRONMENT_PROBE]))
+    assert found["modules"] == []
+    assert found["libraries"] > 10 and found["unstripped"] == []
+    assert found["ids"] == [0, 1] and found["uvloop"] == "ran"
+    pip_check = ('python3 -m ensurepip --root /tmp/ensurepip >/dev/null && mkdir /tmp/pip && mv /tmp/ensurepip/opt/dynamo/venv/'
+                 'lib/python*/site-packages/pip /tmp/pip/ && export PYTHONPATH=/tmp/pip && { python3 -m pip check || true; } &&'
+                 ' python3 -m dynamo.pipcheck /opt/dynamo/lock.txt && echo pipcheck passed')
+    lines = buildah_run(frontend_image, ["sh", "-c", pip_check]).splitlines()
+    assert sorted(re.sub(r" [^ ]+ requires", " requires", line) for line in lines[:-1]) == [
+        "pbr requires setuptools, which is not installed.",
+        "tokenizers requires huggingface-hub, which is not installed."]
+    assert lines[-1] == "pipcheck passed"
+
+
 def test_the_recorded_source_is_what_the_build_context_holds():
     """`verify --reproduce` rebuilds from these paths of the recorded commit: every path .dockerignore lets in."""
     from dynamo.imagebuild.source import CONTEXT_PATHS

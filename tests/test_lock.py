@@ -3,6 +3,7 @@ stale and missing locks named; unreachable indexes and wrong hashes refused in o
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -12,7 +13,7 @@ from conftest import MATRIX_FILE, REPO, run_cli
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from dynamo import lock
+from dynamo import lock, pipcheck
 
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -227,3 +228,26 @@ def test_a_changed_index_makes_the_locks_stale(tmp_path):
     indexed = matrix_with(tmp_path, 'module = "llama_cpp"\n', 'module = "llama_cpp"\ncuda_indexes = { "12.9" = ["https://example.invalid/simple"] }\n')
     result = run_cli("lock", "--check", "--release", "0.8.1", "--framework", "llama_cpp", "--matrix", str(indexed))
     assert result.returncode == 0, result.stderr
+
+
+def test_what_the_framework_never_imports_is_left_out_and_a_lock_with_it_is_stale(tmp_path, matrix):
+    """The frontend's tokenizers asks for huggingface-hub (for Tokenizer.from_pretrained alone), pbr for setuptools
+    (for its setup.py hooks): the matrix says we never import them, so the lock leaves them out with what only
+    they pull in (hf-xet, fsspec), and says so in its header, which the image's pip check reads."""
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    target = next(t for t in lock.lock_targets(matrix, release="1.6.1", framework="frontend")
+                  if t.python == "3.11" and t.arch == "x86_64")
+    spec = lock.spec(matrix, target, tmp_path)
+    assert spec.never_imported == ("huggingface-hub", "setuptools")
+    text = lock.generate(spec, tmp_path).path.read_text()
+    pins = lock.pinned(text)
+    assert {"tokenizers", "etcd3gw", "pbr", "uvloop"} <= pins.keys()
+    assert not {"huggingface-hub", "hf-xet", "fsspec", "setuptools"} & pins.keys()
+    assert pipcheck.dropped(text) == {"huggingface-hub", "setuptools"}
+    assert lock.problems(spec, tmp_path) == []
+    # A lock made as before (nothing left out) holds them, and lock --check calls it stale.
+    kept_all = lock.generate(dataclasses.replace(spec, never_imported=()), tmp_path).path.read_text()
+    assert {"huggingface-hub", "hf-xet", "setuptools"} <= lock.pinned(kept_all).keys()
+    assert lock.problems(spec, tmp_path) == [
+        "locks/1.6.1/frontend-cpu-py3.11-amd64.txt: stale: the matrix leaves out huggingface-hub, setuptools (never"
+        " imported), the lock does not; run `python build.py lock --release 1.6.1 --framework frontend`"]

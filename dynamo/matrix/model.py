@@ -98,6 +98,10 @@ class Framework(Frozen, kw_only=True):
     # runtime image (otherwise it is installed on the runtime image, which the runtime image then is)
     compiles: bool = False
     build_disk_gib: int | None = checked(checks.positive)  # free space a build needs at its peak, where measured
+    strip: bool = False  # its environment's shared libraries are stripped (strip --strip-unneeded) as installed
+    # distributions that a dependency declares but nothing in the image imports: its locks leave them (and
+    # what only they pull in) out, and the image's pip check allows exactly those missing
+    never_imported: tuple[str, ...] = checked(checks.distribution, default=())
 
 
 class Platform(Frozen, kw_only=True):
