@@ -3,6 +3,7 @@ stale and missing locks named; unreachable indexes and wrong hashes refused in o
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import re
 import shutil
@@ -14,8 +15,15 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from dynamo import lock, pipcheck
+from dynamo.matrix import load
 
 TRACEBACK = "Traceback (most recent call last)"
+
+
+def reached(index: str) -> str:
+    """What a reason adds about an index: nothing where it can be reached (this machine reaches PyPI only)."""
+    why = lock.unreachable(index)
+    return f", which cannot be reached ({why})" if why else ""
 
 
 def committed_locks() -> list[Path]:
@@ -46,7 +54,7 @@ def test_committed_locks_cover_the_lockable_cells(matrix, release, cells):
                 assert name in paths and (REPO / name).is_file(), name
 
 
-@pytest.mark.parametrize("release", ["0.8.1", "1.2.1"])
+@pytest.mark.parametrize("release", ["0.8.1", "1.2.1", "1.6.1"])
 def test_a_cell_that_cannot_be_locked_here_says_why(matrix, release):
     """Every cell of a release with locks is locked, or recorded by `lock` with the reason it could not be."""
     why = lock.unlockable(REPO, release)
@@ -66,6 +74,23 @@ def test_a_cell_that_cannot_be_locked_here_says_why(matrix, release):
         plan = run_cli("--framework", "vllm", "--cuda", "12.9", "--dry-run")
         assert plan.returncode == 2 and len(plan.stderr.strip().splitlines()[-1:]) == 1
         assert "cannot be locked here, so it has no lock: PyPI's builds do not fit CUDA 12.9" in plan.stderr, plan.stderr
+    # 1.6.1's SGLang (what `build.py --framework sglang` picks): SGLang 0.5.21 pins cuda-tile 1.6.0rc5, which PyPI has
+    # only as NVIDIA's wheel-stub; TensorRT-LLM's wheels are on pypi.nvidia.com too. Neither is reachable from here.
+    if release == "1.6.1":
+        reason = why["sglang-cuda13.0-py3.12-amd64.txt"]
+        assert reason.startswith("Because cuda-tile==1.6.0rc5 has no usable wheels and sglang==0.5.21 depends on"
+                                 " cuda-tile==1.6.0rc5, we can conclude that sglang==0.5.21 cannot be used; PyPI has"
+                                 " only a wheel-stub of cuda-tile 1.6.0rc5, whose build downloads the wheel from"
+                                 " https://pypi.nvidia.com/, which cannot be reached ("), reason
+        assert why["trtllm-cuda13.1-py3.12-amd64.txt"].endswith(
+            "; PyPI has only a wheel-stub of tensorrt-llm 1.3.0rc29, whose build downloads the wheel from"
+            " https://pypi.nvidia.com/")
+        plan = run_cli("--framework", "sglang", "--dry-run")
+        assert plan.returncode == 2, plan.stdout
+        error = plan.stderr.splitlines()[-1]
+        assert re.fullmatch(r"error: 1\.6\.1-sglang-cuda13\.0 \(linux/(amd|arm)64, Python 3\.12\): cannot be locked here,"
+                            r" so it has no lock: Because cuda-tile==1\.6\.0rc5 .*; or build with --unlocked"
+                            r" \(the image's labels record it\)", error), plan.stderr
 
 
 def test_every_committed_lock_belongs_to_a_cell(matrix):
@@ -104,12 +129,12 @@ def test_lock_check_passes_on_the_committed_locks():
 
 
 def test_lock_check_names_each_missing_cell():
-    result = run_cli("lock", "--check", "--release", "1.6.1", "--framework", "sglang")
+    result = run_cli("lock", "--check", "--release", "1.6.0", "--framework", "sglang")  # a release never locked
     assert result.returncode == 1
     lines = result.stderr.splitlines()
-    assert lines[0] == ("1.6.1-sglang-cuda13.0 (linux/amd64, Python 3.10): no lock"
-                        " (locks/1.6.1/sglang-cuda13.0-py3.10-amd64.txt);"
-                        " run `python build.py lock --release 1.6.1 --framework sglang`")
+    assert lines[0] == ("1.6.0-sglang-cuda13.0 (linux/amd64, Python 3.10): no lock"
+                        " (locks/1.6.0/sglang-cuda13.0-py3.10-amd64.txt);"
+                        " run `python build.py lock --release 1.6.0 --framework sglang`")
     assert lines[-1] == "6 problem(s) in the locks of 1 cell(s)"
     recorded = run_cli("lock", "--check", "--release", "0.8.1", "--framework", "trtllm")  # `lock` said why
     assert recorded.stderr.splitlines()[0] == (
@@ -251,3 +276,69 @@ def test_what_the_framework_never_imports_is_left_out_and_a_lock_with_it_is_stal
     assert lock.problems(spec, tmp_path) == [
         "locks/1.6.1/frontend-cpu-py3.11-amd64.txt: stale: the matrix leaves out huggingface-hub, setuptools (never"
         " imported), the lock does not; run `python build.py lock --release 1.6.1 --framework frontend`"]
+
+
+@pytest.mark.parametrize("release, cuda, python, requirement, reason", [
+    # PyPI's torch 2.11 is a CUDA 13.0 build: PyPI cannot fit CUDA 12.9, so `lock` turns to the matrix's index
+    # (uv's first sentence, wrapped at $COLUMNS, without the "And because you require ..." after it)
+    ("0.8.1", "12.9", "3.12", "torch==2.11.0", "PyPI's builds do not fit CUDA 12.9 (Because torch==2.11.0 depends on"
+                                               " cuda-toolkit[cublas]==13.0.2 and cuda-toolkit{sys_platform == 'linux'}"
+                                               ">=12,<12.10, we can conclude that torch==2.11.0 cannot be used.); the"
+                                               " matrix names index http://127.0.0.1:9/simple for it, which cannot be"
+                                               " reached ("),
+    # SGLang 0.5.22 needs Python 3.11 whatever the CUDA: uv's cause, with no index of CUDA builds to blame
+    ("1.6.1", "13.0", "3.10", "sglang==0.5.22", "Because sglang==0.5.22 has no wheels with a matching Python implementation"
+                                                " tag (e.g., `cp310`) and you require sglang==0.5.22, we can conclude"
+                                                " that your requirements are unsatisfiable."),
+])
+def test_only_a_cuda_misfit_sends_lock_to_the_index_of_cuda_builds(tmp_path, matrix, release, cuda, python,
+                                                                   requirement, reason, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "60")  # uv wraps its explanation at $COLUMNS: the reason is still one whole line
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    target = next(t for t in lock.lock_targets(matrix, release=release)
+                  if t.cuda == cuda and t.python == python and t.arch == "x86_64")
+    unreachable = "http://127.0.0.1:9/simple"  # port 9 (discard) refuses connections here
+    spec = dataclasses.replace(lock.spec(matrix, target, tmp_path), requirements=(requirement,), cuda_indexes=(unreachable,))
+    with pytest.raises(lock.LockError) as failed:
+        lock.generate(spec, tmp_path)
+    assert failed.value.reason.startswith(reason), failed.value.reason
+    assert (unreachable in failed.value.reason) is reason.startswith("PyPI's builds do not fit"), failed.value.reason
+    assert not list(tmp_path.glob("locks/**/*.txt"))
+
+
+def test_a_lock_pins_wheels_only_except_the_framework_the_image_compiles(tmp_path, matrix):
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    frontend, llama_cpp = (next(t for t in lock.lock_targets(matrix, release="0.8.1", framework=framework)
+                                if t.device == "cpu" and t.python == "3.12" and t.arch == "x86_64")
+                           for framework in ("frontend", "llama_cpp"))
+    # cuda-tile 1.6.0rc5 (SGLang 0.5.21 pins it) is on PyPI only as NVIDIA's wheel-stub sdist, whose build
+    # downloads the real wheel from pypi.nvidia.com, unhashed
+    stub = dataclasses.replace(lock.spec(matrix, frontend, tmp_path), requirements=("cuda-tile==1.6.0rc5",))
+    with pytest.raises(lock.LockError) as failed:
+        lock.generate(stub, tmp_path)
+    assert failed.value.reason == ("Because cuda-tile==1.6.0rc5 has no usable wheels and you require cuda-tile==1.6.0rc5,"
+                                   " we can conclude that your requirements are unsatisfiable; PyPI has only a"
+                                   " wheel-stub of cuda-tile 1.6.0rc5, whose build downloads the wheel from"
+                                   " https://pypi.nvidia.com/" + reached("https://pypi.nvidia.com/"))
+    assert lock.wheel_stub_index("cuda-tile", "1.7.0") is None  # wheels on PyPI
+    # llama-cpp-python has no wheels on PyPI: the image compiles it from the sdist the lock pins
+    done = lock.generate(lock.spec(matrix, llama_cpp, tmp_path), tmp_path)
+    version, hashes = lock.read_hashes(done.path)["llama-cpp-python"]
+    assert lock.served_hashes("llama-cpp-python", version) == hashes
+
+
+def test_a_cell_that_fails_loses_its_old_lock_and_is_recorded(tmp_path, matrix):
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    old = tmp_path / "locks/1.6.1/trtllm-cuda13.1-py3.12-amd64.txt"  # as if locked where pypi.nvidia.com answered
+    old.parent.mkdir(parents=True)
+    old.write_text("tensorrt-llm==1.3.0rc25 \\\n    --hash=sha256:" + "0" * 64 + "\n")
+    unreachable = "http://127.0.0.1:9/simple"  # port 9 (discard) refuses connections here
+    changed = matrix_with(tmp_path, 'extra_index_url = "https://pypi.nvidia.com"', f'extra_index_url = "{unreachable}"')
+    args = argparse.Namespace(release="1.6.1", framework="trtllm", check=False, hashes=False)
+    assert lock.run(load(changed), args, tmp_path) == 1
+    assert not old.exists()
+    why = lock.unlockable(tmp_path, "1.6.1")[old.name]
+    assert why.startswith(f"index {unreachable} cannot be reached ("), why
+    # PyPI's tensorrt-llm is NVIDIA's wheel-stub: the reason says where its wheel really is
+    assert why.endswith("); PyPI has only a wheel-stub of tensorrt-llm 1.3.0rc29, whose build downloads the wheel"
+                        " from https://pypi.nvidia.com/"), why
