@@ -407,10 +407,13 @@ def wheel_stub_index(name: str, version: str, timeout: float = 30) -> str | None
         if not sdists or any(entry["filename"].endswith(".whl") for entry in files):
             return None  # a wheel, or no sdist small enough to be a stub
         with urllib.request.urlopen(sdists[0]["url"], timeout=timeout) as response:
-            archive = tarfile.open(fileobj=io.BytesIO(response.read()), mode="r:gz")
-        member = next(m for m in archive.getmembers() if m.name.count("/") == 1 and m.name.endswith("/pyproject.toml"))
-        stub = tomllib.load(archive.extractfile(member) or io.BytesIO()).get("tool", {}).get("wheel_stub", {})
-        return stub.get("index_url")
+            sdist = io.BytesIO(response.read())
+        with tarfile.open(fileobj=sdist, mode="r:gz") as archive:
+            member = next(m for m in archive.getmembers() if m.isfile() and m.name.count("/") == 1
+                          and m.name.endswith("/pyproject.toml"))
+            file = archive.extractfile(member)
+            pyproject = tomllib.load(file) if file else {}
+        return pyproject.get("tool", {}).get("wheel_stub", {}).get("index_url")
     except (OSError, ValueError, KeyError, StopIteration, tarfile.TarError):  # TOMLDecodeError is a ValueError
         return None
 
