@@ -72,8 +72,9 @@ def test_a_cell_that_cannot_be_locked_here_says_why(matrix, release):
         assert reason.startswith("PyPI's builds do not fit CUDA 12.9 (") and "torch==2.11.0" in reason, reason
         assert "https://wheels.vllm.ai/0.20.1/cu129" in reason and "cannot be reached" in reason, reason
         plan = run_cli("--framework", "vllm", "--cuda", "12.9", "--dry-run")
-        assert plan.returncode == 2 and len(plan.stderr.strip().splitlines()[-1:]) == 1
-        assert "cannot be locked here, so it has no lock: PyPI's builds do not fit CUDA 12.9" in plan.stderr, plan.stderr
+        assert plan.returncode == 2
+        assert plan.stderr.splitlines()[-1].startswith("error: 1.2.1-vllm-cuda12.9 (") and \
+            "cannot be locked here, so it has no lock: PyPI's builds do not fit CUDA 12.9" in plan.stderr.splitlines()[-1], plan.stderr
     # 1.6.1's SGLang (what `build.py --framework sglang` picks): SGLang 0.5.21 pins cuda-tile 1.6.0rc5, which PyPI has
     # only as NVIDIA's wheel-stub; TensorRT-LLM's wheels are on pypi.nvidia.com too. Neither is reachable from here.
     if release == "1.6.1":
