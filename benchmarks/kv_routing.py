@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+from frontend_speed import cpu_seconds, family
 from runtime_start import installed_env, load_average
 
 from dynamo.frontend.kv_index import DEFAULT_WEIGHT
@@ -76,6 +77,9 @@ class Row:
     ttft_p99: float
     ttft_mean: float
     rps: float
+    frontend_cpu: float  # ms per request, all the frontend's processes
+    mocker_cpu: float  # ms per request, both mockers
+    load: str  # the load average when the row ended
 
 
 def workload(requests: int, short: bool = False, seed: int = 22) -> list[str]:
@@ -155,7 +159,7 @@ def commands(stack: str, mode: str, cache: str, port: int, model: Path, args: ar
     if stack == "ours":
         python = [sys.executable, "-m"]
         return ([*python, "dynamo.frontend", "--http-host", "127.0.0.1", "--http-port", str(port), "--router-mode",
-                 mode, "--kv-overlap-weight", str(args.weight), "--skip-preflight"],
+                 mode, "--kv-overlap-weight", str(args.weight), "--skip-preflight", "--processes", str(args.processes)],
                 [*python, "dynamo.mocker", "--model-name", "mock", "--model-path", str(model), "--skip-preflight",
                  "--block-size", str(BLOCK_SIZE), "--num-gpu-blocks", str(CACHES[cache]),
                  *([] if args.short else ["--prefill-us-per-token", str(PREFILL_US), "--itl-ms", str(ITL_MS)])])
@@ -179,7 +183,10 @@ def measure(stack: str, cache: str, mode: str, bodies: list[str], model: Path, a
         url = f"http://127.0.0.1:{args.port}"
         try:
             wait_ready(url, 2, processes)
+            frontend, mockers = family(processes[0].pid), [process.pid for process in processes[1:]]
+            before = cpu_seconds(frontend), cpu_seconds(mockers)
             results, seconds = asyncio.run(drive(url, bodies, SHORT_CONNECTIONS if args.short else CONNECTIONS))
+            spent = cpu_seconds(frontend) - before[0], cpu_seconds(mockers) - before[1]
         finally:
             for process in processes:
                 process.terminate()
@@ -188,7 +195,7 @@ def measure(stack: str, cache: str, mode: str, bodies: list[str], model: Path, a
     ttfts = sorted(result[0] * 1000 for result in results)
     return Row(stack, cache, mode, sum(r[2] for r in results) / sum(r[1] for r in results),
                statistics.median(ttfts), ttfts[int(0.99 * (len(ttfts) - 1))], statistics.fmean(ttfts),
-               len(results) / seconds)
+               len(results) / seconds, spent[0] * 1000 / len(results), spent[1] * 1000 / len(results), load_average())
 
 
 def preprocessing_cost(model: Path, bodies: list[str]) -> tuple[float, float, int]:
@@ -215,17 +222,18 @@ def preprocessing_cost(model: Path, bodies: list[str]) -> tuple[float, float, in
 
 def short(args: argparse.Namespace, stacks: list[str], bodies: list[str], model: Path) -> None:
     print(f"{args.requests} short streamed chats over {SHORT_CONNECTIONS} connections, round-robin over 2 mockers "
-          f"without delays; load average {load_average()}")
-    print(f"{'stack':9} {'TTFT p50':>9} {'p99':>7} {'req/s':>6}")
+          f"without delays, {args.processes} process(es) of our frontend; load average {load_average()}")
+    print(f"{'stack':9} {'TTFT p50':>9} {'p99':>7} {'req/s':>6} {'frontend CPU ms/req':>20} {'mockers':>8}  load average")
     rows: dict[str, list[Row]] = {stack: [] for stack in stacks}
     for _ in range(args.repeat):
         for stack in stacks:
             row = measure(stack, "large", "round-robin", bodies, model, args)
             rows[stack].append(row)
-            print(f"{stack:9} {row.ttft_p50:7.1f}ms {row.ttft_p99:5.0f}ms {row.rps:6.1f}", flush=True)
+            print(f"{stack:9} {row.ttft_p50:7.1f}ms {row.ttft_p99:5.0f}ms {row.rps:6.1f} {row.frontend_cpu:20.3f} "
+                  f"{row.mocker_cpu:8.3f}  {row.load}", flush=True)
     for stack in stacks:
-        print(f"{stack}: {statistics.fmean(row.rps for row in rows[stack]):.1f} req/s on average")
-    print(f"load average after: {load_average()}")
+        print(f"{stack}: {statistics.median(row.rps for row in rows[stack]):.1f} req/s (median), frontend "
+              f"{statistics.median(row.frontend_cpu for row in rows[stack]):.3f} CPU ms per request (median)")
 
 
 def main() -> None:
@@ -238,6 +246,7 @@ def main() -> None:
     flags.add_argument("--modes", nargs="+", choices=("round-robin", "kv", "kv-approx"), default=["round-robin", "kv"])
     flags.add_argument("--upstream", type=Path, help="a venv with upstream Dynamo (ai-dynamo) to run the rows on too")
     flags.add_argument("--short", action="store_true", help="the frontends' own speed on short chats instead")
+    flags.add_argument("--processes", type=int, default=1, help="our frontend's --processes (default: 1)")
     args = flags.parse_args()
     if args.upstream and not (args.upstream / "bin" / "python").exists():
         flags.error(f"--upstream {args.upstream}: no bin/python there; give the venv upstream Dynamo is installed in")
