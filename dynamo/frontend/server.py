@@ -15,6 +15,7 @@ from aiohttp import web
 
 from dynamo.frontend import auth
 from dynamo.frontend.connections import ClientGone, read_body
+from dynamo.frontend.events import EventStream
 from dynamo.frontend.limits import MAX_BODY, ConnectionLimits
 from dynamo.frontend.metrics import CONTENT_TYPE, Metrics
 from dynamo.frontend.openai import (
@@ -337,6 +338,7 @@ class Frontend:
         stream = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                              WORKER_HEADER: worker})
         await stream.prepare(http)
+        events = EventStream(stream)
         started = [False] * len(requests)
         buffered = [_uses_tools(request) for request in requests]  # tool calls are known at the end only
         completed = False
@@ -347,24 +349,23 @@ class Frontend:
                     offset = answer.offset
                     answer.add(frame)
                     if (frame["text"] or not started[index] or frame.get("logprobs")) and not buffered[index]:
-                        await stream.write(_sse(response.chunk(frame["text"], first=not started[index], index=index,
-                                                               logprobs=frame.get("logprobs") if answer.logprobs
-                                                               is not None else None, offset=offset)))
+                        events.send(_sse(response.chunk(frame["text"], first=not started[index], index=index,
+                                                        logprobs=frame.get("logprobs") if answer.logprobs
+                                                        is not None else None, offset=offset)))
                         started[index] = True
                     if "finish" in frame:
                         self._finished(answer, response.model)
                         content, calls, finish = _ending(answer, requests[index])
                         if buffered[index]:
-                            await stream.write(_sse(response.chunk(content, first=True, index=index, calls=calls,
-                                                                   logprobs=answer.logprobs)))
-                        await stream.write(_sse(response.chunk("", finish, index=index)))
+                            events.send(_sse(response.chunk(content, first=True, index=index, calls=calls,
+                                                            logprobs=answer.logprobs)))
+                        events.send(_sse(response.chunk("", finish, index=index)))
                 completed = True
                 if include_usage:
-                    await stream.write(_sse(response.usage_chunk(_usage(answers, n))))
+                    events.send(_sse(response.usage_chunk(_usage(answers, n))))
             except InvalidRequest as problem:
-                await stream.write(_sse(error_body(str(problem), problem.kind, code=problem.code)))
-            await stream.write(SSE_DONE)
-            await stream.write_eof()
+                events.send(_sse(error_body(str(problem), problem.kind, code=problem.code)))
+            await events.close(SSE_DONE)
         except ConnectionResetError:
             self._client_left(http, response.model)  # closing the frames tells the worker to stop
         return stream, completed
@@ -386,50 +387,51 @@ class Frontend:
         stream = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                              WORKER_HEADER: first["worker"]})
         await stream.prepare(http)
+        events = EventStream(stream)
         buffered = _uses_tools(request)
         item = {"item_id": response.message_id, "output_index": 0, "content_index": 0}
         completed = False
         try:
-            await stream.write(_event(response.event("response.created", response=response.body("in_progress", []))))
-            await stream.write(_event(response.event("response.in_progress",
-                                                     response=response.body("in_progress", []))))
+            events.send(_event(response.event("response.created", response=response.body("in_progress", []))))
+            events.send(_event(response.event("response.in_progress",
+                                              response=response.body("in_progress", []))))
             if not buffered:
-                await stream.write(_event(response.event("response.output_item.added", output_index=0,
-                                                         item=response.message("", "in_progress"))))
-                await stream.write(_event(response.event("response.content_part.added", **item, part={
+                events.send(_event(response.event("response.output_item.added", output_index=0,
+                                                  item=response.message("", "in_progress"))))
+                events.send(_event(response.event("response.content_part.added", **item, part={
                     "type": "output_text", "text": "", "annotations": []})))
             try:
                 async for _, frame in self._frames(frames, parsed.model):
                     answer.add(frame)
                     if frame["text"] and not buffered:
-                        await stream.write(_event(response.event("response.output_text.delta", **item,
-                                                                 delta=frame["text"], logprobs=[])))
+                        events.send(_event(response.event("response.output_text.delta", **item,
+                                                          delta=frame["text"], logprobs=[])))
             except InvalidRequest as problem:
-                await stream.write(_event(response.event("error", code=problem.code, message=str(problem),
-                                                         param=None)))
-                await stream.write_eof()
+                events.send(_event(response.event("error", code=problem.code, message=str(problem),
+                                                  param=None)))
+                await events.close()
                 return stream, False
             self._finished(answer, parsed.model)
             content, calls, finish = _ending(answer, request)
             output = response.output(content, calls)
             if not buffered:
                 text = answer.text()
-                await stream.write(_event(response.event("response.output_text.done", **item, text=text,
-                                                         logprobs=[])))
-                await stream.write(_event(response.event("response.content_part.done", **item, part={
+                events.send(_event(response.event("response.output_text.done", **item, text=text,
+                                                  logprobs=[])))
+                events.send(_event(response.event("response.content_part.done", **item, part={
                     "type": "output_text", "text": text, "annotations": []})))
-                await stream.write(_event(response.event("response.output_item.done", output_index=0,
-                                                         item=output[0])))
+                events.send(_event(response.event("response.output_item.done", output_index=0,
+                                                  item=output[0])))
             else:
                 for index, done in enumerate(output):
-                    await stream.write(_event(response.event("response.output_item.added", output_index=index,
-                                                             item=done)))
-                    await stream.write(_event(response.event("response.output_item.done", output_index=index,
-                                                             item=done)))
+                    events.send(_event(response.event("response.output_item.added", output_index=index,
+                                                      item=done)))
+                    events.send(_event(response.event("response.output_item.done", output_index=index,
+                                                      item=done)))
             status = "incomplete" if finish == "length" else "completed"
-            await stream.write(_event(response.event(f"response.{status}", response=response.body(
+            events.send(_event(response.event(f"response.{status}", response=response.body(
                 status, output, (answer.prompt_tokens, answer.tokens, answer.cached_tokens), finish))))
-            await stream.write_eof()
+            await events.close()
             completed = True
         except ConnectionResetError:
             self._client_left(http, parsed.model)

@@ -1,0 +1,48 @@
+"""Server-sent events to one client, written together: the events made in one turn of the event loop
+(a burst of tokens read from the worker at once, or an answer's last chunk, its usage and [DONE])
+leave in one write, not a system call each (measured: writes were a fifth of the frontend's CPU time
+on short streamed chats)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+
+class EventStream:
+    """Events for a prepared streaming response. `send` queues an event, and a task started for the
+    turn writes what the turn queued; `close` writes what is left and ends the response. Both raise
+    ConnectionResetError once the client is gone, as the response's own writes do."""
+
+    def __init__(self, stream: web.StreamResponse) -> None:
+        self.stream = stream
+        self._pending: list[bytes] = []
+        self._writing: asyncio.Task | None = None
+        self._gone: ConnectionResetError | None = None
+
+    def send(self, event: bytes) -> None:
+        if self._gone:
+            raise self._gone
+        self._pending.append(event)
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.get_running_loop().create_task(self._write())  # runs once this turn ends
+
+    async def _write(self) -> None:
+        try:
+            while self._pending:  # what came while the client was slow to read goes next, together
+                data = b"".join(self._pending)
+                self._pending.clear()
+                await self.stream.write(data)
+        except ConnectionResetError as error:
+            self._gone = error
+
+    async def close(self, last: bytes = b"") -> None:
+        """Write what is queued and `last`, and end the response."""
+        tail = b"".join(self._pending) + last
+        self._pending.clear()
+        if self._writing is not None:
+            await self._writing  # its write is in flight: the tail goes after it
+        if self._gone:
+            raise self._gone
+        await self.stream.write_eof(tail)
