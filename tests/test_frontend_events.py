@@ -1,5 +1,6 @@
-"""The frontend's server-sent events leave together: what one turn of the event loop sends is one
-HTTP chunk (one write), in order, and a client that left is ConnectionResetError to the sender."""
+"""The frontend's server-sent events leave together: the headers with the first events, what one turn
+of the event loop sends as one HTTP chunk in one write, in order; a client that left is
+ConnectionResetError to the sender."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import socket
 
 from aiohttp import web
 
-from dynamo.frontend.events import EventStream
+from dynamo.frontend.events import EventResponse, EventStream
 
 
 async def serve(handler) -> tuple[web.AppRunner, int]:
@@ -36,9 +37,15 @@ async def chunks(port: int) -> list[bytes]:
     return found
 
 
-def test_a_turns_events_leave_in_one_chunk_in_order():
+def test_a_turns_events_leave_in_one_write_with_the_headers_in_order():
+    writes = []
+
     async def handler(request: web.Request) -> web.StreamResponse:
-        stream = web.StreamResponse()
+        transport = request.transport
+        send = transport.write
+        transport.write = lambda data: writes.append(bytes(data)) or send(data)  # asyncio's own loop: a Python class
+        transport.writelines = lambda chunks: transport.write(b"".join(chunks))
+        stream = EventResponse()
         await stream.prepare(request)
         events = EventStream(stream)
         for number in range(3):
@@ -57,13 +64,14 @@ def test_a_turns_events_leave_in_one_chunk_in_order():
             await runner.cleanup()
 
     assert asyncio.run(main()) == [b"data: 0\n\ndata: 1\n\ndata: 2\n\n", b"data: 3\n\ndata: 4\n\ndata: [DONE]\n\n"]
+    assert len(writes) == 2 and writes[0].startswith(b"HTTP/1.1 200") and writes[1].endswith(b"0\r\n\r\n")
 
 
 def test_a_client_that_left_is_a_connection_reset_for_the_sender():
     outcome: list[str] = []
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        stream = web.StreamResponse()
+        stream = EventResponse()
         await stream.prepare(request)
         events = EventStream(stream)
         try:

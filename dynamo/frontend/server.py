@@ -15,7 +15,7 @@ from aiohttp import web
 
 from dynamo.frontend import auth
 from dynamo.frontend.connections import ClientGone, read_body
-from dynamo.frontend.events import EventStream
+from dynamo.frontend.events import EventResponse, EventStream
 from dynamo.frontend.limits import MAX_BODY, ConnectionLimits
 from dynamo.frontend.metrics import CONTENT_TYPE, Metrics
 from dynamo.frontend.openai import (
@@ -335,8 +335,8 @@ class Frontend:
                       answers: list[Answer], frames: AsyncIterator[tuple[int, dict]], worker: str, n: int,
                       include_usage: bool) -> tuple[web.StreamResponse, bool]:
         """The answer as server-sent events; says whether it ended as the engine meant it to."""
-        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                             WORKER_HEADER: worker})
+        stream = EventResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                       WORKER_HEADER: worker})
         await stream.prepare(http)
         events = EventStream(stream)
         started = [False] * len(requests)
@@ -384,8 +384,8 @@ class Frontend:
             result = _json(body)
             result.headers[WORKER_HEADER] = first["worker"]
             return result, True
-        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                             WORKER_HEADER: first["worker"]})
+        stream = EventResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                       WORKER_HEADER: first["worker"]})
         await stream.prepare(http)
         events = EventStream(stream)
         buffered = _uses_tools(request)
