@@ -22,12 +22,17 @@ upstream's server does not set TCP_NODELAY, which costs it about 40 ms per strea
 
 --short instead measures the frontends themselves, ours against upstream's (with --upstream):
 16 connections of short streamed chats (a 12-word question, 16 tokens of answer), round-robin, the
-mockers as fast as they go (ours without delays, upstream's at --speedup-ratio 1000).
+mockers as fast as they go (ours without delays, upstream's at --speedup-ratio 1000). Each row
+also gives the CPU milliseconds per request of the frontend (all its processes), of the two mockers
+and of this client, and the load average: the machine is shared, and a frontend with more threads
+(upstream's Rust runtime runs one per core) gets more of it when other programs want the cores too;
+--processes 0 gives ours one process per core. --close opens a connection per request.
 
 Targets: kv on the tight cache caches at least the 82-84 % upstream reached; its mean TTFT gain over
 our round-robin is at least upstream's 12 %; templating and tokenizing costs <= 0.3 ms; with
 --short ours serves at least upstream's req/s.
-Run (needs `tokenizers`): python benchmarks/kv_routing.py [--repeat N] [--requests N] [--upstream VENV] [--short]
+Run (needs `tokenizers`): python benchmarks/kv_routing.py [--repeat N] [--requests N] [--upstream VENV]
+    [--short [--processes N] [--close]]
 """
 
 from __future__ import annotations
@@ -79,6 +84,7 @@ class Row:
     rps: float
     frontend_cpu: float  # ms per request, all the frontend's processes
     mocker_cpu: float  # ms per request, both mockers
+    client_cpu: float  # ms per request, this benchmark's client (the same for both stacks)
     load: str  # the load average when the row ended
 
 
@@ -117,7 +123,9 @@ async def one(session: aiohttp.ClientSession, url: str, body: str) -> tuple[floa
     return first, usage["prompt_tokens"], details.get("cached_tokens") or 0
 
 
-async def drive(url: str, bodies: list[str], connections: int) -> tuple[list[tuple[float, int, int]], float]:
+async def drive(url: str, bodies: list[str], connections: int, close: bool = False
+                ) -> tuple[list[tuple[float, int, int]], float]:
+    """The answers' figures and the seconds they took; `close`: a new connection per request."""
     queue = list(reversed(bodies))
     results: list[tuple[float, int, int]] = []
 
@@ -126,7 +134,7 @@ async def drive(url: str, bodies: list[str], connections: int) -> tuple[list[tup
             results.append(await one(session, url, queue.pop()))
 
     started = time.perf_counter()
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections, force_close=close)) as session:
         await asyncio.gather(*(connection(session) for _ in range(connections)))
     return results, time.perf_counter() - started
 
@@ -184,9 +192,10 @@ def measure(stack: str, cache: str, mode: str, bodies: list[str], model: Path, a
         try:
             wait_ready(url, 2, processes)
             frontend, mockers = family(processes[0].pid), [process.pid for process in processes[1:]]
-            before = cpu_seconds(frontend), cpu_seconds(mockers)
-            results, seconds = asyncio.run(drive(url, bodies, SHORT_CONNECTIONS if args.short else CONNECTIONS))
-            spent = cpu_seconds(frontend) - before[0], cpu_seconds(mockers) - before[1]
+            before = cpu_seconds(frontend), cpu_seconds(mockers), time.process_time()
+            results, seconds = asyncio.run(drive(url, bodies, SHORT_CONNECTIONS if args.short else CONNECTIONS,
+                                                        args.close))
+            spent = cpu_seconds(frontend) - before[0], cpu_seconds(mockers) - before[1], time.process_time() - before[2]
         finally:
             for process in processes:
                 process.terminate()
@@ -195,7 +204,7 @@ def measure(stack: str, cache: str, mode: str, bodies: list[str], model: Path, a
     ttfts = sorted(result[0] * 1000 for result in results)
     return Row(stack, cache, mode, sum(r[2] for r in results) / sum(r[1] for r in results),
                statistics.median(ttfts), ttfts[int(0.99 * (len(ttfts) - 1))], statistics.fmean(ttfts),
-               len(results) / seconds, spent[0] * 1000 / len(results), spent[1] * 1000 / len(results), load_average())
+               len(results) / seconds, *(part * 1000 / len(results) for part in spent), load_average())
 
 
 def preprocessing_cost(model: Path, bodies: list[str]) -> tuple[float, float, int]:
@@ -222,15 +231,17 @@ def preprocessing_cost(model: Path, bodies: list[str]) -> tuple[float, float, in
 
 def short(args: argparse.Namespace, stacks: list[str], bodies: list[str], model: Path) -> None:
     print(f"{args.requests} short streamed chats over {SHORT_CONNECTIONS} connections, round-robin over 2 mockers "
-          f"without delays, {args.processes} process(es) of our frontend; load average {load_average()}")
-    print(f"{'stack':9} {'TTFT p50':>9} {'p99':>7} {'req/s':>6} {'frontend CPU ms/req':>20} {'mockers':>8}  load average")
+          f"without delays, {args.processes} process(es) of our frontend, "
+          f"{'a connection per request' if args.close else 'kept-alive connections'}; load average {load_average()}")
+    print(f"{'stack':9} {'TTFT p50':>9} {'p99':>7} {'req/s':>6} {'CPU ms/req: frontend':>20} {'mockers':>8} "
+          f"{'client':>7}  load average")
     rows: dict[str, list[Row]] = {stack: [] for stack in stacks}
     for _ in range(args.repeat):
         for stack in stacks:
             row = measure(stack, "large", "round-robin", bodies, model, args)
             rows[stack].append(row)
             print(f"{stack:9} {row.ttft_p50:7.1f}ms {row.ttft_p99:5.0f}ms {row.rps:6.1f} {row.frontend_cpu:20.3f} "
-                  f"{row.mocker_cpu:8.3f}  {row.load}", flush=True)
+                  f"{row.mocker_cpu:8.3f} {row.client_cpu:7.3f}  {row.load}", flush=True)
     for stack in stacks:
         print(f"{stack}: {statistics.median(row.rps for row in rows[stack]):.1f} req/s (median), frontend "
               f"{statistics.median(row.frontend_cpu for row in rows[stack]):.3f} CPU ms per request (median)")
@@ -246,6 +257,8 @@ def main() -> None:
     flags.add_argument("--modes", nargs="+", choices=("round-robin", "kv", "kv-approx"), default=["round-robin", "kv"])
     flags.add_argument("--upstream", type=Path, help="a venv with upstream Dynamo (ai-dynamo) to run the rows on too")
     flags.add_argument("--short", action="store_true", help="the frontends' own speed on short chats instead")
+    flags.add_argument("--close", action="store_true", help="a connection per request (Connection: close), which "
+                       "spares upstream's server the stall of its small writes on kept-alive connections")
     flags.add_argument("--processes", type=int, default=1, help="our frontend's --processes (default: 1)")
     args = flags.parse_args()
     if args.upstream and not (args.upstream / "bin" / "python").exists():
