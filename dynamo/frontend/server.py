@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -11,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
+import pydantic_core
 from aiohttp import web
 
 from dynamo.frontend import auth
@@ -39,16 +39,15 @@ log = logging.getLogger("dynamo.frontend")
 SSE_DONE = b"data: [DONE]\n\n"
 METRICS = web.AppKey("metrics", Metrics)
 WORKER_HEADER = "x-dynamo-worker"  # the instance that answered, for debugging and tests
-_ENCODER = json.JSONEncoder(ensure_ascii=False)  # json.dumps would build one per call for ensure_ascii
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=_ENCODER.encode(body).encode(), status=status,
-                        content_type="application/json")
+    """The body as UTF-8 JSON: pydantic's Rust encoder, in a third of json.dumps's time or less."""
+    return web.Response(body=pydantic_core.to_json(body), status=status, content_type="application/json")
 
 
 def _sse(body: Any) -> bytes:
-    return b"data: " + _ENCODER.encode(body).encode() + b"\n\n"
+    return b"data: " + pydantic_core.to_json(body) + b"\n\n"
 
 
 def _event(body: dict[str, Any]) -> bytes:
