@@ -231,17 +231,21 @@ def test_clients_hanging_up_are_one_line_each(served, deployment):
         with socket.create_connection(("127.0.0.1", port(served))) as sock:
             sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
                          % (len(body) + 100, body))  # and hang up before the rest
-    stream = client(served).completions.create(model="mock", prompt="hi", max_tokens=1000, stream=True)
+    # paced, so that the client hangs up mid-answer (a whole answer at once can be in the socket's buffers
+    # before the client reads its first event)
+    deployment.mocker("paced", "--itl-ms", "5")
+    wait_for_models(served, {"mock", "paced"})
+    stream = client(served).completions.create(model="paced", prompt="hi", max_tokens=1000, stream=True)
     next(iter(stream))
     stream.close()
     deadline = time.monotonic() + 10
     while 'client_disconnects_total{model="unknown"} 20.0' not in (text := metrics_text(served)) or \
-            'client_disconnects_total{model="mock"} 1.0' not in text:
+            'client_disconnects_total{model="paced"} 1.0' not in text:
         assert time.monotonic() < deadline, text
         time.sleep(0.1)
     log = deployment.processes[0].output()
     assert log.count("hung up while sending POST /v1/completions") == 20, log
-    assert log.count("hung up before its answer from mock ended") == 1 and "Traceback" not in log, log
+    assert log.count("hung up before its answer from paced ended") == 1 and "Traceback" not in log, log
 
 
 def test_connections_beyond_the_cap_get_503(deployment):
