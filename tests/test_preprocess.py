@@ -3,9 +3,14 @@ receive token ids, and usage counted from them."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import transformers  # the reference implementation: a test dependency, so never a silent skip
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_frontend import client, deployment, http, wait_for_instances  # noqa: F401 (fixture)
+from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 from dynamo.frontend.preprocess import Preprocessor
 from dynamo.mocker import tiny_model
@@ -113,3 +118,69 @@ def test_a_plain_prompt_gets_the_tokenizers_special_tokens_as_engines_add_them(t
     prepared = Preprocessor(folder).prepare(GenerateRequest(model="m", prompt="hello model"))
     assert prepared.prompt_token_ids == reference("hello model").input_ids
     assert prepared.prompt_token_ids[0] == reference.convert_tokens_to_ids("<|endoftext|>")
+
+
+def tokenizer_folder(folder, pre_tokenizer, normalizer=None, lstrip=False, truncate=False):
+    """A model folder whose tokenizer.json is a BPE trained here with these parts (the tiny model's
+    chat template and special tokens; `lstrip`: <|im_end|> takes the whitespace before it)."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizer
+    if normalizer:
+        tokenizer.normalizer = normalizer
+    special = [AddedToken(token, special=True, lstrip=lstrip and token == "<|im_end|>") for token in tiny_model.SPECIAL]
+    tokenizer.train_from_iterator(tiny_model.corpus(), trainers.BpeTrainer(
+        vocab_size=700, special_tokens=special, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet() if "ByteLevel" in str(pre_tokenizer) else []))
+    if truncate:
+        tokenizer.enable_truncation(8)
+    folder.mkdir()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": tiny_model.CHAT_TEMPLATE}))
+    return folder
+
+
+# Each kind of tokenizer, and whether the tokens of the pieces between its added tokens may be kept.
+TOKENIZERS = {
+    "byte-level BPE (the tiny model's)": (lambda folder: tiny_model.write(folder), True),
+    "byte-level with a prefix space, NFKC and lowercase, truncating to 8": (lambda folder: tokenizer_folder(
+        folder, pre_tokenizers.ByteLevel(add_prefix_space=True),
+        normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()]), truncate=True), True),
+    "Metaspace, always prepended": (lambda folder: tokenizer_folder(
+        folder, pre_tokenizers.Metaspace(prepend_scheme="always")), True),
+    "Metaspace, first piece only (Llama's)": (lambda folder: tokenizer_folder(
+        folder, pre_tokenizers.Sequence([pre_tokenizers.Metaspace(prepend_scheme="first")])), False),
+    "byte-level, <|im_end|> strips the space before it": (lambda folder: tokenizer_folder(
+        folder, pre_tokenizers.ByteLevel(add_prefix_space=False), lstrip=True), False),
+}
+
+
+@pytest.fixture(scope="module", params=list(TOKENIZERS))
+def kind(request, tmp_path_factory):
+    make, splits = TOKENIZERS[request.param]
+    folder = make(tmp_path_factory.mktemp("tokenizer") / "model")
+    whole = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    whole.no_truncation()  # transformers' count: every token of the text
+    return Preprocessor(folder), whole, splits
+
+
+PIECES = st.one_of(st.sampled_from(tiny_model.SPECIAL), st.sampled_from(["user", "\n", " ", "  ", "\t", "'s", "’"]),
+                   st.text(alphabet="ab kalomi ZO01é中!?\n'", max_size=30))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(st.lists(PIECES, max_size=12).map("".join), min_size=1, max_size=4))
+def test_kept_tokens_are_the_whole_texts(kind, texts):
+    """Whatever was tokenized before, a text's tokens are those of the whole text at once."""
+    preprocessor, whole, _ = kind
+    for text in texts + texts[::-1]:
+        assert preprocessor.tokens(text) == whole.encode(text, add_special_tokens=False).ids
+
+
+def test_tokenizers_whose_pieces_depend_on_their_place_are_tokenized_whole(kind):
+    """The condition for keeping the pieces' tokens: where it fails, pieces tokenized alone differ."""
+    preprocessor, whole, splits = kind
+    assert preprocessor._splits == splits
+    text = "<|im_start|>user\nhello model <|im_end|>\n<|im_start|>assistant\n"
+    pieces = [token for piece in preprocessor._added.split(text) if piece
+              for token in whole.encode(piece, add_special_tokens=False).ids]
+    assert (pieces == whole.encode(text, add_special_tokens=False).ids) == splits
