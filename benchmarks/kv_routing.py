@@ -305,7 +305,8 @@ def main() -> None:
               f"uncached token (one prefill at a time), {ITL_MS} ms/token, {MAX_TOKENS} tokens; "
               f"load average {load_average()}")
         report_preprocessing(cost)
-        print(f"{'stack':9} {'cache':6} {'mode':12} {'cached':>7} {'TTFT p50':>9} {'p99':>7} {'mean':>7} {'req/s':>6}")
+        print(f"{'stack':9} {'cache':6} {'mode':12} {'cached':>7} {'TTFT p50':>9} {'p99':>7} {'mean':>7} {'req/s':>6} "
+              f"{'frontend CPU ms/req':>19}  load average")
         rows: list[Row] = []
         for _ in range(args.repeat):
             for cache in args.caches:
@@ -316,7 +317,8 @@ def main() -> None:
                         row = measure(stack, cache, mode, bodies, model, args)
                         rows.append(row)
                         print(f"{stack:9} {cache:6} {mode:12} {row.cached:7.1%} {row.ttft_p50:7.1f}ms "
-                              f"{row.ttft_p99:5.0f}ms {row.ttft_mean:5.1f}ms {row.rps:6.1f}", flush=True)
+                              f"{row.ttft_p99:5.0f}ms {row.ttft_mean:5.1f}ms {row.rps:6.1f} {row.frontend_cpu:19.3f}  "
+                              f"{row.load}", flush=True)
     for stack in stacks:
         for cache in args.caches:
             chosen = [row for row in rows if row.stack == stack and row.cache == cache]
