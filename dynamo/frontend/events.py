@@ -25,6 +25,7 @@ class EventStream:
 
     def __init__(self, stream: web.StreamResponse) -> None:
         self.stream = stream
+        self._loop = asyncio.get_running_loop()  # once: each lookup asks the system for the process id
         self._pending: list[bytes] = []
         self._writing: asyncio.Task | None = None
         self._gone: ConnectionResetError | None = None
@@ -34,7 +35,7 @@ class EventStream:
             raise self._gone
         self._pending.append(event)
         if self._writing is None or self._writing.done():
-            self._writing = asyncio.get_running_loop().create_task(self._write())  # runs once this turn ends
+            self._writing = self._loop.create_task(self._write())  # runs once this turn ends
 
     async def _write(self) -> None:
         try:

@@ -175,11 +175,12 @@ class FrameWriter:
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
+        self._loop = asyncio.get_running_loop()  # once: each lookup asks the system for the process id
         self._pending: list[bytes] = []
 
     def send(self, frame: bytes) -> None:
         if not self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
         self._pending.append(frame)
 
     def _flush(self) -> None:
