@@ -38,6 +38,8 @@ cuda_version = _matching(r"\d{1,2}\.\d", 'a CUDA toolkit version MAJOR.MINOR suc
 compute_capability = _matching(r"\d{1,2}\.\d", 'a compute capability MAJOR.MINOR such as "9.0"')
 python_version = _matching(r"3\.\d{1,2}", 'a Python version 3.MINOR such as "3.12"')
 identifier = _matching(r"[a-z][a-z0-9_]*", 'a lower-case identifier such as "llama_cpp"')
+# Debian Policy 5.6.1: lower case letters, digits, + - and ., starting with a letter or digit
+debian_package = _matching(r"[a-z0-9][a-z0-9+.-]+", 'a Debian package name such as "libnuma1"')
 module = _matching(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*", 'a Python module such as "tensorrt_llm"')
 platform = _matching(r"linux/[a-z0-9]+(/v\d)?", 'an OCI platform such as "linux/amd64"')
 integer = _matching(r"\d+", 'a whole number such as "12"')

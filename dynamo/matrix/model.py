@@ -102,6 +102,8 @@ class Framework(Frozen, kw_only=True):
     # distributions that a dependency declares but nothing in the image imports: its locks leave them (and
     # what only they pull in) out, and the image's pip check allows exactly those missing
     never_imported: tuple[str, ...] = checked(checks.distribution, default=())
+    # Debian/Ubuntu packages of the system libraries its wheels' native code loads, which the runtime base lacks
+    system_packages: tuple[str, ...] = checked(checks.debian_package, default=())
 
 
 class Platform(Frozen, kw_only=True):
