@@ -102,10 +102,13 @@ class EngineKvEvents:
     """The SUB socket an engine's KV event publisher connects to (`endpoint`), and the relay of its
     events into `publisher` (the engine adapter's `kv_events`), started by `start()` on the running loop."""
 
-    def __init__(self, block_size: int) -> None:
+    def __init__(self, block_size: int, batch: type | None = None) -> None:
+        """`batch`: the engine's own KVEventBatch class, which decodes its wire layout (SGLang 0.5.11 sends
+        events as arrays, SGLang 0.5.21 and vLLM as maps); None decodes maps as they come."""
         import zmq
         import zmq.asyncio
 
+        self.batch = batch
         self.publisher = KvPublisher(block_size, lambda: self.translator.held())
         self.translator = BlockTranslator(self.publisher)
         self.socket = zmq.asyncio.Context.instance().socket(zmq.SUB)
@@ -130,23 +133,25 @@ class EngineKvEvents:
     async def relay(self) -> None:
         import msgspec
 
-        decoder = msgspec.msgpack.Decoder()
+        decoder = msgspec.msgpack.Decoder(self.batch) if self.batch is not None else msgspec.msgpack.Decoder()
         while True:
             *_, payload = await self.socket.recv_multipart()
             try:
-                _ts, events, *_ = decoder.decode(payload)
-                for event in events:
-                    self.translator.apply(event)
-            except (msgspec.DecodeError, ValueError, TypeError, KeyError) as error:
-                log.warning("a KV event batch the worker cannot read (%s); skipped", error)
+                batch = decoder.decode(payload)
+                for event in batch.events if self.batch is not None else batch[1]:
+                    self.translator.apply(event if isinstance(event, dict) else
+                                          {"type": type(event).__name__, **msgspec.structs.asdict(event)})
+            except Exception as error:  # noqa: BLE001 - one unreadable batch must not end the relay
+                log.warning("a KV event batch the worker cannot read (%s: %s); skipped", type(error).__name__, error)
 
 
-def relayed(engine_flags: list[str], block_size: int) -> tuple[EngineKvEvents | None, list[str]]:
+def relayed(engine_flags: list[str], block_size: int, batch: type | None = None
+            ) -> tuple[EngineKvEvents | None, list[str]]:
     """The engine's flags with its KV event publisher pointed at a relay of ours, and the relay; no
     relay when the flags configure the publisher already (the user's wins, and the frontend then
     gets no events from this worker: route it with --router-mode kv-approx)."""
     if any(flag == "--kv-events-config" or flag.startswith("--kv-events-config=") for flag in engine_flags):
         log.info("--kv-events-config given: the engine publishes its KV events there, not to the frontend")
         return None, engine_flags
-    relay = EngineKvEvents(block_size)
+    relay = EngineKvEvents(block_size, batch)
     return relay, [*engine_flags, "--kv-events-config", json.dumps(relay.engine_config())]

@@ -152,7 +152,9 @@ def create(args: argparse.Namespace, engine_flags: list[str]) -> SglangEngine:
         import sglang
     except ImportError:
         raise missing_engine("SGLang", "sglang") from None
-    kv_relay, engine_flags = relayed(engine_flags, DEFAULT_BLOCK_SIZE)
+    from sglang.srt.disaggregation.kv_events import KVEventBatch
+
+    kv_relay, engine_flags = relayed(engine_flags, DEFAULT_BLOCK_SIZE, KVEventBatch)
     settings = server_args(engine_argv(args, engine_flags))
     engine = sglang.Engine(server_args=settings)
     if kv_relay is not None:

@@ -136,7 +136,9 @@ async def create(args: argparse.Namespace, engine_flags: list[str]) -> VllmEngin
         from vllm import AsyncLLMEngine
     except ImportError:
         raise missing_engine("vLLM", "vllm") from None
-    kv_relay, engine_flags = relayed(engine_flags, DEFAULT_BLOCK_SIZE)
+    from vllm.distributed.kv_events import KVEventBatch
+
+    kv_relay, engine_flags = relayed(engine_flags, DEFAULT_BLOCK_SIZE, KVEventBatch)
     engine = AsyncLLMEngine.from_engine_args(parse_engine_args(engine_argv(args, engine_flags)))
     tokenizer = engine.get_tokenizer()
     if inspect.isawaitable(tokenizer):  # a coroutine in older vLLM; plain in 0.20.1 and 0.31.0

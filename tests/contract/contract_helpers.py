@@ -169,7 +169,9 @@ async def check_kv_relay(test: Any, relay: Any, publish: Any, stored: Any, remov
             await asyncio.sleep(0.01)
 
     # A PUB socket drops what it sends before its connection stands: knock until it does.
+    deadline = time.monotonic() + 10
     while len(frames.frames) == 1:
+        test.assertLess(time.monotonic(), deadline, "the engine's AllBlocksCleared never reached the relay")
         publish([cleared()])
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.2)

@@ -36,6 +36,7 @@ if sglang is not None:
     from sglang.srt.managers.io_struct import GenerateReqInput
     from sglang.srt.managers.schedule_batch import FINISH_ABORT, FINISH_LENGTH, FINISH_MATCHED_STR, FINISH_MATCHED_TOKEN
     from sglang.srt.sampling.sampling_params import SamplingParams
+    from sglang.srt.server_args import ServerArgs
 
     from dynamo.sglang import engine as adapter
 
@@ -111,7 +112,11 @@ class SglangContract(unittest.TestCase):
                 served.kv_relay.close()
                 return served
 
-            with mock.patch.object(sglang, "Engine", mock.create_autospec(Engine, return_value=built.mock)) as made:
+            # ServerArgs.__post_init__ probes the accelerator and loads the model's config.json (SGLang 0.5.11),
+            # neither of which a host without a GPU and a tokenizer-only folder has: it is left out, and the
+            # fields are those SGLang's own parser made of our flags.
+            with mock.patch.object(sglang, "Engine", mock.create_autospec(Engine, return_value=built.mock)) as made, \
+                    mock.patch.object(ServerArgs, "__post_init__", autospec=True):
                 served = asyncio.run(create())
         server_args = made.call_args.kwargs["server_args"]
         self.assertEqual((server_args.model_path, server_args.context_length, server_args.mem_fraction_static),

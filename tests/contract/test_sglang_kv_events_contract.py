@@ -46,7 +46,7 @@ class SglangKvEventsContract(unittest.TestCase):
         asyncio.run(self.scenario())
 
     async def scenario(self) -> None:
-        relay, flags = relayed(["--page-size", "16"], 16)
+        relay, flags = relayed(["--page-size", "16"], 16, KVEventBatch)
         config = flags[flags.index("--kv-events-config") + 1]  # the JSON string SGLang's scheduler is given
         relay.start()
         publisher = EventPublisherFactory.create(config)  # SGLang's own ZmqEventPublisher, connected to the relay

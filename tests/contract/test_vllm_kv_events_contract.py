@@ -47,7 +47,7 @@ class VllmKvEventsContract(unittest.TestCase):
         asyncio.run(self.scenario())
 
     async def scenario(self) -> None:
-        relay, flags = relayed(["--enforce-eager"], 16)
+        relay, flags = relayed(["--enforce-eager"], 16, KVEventBatch)
         args = argparse.Namespace(model="Qwen/Qwen3-0.6B", model_path=None, context_length=None)
         config = adapter.parse_engine_args(adapter.engine_argv(args, flags)).kv_events_config
         self.assertIsInstance(config, KVEventsConfig)
