@@ -114,6 +114,7 @@ def libcuda_stub(tmp_path_factory):
     folder = tmp_path_factory.mktemp("libcuda")
     subprocess.run(["cc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", str(folder / "libcuda.so.1"),
                     str(REPO / "tests" / "data" / "libcuda_stub.c")], check=True)
+    folder.chmod(0o755)  # the image's user (dynamo, uid 1000) reads it; pytest makes its folders 0700
     return folder
 
 

@@ -66,8 +66,9 @@ SMALL_LIMITS = ("--ulimit", "memlock=65536", "--ulimit", "nofile=1024:1024", "--
 
 
 def test_dry_run_prints_the_exact_command(tmp_path):
-    result = run_sh("--dry-run", "--framework", "sglang", "-p", "8000:8000", "-e", "A=1", "-it", *SMALL_LIMITS,
-                    "--", "python3", "-V")
+    # --image: without it, an SGLang image some other test built would be run in its stead (the newest here)
+    result = run_sh("--dry-run", "--image", "dynamo:latest-sglang", "-p", "8000:8000", "-e", "A=1", "-it",
+                    *SMALL_LIMITS, "--", "python3", "-V")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
         "docker run --rm -it --gpus all --shm-size=10G --ulimit memlock=65536 --ulimit nofile=1024:1024"
