@@ -60,8 +60,8 @@ def test_blocks_the_frontend_cannot_reach_are_not_told():
 
 def test_a_users_own_kv_events_config_wins():
     flags = ["--kv-events-config", '{"publisher": "zmq", "endpoint": "tcp://*:5557"}']
-    assert relayed(flags, 16) == (None, flags)
-    assert relayed(["--kv-events-config={}"], 16)[0] is None
+    assert relayed(flags, 16, object) == (None, flags)
+    assert relayed(["--kv-events-config={}"], 16, object)[0] is None
 
 
 def test_the_tokenizer_folder_a_worker_advertises(tmp_path, monkeypatch):

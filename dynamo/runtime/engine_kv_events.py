@@ -2,9 +2,10 @@
 
 Both engines publish their block changes over ZMQ when given a `--kv-events-config` (vLLM's
 KVEventsConfig, SGLang's as JSON): multipart messages (topic, sequence number, payload), the payload
-a msgpack KVEventBatch `[ts, events, data parallel rank]`, each event a map tagged by its "type":
-BlockStored {block_hashes, parent_block_hash, token_ids, block_size, medium, ...}, BlockRemoved
-{block_hashes, medium, ...}, AllBlocksCleared. The adapter binds a SUB socket on a free port of the
+a msgpack KVEventBatch of events BlockStored {block_hashes, parent_block_hash, token_ids, block_size,
+medium, ...}, BlockRemoved {block_hashes, medium, ...} and AllBlocksCleared. Their wire layout differs
+between versions (SGLang 0.5.11 sends each event as an array, SGLang 0.5.21 and vLLM as a map), so the
+engine's own KVEventBatch class decodes them. The adapter binds a SUB socket on a free port of the
 loopback interface and gives the engine that address: the engine's PUB socket connects to it.
 
 The engine names a block by its own hash (vLLM's covers LoRA, multimodal inputs and cache salt too,
@@ -102,9 +103,8 @@ class EngineKvEvents:
     """The SUB socket an engine's KV event publisher connects to (`endpoint`), and the relay of its
     events into `publisher` (the engine adapter's `kv_events`), started by `start()` on the running loop."""
 
-    def __init__(self, block_size: int, batch: type | None = None) -> None:
-        """`batch`: the engine's own KVEventBatch class, which decodes its wire layout (SGLang 0.5.11 sends
-        events as arrays, SGLang 0.5.21 and vLLM as maps); None decodes maps as they come."""
+    def __init__(self, block_size: int, batch: type) -> None:
+        """`batch`: the engine's own KVEventBatch class, which decodes its batches."""
         import zmq
         import zmq.asyncio
 
@@ -133,20 +133,17 @@ class EngineKvEvents:
     async def relay(self) -> None:
         import msgspec
 
-        decoder = msgspec.msgpack.Decoder(self.batch) if self.batch is not None else msgspec.msgpack.Decoder()
+        decoder = msgspec.msgpack.Decoder(self.batch)
         while True:
             *_, payload = await self.socket.recv_multipart()
             try:
-                batch = decoder.decode(payload)
-                for event in batch.events if self.batch is not None else batch[1]:
-                    self.translator.apply(event if isinstance(event, dict) else
-                                          {"type": type(event).__name__, **msgspec.structs.asdict(event)})
+                for event in decoder.decode(payload).events:
+                    self.translator.apply({"type": type(event).__name__, **msgspec.structs.asdict(event)})
             except Exception as error:  # noqa: BLE001 - one unreadable batch must not end the relay
                 log.warning("a KV event batch the worker cannot read (%s: %s); skipped", type(error).__name__, error)
 
 
-def relayed(engine_flags: list[str], block_size: int, batch: type | None = None
-            ) -> tuple[EngineKvEvents | None, list[str]]:
+def relayed(engine_flags: list[str], block_size: int, batch: type) -> tuple[EngineKvEvents | None, list[str]]:
     """The engine's flags with its KV event publisher pointed at a relay of ours, and the relay; no
     relay when the flags configure the publisher already (the user's wins, and the frontend then
     gets no events from this worker: route it with --router-mode kv-approx)."""
