@@ -126,21 +126,17 @@ def pin(path: Path, matrix: Matrix) -> tuple[dict[str, str], list[str]]:
 
 
 def set_in_order(table: Table, key: str, value: str) -> None:
-    """table[key] = value, where a new key goes after the greatest key that sorts before it (before the
-    first key when none does) instead of at the end. tomlkit has no public insert, so this uses its
-    Container's _insert_after/_insert_at (https://github.com/python-poetry/tomlkit/issues/7)."""
-    if key in table:
+    """table[key] = value, where a new key goes before the least key that sorts after it (at the end
+    when none does) instead of always at the end. tomlkit has no public insert, so this uses its
+    Container's _insert_at, the private insert that issue already names in 2018 and 0.15.3 still has
+    (0.15.3 dropped _insert_after; https://github.com/python-poetry/tomlkit/issues/7)."""
+    after = [k for k in table if k > key]
+    if key in table or not after:
         table[key] = value
         return
-    before = [k for k in table if k < key]
-    if before:
-        table.value._insert_after(max(before), key, value)
-    elif len(table):
-        first = min(table)
-        index = next(i for i, (k, _) in enumerate(table.value.body) if k is not None and k.key == first)
-        table.value._insert_at(index, key, value)
-    else:
-        table[key] = value
+    first_after = min(after)
+    index = next(i for i, (k, _) in enumerate(table.value.body) if k is not None and k.key == first_after)
+    table.value._insert_at(index, key, value)
 
 
 def run(matrix: Matrix, path: Path, args: argparse.Namespace) -> int:

@@ -175,7 +175,8 @@ def test_a_build_from_a_pinned_base_pulls_tag_at_digest_and_labels_it(registry, 
         subprocess.run(["buildah", "rmi", tag], capture_output=True)
 
 
-@pytest.mark.parametrize("missing", ["docker.io/library/ubuntu:24.04", SHIPPED_RUNTIME])  # the first key, one inside
+# the first key, one inside, the last
+@pytest.mark.parametrize("missing", ["docker.io/library/ubuntu:24.04", SHIPPED_RUNTIME, "nvcr.io/nvidia/pytorch:25.12-py3"])
 def test_pin_adds_a_new_image_where_it_sorts_in_the_table(tmp_path, monkeypatch, missing):
     text = MATRIX_FILE.read_text()
     line = f'"{missing}" = ""\n'
