@@ -198,6 +198,8 @@ def run(folder: Path, out: Path, cpu: bool, budget: float, requests: int, tokens
             install_wheels(folder / "wheels", site, clock)
         with clock.step("dynamo doctor --json and --record"):
             doctor(out, env, clock)
+        with clock.step("the worker preflight's own time on this host (it asks the driver every start)"):
+            preflight_time(env)
         gpu = None if cpu else gpu_facts()
         arch = None
         if gpu:
@@ -281,6 +283,17 @@ def doctor(out: Path, env: dict[str, str], clock: Clock) -> None:
             archive.add(recording, "doctor-record")
         print(f"  doctor --record: exit {done.returncode}, {sorted(p.name for p in recording.iterdir())}"
               f" in {out / 'doctor-record.tar.gz'}")
+
+
+def preflight_time(env: dict[str, str], runs: int = 7) -> None:
+    """The mocker worker's preflight in fresh processes: the first judges and writes its plan, the rest read it
+    (benchmarks/preflight_speed.py measures it on a machine without a GPU, where nothing asks a driver)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from preflight_speed import in_process_ms
+
+    times = [in_process_ms("dynamo.mocker", {**env, "DYN_SKIP_PREFLIGHT": "0"}) for _ in range(runs)]
+    print(f"  preflight: {times[0]:.1f} ms the first time, {statistics.median(times[1:]):.1f} ms with its plan"
+          f" (median of {runs - 1})")
 
 
 def gpu_facts() -> dict[str, str] | None:

@@ -214,6 +214,7 @@ class Preprocessing:
     again: float  # ... one whose system prompt came before
     library: float  # the tokenizers library alone on a first-time chat's whole text (encode)
     tokens: int
+    workload: float  # ... every chat of the workload, in its order (first times included)
 
 
 def preprocessing_cost(model: Path, bodies: list[str]) -> Preprocessing:
@@ -241,15 +242,19 @@ def preprocessing_cost(model: Path, bodies: list[str]) -> Preprocessing:
         started = time.process_time()
         preprocessor.tokenizer.encode(text, add_special_tokens=False)
         library.append((time.process_time() - started) * 1000)
-    return Preprocessing(statistics.fmean(first), statistics.fmean(again), statistics.fmean(library), tokens)
+    return Preprocessing(statistics.fmean(first), statistics.fmean(again), statistics.fmean(library), tokens,
+                         statistics.fmean(first + again))
 
 
 def report_preprocessing(cost: Preprocessing) -> None:
     print(f"templating + tokenizing one chat of {cost.tokens} tokens in our frontend: {cost.first:.3f} ms CPU the "
           f"first time its system prompt comes (the tokenizers library's encode alone: {cost.library:.3f} ms), "
           f"{cost.again:.3f} ms when it came before")
-    print(f"target <= 0.3 ms: {'met' if cost.again <= 0.3 else 'NOT met'} for a chat whose system prompt came before, "
-          f"{'met' if cost.first <= 0.3 else 'NOT met'} the first time")
+    print(f"per chat of the workload ({cost.tokens} tokens each, first times included): {cost.workload:.3f} ms CPU")
+    print(f"target <= 0.3 ms: {'met' if cost.workload <= 0.3 else 'NOT met'} per chat of the workload, "
+          f"{'met' if cost.again <= 0.3 else 'NOT met'} for a chat whose system prompt came before, "
+          f"{'met' if cost.first <= 0.3 else 'NOT met'} the first time (the library's encode alone: "
+          f"{'met' if cost.library <= 0.3 else 'NOT met'})")
 
 
 def short(args: argparse.Namespace, stacks: list[str], bodies: list[str], model: Path) -> None:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from packaging.version import InvalidVersion, Version
+if TYPE_CHECKING:
+    from packaging.version import Version
 
 # The CUDA runtime that an image's code loads, numbered like CUDA itself (nvidia-cuda-runtime 13.0.96 is
 # CUDA 13.0's libcudart): CUDA 12's wheels spell them with a -cu12 suffix, CUDA 13's without. NVRTC and
@@ -38,6 +40,10 @@ def _base(name: str) -> str:
 
 
 def _version(text: str) -> Version | None:
+    # Imported here: the doctor's facts need only built_for_major, and packaging's import costs a
+    # worker's start 2 ms.
+    from packaging.version import InvalidVersion, Version
+
     try:
         return Version(text)
     except InvalidVersion:

@@ -84,7 +84,9 @@ def build_args(target: Target) -> dict[str, str]:
         "RUNTIME_IMAGE": target.runtime_image,
         "DYNAMO_RELEASE": target.release,
         "DEVICE": target.device,
-        "CUDA_VERSION": target.cuda or "",
+        # Not CUDA_VERSION: a build arg is in the environment of every RUN after it, where NVIDIA's base
+        # images set CUDA_VERSION themselves, and a base without CUDA (a stand-in) would seem to have one.
+        "DYNAMO_CUDA": target.cuda or "",
         "CUDA_ARCHS": " ".join(target.cuda_archs),
         "CMAKE_CUDA_ARCHITECTURES": ";".join(cmake_cuda_architecture(cc) for cc in target.cuda_archs),
         "MIN_DRIVER": target.driver_linux or "",
@@ -151,7 +153,7 @@ SOURCE_LABELS = {
 LABEL_ARGS = {
     "release": "DYNAMO_RELEASE",
     "device": "DEVICE",
-    "cuda.version": "CUDA_VERSION",
+    "cuda.version": "DYNAMO_CUDA",
     "cuda.min-driver": "MIN_DRIVER",
     "cuda.require": "NVIDIA_REQUIRE_CUDA",  # also the image's ENV, which the NVIDIA container toolkit reads
     "cuda.archs": "CUDA_ARCHS",

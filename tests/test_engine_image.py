@@ -86,6 +86,19 @@ def test_the_frontend_starts_in_the_image_under_the_default_shm(vllm_image):
     assert started.returncode == 0 and started.stdout.strip() == "preflight passed", started.stderr
 
 
+def test_the_image_carries_the_preflight_plans_its_starts_read(vllm_image):
+    """The build wrote the plans of the image's entry points (dynamo.doctor.plan), and the frontend's start
+    reads its plan alone: the file times the build stamps on every file afterwards do not make it stale."""
+    started = podman("run", "--rm", vllm_image, "python3", "-c",
+                     "import sys; from dynamo.doctor import plan; from dynamo.doctor.preflight import preflight;"
+                     " print(*[plan.entries(e)[0].name for e in ('vllm', 'frontend', 'mocker')"
+                     " if plan.entries(e)[0].is_file()]); preflight('frontend', []);"
+                     " print('matrix loaded' if 'dynamo.matrix' in sys.modules else 'plan read')")
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.split() == ["preflight-vllm.json", "preflight-frontend.json", "preflight-mocker.json",
+                                      "plan", "read"], started.stdout + started.stderr
+
+
 def test_the_adapters_contract_tests_pass_inside_the_image(vllm_image):
     """tests/contract against the vLLM the image ships (standard library only: the image has no pytest);
     DYNAMO_CONTRACT_REQUIRE=vllm makes a vLLM that cannot be imported an error, never a skip."""

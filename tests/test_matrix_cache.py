@@ -11,12 +11,13 @@ import pytest
 from conftest import MATRIX_FILE
 
 import dynamo.matrix.validate
+from dynamo import cache_files
 from dynamo.matrix import MatrixInvalid, cache, load
 
 
 @pytest.fixture
 def matrix_file(tmp_path, monkeypatch):
-    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "user-cache"))
+    monkeypatch.setenv(cache_files.CACHE_ENV, str(tmp_path / "user-cache"))
     path = tmp_path / "repo" / "support_matrix.toml"
     path.parent.mkdir()
     path.write_bytes(MATRIX_FILE.read_bytes())

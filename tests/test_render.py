@@ -176,7 +176,7 @@ def test_every_default_arg_is_a_valid_value(outputs, framework):
             assert checks.any_image_ref(value) is None, f"{name}={value!r} is not an image reference"
         elif name in ("PYTHON_VERSION", "DYNAMO_RELEASE"):
             assert re.fullmatch(r"\d+\.\d+[\w.]*", value), f"{name}={value!r}"
-        elif name == "CUDA_VERSION":  # empty for a CPU image
+        elif name == "DYNAMO_CUDA":  # empty for a CPU image
             assert re.fullmatch(r"(\d+\.\d+)?", value), f"{name}={value!r}"
 
 

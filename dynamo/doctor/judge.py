@@ -137,14 +137,14 @@ def judge(matrix: Matrix, facts: HostFacts, subject: Subject, scope: str = "all"
     else:
         findings += _run_flag_caveats(matrix, facts, subject)
     if subject.framework:
-        target, refusal = _target(matrix, facts, subject)
+        target, refusal = target_of(matrix, facts, subject)
         if target is None:
             findings.append(Finding(FAIL, "matrix", refusal,
                                     f"run `dynamo matrix show --release {subject.release}` for what it offers"))
         else:
             if target.status == "experimental":
                 findings.append(Finding(WARN, "experimental", "; ".join(target.notes)))
-            if _for_an_image(matrix, facts, target, scope):
+            if for_an_image(matrix, facts, target, scope):
                 findings += _toolkit(matrix, facts, target, subject)
             findings += _driver(matrix, facts, target)
             findings += _gpus(matrix, facts, target)
@@ -156,7 +156,7 @@ def judge(matrix: Matrix, facts: HostFacts, subject: Subject, scope: str = "all"
     return findings
 
 
-def _for_an_image(matrix: Matrix, facts: HostFacts, target: Target, scope: str) -> bool:
+def for_an_image(matrix: Matrix, facts: HostFacts, target: Target, scope: str) -> bool:
     """Whether the NVIDIA container toolkit stands between this host and the engine: judging a host for
     a container (scope host), or for an engine not installed here. Inside a container, or for an engine
     installed on this host (the preflight of a pip install), it does not."""
@@ -184,7 +184,25 @@ def release_to_judge(matrix: Matrix, installed: str | None, framework: str | Non
     return default_release(matrix, framework, device)[0] if framework else matrix.latest
 
 
-def _target(matrix: Matrix, facts: HostFacts, subject: Subject) -> tuple[Target | None, str]:
+def subject_of(matrix: Matrix, facts: HostFacts, framework: str | None) -> Subject:
+    """What an entry point's preflight judges (`framework`: "vllm", "frontend", "mocker"...): in one of
+    our images, the release it was built as and, for its own engine, its device; elsewhere the installed
+    release and the host's device."""
+    from dynamo.doctor.image import baked
+
+    known = framework in matrix.framework
+    cell = baked()
+    if cell is not None and cell.release in matrix.release:
+        release = cell.release
+        # the image's device for its own engine; another entry point (the frontend, the mocker) runs on the host's
+        device = cell.device if framework == cell.framework else host_device(matrix, facts, framework if known else None)
+    else:
+        device = host_device(matrix, facts, framework if known else None)
+        release = release_to_judge(matrix, facts.packages.get("dynamo"), framework if known else None, device)
+    return Subject(release, framework if framework in matrix.release[release].engines else None, device)
+
+
+def target_of(matrix: Matrix, facts: HostFacts, subject: Subject) -> tuple[Target | None, str]:
     """The subject's build target, or None and the matrix's reason why there is none."""
     from dynamo.matrix.query import default_device, evaluate
 
@@ -447,9 +465,14 @@ def _no_driver(matrix: Matrix, facts: HostFacts, target: Target, fix: Callable[[
                    fix())
 
 
+def windows_floor(target: Target) -> int:
+    """The Windows driver branch a CUDA target needs under WSL2 (576 for CUDA 12.9)."""
+    return int((target.published_windows or str(_cuda_floor(target)[1].major)).split(".")[0])
+
+
 def _windows_driver(facts: HostFacts, target: Target, host: Version, fix: Callable[[], str | None]) -> Finding:
     """Under WSL2 the Windows driver's floor applies, and forward compatibility does not."""
-    windows = int((target.published_windows or str(_cuda_floor(target)[1].major)).split(".")[0])
+    windows = windows_floor(target)
     if host.major >= windows:
         return Finding(OK, "driver", f"Windows driver {facts.driver} >= {windows}.xx, the floor of CUDA {target.cuda}"
                        f" under WSL2")
@@ -522,13 +545,8 @@ def _gpus(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]:
                                " --format=csv` and add the GPU to [gpu] in the matrix"))
             continue
         info = matrix.compute_capability.get(cc)
-        if info and info.dropped_in and Version(target.cuda) >= Version(info.dropped_in):
-            out.append(Finding(FAIL, "gpu", f"{label} (compute capability {cc}) is not supported by CUDA {target.cuda}",
-                               f"use an image with CUDA below {info.dropped_in}, or a newer GPU" + cpu))
-        elif not covered(cc, target.cuda_archs):
-            out.append(Finding(FAIL, "gpu", f"{label} (compute capability {cc}): {target.framework}'s kernels are"
-                               f" built for {' '.join(target.cuda_archs)}: \"no kernel image is available for"
-                               f" execution on the device\"", "use a GPU the engine is built for, or another engine" + cpu))
+        if (problem := kernel_problem(matrix, target, cc)) is not None:
+            out.append(Finding(FAIL, "gpu", f"{label} (compute capability {cc}){problem[0]}", problem[1] + cpu))
         elif info is None or info.arch not in release.gpu_arch:
             out.append(Finding(WARN, "gpu", f"{label} (compute capability {cc}) is not in the support matrix's GPU"
                                f" architectures"))
@@ -536,6 +554,18 @@ def _gpus(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]:
             out.append(Finding(OK, "gpu", f"{label}, compute capability {cc}, {matrix.gpu_arch[info.arch].name}"
                                + (", MIG enabled" if gpu.mig else "")))
     return out
+
+
+def kernel_problem(matrix: Matrix, target: Target, cc: str) -> tuple[str, str] | None:
+    """Why a GPU of compute capability `cc` cannot run a CUDA target, and the fix; None where it can."""
+    info = matrix.compute_capability.get(cc)
+    if info and info.dropped_in and Version(target.cuda or "0") >= Version(info.dropped_in):
+        return (f" is not supported by CUDA {target.cuda}", f"use an image with CUDA below {info.dropped_in}, or a"
+                " newer GPU")
+    if not covered(cc, target.cuda_archs):
+        return (f": {target.framework}'s kernels are built for {' '.join(target.cuda_archs)}: \"no kernel image is"
+                " available for execution on the device\"", "use a GPU the engine is built for, or another engine")
+    return None
 
 
 def _packages(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]:
@@ -572,8 +602,7 @@ def _limits(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]:
         else:
             out.append(Finding(FAIL, "shm", f"/dev/shm is {facts.shm_bytes / 2**20:.0f} MiB; {gpus} GPU(s) need"
                                f" >= {need // GIB} GiB (NCCL fails in ncclShmOpen)", "docker run --shm-size=10g"))
-    needs_memlock = matrix.framework[target.framework].memlock_unlimited or bool(target.nixl)
-    if facts.memlock is not None and needs_memlock:
+    if facts.memlock is not None and needs_memlock(matrix, target):
         if facts.memlock[0] == -1:
             out.append(Finding(OK, "memlock", "memlock unlimited"))
         else:
@@ -584,6 +613,11 @@ def _limits(matrix: Matrix, facts: HostFacts, target: Target) -> list[Finding]:
         out.append(Finding(WARN, "nofile", f"open files limit {facts.nofile[0]} is below 65536",
                            "docker run --ulimit nofile=65536:65536"))
     return out
+
+
+def needs_memlock(matrix: Matrix, target: Target) -> bool:
+    """MPI (TensorRT-LLM) and NIXL's UCX pin memory: they need memlock unlimited."""
+    return matrix.framework[target.framework].memlock_unlimited or bool(target.nixl)
 
 
 MISMATCH_FIX = "reboot, or unload and reload the nvidia kernel modules, so that they match the user-space driver"

@@ -1,19 +1,19 @@
 """The doctor's preflight, run first by every runtime entry point (the frontend and each worker).
 
 A failed check stops the process with the doctor's message and fix; `--skip-preflight` or
-DYN_SKIP_PREFLIGHT=1 bypasses it with a warning.
+DYN_SKIP_PREFLIGHT=1 bypasses it with a warning. A start that its plan vouches for (dynamo.doctor.plan:
+the same environment, a driver and GPUs that meet the plan's thresholds) needs neither the matrix nor
+the judge; any other start is judged in full, and writes the plan the next one reads.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 if TYPE_CHECKING:
     from dynamo.doctor.facts import HostFacts
-    from dynamo.doctor.judge import Subject
-    from dynamo.matrix import Matrix
 
 SKIP_FLAG = "--skip-preflight"
 SKIP_ENV = "DYN_SKIP_PREFLIGHT"
@@ -31,21 +31,32 @@ def preflight(framework: str | None, argv: list[str], facts: HostFacts | None = 
         print(f"warning: preflight skipped ({SKIP_FLAG if SKIP_FLAG in argv else SKIP_ENV + '=1'}); this host"
               f" was not checked against the support matrix", file=out)
         return rest
-    # Imported here, so that a skipped preflight costs nothing.
+    # Imported here, so that a skipped preflight costs nothing; the matrix and the judge only where no
+    # plan vouches for this start (dynamo.doctor.plan).
+    from dynamo.doctor import plan
     from dynamo.doctor.facts import RecordingInvalid, gather
-    from dynamo.doctor.judge import FAIL, MARKS, judge
+
+    entry = framework or "dynamo"
+    try:
+        facts = facts or gather()
+    except RecordingInvalid as exc:
+        _cannot_check(exc.problems, out)
+    kept = plan.read(entry)
+    if plan.passes(kept, entry, facts):
+        return rest
+
+    from dynamo.doctor.judge import FAIL, MARKS, judge, subject_of
     from dynamo.matrix import MatrixInvalid, load
 
     try:
         matrix = load()
-        facts = facts or gather()
-    except (MatrixInvalid, RecordingInvalid) as exc:
-        lines = exc.lines() if isinstance(exc, MatrixInvalid) else exc.problems
-        print("preflight: cannot check this host:", *lines, sep="\n", file=out)
-        print(f"(fix the above; {SKIP_FLAG} or {SKIP_ENV}=1 starts anyway)", file=out)
-        raise SystemExit(1) from None
-    subject = _subject(matrix, facts, framework)
-    failures = [f for f in judge(matrix, facts, subject) if f.status == FAIL]
+    except MatrixInvalid as exc:
+        _cannot_check(exc.lines(), out)
+    subject = subject_of(matrix, facts, framework)
+    findings = judge(matrix, facts, subject)
+    failures = [f for f in findings if f.status == FAIL]
+    if (found := plan.build(matrix, facts, entry, subject, findings)) not in (None, kept):
+        plan.write(found)  # not again where it holds already (a driver that only the judge passes)
     if failures:
         print(f"preflight: this host cannot run {subject.framework or 'dynamo'} {subject.release}:", file=out)
         for finding in failures:
@@ -57,19 +68,7 @@ def preflight(framework: str | None, argv: list[str], facts: HostFacts | None = 
     return rest
 
 
-def _subject(matrix: Matrix, facts: HostFacts, framework: str | None) -> Subject:
-    """What to judge: in one of our images, the release it was built as and, for its own engine, its device;
-    elsewhere the installed release and the host's device."""
-    from dynamo.doctor.image import baked
-    from dynamo.doctor.judge import Subject, host_device, release_to_judge
-
-    known = framework in matrix.framework
-    cell = baked()
-    if cell is not None and cell.release in matrix.release:
-        release = cell.release
-        # the image's device for its own engine; another entry point (the frontend, the mocker) runs on the host's
-        device = cell.device if framework == cell.framework else host_device(matrix, facts, framework if known else None)
-    else:
-        device = host_device(matrix, facts, framework if known else None)
-        release = release_to_judge(matrix, facts.packages.get("dynamo"), framework if known else None, device)
-    return Subject(release, framework if framework in matrix.release[release].engines else None, device)
+def _cannot_check(lines: list[str], out: TextIO) -> NoReturn:
+    print("preflight: cannot check this host:", *lines, sep="\n", file=out)
+    print(f"(fix the above; {SKIP_FLAG} or {SKIP_ENV}=1 starts anyway)", file=out)
+    raise SystemExit(1)

@@ -10,22 +10,21 @@ from __future__ import annotations
 
 import _pickle  # pickle's C half: `import pickle` costs a worker's start 2 ms more, for its Python half
 import functools
-import os
 import sys
 from importlib.util import source_hash
 from pathlib import Path
 
+from dynamo import cache_files
 from dynamo.matrix.model import Matrix
 
 # The modules whose code decides what a validated matrix is (every module validating imports, under
 # dynamo/): a change to any of them is a new key; so is another Python, pickle protocol or packaging
 # (whose versions and specifiers the checks use).
-_CODE = ("__init__.py", "frozen.py", "nvidia_require.py", "matrix/__init__.py",
+_CODE = ("__init__.py", "cache_files.py", "frozen.py", "nvidia_require.py", "matrix/__init__.py",
          "matrix/cache.py", "matrix/checks.py", "matrix/convert.py", "matrix/load.py", "matrix/model.py",
          "matrix/query.py", "matrix/validate.py")
 _DYNAMO_DIR = Path(__file__).resolve().parents[1]
 PROTOCOL = 5  # pickle's newest, on every Python we support
-CACHE_ENV = "DYNAMO_CACHE_DIR"
 
 
 @functools.cache  # once per process: read() and then write() on a miss both need it
@@ -37,17 +36,10 @@ def _code() -> bytes:
     return b"\0".join(code)
 
 
-def user_dir() -> Path:
-    """$DYNAMO_CACHE_DIR, else $XDG_CACHE_HOME/dynamo, else ~/.cache/dynamo."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dynamo"
-
-
 def _entries(path: Path, data: bytes) -> list[Path]:
     key = source_hash(_code() + b"\0" + data).hex()
     name = f"{path.stem}.{key}.pickle"
-    return [path.resolve().parent / "__pycache__" / name, user_dir() / name]
+    return [path.resolve().parent / "__pycache__" / name, cache_files.user_dir() / name]
 
 
 def read(path: Path, data: bytes) -> Matrix | None:
@@ -65,23 +57,4 @@ def read(path: Path, data: bytes) -> Matrix | None:
 
 def write(path: Path, data: bytes, matrix: Matrix) -> None:
     """Keep `matrix`, validated from `data`, where this user may write; nowhere if nowhere."""
-    import tempfile  # only a miss writes
-
-    payload = _pickle.dumps(matrix, protocol=PROTOCOL)
-    for entry in _entries(path, data):
-        try:
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=entry.parent, prefix=".tmp-", delete=False) as file:
-                file.write(payload)
-        except OSError:
-            continue
-        try:
-            os.chmod(file.name, 0o644)
-            os.replace(file.name, entry)  # atomic: a reader sees no entry or a whole one
-        except OSError:
-            Path(file.name).unlink(missing_ok=True)
-            continue
-        for stale in entry.parent.glob(f"{path.stem}.*.pickle"):  # earlier texts or code: never read again
-            if stale != entry:
-                stale.unlink(missing_ok=True)
-        return
+    cache_files.write(_entries(path, data), _pickle.dumps(matrix, protocol=PROTOCOL), f"{path.stem}.*.pickle")

@@ -17,8 +17,8 @@ from dynamo.matrix.model import Matrix, Release, ReleaseFields
 ENV_VAR = "DYNAMO_MATRIX"
 _PACKAGE_DIR = Path(__file__).resolve().parent
 # In a source checkout the matrix lives at the repository root; a wheel carries a copy inside.
-_CANDIDATES = (_PACKAGE_DIR.parents[1] / "matrix" / "support_matrix.toml",
-               _PACKAGE_DIR / "data" / "support_matrix.toml")
+CANDIDATES = (_PACKAGE_DIR.parents[1] / "matrix" / "support_matrix.toml",
+              _PACKAGE_DIR / "data" / "support_matrix.toml")
 
 
 class MatrixInvalid(Exception):
@@ -38,10 +38,10 @@ def default_path() -> Path:
     """$DYNAMO_MATRIX, else the checkout's matrix/support_matrix.toml, else the packaged copy."""
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR])
-    for candidate in _CANDIDATES:
+    for candidate in CANDIDATES:
         if candidate.is_file():
             return candidate
-    return _CANDIDATES[-1]
+    return CANDIDATES[-1]
 
 
 def display_name(path: Path) -> str:
