@@ -449,6 +449,8 @@ ENVIRONMENT_PROBE = r"""
 import asyncio, importlib.util, json, pathlib, struct, sysconfig, tempfile
 import uvloop
 from tokenizers import Tokenizer, models, pre_tokenizers
+from dynamo.frontend.preprocess import Preprocessor
+from dynamo.mocker import tiny_model
 
 def section_names(path):
     data = path.read_bytes()  # ELF64, little-endian: every platform we build for
@@ -465,7 +467,12 @@ path = pathlib.Path(tempfile.mkdtemp()) / "tokenizer.json"
 made = Tokenizer(models.WordLevel({"hello": 0, "[UNK]": 1}, unk_token="[UNK]"))
 made.pre_tokenizer = pre_tokenizers.Whitespace()
 made.save(str(path))
+model = tiny_model.write(pathlib.Path(tempfile.mkdtemp()) / "tiny")  # byte-level BPE, as Llama 3's and Qwen's
+preprocessor = Preprocessor(model)
+chat = preprocessor.chat_text([{"role": "system", "content": "be brief " * 500}, {"role": "user", "content": "hi"}])
 print(json.dumps({
+    "fast": preprocessor.fast is not None,
+    "same": preprocessor.tokens(chat) == Tokenizer.from_file(str(model / "tokenizer.json")).encode(chat, add_special_tokens=False).ids,
     "modules": [m for m in ("pip", "setuptools", "pkg_resources", "huggingface_hub", "hf_xet") if importlib.util.find_spec(m)],
     "libraries": len(list(site.rglob("*.so"))), "unstripped": unstripped,
     "ids": Tokenizer.from_file(str(path)).encode("hello there").ids,
@@ -477,8 +484,10 @@ print(json.dumps({
 def test_the_frontend_environment_holds_what_it_runs_and_no_more(frontend_image):
     """No pip or setuptools in the runtime environment (its install steps ran a pip from /tmp), nothing the matrix
     says is never imported (huggingface-hub, setuptools), shared libraries stripped (the matrix's strip); the
-    tokenizer still loads a tokenizer.json, uvloop runs, and pip check finds only what the lock left out."""
+    tokenizer still loads a tokenizer.json, the frontend encodes chats with fastokens (the matrix pins it) into
+    tokenizers' ids, uvloop runs, and pip check finds only what the lock left out."""
     found = json.loads(buildah_run(frontend_image, ["python3", "-c", ENVIRONMENT_PROBE]))
+    assert found["fast"] and found["same"]
     assert found["modules"] == []
     assert found["libraries"] > 10 and found["unstripped"] == []
     assert found["ids"] == [0, 1] and found["uvloop"] == "ran"

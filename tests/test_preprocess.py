@@ -139,28 +139,38 @@ def tokenizer_folder(folder, pre_tokenizer, normalizer=None, lstrip=False, trunc
     return folder
 
 
-# Each kind of tokenizer, and whether the tokens of the pieces between its added tokens may be kept.
+# Each kind of tokenizer; whether the tokens of the pieces between its added tokens may be kept; whether
+# fastokens encodes it (0.3.5 has byte-level BPE, as Llama 3's, Qwen's and DeepSeek's; no NFKC, no Metaspace).
 TOKENIZERS = {
-    "byte-level BPE (the tiny model's)": (lambda folder: tiny_model.write(folder), True),
+    "byte-level BPE (the tiny model's)": (lambda folder: tiny_model.write(folder), True, True),
     "byte-level with a prefix space, NFKC and lowercase, truncating to 8": (lambda folder: tokenizer_folder(
         folder, pre_tokenizers.ByteLevel(add_prefix_space=True),
-        normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()]), truncate=True), True),
+        normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()]), truncate=True), True, False),
+    "byte-level with a prefix space and lowercase, truncating to 8": (lambda folder: tokenizer_folder(
+        folder, pre_tokenizers.ByteLevel(add_prefix_space=True), normalizers.Lowercase(), truncate=True), True, True),
     "Metaspace, always prepended": (lambda folder: tokenizer_folder(
-        folder, pre_tokenizers.Metaspace(prepend_scheme="always")), True),
+        folder, pre_tokenizers.Metaspace(prepend_scheme="always")), True, False),
     "Metaspace, first piece only (Llama's)": (lambda folder: tokenizer_folder(
-        folder, pre_tokenizers.Sequence([pre_tokenizers.Metaspace(prepend_scheme="first")])), False),
+        folder, pre_tokenizers.Sequence([pre_tokenizers.Metaspace(prepend_scheme="first")])), False, False),
     "byte-level, <|im_end|> strips the space before it": (lambda folder: tokenizer_folder(
-        folder, pre_tokenizers.ByteLevel(add_prefix_space=False), lstrip=True), False),
+        folder, pre_tokenizers.ByteLevel(add_prefix_space=False), lstrip=True), False, True),
 }
 
 
 @pytest.fixture(scope="module", params=list(TOKENIZERS))
 def kind(request, tmp_path_factory):
-    make, splits = TOKENIZERS[request.param]
+    make, splits, fast = TOKENIZERS[request.param]
     folder = make(tmp_path_factory.mktemp("tokenizer") / "model")
     whole = Tokenizer.from_file(str(folder / "tokenizer.json"))
     whole.no_truncation()  # transformers' count: every token of the text
-    return Preprocessor(folder), whole, splits
+    return Preprocessor(folder), whole, splits, fast
+
+
+def test_fastokens_encodes_what_it_reads_and_tokenizers_the_rest(kind):
+    """fastokens (a dependency of the tests, as of the frontend's image) takes the tokenizers it reads
+    whole; so the property tests here check its ids against tokenizers' own."""
+    preprocessor, _, _, fast = kind
+    assert (preprocessor.fast is not None) == fast
 
 
 PIECES = st.one_of(st.sampled_from(tiny_model.SPECIAL), st.sampled_from(["user", "\n", " ", "  ", "\t", "'s", "’"]),
@@ -171,14 +181,14 @@ PIECES = st.one_of(st.sampled_from(tiny_model.SPECIAL), st.sampled_from(["user",
 @given(texts=st.lists(st.lists(PIECES, max_size=12).map("".join), min_size=1, max_size=4))
 def test_kept_tokens_are_the_whole_texts(kind, texts):
     """Whatever was tokenized before, a text's tokens are those of the whole text at once."""
-    preprocessor, whole, _ = kind
+    preprocessor, whole, _, _ = kind
     for text in texts + texts[::-1]:
         assert preprocessor.tokens(text) == whole.encode(text, add_special_tokens=False).ids
 
 
 def test_tokenizers_whose_pieces_depend_on_their_place_are_tokenized_whole(kind):
     """The condition for keeping the pieces' tokens: where it fails, pieces tokenized alone differ."""
-    preprocessor, whole, splits = kind
+    preprocessor, whole, splits, _ = kind
     assert preprocessor._splits == splits
     text = "<|im_start|>user\nhello model <|im_end|>\n<|im_start|>assistant\n"
     pieces = [token for piece in preprocessor._added.split(text) if piece
