@@ -446,7 +446,7 @@ def buildah_run(tag: str, command: list[str]) -> str:
 
 # Run by the image's Python as its user: what its environment holds, and that what is left still works.
 ENVIRONMENT_PROBE = r"""
-import asyncio, importlib.util, json, pathlib, struct, sysconfig, tempfile
+import asyncio, base64, hashlib, importlib.metadata, importlib.util, json, pathlib, struct, sysconfig, tempfile
 import uvloop
 from tokenizers import Tokenizer, models, pre_tokenizers
 from dynamo.frontend.preprocess import Preprocessor
@@ -470,7 +470,15 @@ made.save(str(path))
 model = tiny_model.write(pathlib.Path(tempfile.mkdtemp()) / "tiny")  # byte-level BPE, as Llama 3's and Qwen's
 preprocessor = Preprocessor(model)
 chat = preprocessor.chat_text([{"role": "system", "content": "be brief " * 500}, {"role": "user", "content": "hi"}])
+def sha256(path):
+    return base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).rstrip(b"=").decode()
+
+# what the distributions' RECORD files say of their files, read by the standard library as SBOM tools read them
+recorded = [(dist.name, file) for dist in importlib.metadata.distributions() for file in dist.files or () if file.hash]
 print(json.dumps({
+    "recorded": len(recorded),
+    "misrecorded": sorted(str(file) for _, file in recorded
+                          if sha256(file.locate()) != file.hash.value or file.locate().stat().st_size != file.size),
     "fast": preprocessor.fast is not None,
     "same": preprocessor.tokens(chat) == Tokenizer.from_file(str(model / "tokenizer.json")).encode(chat, add_special_tokens=False).ids,
     "modules": [m for m in ("pip", "setuptools", "pkg_resources", "huggingface_hub", "hf_xet") if importlib.util.find_spec(m)],
@@ -483,11 +491,13 @@ print(json.dumps({
 
 def test_the_frontend_environment_holds_what_it_runs_and_no_more(frontend_image):
     """No pip or setuptools in the runtime environment (its install steps ran a pip from /tmp), nothing the matrix
-    says is never imported (huggingface-hub, setuptools), shared libraries stripped (the matrix's strip); the
+    says is never imported (huggingface-hub, setuptools), shared libraries stripped (the matrix's strip) and every
+    RECORD row true to its file; the
     tokenizer still loads a tokenizer.json, the frontend encodes chats with fastokens (the matrix pins it) into
     tokenizers' ids, uvloop runs, and pip check finds only what the lock left out."""
     found = json.loads(buildah_run(frontend_image, ["python3", "-c", ENVIRONMENT_PROBE]))
     assert found["fast"] and found["same"]
+    assert found["recorded"] > 1000 and found["misrecorded"] == []  # stripped, then given their new hashes
     assert found["modules"] == []
     assert found["libraries"] > 10 and found["unstripped"] == []
     assert found["ids"] == [0, 1] and found["uvloop"] == "ran"
