@@ -497,7 +497,8 @@ def test_the_frontend_environment_holds_what_it_runs_and_no_more(frontend_image)
     tokenizers' ids, uvloop runs, and pip check finds only what the lock left out."""
     found = json.loads(buildah_run(frontend_image, ["python3", "-c", ENVIRONMENT_PROBE]))
     assert found["fast"] and found["same"]
-    assert found["recorded"] > 1000 and found["misrecorded"] == []  # stripped, then given their new hashes
+    assert found["recorded"] > 500
+    assert found["misrecorded"] == []  # stripped, then given their new hashes
     assert found["modules"] == []
     assert found["libraries"] > 10 and found["unstripped"] == []
     assert found["ids"] == [0, 1] and found["uvloop"] == "ran"
