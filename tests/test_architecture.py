@@ -12,7 +12,7 @@ from conftest import REPO
 PACKAGE = REPO / "dynamo"
 # Bottom first. A unit is a folder of dynamo/ or a module directly in it.
 FLOORS: tuple[frozenset[str], ...] = tuple(frozenset(floor) for floor in (
-    {"dynamo", "frozen", "tools", "cuda_builds", "pipcheck", "cache_files"},
+    {"dynamo", "frozen", "tools", "cuda_builds", "pipcheck", "wheel_records", "cache_files"},
     {"nvidia_require", "containers"},  # the container engines stand on nothing else of ours
     {"matrix"},
     {"images", "wheel"},

@@ -493,7 +493,7 @@ def test_the_frontend_environment_holds_what_it_runs_and_no_more(frontend_image)
     """No pip or setuptools in the runtime environment (its install steps ran a pip from /tmp), nothing the matrix
     says is never imported (huggingface-hub, setuptools), shared libraries stripped (the matrix's strip) and every
     RECORD row true to its file; the
-    tokenizer still loads a tokenizer.json, the frontend encodes chats with fastokens (the matrix pins it) into
+    tokenizer still loads a tokenizer.json, the frontend encodes chats with fastokens into
     tokenizers' ids, uvloop runs, and pip check finds only what the lock left out."""
     found = json.loads(buildah_run(frontend_image, ["python3", "-c", ENVIRONMENT_PROBE]))
     assert found["fast"] and found["same"]

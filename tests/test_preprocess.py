@@ -167,8 +167,8 @@ def kind(request, tmp_path_factory):
 
 
 def test_fastokens_encodes_what_it_reads_and_tokenizers_the_rest(kind):
-    """fastokens (a dependency of the tests, as of the frontend's image) takes the tokenizers it reads
-    whole; so the property tests here check its ids against tokenizers' own."""
+    """fastokens (a dependency of ours) takes the tokenizers it reads whole, tokenizers the rest; so the
+    property tests here check its ids against tokenizers' own."""
     preprocessor, _, _, fast = kind
     assert (preprocessor.fast is not None) == fast
 

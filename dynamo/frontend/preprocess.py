@@ -11,21 +11,21 @@ lstrip_blocks and loop controls, its `tojson` filter, `raise_exception` and `str
 special tokens (bos_token, eos_token, ...) as variables, `add_generation_prompt=True` and the tools;
 the text is then tokenized without adding special tokens, as the template writes them.
 
-Speed: where fastokens is installed (the frontend image's lock pins it: matrix/support_matrix.toml)
-and reads every part of the tokenizer.json, it encodes: a Rust tokenizer for serving that gives
-`tokenizers`' ids (its authors' claim; tests/test_preprocess.py compares them over tokenizers of each
-kind) about ten times faster: a 2,000-token chat the first time in 0.1 ms of CPU, not 1.5
-(benchmarks/kv_routing.py --preprocessing). It refuses, when loading, a tokenizer with a part it lacks
-(NFKC, Metaspace, ...): those go to `tokenizers`. Either way: `tokenizers` splits a text at its added tokens (<|im_start|> and the like) before anything
-else, and normalizes and pre-tokenizes each piece between them on its own, so the text between two of
-them is tokenized the same wherever it stands. The tokens of each such piece are kept (the most
-recently used, up to CACHED_CHARACTERS of text), and a long system prompt that comes again costs a
-dictionary lookup, not a second tokenization. That holds unless an added token strips or normalizes
-its neighbours (lstrip, rstrip, single_word, normalized) or a Metaspace pre-tokenizer marks only the
-text's first piece (prepend_scheme "first", as Llama and Mistral tokenizers have): such tokenizers
-tokenize the whole text every time. Tokens are counted as transformers does, without the truncation
-or padding a tokenizer.json may carry. tests/test_preprocess.py checks the cached tokens against
-the whole text's, property-based, over tokenizers of each kind.
+Speed: fastokens encodes where it reads every part of the tokenizer.json (byte-level BPE, as Llama 3's,
+Qwen's and DeepSeek's): a Rust tokenizer for serving that gives `tokenizers`' ids (its authors' claim;
+tests/test_preprocess.py compares them over tokenizers of each kind) about ten times faster, a
+2,000-token chat the first time in about 0.1 ms of CPU, not 1.5 (benchmarks/kv_routing.py
+--preprocessing). It refuses, when loading, a tokenizer with a part it lacks (NFKC, Metaspace, ...):
+those go to `tokenizers`. Either way: `tokenizers` splits a text at its added tokens (<|im_start|> and
+the like) before anything else, and normalizes and pre-tokenizes each piece between them on its own, so
+the text between two of them is tokenized the same wherever it stands. The tokens of each such piece are
+kept (the most recently used, up to CACHED_CHARACTERS of text), and a long system prompt that comes
+again costs a dictionary lookup, not a second tokenization. That holds unless an added token strips or
+normalizes its neighbours (lstrip, rstrip, single_word, normalized) or a Metaspace pre-tokenizer marks
+only the text's first piece (prepend_scheme "first", as Llama and Mistral tokenizers have): such
+tokenizers tokenize the whole text every time. Tokens are counted as transformers does, without the
+truncation or padding a tokenizer.json may carry. tests/test_preprocess.py checks the cached tokens
+against the whole text's, property-based, over tokenizers of each kind.
 """
 
 from __future__ import annotations
@@ -72,12 +72,10 @@ def _marks_first_piece(pre_tokenizer: dict[str, Any]) -> bool:
 
 
 def _fast_tokenizer(path: Path) -> Any | None:
-    """fastokens' tokenizer of this tokenizer.json, without truncation or padding; None where fastokens is
-    not installed or lacks a part of it (it raises ValueError naming the part)."""
-    try:
-        import fastokens
-    except ImportError:
-        return None
+    """fastokens' tokenizer of this tokenizer.json, without truncation or padding; None where fastokens
+    lacks a part of it (it raises ValueError naming the part)."""
+    import fastokens
+
     try:
         tokenizer = fastokens.Tokenizer.from_file(str(path))
     except ValueError:

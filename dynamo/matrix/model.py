@@ -104,8 +104,6 @@ class Framework(Frozen, kw_only=True):
     never_imported: tuple[str, ...] = checked(checks.distribution, default=())
     # Debian/Ubuntu packages of the system libraries its wheels' native code loads, which the runtime base lacks
     system_packages: tuple[str, ...] = checked(checks.debian_package, default=())
-    # distributions its images install at these versions in every release, beside a release's own pins
-    pins: dict[str, str] = checked(checks.version, keys=checks.distribution, factory=dict)
 
 
 class Platform(Frozen, kw_only=True):

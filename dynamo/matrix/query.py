@@ -286,8 +286,7 @@ def evaluate(matrix: Matrix, release_name: str, framework: str, device: str, arc
         release=release_name, framework=framework, cuda=cuda_version, arch=arch,
         python=python, status="experimental" if experimental else "supported",
         engine_version=engine.version, engine_pin=(engine.pin or engine.version) if fw.package else None,
-        engine_requirement=requirements[0] if fw.package else None,
-        extra_requirements=tuple(requirements[1:] if fw.package else requirements),
+        engine_requirement=requirements[0] if requirements else None, extra_requirements=tuple(requirements[1:]),
         nixl=nixl, platform=matrix.cpu_arch[arch].platform, os=release.image_os,
         base_image=base_image or pinned(matrix, base), runtime_image=base_image or pinned(matrix, runtime),
         notes=tuple(experimental + warnings), nixl_extras=nixl_extras(matrix, nixl, cuda_version),
@@ -394,13 +393,12 @@ def image_requirement(matrix: Matrix, cuda: str | None) -> str:
 
 def engine_requirements(fw: Framework, engine: EngineEntry) -> list[str]:
     """What pip installs for an engine: the engine with its extras at its pin, then its extra pins
-    (e.g. ["vllm[flashinfer]==0.10.2", "flashinfer==0.1.8"]): the framework's and the release's; a
-    framework without an engine has only its pins (the frontend's fast tokenizer)."""
-    pins = [f"{name}=={version}" for name, version in sorted({**fw.pins, **engine.pins}.items())]
+    (e.g. ["vllm[flashinfer]==0.10.2", "flashinfer==0.1.8"]); nothing for a framework without one."""
     if fw.package is None:
-        return pins
+        return []
     extras = f"[{','.join(engine.extras)}]" if engine.extras else ""
-    return [f"{fw.package}{extras}=={engine.pin or engine.version}", *pins]
+    return [f"{fw.package}{extras}=={engine.pin or engine.version}",
+            *(f"{name}=={version}" for name, version in sorted(engine.pins.items()))]
 
 
 def _platform_status(matrix: Matrix, release: Release, os_name: str, arch: str) -> str | None:

@@ -103,11 +103,11 @@ def _dependencies(matrix: Matrix, name: str, engines: dict[str, EngineEntry]) ->
     rows = []
     for fw, engine in engines.items():
         framework_info = matrix.framework[fw]
-        install = " ".join(engine_requirements(framework_info, engine))
         if framework_info.package is None:
-            rows.append((framework_info.name, "-", cuda_cell(matrix, fw, engine), install or "(no engine)"))
+            rows.append((framework_info.name, "-", cuda_cell(matrix, fw, engine), "(no engine)"))
             continue
         version = f"{engine.version}{' (planned)' if engine.planned else ''}"
+        install = " ".join(engine_requirements(framework_info, engine))
         rows.append((framework_info.name, version, cuda_cell(matrix, fw, engine), install))
     rows += nixl_rows(matrix, name, engines)
     if release.base_container:
