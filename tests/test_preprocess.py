@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from test_frontend import client, deployment, http, wait_for_instances  # noqa: F401 (fixture)
 from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, trainers
 
-from dynamo.frontend.preprocess import Preprocessor
+from dynamo.frontend.preprocess import Preprocessor, _fast_tokenizer
 from dynamo.mocker import tiny_model
 from dynamo.runtime.protocol import GenerateRequest, RequestError  # noqa: E402
 
@@ -164,6 +164,15 @@ def kind(request, tmp_path_factory):
     whole = Tokenizer.from_file(str(folder / "tokenizer.json"))
     whole.no_truncation()  # transformers' count: every token of the text
     return Preprocessor(folder), whole, splits, fast
+
+
+def test_fastokens_is_checked_against_tokenizers_at_load(model_dir, tmp_path, caplog):
+    """A sample goes through both when the tokenizer loads: where fastokens' ids differ from tokenizers'
+    (here tokenizers reads another, lowercasing tokenizer.json), the frontend keeps to tokenizers."""
+    other = tokenizer_folder(tmp_path / "lowercase", pre_tokenizers.ByteLevel(add_prefix_space=True), normalizers.Lowercase())
+    assert _fast_tokenizer(model_dir / "tokenizer.json", Tokenizer.from_file(str(model_dir / "tokenizer.json")))
+    assert _fast_tokenizer(model_dir / "tokenizer.json", Tokenizer.from_file(str(other / "tokenizer.json"))) is None
+    assert "fastokens encodes it otherwise than tokenizers" in caplog.text
 
 
 def test_fastokens_encodes_what_it_reads_and_tokenizers_the_rest(kind):

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import os
 import re
 from collections import OrderedDict
@@ -42,7 +43,11 @@ from typing import Any
 
 from dynamo.runtime.protocol import GenerateRequest, RequestError
 
+log = logging.getLogger("dynamo.frontend")
+
 CACHED_CHARACTERS = 16 * 1024 * 1024
+# Through both tokenizers at load: case, contractions, digits, whitespace runs, accents, CJK, an emoji.
+SAMPLE = "Hello, World! It's 2026-12-03: 3.14 x 10^9 isn't   much.\n\n\t naïve café Ñandú 東京 🚀 ok?"
 SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
 
 
@@ -71,9 +76,10 @@ def _marks_first_piece(pre_tokenizer: dict[str, Any]) -> bool:
         any(_marks_first_piece(inner) for inner in pre_tokenizer.get("pretokenizers", []))
 
 
-def _fast_tokenizer(path: Path) -> Any | None:
+def _fast_tokenizer(path: Path, reference: Any) -> Any | None:
     """fastokens' tokenizer of this tokenizer.json, without truncation or padding; None where fastokens
-    lacks a part of it (it raises ValueError naming the part)."""
+    lacks a part of it (it raises ValueError naming the part) or encodes SAMPLE, with the tokenizer's
+    added tokens, otherwise than `reference` (tokenizers' own, of the same file) does."""
     import fastokens
 
     try:
@@ -82,7 +88,11 @@ def _fast_tokenizer(path: Path) -> Any | None:
         return None
     tokenizer.no_truncation()
     tokenizer.no_padding()
-    tokenizer.encode("warm up", add_special_tokens=False)  # its first encode sets it up (1.7 ms): at load, not in a request
+    sample = SAMPLE + "".join(token.content for token in reference.get_added_tokens_decoder().values())
+    # Its first encode also sets it up (1.7 ms): at load, not in a request.
+    if tokenizer.encode(sample, add_special_tokens=True).ids != reference.encode(sample, add_special_tokens=True).ids:
+        log.warning("%s: fastokens encodes it otherwise than tokenizers; the frontend encodes with tokenizers", path)
+        return None
     return tokenizer
 
 
@@ -125,7 +135,7 @@ class Preprocessor:
         self.special = {name: _token_text(config[name]) for name in SPECIAL_TOKENS if config.get(name)}
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
-        self.fast = _fast_tokenizer(folder / "tokenizer.json")
+        self.fast = _fast_tokenizer(folder / "tokenizer.json", self.tokenizer)
         # encode_batch_fast (tokenizers 0.20 and later) leaves out the offsets that encode tracks: a fifth less time
         self._encode = self.fast.encode_batch if self.fast else \
             getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
