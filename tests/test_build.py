@@ -474,10 +474,10 @@ def sha256(path):
     return base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).rstrip(b"=").decode()
 
 # what the distributions' RECORD files say of their files, read by the standard library as SBOM tools read them
-recorded = [(dist.name, file) for dist in importlib.metadata.distributions() for file in dist.files or () if file.hash]
+recorded = [file for dist in importlib.metadata.distributions() for file in dist.files or () if file.hash]
 print(json.dumps({
     "recorded": len(recorded),
-    "misrecorded": sorted(str(file) for _, file in recorded
+    "misrecorded": sorted(str(file) for file in recorded
                           if sha256(file.locate()) != file.hash.value or file.locate().stat().st_size != file.size),
     "fast": preprocessor.fast is not None,
     "same": preprocessor.tokens(chat) == Tokenizer.from_file(str(model / "tokenizer.json")).encode(chat, add_special_tokens=False).ids,
@@ -492,9 +492,8 @@ print(json.dumps({
 def test_the_frontend_environment_holds_what_it_runs_and_no_more(frontend_image):
     """No pip or setuptools in the runtime environment (its install steps ran a pip from /tmp), nothing the matrix
     says is never imported (huggingface-hub, setuptools), shared libraries stripped (the matrix's strip) and every
-    RECORD row true to its file; the
-    tokenizer still loads a tokenizer.json, the frontend encodes chats with fastokens into
-    tokenizers' ids, uvloop runs, and pip check finds only what the lock left out."""
+    RECORD row true to its file; the tokenizer still loads a tokenizer.json, the frontend encodes chats with
+    fastokens into tokenizers' ids, uvloop runs, and pip check finds only what the lock left out."""
     found = json.loads(buildah_run(frontend_image, ["python3", "-c", ENVIRONMENT_PROBE]))
     assert found["fast"] and found["same"]
     assert found["recorded"] > 500
