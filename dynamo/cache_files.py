@@ -3,11 +3,31 @@ so that a reader sees no entry or a whole one. Importing this costs a start-up n
 
 from __future__ import annotations
 
+import _imp  # CPython's import machinery, loaded in every process (importlib.util would cost a start 0.4 ms)
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 CACHE_ENV = "DYNAMO_CACHE_DIR"
+KEY_VERSION = 1  # a new number makes every key new
+
+
+def contents(files: Iterable[Path]) -> bytes:
+    """These files' bytes, joined; a file absent counts too. Contents, not file times: an image build
+    stamps every file with the commit's time after the caches are written."""
+    parts = []
+    for path in files:
+        try:
+            parts.append(path.read_bytes())
+        except OSError:
+            parts.append(b"\xff(absent)")
+    return b"\0".join(parts)
+
+
+def key(data: bytes) -> str:
+    """A cache key of `data`: the hash Python's hash-checked bytecode carries (importlib.util.source_hash,
+    64 bits), in hex."""
+    return _imp.source_hash(KEY_VERSION, data).hex()
 
 
 def user_dir() -> Path:

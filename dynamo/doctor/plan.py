@@ -20,14 +20,13 @@ contents, as Python's hash-checked bytecode carries).
 
 from __future__ import annotations
 
-import _imp  # CPython's import machinery, loaded in every process
 import json
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dynamo.cache_files import user_dir
+from dynamo import cache_files
 from dynamo.doctor.image import baked
 
 if TYPE_CHECKING:
@@ -50,7 +49,7 @@ CODE = tuple(f"dynamo/{name}.py" for name in (
 def entries(entry: str) -> list[Path]:
     """Where the plan of an entry point ("vllm", "frontend", "mocker") may be, in the order read."""
     name = f"preflight-{entry}.json"
-    return [_DYNAMO_DIR / "doctor" / "__pycache__" / name, user_dir() / name]
+    return [_DYNAMO_DIR / "doctor" / "__pycache__" / name, cache_files.user_dir() / name]
 
 
 def read(entry: str) -> Plan | None:
@@ -80,19 +79,8 @@ def _current(plan: Plan) -> bool:
 
 
 def _key(sources: list[str]) -> str:
-    """The hash Python's hash-checked bytecode carries, of these files' bytes (relative to the folder
-    holding our package; a file absent counts too). Contents, not file times: an image build stamps
-    every file with the commit's time after the plan is written."""
-    parts = []
-    for name in sources:
-        try:
-            with open(_ROOT / name, "rb") as file:
-                parts.append(file.read())
-        except OSError:
-            parts.append(b"\xff(absent)")
-    # importlib.util.source_hash is this call with the bytecode's magic number as its key: importing
-    # importlib.util would cost a start 0.4 ms, more than the hash.
-    return _imp.source_hash(VERSION, b"\0".join(parts)).hex()
+    """The key of these files (relative to the folder holding our package) as they are now."""
+    return cache_files.key(cache_files.contents(_ROOT / name for name in sources))
 
 
 def settled_facts(facts: HostFacts) -> dict[str, Any]:
@@ -195,8 +183,6 @@ def build(matrix: Matrix, facts: HostFacts, entry: str, subject: Subject,
 
 
 def write(plan: Plan) -> Path | None:
-    from dynamo import cache_files
-
     return cache_files.write(entries(plan["entry"]), json.dumps(plan, indent=1).encode())
 
 

@@ -1,6 +1,6 @@
 """The validated matrix, kept like Python's hash-checked bytecode: pickled in a `__pycache__` beside the
 matrix file (else in the user's cache) under the source hash that such bytecode carries
-(`importlib.util.source_hash`, 64 bits) of the file's bytes and of the code that validates it.
+(cache_files.key: `importlib.util.source_hash`, 64 bits) of the file's bytes and of the code that validates it.
 Start-up then reads a matrix it validated before in milliseconds; any other text, a
 broken matrix included, misses and is validated in full. The image build validates its packaged
 matrix once (`dynamo matrix check`), which leaves the entry in the image.
@@ -11,7 +11,6 @@ from __future__ import annotations
 import _pickle  # pickle's C half: `import pickle` costs a worker's start 2 ms more, for its Python half
 import functools
 import sys
-from importlib.util import source_hash
 from pathlib import Path
 
 from dynamo import cache_files
@@ -31,13 +30,12 @@ PROTOCOL = 5  # pickle's newest, on every Python we support
 def _code() -> bytes:
     import packaging
 
-    code = [f"{sys.version_info[:2]} pickle {PROTOCOL} packaging {packaging.__version__}".encode()]
-    code += [(_DYNAMO_DIR / name).read_bytes() for name in _CODE]
-    return b"\0".join(code)
+    return (f"{sys.version_info[:2]} pickle {PROTOCOL} packaging {packaging.__version__}\0".encode()
+            + cache_files.contents(_DYNAMO_DIR / name for name in _CODE))
 
 
 def _entries(path: Path, data: bytes) -> list[Path]:
-    key = source_hash(_code() + b"\0" + data).hex()
+    key = cache_files.key(_code() + b"\0" + data)
     name = f"{path.stem}.{key}.pickle"
     return [path.resolve().parent / "__pycache__" / name, cache_files.user_dir() / name]
 
